@@ -1,0 +1,39 @@
+# trackrelay: one command runs the demo (make demo), one passes the tests (make test).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test test-fast lint demo up cluster-tools bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,operator]'
+	touch $(STAMP)
+
+test: venv
+	PATH="$$(tests/cluster/control-plane.sh --print):$$PATH" $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check services operator tests benchmarks
+	$(BIN)/mypy --strict services operator tests benchmarks
+	$(BIN)/lint-imports
+
+demo: venv
+	$(BIN)/trackrelay demo
+
+up: venv
+	$(BIN)/trackrelay up
+
+cluster-tools:
+	tests/cluster/control-plane.sh
+
+bench: venv
+	$(BIN)/python benchmarks/order_path.py
+	$(BIN)/python benchmarks/forwarder.py
+
+clean:
+	rm -rf $(VENV) .trackrelay .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""The analytics event: what the outbox holds, the stream carries and analytics receives.
+
+Pure data and pure functions only (no I/O): event ids are derived from the order
+and the line number, so a re-sent event is recognisable downstream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+def event_id_for(order_id: str, line_no: int) -> str:
+    """Stable id of the event for line ``line_no`` (0-based) of ``order_id``."""
+    if line_no < 0:
+        raise ValueError("line_no must be >= 0")
+    return f"{order_id}:{line_no}"
+
+
+def rfc3339(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 in UTC with millisecond precision."""
+    if moment.tzinfo is None:
+        raise ValueError("datetime must be timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One analytics event, as in the push contract (DESIGN.md)."""
+
+    event_id: str
+    order_id: str
+    sku: str
+    qty: int
+    weight: float
+    occurred_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Event:
+        """Decode an event; raises ``ValueError`` naming what is wrong."""
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"event is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError("event must be a JSON object")
+        try:
+            event = cls(
+                event_id=str(data["event_id"]),
+                order_id=str(data["order_id"]),
+                sku=str(data["sku"]),
+                qty=int(data["qty"]),
+                weight=float(data.get("weight", 1.0)),
+                occurred_at=str(data["occurred_at"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"event lacks field {exc.args[0]!r}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"event has a field of the wrong type: {exc}") from exc
+        return event

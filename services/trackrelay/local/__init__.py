@@ -1,0 +1,1 @@
+"""One-machine mode: embedded Redis, process supervision, ``trackrelay up`` and the demo."""

@@ -1,0 +1,1 @@
+"""The order service: accept orders, store them with their outbox rows, relay the outbox."""

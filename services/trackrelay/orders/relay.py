@@ -1,0 +1,132 @@
+"""The outbox relay: moves outbox rows into the Redis Stream, then deletes them.
+
+Claim a batch under a lease (``store.claim_outbox``), XADD it in one pipeline,
+delete exactly the rows Redis accepted, release the rest. When Redis is down or
+refuses writes (OOM at maxmemory), orders keep being accepted: the outbox grows
+and the relay retries with exponential backoff and full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trackrelay.constants import EVENT_FIELD, STREAM
+from trackrelay.control import backoff
+from trackrelay.control.lease import grant, still_held
+from trackrelay.orders import store
+from trackrelay.orders.metrics import OrderMetrics
+from trackrelay.settings import RelaySettings
+
+log = logging.getLogger(__name__)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Redis,
+        settings: RelaySettings,
+        *,
+        owner: str | None = None,
+        metrics: OrderMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.settings = settings
+        self.owner = owner or default_owner()
+        self.metrics = metrics
+        self.clock = clock
+        self.failures = 0
+
+    async def run_once(self) -> int:
+        """One claim-publish-delete round; returns how many events reached the stream."""
+        lease = grant(self.owner, self.clock(), self.settings.relay_lease_seconds)
+        rows = await store.claim_outbox(
+            self.engine, lease, self.settings.relay_batch_size, self.clock()
+        )
+        if not rows:
+            return 0
+        if not still_held(lease, self.clock(), margin=1.0):
+            # We were too slow (e.g. a stalled process): another relay may own these now.
+            return 0
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for row in rows:
+                pipe.xadd(STREAM, {EVENT_FIELD: row.payload})
+            results = await pipe.execute(raise_on_error=False)
+        except RedisError:
+            await store.release_claim(self.engine, lease.token)
+            raise
+        accepted = [r.id for r, res in zip(rows, results, strict=True)
+                    if not isinstance(res, Exception)]
+        refused = [res for res in results if isinstance(res, Exception)]
+        await store.delete_published(self.engine, lease.token, accepted)
+        if refused:
+            await store.release_claim(self.engine, lease.token)
+        if self.metrics is not None:
+            self.metrics.relay_published.inc(len(accepted))
+        if refused:
+            raise refused[0]
+        return len(accepted)
+
+    async def refresh_stats(self) -> None:
+        if self.metrics is None:
+            return
+        stats = await store.outbox_stats(self.engine)
+        self.metrics.outbox_depth.set(stats.depth)
+        self.metrics.relay_lag.set(stats.lag(self.clock()))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set; never raises for Redis or database trouble."""
+        last_stats = 0.0
+        while not stop.is_set():
+            wait = self.settings.relay_idle_seconds
+            try:
+                moved = await self.run_once()
+                self.failures = 0
+                if moved:
+                    wait = 0.0
+            except (RedisError, OSError) as exc:
+                wait = self._failed("redis", exc)
+            except SQLAlchemyError as exc:
+                wait = self._failed("database", exc)
+            now = self.clock()
+            if now - last_stats >= 1.0:
+                last_stats = now
+                try:
+                    await self.refresh_stats()
+                except SQLAlchemyError:
+                    pass
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)
+
+    def _failed(self, component: str, exc: BaseException) -> float:
+        self.failures += 1
+        if self.metrics is not None:
+            self.metrics.relay_errors.labels(component).inc()
+        wait = backoff.full_jitter(
+            self.failures, self.settings.relay_backoff_base, self.settings.relay_backoff_max
+        )
+        log.warning("relay: %s unavailable (%s); retry #%d in %.2fs",
+                    component, exc, self.failures, wait)
+        return wait

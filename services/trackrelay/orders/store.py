@@ -1,0 +1,274 @@
+"""The order store adapter: SQL for orders, idempotency keys and the outbox.
+
+Every function takes the engine as a parameter; the decisions (lease rules,
+event ids) come from pure modules. An order, its lines and one outbox row per
+line are written in one transaction, so an accepted order always has its events.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, event, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from trackrelay.control.lease import Lease
+from trackrelay.events import Event, event_id_for, rfc3339
+from trackrelay.orders.models import OrderLine, OrderRequest, OrderResponse
+from trackrelay.orders.schema import order_lines, orders, outbox
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was already used for a different request body."""
+
+
+def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout so readers never block writers."""
+    if database_url.startswith("sqlite"):
+        engine = create_async_engine(database_url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_async_engine(
+        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def new_order_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    order: OrderResponse
+    created: bool
+
+
+async def create_order(
+    engine: AsyncEngine,
+    request: OrderRequest,
+    idempotency_key: str | None,
+    *,
+    with_outbox: bool = True,
+    now: datetime | None = None,
+) -> CreateResult:
+    """Store an order with its outbox rows; a repeated idempotency key returns the first order.
+
+    Raises ``IdempotencyConflict`` when the key was used for a different body.
+    """
+    fingerprint = request.fingerprint()
+    if idempotency_key is not None:
+        existing = await _find_by_key(engine, idempotency_key, fingerprint)
+        if existing is not None:
+            return CreateResult(existing, created=False)
+    moment = now or datetime.now(UTC)
+    order_id = new_order_id()
+    total = sum(item.qty * item.price for item in request.items)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(orders).values(
+                    order_id=order_id,
+                    customer_id=request.customer_id,
+                    total=total,
+                    created_at=moment,
+                    idempotency_key=idempotency_key,
+                    request_hash=fingerprint,
+                )
+            )
+            await conn.execute(
+                insert(order_lines),
+                [
+                    {"order_id": order_id, "line_no": n, "sku": i.sku, "qty": i.qty,
+                     "price": i.price}
+                    for n, i in enumerate(request.items)
+                ],
+            )
+            if with_outbox:
+                await conn.execute(insert(outbox), outbox_rows(order_id, request, moment))
+    except IntegrityError:
+        # A concurrent request with the same key won the race: answer as a retry.
+        if idempotency_key is None:
+            raise
+        existing = await _find_by_key(engine, idempotency_key, fingerprint)
+        if existing is None:
+            raise
+        return CreateResult(existing, created=False)
+    return CreateResult(
+        OrderResponse(
+            order_id=order_id,
+            customer_id=request.customer_id,
+            items=[OrderLine(sku=i.sku, qty=i.qty, price=i.price) for i in request.items],
+            total=total,
+            created_at=rfc3339(moment),
+        ),
+        created=True,
+    )
+
+
+def outbox_rows(order_id: str, request: OrderRequest, moment: datetime) -> list[dict[str, Any]]:
+    """One outbox row per order line, carrying the event analytics will receive."""
+    stamp = rfc3339(moment)
+    created = moment.timestamp()
+    rows = []
+    for n, item in enumerate(request.items):
+        ev = Event(
+            event_id=event_id_for(order_id, n),
+            order_id=order_id,
+            sku=item.sku,
+            qty=item.qty,
+            weight=1.0,
+            occurred_at=stamp,
+        )
+        rows.append({"event_id": ev.event_id, "payload": ev.to_json(), "created_at": created})
+    return rows
+
+
+async def _find_by_key(
+    engine: AsyncEngine, key: str, fingerprint: str
+) -> OrderResponse | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(orders.c.order_id, orders.c.request_hash).where(
+                    orders.c.idempotency_key == key
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.request_hash != fingerprint:
+            raise IdempotencyConflict(key)
+        return await _load(conn, row.order_id)
+
+
+async def get_order(engine: AsyncEngine, order_id: str) -> OrderResponse | None:
+    async with engine.connect() as conn:
+        return await _load(conn, order_id)
+
+
+async def _load(conn: AsyncConnection, order_id: str) -> OrderResponse | None:
+    head = (await conn.execute(select(orders).where(orders.c.order_id == order_id))).first()
+    if head is None:
+        return None
+    lines = (
+        await conn.execute(
+            select(order_lines)
+            .where(order_lines.c.order_id == order_id)
+            .order_by(order_lines.c.line_no)
+        )
+    ).all()
+    created_at = head.created_at
+    if created_at.tzinfo is None:  # SQLite returns naive datetimes
+        created_at = created_at.replace(tzinfo=UTC)
+    return OrderResponse(
+        order_id=head.order_id,
+        customer_id=head.customer_id,
+        items=[OrderLine(sku=r.sku, qty=r.qty, price=r.price) for r in lines],
+        total=head.total,
+        created_at=rfc3339(created_at),
+    )
+
+
+async def count_orders(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(orders))).scalar_one())
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(select(1))
+
+
+# --- outbox -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    payload: str
+
+
+async def claim_outbox(
+    engine: AsyncEngine, lease: Lease, limit: int, now: float
+) -> list[OutboxRow]:
+    """Lease up to ``limit`` free rows (oldest first) to ``lease.token``.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets concurrent relays claim disjoint
+    batches without waiting; SQLite serialises writers, and the same lease
+    condition (the SQL form of ``control.lease.is_free``) keeps claims disjoint.
+    """
+    free = or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now)
+    candidates = (
+        select(outbox.c.id)
+        .where(free)
+        .order_by(outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(outbox)
+        .where(outbox.c.id.in_(candidates.scalar_subquery()))
+        .where(free)
+        .values(lease_token=lease.token, lease_expires_at=lease.expires_at)
+        .returning(outbox.c.id, outbox.c.event_id, outbox.c.payload)
+    )
+    async with engine.begin() as conn:
+        rows = (await conn.execute(stmt)).all()
+    claimed = [OutboxRow(r.id, r.event_id, r.payload) for r in rows]
+    claimed.sort(key=lambda r: r.id)
+    return claimed
+
+
+async def delete_published(engine: AsyncEngine, token: str, ids: Sequence[int]) -> int:
+    """Remove rows that Redis accepted; only while this claim still holds them."""
+    if not ids:
+        return 0
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            delete(outbox).where(outbox.c.id.in_(ids)).where(outbox.c.lease_token == token)
+        )
+    return int(result.rowcount)
+
+
+async def release_claim(engine: AsyncEngine, token: str) -> None:
+    """Give rows back at once (e.g. Redis refused them) so any relay may retry them."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.lease_token == token)
+            .values(lease_token=None, lease_expires_at=None)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int
+    oldest_created_at: float | None
+
+    def lag(self, now: float | None = None) -> float:
+        if self.oldest_created_at is None:
+            return 0.0
+        return max(0.0, (now if now is not None else time.time()) - self.oldest_created_at)
+
+
+async def outbox_stats(engine: AsyncEngine) -> OutboxStats:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(select(func.count(), func.min(outbox.c.created_at)))
+        ).one()
+    return OutboxStats(depth=int(row[0]), oldest_created_at=row[1])

@@ -1,0 +1,85 @@
+"""Configuration for every trackrelay process, read from ``TRACKRELAY_*`` variables.
+
+One pydantic-settings class per concern; command-line flags override the same
+fields (see ``cli.py``). Nothing here opens a connection: the values are only
+resolved into the URLs the adapters need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_CONFIG = SettingsConfigDict(env_prefix="TRACKRELAY_", extra="ignore")
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class StoreSettings(BaseSettings):
+    """Where the queue and the order store live."""
+
+    model_config = _CONFIG
+
+    redis_url: str | None = None
+    """Queue Redis. None: trackrelay starts its own (embedded) Redis."""
+    database_url: str | None = None
+    """Order store. None: a SQLite file under ``data_dir``."""
+    data_dir: Path = Path(".trackrelay")
+
+    @field_validator("redis_url", "database_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def resolved_database_url(self) -> str:
+        return resolve_database_url(self.database_url, self.data_dir)
+
+
+class RelaySettings(BaseSettings):
+    """The outbox relay: batches, leases and retry pacing."""
+
+    model_config = _CONFIG
+
+    relay_batch_size: PositiveInt = 500
+    relay_lease_seconds: PositiveFloat = 30.0
+    relay_idle_seconds: PositiveFloat = 0.05
+    relay_backoff_base: PositiveFloat = 0.1
+    relay_backoff_max: PositiveFloat = 5.0
+
+
+class OrderSettings(StoreSettings, RelaySettings):
+    """The order service (FastAPI) and the relay it runs in the background."""
+
+    model_config = _CONFIG
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_items: PositiveInt = 100
+    max_body_bytes: PositiveInt = 64 * 1024
+    run_relay: bool = True
+    migrate_on_start: bool = True
+
+
+def resolve_database_url(url: str | None, data_dir: Path) -> str:
+    """Turn a user-facing database URL into the async SQLAlchemy URL we drive.
+
+    ``postgresql://`` and ``postgres://`` become ``postgresql+asyncpg://``,
+    ``sqlite:///`` becomes ``sqlite+aiosqlite:///``; None is a SQLite file in
+    ``data_dir``.
+    """
+    if url is None:
+        return f"sqlite+aiosqlite:///{(data_dir / 'trackrelay.db').as_posix()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ValueError(
+        f"unsupported database URL {url!r}: use postgresql://... or sqlite:///path"
+    )

@@ -1,0 +1,73 @@
+"""Helpers for the integration suites: bulk orders, stream reads, relay processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trackrelay.constants import EVENT_FIELD, STREAM
+from trackrelay.events import Event
+from trackrelay.orders import store
+from trackrelay.orders.models import OrderRequest
+
+
+async def insert_orders(
+    engine: AsyncEngine, count: int, lines: int = 2, concurrency: int = 16
+) -> set[str]:
+    """Store ``count`` orders of ``lines`` lines; returns every event id they produced."""
+    ids: set[str] = set()
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> None:
+        req = OrderRequest.model_validate(
+            {"customer_id": f"c{n}",
+             "items": [{"sku": f"sku-{(n + k) % 50}", "qty": 1 + k, "price": 100}
+                       for k in range(lines)]}
+        )
+        async with sem:
+            result = await store.create_order(engine, req, None)
+        ids.update(f"{result.order.order_id}:{k}" for k in range(lines))
+
+    await asyncio.gather(*(one(n) for n in range(count)))
+    return ids
+
+
+async def stream_event_ids(redis: Redis) -> list[str]:
+    """Every event id in the stream, in stream order (duplicates kept)."""
+    out: list[str] = []
+    last = "-"
+    while True:
+        batch = await redis.xrange(STREAM, min=last, count=5000)
+        if last != "-":
+            batch = batch[1:]
+        if not batch:
+            return out
+        out.extend(Event.from_json(fields[EVENT_FIELD.encode()]).event_id
+                   for _, fields in batch)
+        last = batch[-1][0].decode()
+
+
+async def wait_until_drained(engine: AsyncEngine, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (stats := await store.outbox_stats(engine)).depth:
+        if loop.time() > deadline:
+            raise AssertionError(f"outbox still holds {stats.depth} rows after {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``trackrelay ARGS`` as a child process with ``env`` added."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trackrelay.cli", *args],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

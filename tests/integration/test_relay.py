@@ -1,0 +1,215 @@
+"""The outbox relay against real PostgreSQL/SQLite and a real Redis.
+
+Every outbox row reaches the stream exactly once when nothing crashes, at least
+once when a relay dies mid-batch, and orders keep being accepted while Redis is
+down or refusing writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from tests.integration.conftest import (
+    insert_orders,
+    spawn,
+    stream_event_ids,
+    wait_until_drained,
+)
+from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.orders import migrate, store
+from trackrelay.orders.app import create_app
+from trackrelay.orders.relay import OutboxRelay
+from trackrelay.orders.schema import outbox
+from trackrelay.settings import OrderSettings, resolve_database_url
+
+ORDERS = 10_000
+
+
+def relays_for(database_url: str) -> int:
+    """Four competing relays on PostgreSQL; SQLite runs one (it serialises writers)."""
+    return 4 if database_url.startswith("postgres") else 1
+
+
+async def test_every_row_reaches_the_stream_exactly_once(
+    database_url: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    url = resolve_database_url(database_url, tmp_path)
+    await asyncio.to_thread(migrate.upgrade, url)
+    settings = OrderSettings(relay_batch_size=200)
+    engines = [store.make_engine(url) for _ in range(relays_for(database_url) + 1)]
+    redis = Redis.from_url(redis_server.url)
+    stop = asyncio.Event()
+    relays = [OutboxRelay(e, redis, settings, owner=f"r{i}") for i, e in enumerate(engines[1:])]
+    tasks = [asyncio.create_task(r.run(stop)) for r in relays]
+    try:
+        expected = await insert_orders(engines[0], ORDERS)  # relays compete while orders arrive
+        await wait_until_drained(engines[0], timeout=120)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    seen = await stream_event_ids(redis)
+    dupes = [k for k, v in collections.Counter(seen).items() if v > 1]
+    assert dupes == []
+    assert set(seen) == expected
+    assert len(seen) == 2 * ORDERS
+    await redis.aclose()
+    for e in engines:
+        await e.dispose()
+
+
+async def test_a_relay_killed_mid_batch_loses_nothing(
+    database_url: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    url = resolve_database_url(database_url, tmp_path)
+    await asyncio.to_thread(migrate.upgrade, url)
+    engine = store.make_engine(url)
+    env = {
+        "TRACKRELAY_DATABASE_URL": database_url,
+        "TRACKRELAY_REDIS_URL": redis_server.url,
+        "TRACKRELAY_RELAY_LEASE_SECONDS": "2",
+        "TRACKRELAY_RELAY_BATCH_SIZE": "300",
+    }
+    log = tmp_path / "relays.log"
+    others = [spawn(["relay", "--owner", f"steady{i}"], env, log)
+              for i in range(relays_for(database_url) - 1)]
+    # Orders keep arriving while relays are killed, so there is always a batch to die in.
+    producing = asyncio.create_task(insert_orders(engine, ORDERS, concurrency=4))
+    kills_mid_batch = 0
+    try:
+        for round_no in range(3):
+            victim = spawn(["relay", "--owner", f"victim{round_no}"], env, log)
+            held = await _wait_for_lease(engine, f"victim{round_no}/", timeout=30)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            if held and await _leased_rows(engine, f"victim{round_no}/"):
+                kills_mid_batch += 1
+        expected = await producing
+        # A survivor (on SQLite, the only relay left) takes the dead relays' rows over.
+        others.append(spawn(["relay", "--owner", "survivor"], env, log))
+        await wait_until_drained(engine, timeout=120)
+    finally:
+        for p in others:
+            p.send_signal(signal.SIGTERM)
+        for p in others:
+            p.wait(timeout=20)
+    assert kills_mid_batch >= 1, "no relay was killed while it held a batch"
+    redis = Redis.from_url(redis_server.url)
+    seen = await stream_event_ids(redis)
+    assert set(seen) == expected  # at least once: nothing lost, nothing left behind
+    assert await store.outbox_stats(engine) == store.OutboxStats(0, None)
+    await redis.aclose()
+    await engine.dispose()
+
+
+async def _leased_rows(engine: store.AsyncEngine, prefix: str) -> int:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.id).where(outbox.c.lease_token.like(prefix + "%"))
+        )
+        return len(rows.all())
+
+
+async def _wait_for_lease(engine: store.AsyncEngine, prefix: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await _leased_rows(engine, prefix):
+            return True
+        await asyncio.sleep(0.005)
+    return False
+
+
+def _post_orders(client: TestClient, count: int) -> list[int]:
+    body = {"customer_id": "c", "items": [{"sku": "s", "qty": 1, "price": 1}]}
+    return [client.post("/v1/orders", json=body).status_code for _ in range(count)]
+
+
+def _outbox_depth(client: TestClient) -> int:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    return client.portal.call(store.outbox_stats, engine).depth  # type: ignore[union-attr]
+
+
+def _wait(cond: object, timeout: float) -> None:
+    assert callable(cond)
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def _xlen(url: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url) as r:
+        return int(r.xlen("trackrelay:events"))
+
+
+def test_orders_keep_coming_while_redis_is_down_then_everything_is_relayed(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    settings = OrderSettings(database_url=database_url, relay_backoff_max=0.5)
+    with TestClient(create_app(settings, redis_url=server.url)) as client:
+        assert _post_orders(client, 20) == [201] * 20
+        _wait(lambda: _outbox_depth(client) == 0, 10)
+        server.kill()
+        assert _post_orders(client, 200) == [201] * 200  # zero orders refused
+        time.sleep(1.0)
+        assert _outbox_depth(client) == 200
+        server = EmbeddedRedis(server.data_dir, port=server.port).start()  # Redis is back
+        _wait(lambda: _outbox_depth(client) == 0, 15)
+        assert "trackrelay_relay_errors_total" in client.get("/metrics").text
+    assert _xlen(server.url) == 220
+    server.stop()
+
+
+def test_orders_keep_coming_while_redis_refuses_writes(
+    database_url: str, redis_server: EmbeddedRedis
+) -> None:
+    import redis
+
+    settings = OrderSettings(database_url=database_url, relay_backoff_max=0.5)
+    admin = redis.Redis.from_url(redis_server.url)
+    with TestClient(create_app(settings, redis_url=redis_server.url)) as client:
+        admin.config_set("maxmemory", "1")  # every XADD now fails with OOM
+        assert _post_orders(client, 50) == [201] * 50
+        time.sleep(1.0)
+        assert _outbox_depth(client) == 50
+        assert admin.xlen("trackrelay:events") == 0
+        admin.config_set("maxmemory", "0")
+        _wait(lambda: _outbox_depth(client) == 0, 15)
+    assert admin.xlen("trackrelay:events") == 50
+    admin.close()
+
+
+@pytest.mark.postgres
+def test_database_down_is_503_never_201(tmp_path: Path) -> None:
+    from tests.support.postgres import PostgresCluster, find_pg_bin
+
+    if find_pg_bin() is None:
+        pytest.skip("PostgreSQL server binaries not installed")
+    cluster = PostgresCluster(tmp_path / "pg").start()
+    try:
+        settings = OrderSettings(database_url=cluster.url(), run_relay=False)
+        with TestClient(create_app(settings)) as client:
+            assert _post_orders(client, 1) == [201]
+            cluster.pg_stop()
+            r = client.post("/v1/orders",
+                            json={"customer_id": "c", "items": [{"sku": "s", "qty": 1, "price": 1}]})
+            assert r.status_code == 503
+            assert "not accepted" in r.json()["detail"]
+            assert client.get("/readyz").status_code == 503
+            cluster.pg_start()
+            _wait(lambda: client.get("/readyz").status_code == 200, 15)
+            assert _post_orders(client, 1) == [201]
+    finally:
+        cluster.stop()

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from trackrelay.events import Event, event_id_for, rfc3339
+
+
+def test_event_ids_are_stable_and_distinct_per_line() -> None:
+    assert event_id_for("o1", 0) == event_id_for("o1", 0)
+    ids = {event_id_for(o, n) for o in ("o1", "o2") for n in range(3)}
+    assert len(ids) == 6
+    with pytest.raises(ValueError):
+        event_id_for("o1", -1)
+
+
+def test_rfc3339_is_utc_with_z() -> None:
+    moment = datetime(2026, 1, 2, 5, 4, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+    assert rfc3339(moment) == "2026-01-02T03:04:05.123Z"
+    with pytest.raises(ValueError):
+        rfc3339(datetime(2026, 1, 1))  # naive
+
+
+def test_event_round_trip_and_clear_errors() -> None:
+    ev = Event("o:0", "o", "sku", 2, 1.0, rfc3339(datetime.now(UTC)))
+    assert Event.from_json(ev.to_json()) == ev
+    with pytest.raises(ValueError, match="not JSON"):
+        Event.from_json("{")
+    with pytest.raises(ValueError, match="'sku'"):
+        Event.from_json('{"event_id": "a", "order_id": "o", "qty": 1, "occurred_at": "t"}')
+    with pytest.raises(ValueError, match="wrong type"):
+        Event.from_json('{"event_id":"a","order_id":"o","sku":"s","qty":"x","occurred_at":"t"}')
