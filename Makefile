@@ -19,6 +19,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check services operator tests benchmarks
+	$(BIN)/ruff format --check services operator tests benchmarks
 	$(BIN)/mypy --strict services operator tests benchmarks
 	$(BIN)/lint-imports
 

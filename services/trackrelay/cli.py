@@ -25,8 +25,11 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", dest="redis_url", help="queue Redis (default: embedded)")
-    p.add_argument("--database-url", dest="database_url",
-                   help="order store, postgresql://... or sqlite:///path (default: SQLite file)")
+    p.add_argument(
+        "--database-url",
+        dest="database_url",
+        help="order store, postgresql://... or sqlite:///path (default: SQLite file)",
+    )
     p.add_argument("--data-dir", dest="data_dir", help="where embedded data lives")
 
 
@@ -65,8 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from trackrelay.settings import OrderSettings
 
     settings = OrderSettings(**_overrides(args, (*_STORE, "host", "port")))
-    return asyncio.run(up(settings, analytics_url=args.analytics_url,
-                          forwarders=args.forwarders))
+    return asyncio.run(up(settings, analytics_url=args.analytics_url, forwarders=args.forwarders))
 
 
 def build_parser() -> argparse.ArgumentParser:

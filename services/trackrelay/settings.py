@@ -80,6 +80,4 @@ def resolve_database_url(url: str | None, data_dir: Path) -> str:
         return "sqlite+aiosqlite://" + url[len("sqlite://") :]
     if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
         return url
-    raise ValueError(
-        f"unsupported database URL {url!r}: use postgresql://... or sqlite:///path"
-    )
+    raise ValueError(f"unsupported database URL {url!r}: use postgresql://... or sqlite:///path")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,9 +27,12 @@ async def insert_orders(
 
     async def one(n: int) -> None:
         req = OrderRequest.model_validate(
-            {"customer_id": f"c{n}",
-             "items": [{"sku": f"sku-{(n + k) % 50}", "qty": 1 + k, "price": 100}
-                       for k in range(lines)]}
+            {
+                "customer_id": f"c{n}",
+                "items": [
+                    {"sku": f"sku-{(n + k) % 50}", "qty": 1 + k, "price": 100} for k in range(lines)
+                ],
+            }
         )
         async with sem:
             result = await store.create_order(engine, req, None)
@@ -43,13 +47,12 @@ async def stream_event_ids(redis: Redis) -> list[str]:
     out: list[str] = []
     last = "-"
     while True:
-        batch = await redis.xrange(STREAM, min=last, count=5000)
+        batch: Any = await redis.xrange(STREAM, min=last, count=5000)
         if last != "-":
             batch = batch[1:]
         if not batch:
             return out
-        out.extend(Event.from_json(fields[EVENT_FIELD.encode()]).event_id
-                   for _, fields in batch)
+        out.extend(Event.from_json(fields[EVENT_FIELD.encode()]).event_id for _, fields in batch)
         last = batch[-1][0].decode()
 
 

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from redis.asyncio import Redis
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.conftest import (
     insert_orders,
@@ -79,8 +80,10 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
         "TRACKRELAY_RELAY_BATCH_SIZE": "300",
     }
     log = tmp_path / "relays.log"
-    others = [spawn(["relay", "--owner", f"steady{i}"], env, log)
-              for i in range(relays_for(database_url) - 1)]
+    others = [
+        spawn(["relay", "--owner", f"steady{i}"], env, log)
+        for i in range(relays_for(database_url) - 1)
+    ]
     # Orders keep arriving while relays are killed, so there is always a batch to die in.
     producing = asyncio.create_task(insert_orders(engine, ORDERS, concurrency=4))
     kills_mid_batch = 0
@@ -110,7 +113,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
     await engine.dispose()
 
 
-async def _leased_rows(engine: store.AsyncEngine, prefix: str) -> int:
+async def _leased_rows(engine: AsyncEngine, prefix: str) -> int:
     async with engine.connect() as conn:
         rows = await conn.execute(
             select(outbox.c.id).where(outbox.c.lease_token.like(prefix + "%"))
@@ -118,7 +121,7 @@ async def _leased_rows(engine: store.AsyncEngine, prefix: str) -> int:
         return len(rows.all())
 
 
-async def _wait_for_lease(engine: store.AsyncEngine, prefix: str, timeout: float) -> bool:
+async def _wait_for_lease(engine: AsyncEngine, prefix: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await _leased_rows(engine, prefix):
@@ -203,8 +206,10 @@ def test_database_down_is_503_never_201(tmp_path: Path) -> None:
         with TestClient(create_app(settings)) as client:
             assert _post_orders(client, 1) == [201]
             cluster.pg_stop()
-            r = client.post("/v1/orders",
-                            json={"customer_id": "c", "items": [{"sku": "s", "qty": 1, "price": 1}]})
+            r = client.post(
+                "/v1/orders",
+                json={"customer_id": "c", "items": [{"sku": "s", "qty": 1, "price": 1}]},
+            )
             assert r.status_code == 503
             assert "not accepted" in r.json()["detail"]
             assert client.get("/readyz").status_code == 503

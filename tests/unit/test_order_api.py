@@ -21,7 +21,9 @@ GOOD: dict[str, Any] = {"customer_id": "c-1", "items": [{"sku": "A", "qty": 2, "
 @pytest.fixture
 def settings(tmp_path: Path) -> OrderSettings:
     return OrderSettings(
-        database_url=f"sqlite:///{tmp_path / 'o.db'}", run_relay=False, max_items=3,
+        database_url=f"sqlite:///{tmp_path / 'o.db'}",
+        run_relay=False,
+        max_items=3,
         max_body_bytes=2048,
     )
 
@@ -88,8 +90,9 @@ def test_bad_input_is_422_naming_the_field_and_stores_nothing(
 
 
 def test_non_json_is_422(client: TestClient) -> None:
-    r = client.post("/v1/orders", content=b"{not json",
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/orders", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
     assert r.json()["detail"][0]["type"] == "json_invalid"
     assert stored_orders(client) == 0
@@ -100,11 +103,13 @@ def test_body_too_large_is_413(client: TestClient) -> None:
     r = client.post("/v1/orders", json=big)
     assert r.status_code == 413
     assert "2048" in r.json()["detail"]
+
     # Without a Content-Length header (chunked), the limit still holds.
     def chunks() -> Iterator[bytes]:
         data = json.dumps(big).encode()
         for i in range(0, len(data), 512):
             yield data[i : i + 512]
+
     r = client.post("/v1/orders", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert stored_orders(client) == 0

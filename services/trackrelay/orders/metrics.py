@@ -17,11 +17,14 @@ class OrderMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.orders_accepted = Counter(
-            "trackrelay_orders_accepted", "Orders stored (not counting idempotent repeats).",
+            "trackrelay_orders_accepted",
+            "Orders stored (not counting idempotent repeats).",
             registry=r,
         )
         self.orders_rejected = Counter(
-            "trackrelay_orders_rejected", "Order requests refused, by reason.", ["reason"],
+            "trackrelay_orders_rejected",
+            "Order requests refused, by reason.",
+            ["reason"],
             registry=r,
         )
         self.outbox_depth = Gauge(
@@ -31,10 +34,13 @@ class OrderMetrics:
             "trackrelay_relay_lag_seconds", "Age of the oldest outbox row.", registry=r
         )
         self.relay_published = Counter(
-            "trackrelay_relay_published_events", "Events the relay moved into the stream.",
+            "trackrelay_relay_published_events",
+            "Events the relay moved into the stream.",
             registry=r,
         )
         self.relay_errors = Counter(
-            "trackrelay_relay_errors", "Relay rounds that failed, by component.", ["component"],
+            "trackrelay_relay_errors",
+            "Relay rounds that failed, by component.",
+            ["component"],
             registry=r,
         )

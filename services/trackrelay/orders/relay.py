@@ -9,6 +9,7 @@ and the relay retries with exponential backoff and full jitter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -72,8 +73,9 @@ class OutboxRelay:
         except RedisError:
             await store.release_claim(self.engine, lease.token)
             raise
-        accepted = [r.id for r, res in zip(rows, results, strict=True)
-                    if not isinstance(res, Exception)]
+        accepted = [
+            r.id for r, res in zip(rows, results, strict=True) if not isinstance(res, Exception)
+        ]
         refused = [res for res in results if isinstance(res, Exception)]
         await store.delete_published(self.engine, lease.token, accepted)
         if refused:
@@ -108,15 +110,11 @@ class OutboxRelay:
             now = self.clock()
             if now - last_stats >= 1.0:
                 last_stats = now
-                try:
+                with contextlib.suppress(SQLAlchemyError):
                     await self.refresh_stats()
-                except SQLAlchemyError:
-                    pass
             if wait > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
             else:
                 await asyncio.sleep(0)
 
@@ -127,6 +125,7 @@ class OutboxRelay:
         wait = backoff.full_jitter(
             self.failures, self.settings.relay_backoff_base, self.settings.relay_backoff_max
         )
-        log.warning("relay: %s unavailable (%s); retry #%d in %.2fs",
-                    component, exc, self.failures, wait)
+        log.warning(
+            "relay: %s unavailable (%s); retry #%d in %.2fs", component, exc, self.failures, wait
+        )
         return wait

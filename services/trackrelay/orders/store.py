@@ -92,8 +92,13 @@ async def create_order(
             await conn.execute(
                 insert(order_lines),
                 [
-                    {"order_id": order_id, "line_no": n, "sku": i.sku, "qty": i.qty,
-                     "price": i.price}
+                    {
+                        "order_id": order_id,
+                        "line_no": n,
+                        "sku": i.sku,
+                        "qty": i.qty,
+                        "price": i.price,
+                    }
                     for n, i in enumerate(request.items)
                 ],
             )
@@ -137,9 +142,7 @@ def outbox_rows(order_id: str, request: OrderRequest, moment: datetime) -> list[
     return rows
 
 
-async def _find_by_key(
-    engine: AsyncEngine, key: str, fingerprint: str
-) -> OrderResponse | None:
+async def _find_by_key(engine: AsyncEngine, key: str, fingerprint: str) -> OrderResponse | None:
     async with engine.connect() as conn:
         row = (
             await conn.execute(
@@ -268,7 +271,5 @@ class OutboxStats:
 
 async def outbox_stats(engine: AsyncEngine) -> OutboxStats:
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(select(func.count(), func.min(outbox.c.created_at)))
-        ).one()
+        row = (await conn.execute(select(func.count(), func.min(outbox.c.created_at)))).one()
     return OutboxStats(depth=int(row[0]), oldest_created_at=row[1])

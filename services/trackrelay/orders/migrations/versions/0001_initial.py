@@ -25,9 +25,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "order_lines",
-        sa.Column(
-            "order_id", sa.String(32), sa.ForeignKey("orders.order_id"), primary_key=True
-        ),
+        sa.Column("order_id", sa.String(32), sa.ForeignKey("orders.order_id"), primary_key=True),
         sa.Column("line_no", sa.Integer, primary_key=True),
         sa.Column("sku", sa.String(128), nullable=False),
         sa.Column("qty", sa.Integer, nullable=False),
