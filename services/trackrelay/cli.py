@@ -71,6 +71,57 @@ def cmd_up(args: argparse.Namespace) -> int:
     return asyncio.run(up(settings, analytics_url=args.analytics_url, forwarders=args.forwarders))
 
 
+_FORWARDER = (
+    "redis_url", "analytics_url", "batch_size", "block_ms", "push_timeout", "claim_idle",
+    "max_deliveries", "consumer_name", "metrics_port",
+)
+
+
+def cmd_forwarder(args: argparse.Namespace) -> int:
+    from trackrelay.forwarder.main import run_forwarder
+    from trackrelay.settings import ForwarderSettings
+
+    return asyncio.run(run_forwarder(ForwarderSettings(**_overrides(args, _FORWARDER))))
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from trackrelay.local.runner import serve_simulator
+    from trackrelay.settings import SimulatorSettings
+
+    names = ("sim_host", "sim_port", "sim_rate", "sim_overhead", "sim_queue_limit",
+             "sim_collapse", "sim_scenario", "sim_seed")
+    return asyncio.run(serve_simulator(SimulatorSettings(**_overrides(args, names))))
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import json
+
+    from redis.asyncio import Redis
+
+    from trackrelay.forwarder import dlq
+    from trackrelay.settings import StoreSettings
+
+    settings = StoreSettings(**_overrides(args, ("redis_url",)))
+    if settings.redis_url is None:
+        raise ValueError("dlq needs TRACKRELAY_REDIS_URL / --redis-url")
+
+    async def go() -> int:
+        redis = Redis.from_url(settings.redis_url or "")
+        try:
+            if args.action == "list":
+                for dead in await dlq.list_entries(redis, args.count or 100):
+                    print(json.dumps(dead.as_dict()))
+            elif args.action == "replay":
+                print(f"replayed {await dlq.replay(redis, args.count)} events onto the stream")
+            else:
+                print(f"purged {await dlq.purge(redis)} events from the DLQ")
+        finally:
+            await redis.aclose()
+        return 0
+
+    return asyncio.run(go())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trackrelay", description="Keep taking orders when analytics is slow."
@@ -102,6 +153,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analytics-url", help="analytics base URL (default: built-in simulator)")
     p.add_argument("--forwarders", type=int, default=2, help="forwarder processes")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("forwarder", help="push events from the stream to analytics")
+    p.add_argument("--redis-url", dest="redis_url")
+    p.add_argument("--analytics-url", dest="analytics_url")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--block-ms", dest="block_ms", type=int)
+    p.add_argument("--push-timeout", dest="push_timeout", type=float)
+    p.add_argument("--claim-idle", dest="claim_idle", type=float)
+    p.add_argument("--max-deliveries", dest="max_deliveries", type=int)
+    p.add_argument("--consumer-name", dest="consumer_name")
+    p.add_argument("--metrics-port", dest="metrics_port", type=int)
+    p.set_defaults(func=cmd_forwarder)
+
+    p = sub.add_parser("analytics-sim", help="run the analytics simulator")
+    p.add_argument("--host", dest="sim_host")
+    p.add_argument("--port", dest="sim_port", type=int)
+    p.add_argument("--rate", dest="sim_rate", type=float, help="events/s; 0 = unlimited")
+    p.add_argument("--overhead", dest="sim_overhead", type=float, help="seconds per request")
+    p.add_argument("--queue-limit", dest="sim_queue_limit", type=float)
+    p.add_argument("--collapse", dest="sim_collapse", action="store_const", const=True)
+    p.add_argument("--scenario", dest="sim_scenario", help="JSON/YAML file of timed phases")
+    p.add_argument("--seed", dest="sim_seed", type=int)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("dlq", help="list, replay or purge the dead-letter stream")
+    p.add_argument("action", choices=["list", "replay", "purge"])
+    p.add_argument("--redis-url", dest="redis_url")
+    p.add_argument("--count", type=int, default=None)
+    p.set_defaults(func=cmd_dlq)
 
     return parser
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _CONFIG = SettingsConfigDict(env_prefix="TRACKRELAY_", extra="ignore")
@@ -81,3 +81,53 @@ def resolve_database_url(url: str | None, data_dir: Path) -> str:
     if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
         return url
     raise ValueError(f"unsupported database URL {url!r}: use postgresql://... or sqlite:///path")
+
+
+class ForwarderSettings(BaseSettings):
+    """A forwarder: reads the stream through the consumer group, pushes to analytics."""
+
+    model_config = _CONFIG
+
+    redis_url: str | None = None
+    analytics_url: str | None = None
+    batch_size: PositiveInt = 500
+    block_ms: PositiveInt = 1000
+    push_timeout: PositiveFloat = 5.0
+    claim_idle: PositiveFloat = 30.0
+    claim_interval: PositiveFloat = 5.0
+    max_deliveries: PositiveInt = 10
+    consumer_name: str | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    backoff_base: PositiveFloat = 0.2
+    backoff_max: PositiveFloat = 10.0
+    shutdown_grace: PositiveFloat = 10.0
+
+    @field_validator("claim_idle")
+    @classmethod
+    def _claim_after_timeout(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("push_timeout")
+        if timeout is not None and value < 2 * timeout:
+            raise ValueError(
+                f"claim_idle ({value}s) must be at least twice push_timeout ({timeout}s): "
+                "otherwise a live forwarder's batch could be claimed while it is still in flight"
+            )
+        return value
+
+
+class SimulatorSettings(BaseSettings):
+    """The analytics simulator (a product feature for demos, tests and benchmarks)."""
+
+    model_config = _CONFIG
+
+    sim_host: str = "127.0.0.1"
+    sim_port: int = Field(default=8100, ge=0, le=65535)
+    sim_rate: float = Field(default=0.0, ge=0)
+    """Events per second it can serve; 0 means unlimited."""
+    sim_overhead: float = Field(default=0.0, ge=0)
+    """Fixed seconds of work per request."""
+    sim_queue_limit: PositiveFloat = 5000.0
+    """Events of queued work past which it answers 429."""
+    sim_collapse: bool = False
+    """Goodput falls when overloaded, as real services do."""
+    sim_scenario: Path | None = None
+    sim_seed: int = 0

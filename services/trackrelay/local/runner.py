@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+
+import subprocess
 
 import uvicorn
 from redis.asyncio import Redis
+from starlette.types import ASGIApp
 
-from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.analytics_sim.app import create_app as create_sim_app
+from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.local.signals import stop_on_signals
 from trackrelay.orders import migrate, store
 from trackrelay.orders.app import create_app
 from trackrelay.orders.relay import OutboxRelay
-from trackrelay.settings import OrderSettings, StoreSettings
+from trackrelay.settings import OrderSettings, SimulatorSettings, StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +44,8 @@ def queue_redis(settings: StoreSettings) -> Iterator[str]:
 async def serve_orders(settings: OrderSettings) -> int:
     with queue_redis(settings) as redis_url:
         app = create_app(settings, redis_url=redis_url if settings.run_relay else None)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
-        await uvicorn.Server(config).serve()
+        await serve_until_signal(app, settings.host, settings.port, "info")
     return 0
-
-
-@contextlib.asynccontextmanager
-async def stop_on_signals() -> AsyncIterator[asyncio.Event]:
-    """An event set on SIGINT/SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield stop
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
@@ -77,14 +67,68 @@ async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
     return 0
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: our ``stop_on_signals`` owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_until_signal(app: ASGIApp, host: str, port: int, log_level: str) -> None:
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    async with stop_on_signals() as stop:
+        serving = asyncio.create_task(server.serve())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stopping.cancel()
+        await serving
+
+
+async def serve_simulator(settings: SimulatorSettings) -> int:
+    app = create_sim_app(settings)
+    await serve_until_signal(app, settings.sim_host, settings.sim_port, "warning")
+    return 0
+
+
 async def up(settings: OrderSettings, analytics_url: str | None, forwarders: int) -> int:
-    """The whole stack on this machine (order service + relay for now)."""
+    """The whole stack on this machine: order service + relay, forwarders, analytics."""
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    children: list[subprocess.Popen[bytes]] = []
     with queue_redis(settings) as redis_url:
-        app = create_app(settings, redis_url=redis_url)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
-        server = uvicorn.Server(config)
-        print(f"trackrelay up: order API  http://{settings.host}:{settings.port}/v1/orders")
-        print(f"trackrelay up: queue      {redis_url}")
-        print(f"trackrelay up: store      {settings.resolved_database_url()}")
-        await server.serve()
+        try:
+            if analytics_url is None:
+                sim_port = free_port()
+                analytics_url = f"http://127.0.0.1:{sim_port}"
+                sim = spawn_role(["analytics-sim", "--port", str(sim_port)], {},
+                                 logs / "analytics-sim.log")
+                children.append(sim)
+                await asyncio.to_thread(wait_http, f"{analytics_url}/healthz", 30, sim)
+                print(f"trackrelay up: analytics  {analytics_url} (built-in simulator; "
+                      f"popularity at {analytics_url}/v1/popularity)")
+            else:
+                print(f"trackrelay up: analytics  {analytics_url}")
+            for n in range(forwarders):
+                port = free_port()
+                children.append(spawn_role(
+                    ["forwarder"],
+                    {"TRACKRELAY_REDIS_URL": redis_url, "TRACKRELAY_ANALYTICS_URL": analytics_url,
+                     "TRACKRELAY_METRICS_PORT": str(port),
+                     "TRACKRELAY_CONSUMER_NAME": f"local-forwarder-{n}"},
+                    logs / f"forwarder-{n}.log",
+                ))
+                print(f"trackrelay up: forwarder  #{n} metrics http://127.0.0.1:{port}/metrics")
+            app = create_app(settings, redis_url=redis_url)
+            base = f"http://{settings.host}:{settings.port}"
+            print(f"trackrelay up: order API  {base}/v1/orders  (docs {base}/docs, "
+                  f"metrics {base}/metrics)")
+            print(f"trackrelay up: queue      {redis_url}")
+            print(f"trackrelay up: store      {settings.resolved_database_url()}")
+            print(f"trackrelay up: logs       {logs}/  (Ctrl-C stops everything)")
+            await serve_until_signal(app, settings.host, settings.port, "warning")
+        finally:
+            stop_all(children)
+    print("trackrelay up: stopped")
     return 0

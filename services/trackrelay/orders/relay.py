@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trackrelay.constants import EVENT_FIELD, STREAM
+from trackrelay import streams
 from trackrelay.control import backoff
 from trackrelay.control.lease import grant, still_held
 from trackrelay.orders import store
@@ -66,10 +66,7 @@ class OutboxRelay:
             # We were too slow (e.g. a stalled process): another relay may own these now.
             return 0
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for row in rows:
-                pipe.xadd(STREAM, {EVENT_FIELD: row.payload})
-            results = await pipe.execute(raise_on_error=False)
+            results = await streams.publish(self.redis, [row.payload for row in rows])
         except RedisError:
             await store.release_claim(self.engine, lease.token)
             raise

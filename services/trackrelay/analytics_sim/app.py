@@ -1,0 +1,217 @@
+"""The simulator's HTTP face: ``POST /v1/track`` plus admin, popularity and metrics.
+
+All decisions come from ``model``; this module keeps the counters and sleeps
+for the delays the model hands out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from trackrelay.analytics_sim.model import (
+    Capacity,
+    Fault,
+    Schedule,
+    Verdict,
+    check_events,
+    extra_latency,
+    fault_verdict,
+)
+from trackrelay.settings import SimulatorSettings
+
+
+@dataclass
+class SimState:
+    capacity: Capacity
+    rng: random.Random
+    fault: Fault = field(default_factory=Fault)
+    schedule: Schedule | None = None
+    schedule_started: float = 0.0
+    seen: set[str] = field(default_factory=set)
+    popularity: collections.Counter[str] = field(default_factory=collections.Counter)
+    inflight: collections.Counter[str] = field(default_factory=collections.Counter)
+    requests: collections.Counter[int] = field(default_factory=collections.Counter)
+    accepted: int = 0
+    duplicates: int = 0
+    overlaps: int = 0
+
+    def current_fault(self, now: float) -> Fault:
+        if self.schedule is not None:
+            return self.schedule.fault_at(now - self.schedule_started)
+        return self.fault
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        fault = self.current_fault(now)
+        return {
+            "mode": fault.mode.value,
+            "fault": {"mode": fault.mode.value, "latency": fault.latency, "hang": fault.hang,
+                      "error_rate": fault.error_rate},
+            "scenario": self.schedule is not None,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "overlaps": self.overlaps,
+            "requests": {str(k): v for k, v in sorted(self.requests.items())},
+            "backlog_events": self.capacity.backlog(now),
+            "distinct_skus": len(self.popularity),
+        }
+
+
+def load_scenario(path: str) -> Schedule:
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        import yaml  # scenario files may be YAML too
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"scenario {path}: expected an object with 'phases'")
+    try:
+        return Schedule.parse(data)
+    except ValueError as exc:
+        raise ValueError(f"scenario {path}: {exc}") from None
+
+
+def create_app(settings: SimulatorSettings) -> FastAPI:
+    state = SimState(
+        capacity=Capacity(
+            rate=settings.sim_rate,
+            overhead=settings.sim_overhead,
+            queue_limit=settings.sim_queue_limit,
+            collapse=settings.sim_collapse,
+        ),
+        rng=random.Random(settings.sim_seed),
+    )
+    if settings.sim_scenario is not None:
+        state.schedule = load_scenario(str(settings.sim_scenario))
+        state.schedule_started = time.monotonic()
+    registry = CollectorRegistry()
+    m_requests = Counter("analytics_sim_requests", "Track requests by status.", ["status"],
+                         registry=registry)
+    m_accepted = Counter("analytics_sim_events_accepted", "New events counted.",
+                         registry=registry)
+    m_dupes = Counter("analytics_sim_events_duplicate", "Events dropped as duplicates.",
+                      registry=registry)
+    m_overlaps = Counter("analytics_sim_overlapping_deliveries",
+                         "Events delivered while the same id was still in flight.",
+                         registry=registry)
+
+    app = FastAPI(title="trackrelay analytics simulator", version="0.1.0")
+    app.state.sim = state
+
+    def answer(verdict: Verdict, body: dict[str, Any]) -> JSONResponse:
+        headers = {}
+        if verdict.retry_after is not None:
+            headers["Retry-After"] = str(int(verdict.retry_after))
+        state.requests[verdict.status] += 1
+        m_requests.labels(str(verdict.status)).inc()
+        return JSONResponse(body, status_code=verdict.status, headers=headers)
+
+    @app.post("/v1/track")
+    async def track(request: Request) -> JSONResponse:
+        try:
+            checked = check_events(json.loads(await request.body()))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return answer(Verdict(400), {"detail": f"malformed body: {exc}"})
+        if checked.bad:
+            return answer(Verdict(400), {"detail": "the batch holds bad events",
+                                         "bad_events": checked.bad})
+        ids = [ev["event_id"] for ev in checked.good]
+        for ev_id in ids:
+            if state.inflight[ev_id]:
+                state.overlaps += 1
+                m_overlaps.inc()
+            state.inflight[ev_id] += 1
+        try:
+            now = time.monotonic()
+            fault = state.current_fault(now)
+            verdict = fault_verdict(fault, state.rng) or state.capacity.admit(now, len(ids))
+            delay = verdict.delay + (extra_latency(fault) if verdict.status == 200 else 0.0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if verdict.status != 200:
+                return answer(verdict, {"detail": f"analytics is {fault.mode.value}"})
+            new = 0
+            for ev in checked.good:
+                if ev["event_id"] in state.seen:
+                    continue
+                state.seen.add(ev["event_id"])
+                state.popularity[ev["sku"]] += ev["qty"] * float(ev.get("weight", 1.0))
+                new += 1
+            dupes = len(ids) - new
+            state.accepted += new
+            state.duplicates += dupes
+            m_accepted.inc(new)
+            m_dupes.inc(dupes)
+            return answer(verdict, {"accepted": new, "duplicates": dupes})
+        finally:
+            for ev_id in ids:
+                state.inflight[ev_id] -= 1
+                if not state.inflight[ev_id]:
+                    del state.inflight[ev_id]
+
+    @app.get("/v1/popularity")
+    async def popularity(top: int = Query(default=10, ge=1, le=10_000)) -> dict[str, Any]:
+        return {"top": [{"sku": sku, "qty": qty} for sku, qty in
+                        state.popularity.most_common(top)]}
+
+    @app.get("/admin/state")
+    async def admin_state() -> dict[str, Any]:
+        return state.snapshot(time.monotonic())
+
+    @app.post("/admin/fault")
+    async def admin_fault(request: Request) -> JSONResponse:
+        try:
+            data = json.loads(await request.body())
+            if not isinstance(data, dict):
+                raise ValueError("body must be a JSON object")
+            state.fault = Fault.parse(data)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        state.schedule = None
+        return JSONResponse(state.snapshot(time.monotonic()))
+
+    @app.post("/admin/scenario")
+    async def admin_scenario(request: Request) -> JSONResponse:
+        try:
+            data = json.loads(await request.body())
+            if not isinstance(data, dict):
+                raise ValueError("body must be a JSON object")
+            state.schedule = Schedule.parse(data)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        state.schedule_started = time.monotonic()
+        return JSONResponse(state.snapshot(time.monotonic()))
+
+    @app.post("/admin/reset")
+    async def admin_reset() -> dict[str, Any]:
+        state.seen.clear()
+        state.popularity.clear()
+        state.requests.clear()
+        state.accepted = state.duplicates = state.overlaps = 0
+        return state.snapshot(time.monotonic())
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

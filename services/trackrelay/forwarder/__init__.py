@@ -1,0 +1,1 @@
+"""Forwarders: read the stream through the consumer group and push to analytics."""

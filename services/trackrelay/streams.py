@@ -1,0 +1,168 @@
+"""The Redis Stream adapter: every XADD, XREADGROUP, XACK, XAUTOCLAIM trackrelay issues.
+
+Thin I/O over redis-py; names come from ``constants``. Entries are removed only
+after they are acknowledged (XACK + XDEL in one transaction), never by trimming
+that could drop entries still pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from trackrelay.constants import (
+    CONSUMER_GROUP,
+    DLQ_DELIVERIES_FIELD,
+    DLQ_REASON_FIELD,
+    DLQ_SOURCE_ID_FIELD,
+    DLQ_STREAM,
+    EVENT_FIELD,
+    STREAM,
+)
+
+_EVENT_KEY = EVENT_FIELD.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry: its id and the event's raw JSON (not decoded here)."""
+
+    id: str
+    raw: bytes | None
+
+
+def _entries(raw: Any) -> list[Entry]:
+    out = []
+    for entry_id, fields in raw or []:
+        ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        out.append(Entry(ident, (fields or {}).get(_EVENT_KEY)))
+    return out
+
+
+async def publish(redis: Redis, payloads: Sequence[str]) -> list[Any]:
+    """XADD each payload in one pipeline; per payload, the new id or the exception."""
+    pipe = redis.pipeline(transaction=False)
+    for payload in payloads:
+        pipe.xadd(STREAM, {EVENT_FIELD: payload})
+    return list(await pipe.execute(raise_on_error=False))
+
+
+async def ensure_group(redis: Redis) -> None:
+    """Create the consumer group (and the stream) if missing; reading starts at the beginning."""
+    try:
+        await redis.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def read(
+    redis: Redis, consumer: str, cursor: str, count: int, block_ms: int | None
+) -> list[Entry]:
+    """XREADGROUP: ``cursor`` "0" re-reads this consumer's pending entries, ">" new ones."""
+    reply = await redis.xreadgroup(
+        CONSUMER_GROUP, consumer, {STREAM: cursor}, count=count, block=block_ms
+    )
+    if not reply:
+        return []
+    return _entries(reply[0][1])
+
+
+async def autoclaim(
+    redis: Redis, consumer: str, min_idle_s: float, count: int, start: str = "0-0"
+) -> tuple[str, list[Entry]]:
+    """Take over entries idle longer than ``min_idle_s`` (their consumer is presumed dead)."""
+    reply = await redis.xautoclaim(
+        STREAM, CONSUMER_GROUP, consumer, int(min_idle_s * 1000), start_id=start, count=count
+    )
+    next_start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    return next_start, _entries(reply[1])
+
+
+async def refresh(redis: Redis, consumer: str, ids: Sequence[str]) -> set[str]:
+    """Reset the idle time of entries we hold (XCLAIM JUSTID: no delivery count bump).
+
+    Returns the ids this consumer still owns; anything else was taken over.
+    """
+    if not ids:
+        return set()
+    owned = await redis.xclaim(STREAM, CONSUMER_GROUP, consumer, 0, list(ids), justid=True)
+    return {i.decode() if isinstance(i, bytes) else str(i) for i in owned}
+
+
+async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[str, int]:
+    """How many times each pending entry was delivered (XPENDING extended form)."""
+    if not ids:
+        return {}
+    wanted = set(ids)
+    ordered = sorted(ids, key=_id_key)
+    rows = await redis.xpending_range(
+        STREAM, CONSUMER_GROUP, min=ordered[0], max=ordered[-1], count=len(ids) * 4 + 100,
+        consumername=consumer,
+    )
+    out = {}
+    for row in rows:
+        ident = row["message_id"]
+        ident = ident.decode() if isinstance(ident, bytes) else str(ident)
+        if ident in wanted:
+            out[ident] = int(row["times_delivered"])
+    return out
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def ack_delete(redis: Redis, ids: Sequence[str]) -> None:
+    """Acknowledge and delete entries analytics accepted (or that moved to the DLQ)."""
+    if not ids:
+        return
+    pipe = redis.pipeline(transaction=True)
+    pipe.xack(STREAM, CONSUMER_GROUP, *ids)
+    pipe.xdel(STREAM, *ids)
+    await pipe.execute()
+
+
+async def dead_letter(
+    redis: Redis, entries: Sequence[tuple[Entry, str, int]]
+) -> None:
+    """Move entries to the DLQ with their reason, then ack and delete them on the main stream."""
+    if not entries:
+        return
+    pipe = redis.pipeline(transaction=True)
+    for entry, reason, delivered in entries:
+        pipe.xadd(DLQ_STREAM, {
+            EVENT_FIELD: entry.raw or b"",
+            DLQ_REASON_FIELD: reason,
+            DLQ_DELIVERIES_FIELD: str(delivered),
+            DLQ_SOURCE_ID_FIELD: entry.id,
+        })
+    ids = [e.id for e, _, _ in entries]
+    pipe.xack(STREAM, CONSUMER_GROUP, *ids)
+    pipe.xdel(STREAM, *ids)
+    await pipe.execute()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    length: int
+    pending: int
+    dlq: int
+
+
+async def queue_stats(redis: Redis) -> QueueStats:
+    pipe = redis.pipeline(transaction=False)
+    pipe.xlen(STREAM)
+    pipe.xlen(DLQ_STREAM)
+    length, dlq = await pipe.execute()
+    try:
+        summary = await redis.xpending(STREAM, CONSUMER_GROUP)
+        pending = int(summary["pending"])
+    except ResponseError:  # no group yet
+        pending = 0
+    return QueueStats(int(length), pending, int(dlq))
