@@ -72,8 +72,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 _FORWARDER = (
-    "redis_url", "analytics_url", "batch_size", "block_ms", "push_timeout", "claim_idle",
-    "max_deliveries", "consumer_name", "metrics_port",
+    "redis_url",
+    "analytics_url",
+    "batch_size",
+    "block_ms",
+    "push_timeout",
+    "claim_idle",
+    "max_deliveries",
+    "consumer_name",
+    "metrics_port",
 )
 
 
@@ -88,8 +95,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from trackrelay.local.runner import serve_simulator
     from trackrelay.settings import SimulatorSettings
 
-    names = ("sim_host", "sim_port", "sim_rate", "sim_overhead", "sim_queue_limit",
-             "sim_collapse", "sim_scenario", "sim_seed")
+    names = (
+        "sim_host",
+        "sim_port",
+        "sim_rate",
+        "sim_overhead",
+        "sim_queue_limit",
+        "sim_collapse",
+        "sim_scenario",
+        "sim_seed",
+    )
     return asyncio.run(serve_simulator(SimulatorSettings(**_overrides(args, names))))
 
 

@@ -64,7 +64,7 @@ async def read(
     redis: Redis, consumer: str, cursor: str, count: int, block_ms: int | None
 ) -> list[Entry]:
     """XREADGROUP: ``cursor`` "0" re-reads this consumer's pending entries, ">" new ones."""
-    reply = await redis.xreadgroup(
+    reply: Any = await redis.xreadgroup(
         CONSUMER_GROUP, consumer, {STREAM: cursor}, count=count, block=block_ms
     )
     if not reply:
@@ -101,7 +101,11 @@ async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[st
     wanted = set(ids)
     ordered = sorted(ids, key=_id_key)
     rows = await redis.xpending_range(
-        STREAM, CONSUMER_GROUP, min=ordered[0], max=ordered[-1], count=len(ids) * 4 + 100,
+        STREAM,
+        CONSUMER_GROUP,
+        min=ordered[0],
+        max=ordered[-1],
+        count=len(ids) * 4 + 100,
         consumername=consumer,
     )
     out = {}
@@ -128,20 +132,21 @@ async def ack_delete(redis: Redis, ids: Sequence[str]) -> None:
     await pipe.execute()
 
 
-async def dead_letter(
-    redis: Redis, entries: Sequence[tuple[Entry, str, int]]
-) -> None:
+async def dead_letter(redis: Redis, entries: Sequence[tuple[Entry, str, int]]) -> None:
     """Move entries to the DLQ with their reason, then ack and delete them on the main stream."""
     if not entries:
         return
     pipe = redis.pipeline(transaction=True)
     for entry, reason, delivered in entries:
-        pipe.xadd(DLQ_STREAM, {
-            EVENT_FIELD: entry.raw or b"",
-            DLQ_REASON_FIELD: reason,
-            DLQ_DELIVERIES_FIELD: str(delivered),
-            DLQ_SOURCE_ID_FIELD: entry.id,
-        })
+        pipe.xadd(
+            DLQ_STREAM,
+            {
+                EVENT_FIELD: entry.raw or b"",
+                DLQ_REASON_FIELD: reason,
+                DLQ_DELIVERIES_FIELD: str(delivered),
+                DLQ_SOURCE_ID_FIELD: entry.id,
+            },
+        )
     ids = [e.id for e, _, _ in entries]
     pipe.xack(STREAM, CONSUMER_GROUP, *ids)
     pipe.xdel(STREAM, *ids)

@@ -17,8 +17,10 @@ def _skip_reason() -> str | None:
     bindir = cache_bin_dir()
     missing = missing_binaries(bindir)
     if missing:
-        return (f"cluster tests skipped: {', '.join(missing)} not in {bindir} "
-                "(run 'make cluster-tools' to build them)")
+        return (
+            f"cluster tests skipped: {', '.join(missing)} not in {bindir} "
+            "(run 'make cluster-tools' to build them)"
+        )
     return None
 
 
@@ -39,7 +41,9 @@ class Cluster:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.kubeconfig = plane.kubeconfig
-        self.api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(plane.kubeconfig)
+        )
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.ext = client.ApiextensionsV1Api(self.api)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -47,7 +48,7 @@ def test_namespace_configmap_and_deployment_round_trip(cluster: Cluster) -> None
     assert cluster.core.read_namespaced_config_map("cfg", ns).data == {"rate": "100"}
     dep = cluster.apps.read_namespaced_deployment("web", ns)
     assert dep.spec.replicas == 2
-    assert dep.metadata.uid
+    assert dep.metadata is not None and dep.metadata.uid
     with pytest.raises(ApiException) as err:
         cluster.core.read_namespaced_config_map("absent", ns)
     assert err.value.status == 404
@@ -86,7 +87,9 @@ def test_crd_with_structural_schema_rejects_a_bad_object(cluster: Cluster) -> No
         "wait", "--for=condition=Established", "crd/widgets.test.trackrelay.io", "--timeout=30s"
     )
     assert waited.returncode == 0, waited.stderr
-    good = "apiVersion: test.trackrelay.io/v1\nkind: Widget\nmetadata: {name: ok}\nspec: {size: 3}\n"
+    good = (
+        "apiVersion: test.trackrelay.io/v1\nkind: Widget\nmetadata: {name: ok}\nspec: {size: 3}\n"
+    )
     ok = cluster.plane.kubectl("apply", "-n", ns, "-f", "-", stdin=good)
     assert ok.returncode == 0, ok.stderr
     bad = good.replace("name: ok", "name: bad").replace("size: 3", "size: 99")
@@ -95,7 +98,9 @@ def test_crd_with_structural_schema_rejects_a_bad_object(cluster: Cluster) -> No
     assert 'The Widget "bad" is invalid' in refused.stderr
     assert "spec.size" in refused.stderr
     assert "should be less than or equal to 10" in refused.stderr
-    objs = cluster.custom.list_namespaced_custom_object("test.trackrelay.io", "v1", ns, "widgets")
+    objs: Any = cluster.custom.list_namespaced_custom_object(
+        "test.trackrelay.io", "v1", ns, "widgets"
+    )
     assert [o["metadata"]["name"] for o in objs["items"]] == ["ok"]
 
 
@@ -106,7 +111,9 @@ def test_deployment_gets_a_replicaset_from_the_controller_manager(controllers: C
     while time.monotonic() < deadline:
         sets = controllers.apps.list_namespaced_replica_set(ns).items
         if sets:
-            owner = sets[0].metadata.owner_references[0]
+            meta = sets[0].metadata
+            assert meta is not None and meta.owner_references
+            owner = meta.owner_references[0]
             assert (owner.kind, owner.name) == ("Deployment", "worker")
             assert sets[0].spec.replicas == 2
             return

@@ -74,3 +74,14 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``trackrelay ARGS`` to completion, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "trackrelay.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -82,9 +82,15 @@ def _cert(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -172,14 +178,24 @@ class ControlPlane:
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {
-                "server": self.server,
-                "certificate-authority": str(self.pki / "ca.crt"),
-            }}],
-            "users": [{"name": "admin", "user": {
-                "client-certificate": str(self.pki / "admin.crt"),
-                "client-key": str(self.pki / "admin.key"),
-            }}],
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.pki / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate": str(self.pki / "admin.crt"),
+                        "client-key": str(self.pki / "admin.key"),
+                    },
+                }
+            ],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
             "current-context": "test",
         }
@@ -189,7 +205,9 @@ class ControlPlane:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [str(self.bindir / name), *args], stdout=log, stderr=subprocess.STDOUT,
+            [str(self.bindir / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -198,33 +216,50 @@ class ControlPlane:
         self.make_pki()
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
         client = f"http://127.0.0.1:{self.etcd_port}"
-        self._spawn("etcd", [
-            "--name", "default",
-            "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"default={peer}",
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                "--name",
+                "default",
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"default={peer}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
         p = self.pki
-        self._spawn("kube-apiserver", [
-            f"--etcd-servers={client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.api_port}",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v=0",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                f"--service-account-key-file={p / 'sa.pub'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
         self._wait_ready(timeout)
         return self
 
@@ -255,32 +290,44 @@ class ControlPlane:
         if "kube-controller-manager" in self.processes:
             return
         p = self.pki
-        self._spawn("kube-controller-manager", [
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            f"--service-account-private-key-file={p / 'sa.key'}",
-            f"--root-ca-file={p / 'ca.crt'}",
-            "--use-service-account-credentials=false",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}",
-            f"--cert-dir={self.workdir / 'kcm-certs'}",
-            "--controllers=*,-nodeipam,-nodelifecycle,-service,-route,-cloud-node-lifecycle",
-            "--v=0",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+                "--use-service-account-credentials=false",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={self.workdir / 'kcm-certs'}",
+                "--controllers=*,-nodeipam,-nodelifecycle,-service,-route,-cloud-node-lifecycle",
+                "--v=0",
+            ],
+        )
 
-    def kubectl(self, *args: str, check: bool = False, stdin: str | None = None
-                ) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = False, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(self.bindir / "kubectl"), *args], env=self.env(), capture_output=True,
-            text=True, check=check, input=stdin, timeout=60,
+            [str(self.bindir / "kubectl"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=check,
+            input=stdin,
+            timeout=60,
         )
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(self.bindir / "helm"), *args], env=self.env(), capture_output=True,
-            text=True, timeout=120,
+            [str(self.bindir / "helm"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     def stop(self) -> None:

@@ -54,8 +54,12 @@ class SimState:
         fault = self.current_fault(now)
         return {
             "mode": fault.mode.value,
-            "fault": {"mode": fault.mode.value, "latency": fault.latency, "hang": fault.hang,
-                      "error_rate": fault.error_rate},
+            "fault": {
+                "mode": fault.mode.value,
+                "latency": fault.latency,
+                "hang": fault.hang,
+                "error_rate": fault.error_rate,
+            },
             "scenario": self.schedule is not None,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
@@ -97,15 +101,18 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         state.schedule = load_scenario(str(settings.sim_scenario))
         state.schedule_started = time.monotonic()
     registry = CollectorRegistry()
-    m_requests = Counter("analytics_sim_requests", "Track requests by status.", ["status"],
-                         registry=registry)
-    m_accepted = Counter("analytics_sim_events_accepted", "New events counted.",
-                         registry=registry)
-    m_dupes = Counter("analytics_sim_events_duplicate", "Events dropped as duplicates.",
-                      registry=registry)
-    m_overlaps = Counter("analytics_sim_overlapping_deliveries",
-                         "Events delivered while the same id was still in flight.",
-                         registry=registry)
+    m_requests = Counter(
+        "analytics_sim_requests", "Track requests by status.", ["status"], registry=registry
+    )
+    m_accepted = Counter("analytics_sim_events_accepted", "New events counted.", registry=registry)
+    m_dupes = Counter(
+        "analytics_sim_events_duplicate", "Events dropped as duplicates.", registry=registry
+    )
+    m_overlaps = Counter(
+        "analytics_sim_overlapping_deliveries",
+        "Events delivered while the same id was still in flight.",
+        registry=registry,
+    )
 
     app = FastAPI(title="trackrelay analytics simulator", version="0.1.0")
     app.state.sim = state
@@ -125,8 +132,9 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         except (ValueError, UnicodeDecodeError) as exc:
             return answer(Verdict(400), {"detail": f"malformed body: {exc}"})
         if checked.bad:
-            return answer(Verdict(400), {"detail": "the batch holds bad events",
-                                         "bad_events": checked.bad})
+            return answer(
+                Verdict(400), {"detail": "the batch holds bad events", "bad_events": checked.bad}
+            )
         ids = [ev["event_id"] for ev in checked.good]
         for ev_id in ids:
             if state.inflight[ev_id]:
@@ -163,8 +171,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
 
     @app.get("/v1/popularity")
     async def popularity(top: int = Query(default=10, ge=1, le=10_000)) -> dict[str, Any]:
-        return {"top": [{"sku": sku, "qty": qty} for sku, qty in
-                        state.popularity.most_common(top)]}
+        return {"top": [{"sku": sku, "qty": qty} for sku, qty in state.popularity.most_common(top)]}
 
     @app.get("/admin/state")
     async def admin_state() -> dict[str, Any]:

@@ -27,19 +27,20 @@ class PushResult:
     detail: str = ""
 
 
-def classify(status: int, retry_after: str | None = None, now: datetime | None = None) -> PushResult:
+def classify(
+    status: int, retry_after: str | None = None, now: datetime | None = None
+) -> PushResult:
     if 200 <= status < 300:
         return PushResult(Outcome.ACCEPTED)
     if status in (429, 503):
-        return PushResult(Outcome.OVERLOADED, parse_retry_after(retry_after, now),
-                          f"HTTP {status}")
+        return PushResult(Outcome.OVERLOADED, parse_retry_after(retry_after, now), f"HTTP {status}")
     if status == 400:
         return PushResult(Outcome.REJECTED, detail="HTTP 400")
     return PushResult(Outcome.FAILED, detail=f"HTTP {status}")
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent/bad."""
+    """Seconds to wait from Retry-After (delta-seconds or HTTP date); None if absent or bad."""
     if value is None:
         return None
     value = value.strip()

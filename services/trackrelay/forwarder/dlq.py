@@ -26,8 +26,13 @@ class DeadLetter:
     source_id: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "reason": self.reason, "deliveries": self.deliveries,
-                "source_id": self.source_id, "event": self.event}
+        return {
+            "id": self.id,
+            "reason": self.reason,
+            "deliveries": self.deliveries,
+            "source_id": self.source_id,
+            "event": self.event,
+        }
 
 
 def _text(fields: dict[bytes, bytes], name: str) -> str:
@@ -39,13 +44,15 @@ async def list_entries(redis: Redis, count: int = 100) -> list[DeadLetter]:
     out = []
     for entry_id, fields in rows:
         deliveries = _text(fields, DLQ_DELIVERIES_FIELD)
-        out.append(DeadLetter(
-            id=entry_id.decode(),
-            event=_text(fields, EVENT_FIELD),
-            reason=_text(fields, DLQ_REASON_FIELD),
-            deliveries=int(deliveries) if deliveries.isdigit() else 0,
-            source_id=_text(fields, DLQ_SOURCE_ID_FIELD),
-        ))
+        out.append(
+            DeadLetter(
+                id=entry_id.decode(),
+                event=_text(fields, EVENT_FIELD),
+                reason=_text(fields, DLQ_REASON_FIELD),
+                deliveries=int(deliveries) if deliveries.isdigit() else 0,
+                source_id=_text(fields, DLQ_SOURCE_ID_FIELD),
+            )
+        )
     return out
 
 

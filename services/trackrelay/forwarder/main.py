@@ -29,8 +29,9 @@ async def run_forwarder(settings: ForwarderSettings) -> int:
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     sink = HttpSink(settings.analytics_url, settings.push_timeout)
     forwarder = Forwarder(redis, sink, settings, metrics=metrics)
-    log.info("forwarder %s: %s -> %s", forwarder.consumer, settings.redis_url,
-             settings.analytics_url)
+    log.info(
+        "forwarder %s: %s -> %s", forwarder.consumer, settings.redis_url, settings.analytics_url
+    )
     try:
         async with stop_on_signals() as stop:
             task = asyncio.create_task(forwarder.run(stop))
@@ -43,8 +44,11 @@ async def run_forwarder(settings: ForwarderSettings) -> int:
             try:
                 await asyncio.wait_for(task, timeout=settings.shutdown_grace)
             except TimeoutError:
-                log.warning("forwarder %s: abandoned in-flight push at shutdown; its entries "
-                            "stay pending and will be claimed", forwarder.consumer)
+                log.warning(
+                    "forwarder %s: abandoned in-flight push at shutdown; its entries "
+                    "stay pending and will be claimed",
+                    forwarder.consumer,
+                )
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     finally:

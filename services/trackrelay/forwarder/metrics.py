@@ -9,23 +9,31 @@ class ForwarderMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.forwarded = Counter("trackrelay_events_forwarded", "Events analytics accepted.",
-                                 registry=r)
+        self.forwarded = Counter(
+            "trackrelay_events_forwarded", "Events analytics accepted.", registry=r
+        )
         self.push_latency = Histogram(
-            "trackrelay_push_duration_seconds", "Latency of pushes to analytics.", registry=r,
+            "trackrelay_push_duration_seconds",
+            "Latency of pushes to analytics.",
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.failures = Counter("trackrelay_push_failures", "Failed pushes by class.", ["class"],
-                                registry=r)
-        self.pending = Gauge("trackrelay_stream_pending", "Entries delivered but not acked.",
-                             registry=r)
-        self.stream_length = Gauge("trackrelay_stream_length", "Entries in the stream.",
-                                   registry=r)
-        self.dlq_size = Gauge("trackrelay_dlq_size", "Entries in the dead-letter stream.",
-                              registry=r)
+        self.failures = Counter(
+            "trackrelay_push_failures", "Failed pushes by class.", ["class"], registry=r
+        )
+        self.pending = Gauge(
+            "trackrelay_stream_pending", "Entries delivered but not acked.", registry=r
+        )
+        self.stream_length = Gauge("trackrelay_stream_length", "Entries in the stream.", registry=r)
+        self.dlq_size = Gauge(
+            "trackrelay_dlq_size", "Entries in the dead-letter stream.", registry=r
+        )
         self.batch_size = Histogram(
-            "trackrelay_batch_size", "Events per push.", registry=r,
+            "trackrelay_batch_size",
+            "Events per push.",
+            registry=r,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
         )
-        self.dead_lettered = Counter("trackrelay_events_dead_lettered",
-                                     "Events moved to the DLQ.", registry=r)
+        self.dead_lettered = Counter(
+            "trackrelay_events_dead_lettered", "Events moved to the DLQ.", registry=r
+        )

@@ -13,8 +13,9 @@ from trackrelay.control.push_outcome import Outcome, PushResult, classify
 
 
 class HttpSink:
-    def __init__(self, analytics_url: str, timeout: float, client: httpx.AsyncClient | None = None
-                 ) -> None:
+    def __init__(
+        self, analytics_url: str, timeout: float, client: httpx.AsyncClient | None = None
+    ) -> None:
         self.url = analytics_url.rstrip("/") + "/v1/track"
         self.timeout = timeout
         self.client = client or httpx.AsyncClient(
@@ -25,7 +26,9 @@ class HttpSink:
         body = b'{"events":[' + b",".join(raw_events) + b"]}"
         try:
             response = await self.client.post(
-                self.url, content=body, headers={"content-type": "application/json"},
+                self.url,
+                content=body,
+                headers={"content-type": "application/json"},
                 timeout=self.timeout,
             )
         except httpx.TimeoutException:

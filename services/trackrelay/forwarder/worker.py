@@ -86,7 +86,10 @@ class Forwarder:
                 if await self._claim_abandoned(stop):
                     continue
             entries = await streams.read(
-                self.redis, self.consumer, cursor, self.settings.batch_size,
+                self.redis,
+                self.consumer,
+                cursor,
+                self.settings.batch_size,
                 None if cursor == "0" else self.settings.block_ms,
             )
             if not entries:
@@ -112,7 +115,8 @@ class Forwarder:
         """Push ``entries``; retry until accepted, dead-lettered, or ``stop``."""
         counts = (
             await streams.deliveries(self.redis, self.consumer, [e.id for e in entries])
-            if redelivered else {}
+            if redelivered
+            else {}
         )
         dead: list[tuple[Entry, str, int]] = []
         sendable: list[Entry] = []
@@ -122,8 +126,13 @@ class Forwarder:
             if problem is not None:
                 dead.append((entry, problem, delivered))
             elif delivered > self.settings.max_deliveries:
-                dead.append((entry, f"delivered {delivered} times (max "
-                             f"{self.settings.max_deliveries})", delivered))
+                dead.append(
+                    (
+                        entry,
+                        f"delivered {delivered} times (max {self.settings.max_deliveries})",
+                        delivered,
+                    )
+                )
             else:
                 sendable.append(entry)
         await self._dead_letter(dead)
@@ -138,9 +147,15 @@ class Forwarder:
                 result.retry_after,
                 cap=self.settings.claim_idle / 3,
             )
-            log.warning("forwarder %s: push %s (%s); %d events retry #%d in %.2fs",
-                        self.consumer, result.outcome.value, result.detail, len(sendable),
-                        attempt, wait)
+            log.warning(
+                "forwarder %s: push %s (%s); %d events retry #%d in %.2fs",
+                self.consumer,
+                result.outcome.value,
+                result.detail,
+                len(sendable),
+                attempt,
+                wait,
+            )
             try:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
                 return  # stopping: the entries stay pending for a later owner

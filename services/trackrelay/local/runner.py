@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
-
 import subprocess
+from collections.abc import Iterator
 
 import uvicorn
 from redis.asyncio import Redis
@@ -75,8 +74,14 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve_until_signal(app: ASGIApp, host: str, port: int, log_level: str) -> None:
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+async def serve_until_signal(
+    app: ASGIApp, host: str, port: int, log_level: str, grace: int = 5
+) -> None:
+    """Serve until SIGINT/SIGTERM; requests still running after ``grace`` seconds are cut."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace
+    )
+    server = _Server(config)
     async with stop_on_signals() as stop:
         serving = asyncio.create_task(server.serve())
         stopping = asyncio.create_task(stop.wait())
@@ -88,7 +93,8 @@ async def serve_until_signal(app: ASGIApp, host: str, port: int, log_level: str)
 
 async def serve_simulator(settings: SimulatorSettings) -> int:
     app = create_sim_app(settings)
-    await serve_until_signal(app, settings.sim_host, settings.sim_port, "warning")
+    # A hanging request must not hold the simulator's shutdown for an hour.
+    await serve_until_signal(app, settings.sim_host, settings.sim_port, "warning", grace=1)
     return 0
 
 
@@ -102,28 +108,38 @@ async def up(settings: OrderSettings, analytics_url: str | None, forwarders: int
             if analytics_url is None:
                 sim_port = free_port()
                 analytics_url = f"http://127.0.0.1:{sim_port}"
-                sim = spawn_role(["analytics-sim", "--port", str(sim_port)], {},
-                                 logs / "analytics-sim.log")
+                sim = spawn_role(
+                    ["analytics-sim", "--port", str(sim_port)], {}, logs / "analytics-sim.log"
+                )
                 children.append(sim)
                 await asyncio.to_thread(wait_http, f"{analytics_url}/healthz", 30, sim)
-                print(f"trackrelay up: analytics  {analytics_url} (built-in simulator; "
-                      f"popularity at {analytics_url}/v1/popularity)")
+                print(
+                    f"trackrelay up: analytics  {analytics_url} (built-in simulator; "
+                    f"popularity at {analytics_url}/v1/popularity)"
+                )
             else:
                 print(f"trackrelay up: analytics  {analytics_url}")
             for n in range(forwarders):
                 port = free_port()
-                children.append(spawn_role(
-                    ["forwarder"],
-                    {"TRACKRELAY_REDIS_URL": redis_url, "TRACKRELAY_ANALYTICS_URL": analytics_url,
-                     "TRACKRELAY_METRICS_PORT": str(port),
-                     "TRACKRELAY_CONSUMER_NAME": f"local-forwarder-{n}"},
-                    logs / f"forwarder-{n}.log",
-                ))
+                children.append(
+                    spawn_role(
+                        ["forwarder"],
+                        {
+                            "TRACKRELAY_REDIS_URL": redis_url,
+                            "TRACKRELAY_ANALYTICS_URL": analytics_url,
+                            "TRACKRELAY_METRICS_PORT": str(port),
+                            "TRACKRELAY_CONSUMER_NAME": f"local-forwarder-{n}",
+                        },
+                        logs / f"forwarder-{n}.log",
+                    )
+                )
                 print(f"trackrelay up: forwarder  #{n} metrics http://127.0.0.1:{port}/metrics")
             app = create_app(settings, redis_url=redis_url)
             base = f"http://{settings.host}:{settings.port}"
-            print(f"trackrelay up: order API  {base}/v1/orders  (docs {base}/docs, "
-                  f"metrics {base}/metrics)")
+            print(
+                f"trackrelay up: order API  {base}/v1/orders  (docs {base}/docs, "
+                f"metrics {base}/metrics)"
+            )
             print(f"trackrelay up: queue      {redis_url}")
             print(f"trackrelay up: store      {settings.resolved_database_url()}")
             print(f"trackrelay up: logs       {logs}/  (Ctrl-C stops everything)")

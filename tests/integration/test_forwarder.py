@@ -1,0 +1,316 @@
+"""Forwarders against a real Redis and the simulator, as real processes.
+
+No event in flight in two forwarders at once; nothing lost when forwarders are
+killed; no hot loop against a dead analytics; poison events isolated in the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from tests.integration.conftest import run_cli, spawn
+from trackrelay.constants import DLQ_STREAM, EVENT_FIELD, STREAM
+from trackrelay.events import Event
+from trackrelay.forwarder.sink import HttpSink
+from trackrelay.forwarder.worker import Forwarder
+from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
+from trackrelay.local.processes import stop_all, wait_http
+from trackrelay.settings import ForwarderSettings
+
+
+class Sim:
+    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
+        self.url = url
+        self.proc = proc
+
+    def call(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path, data=data, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def state(self) -> dict[str, Any]:
+        return self.call("/admin/state")  # type: ignore[no-any-return]
+
+    def fault(self, **fault: Any) -> None:
+        self.call("/admin/fault", fault)
+
+
+@pytest.fixture
+def start_sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, port: int | None = None) -> Sim:
+        port = port or free_port()
+        proc = spawn(["analytics-sim", "--port", str(port), *args], {}, tmp_path / "sim.log")
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/healthz", 30, proc)
+        return Sim(url, proc)
+
+    yield start
+    stop_all(procs)
+
+
+def add_events(url: str, count: int, poison_at: int | None = None, prefix: str = "o") -> set[str]:
+    ids = set()
+    with redis.Redis.from_url(url) as r:
+        pipe = r.pipeline(transaction=False)
+        for n in range(count):
+            ev = Event(
+                f"{prefix}{n}:0",
+                f"{prefix}{n}",
+                f"sku-{n % 20}",
+                -1 if n == poison_at else 1,
+                1.0,
+                "2026-01-01T00:00:00.000Z",
+            )
+            pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
+            ids.add(ev.event_id)
+        pipe.execute()
+    return ids
+
+
+def fwd_env(server: EmbeddedRedis, sim: Sim, **extra: str) -> dict[str, str]:
+    return {"TRACKRELAY_REDIS_URL": server.url, "TRACKRELAY_ANALYTICS_URL": sim.url, **extra}
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def queue_empty(server: EmbeddedRedis) -> bool:
+    with redis.Redis.from_url(server.url) as r:
+        pending = r.xpending(STREAM, "forwarders")["pending"]
+        return int(r.xlen(STREAM)) == 0 and int(pending) == 0
+
+
+def test_several_forwarders_never_hold_the_same_event_at_once(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim("--overhead", "0.002")
+    events = 20_000
+    add_events(redis_server.url, events)
+    env = fwd_env(redis_server, sim, TRACKRELAY_BATCH_SIZE="100")
+    procs = [
+        spawn(["forwarder", "--consumer-name", f"f{i}"], env, tmp_path / "f.log") for i in range(3)
+    ]
+    try:
+        wait_for(lambda: sim.state()["accepted"] == events, 120, "all events at analytics")
+    finally:
+        stop_all(procs)
+    state = sim.state()
+    assert state["overlaps"] == 0
+    assert state["duplicates"] == 0
+    assert queue_empty(redis_server)
+    assert [p.returncode for p in procs] == [0, 0, 0]  # SIGTERM is a clean exit
+
+
+def test_kill_9_forwarders_mid_batch_loses_nothing(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim("--overhead", "0.05")  # every push is in flight for 50 ms or more
+    events, batch = 6_000, 100
+    add_events(redis_server.url, events)
+    env = fwd_env(
+        redis_server,
+        sim,
+        TRACKRELAY_BATCH_SIZE=str(batch),
+        TRACKRELAY_PUSH_TIMEOUT="1",
+        TRACKRELAY_CLAIM_IDLE="2",
+        TRACKRELAY_CLAIM_INTERVAL="0.5",
+    )
+    log = tmp_path / "f.log"
+    steady = spawn(["forwarder", "--consumer-name", "steady"], env, log)
+    kills = 0
+    try:
+        for n in range(5):
+            victim = spawn(["forwarder", "--consumer-name", f"victim{n}"], env, log)
+            time.sleep(1.5)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+        wait_for(lambda: sim.state()["accepted"] == events, 120, "all events at analytics")
+        wait_for(lambda: queue_empty(redis_server), 30, "an empty stream")
+    finally:
+        stop_all([steady])
+    assert "took over" in log.read_text()  # the dead consumers' batches were reclaimed
+    state = sim.state()
+    # Duplicates are only what a dead consumer had in flight: one batch per kill at most.
+    assert state["duplicates"] <= kills * batch
+    assert state["overlaps"] <= kills * batch
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+    )
+
+
+def test_analytics_down_then_back_everything_delivered_no_hot_loop(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim()
+    sim.fault(mode="down")
+    add_events(redis_server.url, 1_000)
+    metrics_port = free_port()
+    env = fwd_env(
+        redis_server,
+        sim,
+        TRACKRELAY_BACKOFF_BASE="0.2",
+        TRACKRELAY_BACKOFF_MAX="2",
+        TRACKRELAY_METRICS_PORT=str(metrics_port),
+    )
+    proc = spawn(["forwarder"], env, tmp_path / "f.log")
+    try:
+        time.sleep(6)
+        refused = sim.state()["requests"].get("503", 0)
+        assert 1 <= refused <= 20, f"{refused} pushes in 6 s against a down analytics"
+        assert sim.state()["accepted"] == 0
+        sim.fault(mode="healthy")
+        wait_for(lambda: sim.state()["accepted"] == 1_000, 30, "delivery after recovery")
+        # Now analytics refuses connections altogether (its process is gone).
+        port = int(sim.url.rsplit(":", 1)[1])
+        stop_all([sim.proc])
+        add_events(redis_server.url, 500, prefix="late")
+        time.sleep(5)
+        failures = _metric(metrics_port, "trackrelay_push_failures_total")
+        assert 1 <= failures <= 20, f"{failures} failed pushes in 5 s: a hot loop"
+        back = start_sim(port=port)
+        wait_for(lambda: back.state()["accepted"] == 500, 30, "delivery after restart")
+    finally:
+        stop_all([proc])
+    assert queue_empty(redis_server)
+
+
+async def test_a_poison_event_goes_alone_to_the_dlq(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim]
+) -> None:
+    sim = start_sim()
+    add_events(redis_server.url, 500, poison_at=250)
+    settings = ForwarderSettings(batch_size=500, block_ms=100)
+    r = AsyncRedis.from_url(redis_server.url)
+    sink = HttpSink(sim.url, settings.push_timeout)
+    fwd = Forwarder(r, sink, settings, consumer="solo")
+    stop = asyncio.Event()
+    task = asyncio.create_task(fwd.run(stop))
+    try:
+        for _ in range(100):
+            if await r.xlen(DLQ_STREAM) == 1 and await r.xlen(STREAM) == 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await task
+    state = await asyncio.to_thread(sim.state)
+    assert state["accepted"] == 499
+    dead: Any = await r.xrange(DLQ_STREAM)
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert Event.from_json(fields[b"e"]).event_id == "o250:0"
+    assert fields[b"reason"].startswith(b"rejected by analytics")
+    # Splitting in halves: 1 + 2 * log2(500) requests at most, not 500.
+    assert sum(state["requests"].values()) <= 1 + 2 * 9
+    await sink.aclose()
+    await r.aclose()
+
+
+async def test_events_delivered_too_often_are_dead_lettered(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim]
+) -> None:
+    sim = start_sim()
+    add_events(redis_server.url, 3)
+    r = AsyncRedis.from_url(redis_server.url)
+    await r.xgroup_create(STREAM, "forwarders", id="0", mkstream=True)
+    # A consumer that keeps crashing on these entries: each read is a delivery.
+    await r.xreadgroup("forwarders", "crashy", {STREAM: ">"}, count=3)
+    for _ in range(3):
+        await r.xreadgroup("forwarders", "crashy", {STREAM: "0"}, count=3)
+    settings = ForwarderSettings(
+        max_deliveries=3, push_timeout=0.1, claim_idle=0.2, claim_interval=0.1, block_ms=50
+    )
+    sink = HttpSink(sim.url, settings.push_timeout)
+    stop = asyncio.Event()
+    await asyncio.sleep(0.3)
+    task = asyncio.create_task(Forwarder(r, sink, settings, consumer="rescuer").run(stop))
+    for _ in range(50):
+        if await r.xlen(DLQ_STREAM) == 3:
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    await task
+    dead: Any = await r.xrange(DLQ_STREAM)
+    assert [f[b"reason"] for _, f in dead] == [b"delivered 5 times (max 3)"] * 3
+    assert (await asyncio.to_thread(sim.state))["accepted"] == 0
+    # The DLQ commands: list shows them, replay puts them back on the stream.
+    env = {"TRACKRELAY_REDIS_URL": redis_server.url}
+    listed = (await _dlq_cli(env, "list")).splitlines()
+    assert len(listed) == 3
+    assert json.loads(listed[0])["reason"].startswith("delivered 5 times")
+    assert await _dlq_cli(env, "replay") == "replayed 3 events onto the stream"
+    assert await r.xlen(DLQ_STREAM) == 0 and await r.xlen(STREAM) == 3
+    assert await _dlq_cli(env, "purge") == "purged 0 events from the DLQ"
+    await sink.aclose()
+    await r.aclose()
+
+
+async def _dlq_cli(env: dict[str, str], action: str) -> str:
+    done = await asyncio.to_thread(run_cli, ["dlq", action], env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_sigterm_during_a_hanging_push_exits_cleanly_and_acks_nothing(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim()
+    sim.fault(mode="hang")
+    add_events(redis_server.url, 50)
+    env = fwd_env(
+        redis_server,
+        sim,
+        TRACKRELAY_PUSH_TIMEOUT="30",
+        TRACKRELAY_CLAIM_IDLE="60",
+        TRACKRELAY_SHUTDOWN_GRACE="1",
+    )
+    proc = spawn(["forwarder"], env, tmp_path / "f.log")
+    wait_for(
+        lambda: sim.state()["requests"] == {} and _pending(redis_server) == 50,
+        20,
+        "a push in flight",
+    )
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert time.monotonic() - started < 5
+    assert _pending(redis_server) == 50  # nothing acked that analytics did not accept
+
+
+def _pending(server: EmbeddedRedis) -> int:
+    with redis.Redis.from_url(server.url) as r:
+        try:
+            return int(r.xpending(STREAM, "forwarders")["pending"])
+        except redis.ResponseError:
+            return 0

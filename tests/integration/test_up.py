@@ -1,0 +1,90 @@
+"""``trackrelay up`` against any server that speaks the push contract."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import spawn
+from trackrelay.local.embedded_redis import free_port
+from trackrelay.local.processes import stop_all, wait_http
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _post_order(base: str, n: int) -> int:
+    body = {
+        "customer_id": f"c{n}",
+        "items": [
+            {"sku": f"sku-{n % 3}", "qty": 1, "price": 10},
+            {"sku": "gift", "qty": 2, "price": 0},
+        ],
+    }
+    req = urllib.request.Request(
+        f"{base}/v1/orders",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return int(r.status)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    sim_port, port = free_port(), free_port()
+    sim = spawn(["analytics-sim", "--port", str(sim_port)], {}, tmp_path / "sim.log")
+    analytics = f"http://127.0.0.1:{sim_port}"
+    log = tmp_path / "up.log"
+    up = spawn(
+        [
+            "up",
+            "--analytics-url",
+            analytics,
+            "--port",
+            str(port),
+            "--forwarders",
+            "2",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        {},
+        log,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{analytics}/healthz", 30, sim)
+        wait_http(f"{base}/readyz", 60, up)
+        assert [_post_order(base, n) for n in range(90)] == [201] * 90
+        deadline = time.monotonic() + 30
+        while _get(f"{analytics}/admin/state")["accepted"] < 180:
+            assert time.monotonic() < deadline, "events did not reach analytics"
+            time.sleep(0.2)
+        top = _get(f"{analytics}/v1/popularity?top=1")["top"]
+        assert top == [{"sku": "gift", "qty": 180.0}]
+        printed = log.read_text()
+        assert f"order API  {base}/v1/orders" in printed
+        metrics_ports = [
+            int(p) for p in re.findall(r"forwarder  #\d metrics http://127.0.0.1:(\d+)/", printed)
+        ]
+        assert len(metrics_ports) == 2
+        redis_port = int(printed.split("queue      redis://127.0.0.1:")[1].split("/")[0])
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+        assert "trackrelay up: stopped" in log.read_text()
+        for p in [port, redis_port, *metrics_ports]:
+            assert not _listening(p), f"port {p} still open after trackrelay up stopped"
+    finally:
+        stop_all([up, sim])

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from trackrelay.control.push_outcome import Outcome, classify, parse_retry_after, retry_wait
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, Outcome.ACCEPTED),
+        (202, Outcome.ACCEPTED),
+        (204, Outcome.ACCEPTED),
+        (429, Outcome.OVERLOADED),
+        (503, Outcome.OVERLOADED),
+        (400, Outcome.REJECTED),
+        (500, Outcome.FAILED),
+        (502, Outcome.FAILED),
+        (404, Outcome.FAILED),
+        (301, Outcome.FAILED),
+    ],
+)
+def test_classify(status: int, outcome: Outcome) -> None:
+    assert classify(status).outcome is outcome
+
+
+def test_retry_after_forms() -> None:
+    now = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now) == 30.0
+    assert parse_retry_after("garbage") is None
+    assert parse_retry_after(None) is None
+    assert classify(429, "3").retry_after == 3.0
+
+
+def test_retry_wait_honours_retry_after_within_the_cap() -> None:
+    assert retry_wait(0.1, 2.0, cap=10) == 2.0
+    assert retry_wait(3.0, 2.0, cap=10) == 3.0
+    assert retry_wait(0.1, 60.0, cap=10) == 10

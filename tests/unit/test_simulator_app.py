@@ -1,0 +1,65 @@
+"""The simulator over HTTP: duplicates, popularity, bad batches, admin switching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from trackrelay.analytics_sim.app import create_app
+from trackrelay.settings import SimulatorSettings
+
+
+def ev(n: int, sku: str = "s", qty: int = 1, weight: float = 1.0) -> dict[str, Any]:
+    return {
+        "event_id": f"o{n}:0",
+        "order_id": f"o{n}",
+        "sku": sku,
+        "qty": qty,
+        "weight": weight,
+        "occurred_at": "2026-01-01T00:00:00.000Z",
+    }
+
+
+@pytest.fixture
+def sim() -> Iterator[TestClient]:
+    with TestClient(create_app(SimulatorSettings())) as c:
+        yield c
+
+
+def test_duplicates_are_dropped_and_popularity_is_weighted(sim: TestClient) -> None:
+    r = sim.post("/v1/track", json={"events": [ev(1, "a", 2), ev(2, "b", 1, weight=4.0)]})
+    assert r.json() == {"accepted": 2, "duplicates": 0}
+    r = sim.post("/v1/track", json={"events": [ev(1, "a", 2), ev(3, "a", 1)]})
+    assert r.json() == {"accepted": 1, "duplicates": 1}
+    top = sim.get("/v1/popularity", params={"top": 1}).json()["top"]
+    assert top == [{"sku": "b", "qty": 4.0}]
+    state = sim.get("/admin/state").json()
+    assert (state["accepted"], state["duplicates"]) == (3, 1)
+
+
+def test_a_bad_event_rejects_the_whole_batch(sim: TestClient) -> None:
+    r = sim.post("/v1/track", json={"events": [ev(1), ev(2, qty=-3)]})
+    assert r.status_code == 400
+    assert r.json()["bad_events"][0]["event_id"] == "o2:0"
+    assert sim.get("/admin/state").json()["accepted"] == 0
+    assert sim.post("/v1/track", content=b"nope").status_code == 400
+
+
+def test_admin_switches_faults_and_refuses_bad_ones(sim: TestClient) -> None:
+    assert sim.post("/admin/fault", json={"mode": "down"}).json()["mode"] == "down"
+    r = sim.post("/v1/track", json={"events": [ev(1)]})
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    bad = sim.post("/admin/fault", json={"mode": "asleep"})
+    assert bad.status_code == 422
+    assert "mode must be one of" in bad.json()["detail"]
+    sim.post(
+        "/admin/scenario", json={"phases": [{"duration": 60, "mode": "flaky", "error_rate": 1.0}]}
+    )
+    assert sim.post("/v1/track", json={"events": [ev(1)]}).status_code == 500
+    sim.post("/admin/fault", json={"mode": "healthy"})
+    assert sim.post("/v1/track", json={"events": [ev(1)]}).status_code == 200
+    assert "analytics_sim_requests_total" in sim.get("/metrics").text
