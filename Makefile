@@ -24,7 +24,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 demo: venv
-	$(BIN)/trackrelay demo
+	$(BIN)/trackrelay up --load 20
 
 up: venv
 	$(BIN)/trackrelay up

@@ -167,12 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="order API port (default 8000)")
     p.add_argument("--analytics-url", help="analytics base URL (default: built-in simulator)")
     p.add_argument("--forwarders", type=int, default=2, help="forwarder processes")
+    p.add_argument("--load", type=float, default=0.0,
+                   help="synthetic orders per second, with a status line (default: none)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("forwarder", help="push events from the stream to analytics")
     p.add_argument("--redis-url", dest="redis_url")
     p.add_argument("--analytics-url", dest="analytics_url")
     p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--concurrency", type=int, help="batches in flight at once (default 2)")
     p.add_argument("--block-ms", dest="block_ms", type=int)
     p.add_argument("--push-timeout", dest="push_timeout", type=float)
     p.add_argument("--claim-idle", dest="claim_idle", type=float)

@@ -91,6 +91,8 @@ class ForwarderSettings(BaseSettings):
     redis_url: str | None = None
     analytics_url: str | None = None
     batch_size: PositiveInt = 500
+    concurrency: PositiveInt = 2
+    """Batches in flight at once per forwarder process (lanes)."""
     block_ms: PositiveInt = 1000
     push_timeout: PositiveFloat = 5.0
     claim_idle: PositiveFloat = 30.0

@@ -186,17 +186,19 @@ def test_analytics_down_then_back_everything_delivered_no_hot_loop(
     try:
         time.sleep(6)
         refused = sim.state()["requests"].get("503", 0)
-        assert 1 <= refused <= 20, f"{refused} pushes in 6 s against a down analytics"
+        # Two lanes, each backing off from 0.2 s up to 2 s: a handful each, not hundreds.
+        assert 1 <= refused <= 30, f"{refused} pushes in 6 s against a down analytics"
         assert sim.state()["accepted"] == 0
         sim.fault(mode="healthy")
         wait_for(lambda: sim.state()["accepted"] == 1_000, 30, "delivery after recovery")
         # Now analytics refuses connections altogether (its process is gone).
         port = int(sim.url.rsplit(":", 1)[1])
         stop_all([sim.proc])
+        before = _metric(metrics_port, "trackrelay_push_failures_total")
         add_events(redis_server.url, 500, prefix="late")
         time.sleep(5)
-        failures = _metric(metrics_port, "trackrelay_push_failures_total")
-        assert 1 <= failures <= 20, f"{failures} failed pushes in 5 s: a hot loop"
+        failures = _metric(metrics_port, "trackrelay_push_failures_total") - before
+        assert 1 <= failures <= 30, f"{failures} failed pushes in 5 s: a hot loop"
         back = start_sim(port=port)
         wait_for(lambda: back.state()["accepted"] == 500, 30, "delivery after restart")
     finally:

@@ -68,34 +68,47 @@ class Forwarder:
         self.settings = settings
         self.consumer = consumer or settings.consumer_name or default_consumer_name()
         self.metrics = metrics or ForwarderMetrics()
-        self._next_claim = 0.0
-        self._next_stats = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Forward until ``stop`` is set. Own pending entries first, then new ones."""
+        """Forward until ``stop`` is set.
+
+        First this consumer's own pending entries (one lane: they must not be read
+        twice), then ``concurrency`` lanes read new entries, each its own batch,
+        while one more task takes over what dead consumers left behind.
+        """
         await streams.ensure_group(self.redis)
-        cursor = "0"
-        log.info("forwarder %s: reading %s", self.consumer, "pending entries first")
+        log.info("forwarder %s: %d lanes, batches of %d", self.consumer,
+                 self.settings.concurrency, self.settings.batch_size)
         while not stop.is_set():
-            now = time.monotonic()
-            if now >= self._next_stats:
-                self._next_stats = now + 1.0
-                await self._refresh_stats()
-            if now >= self._next_claim:
-                self._next_claim = now + self.settings.claim_interval
-                if await self._claim_abandoned(stop):
-                    continue
             entries = await streams.read(
-                self.redis,
-                self.consumer,
-                cursor,
-                self.settings.batch_size,
-                None if cursor == "0" else self.settings.block_ms,
+                self.redis, self.consumer, "0", self.settings.batch_size, None
             )
             if not entries:
-                cursor = ">"
-                continue
-            await self.handle(entries, stop, redelivered=cursor == "0")
+                break
+            await self.handle(entries, stop, redelivered=True)
+        await asyncio.gather(
+            self._housekeeping(stop),
+            *(self._lane(stop) for _ in range(self.settings.concurrency)),
+        )
+
+    async def _lane(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            entries = await streams.read(
+                self.redis, self.consumer, ">", self.settings.batch_size, self.settings.block_ms
+            )
+            if entries:
+                await self.handle(entries, stop, redelivered=False)
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Refresh queue gauges; take over entries idle longer than ``claim_idle``."""
+        while not stop.is_set():
+            await self._refresh_stats()
+            while not stop.is_set() and await self._claim_abandoned(stop):
+                pass
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.claim_interval)
+            except TimeoutError:
+                pass
 
     async def _claim_abandoned(self, stop: asyncio.Event) -> bool:
         """Take over entries a dead consumer held; True when some were handled."""
@@ -105,7 +118,6 @@ class Forwarder:
         if not entries:
             return False
         log.warning("forwarder %s: took over %d abandoned entries", self.consumer, len(entries))
-        self._next_claim = 0.0  # there may be more
         await self.handle(entries, stop, redelivered=True)
         return True
 

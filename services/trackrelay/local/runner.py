@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from redis.asyncio import Redis
@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from trackrelay.analytics_sim.app import create_app as create_sim_app
 from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
+from trackrelay.local.live import Shoppers, report
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.local.signals import stop_on_signals
 from trackrelay.orders import migrate, store
@@ -66,6 +67,13 @@ async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
     return 0
 
 
+async def _after_ready(
+    base: str, job: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
+) -> None:
+    await asyncio.to_thread(wait_http, f"{base}/readyz", 60)
+    await job(stop)
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal capture: our ``stop_on_signals`` owns SIGINT/SIGTERM."""
 
@@ -98,13 +106,20 @@ async def serve_simulator(settings: SimulatorSettings) -> int:
     return 0
 
 
-async def up(settings: OrderSettings, analytics_url: str | None, forwarders: int) -> int:
-    """The whole stack on this machine: order service + relay, forwarders, analytics."""
+async def up(
+    settings: OrderSettings, analytics_url: str | None, forwarders: int, load: float = 0.0
+) -> int:
+    """The whole stack on this machine: order service + relay, forwarders, analytics.
+
+    With ``load`` > 0, synthetic shoppers post that many orders per second and a
+    status line is printed every few seconds.
+    """
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     children: list[subprocess.Popen[bytes]] = []
     with queue_redis(settings) as redis_url:
         try:
+            sim_url: str | None = None
             if analytics_url is None:
                 sim_port = free_port()
                 analytics_url = f"http://127.0.0.1:{sim_port}"
@@ -113,6 +128,7 @@ async def up(settings: OrderSettings, analytics_url: str | None, forwarders: int
                 )
                 children.append(sim)
                 await asyncio.to_thread(wait_http, f"{analytics_url}/healthz", 30, sim)
+                sim_url = analytics_url
                 print(
                     f"trackrelay up: analytics  {analytics_url} (built-in simulator; "
                     f"popularity at {analytics_url}/v1/popularity)"
@@ -143,7 +159,17 @@ async def up(settings: OrderSettings, analytics_url: str | None, forwarders: int
             print(f"trackrelay up: queue      {redis_url}")
             print(f"trackrelay up: store      {settings.resolved_database_url()}")
             print(f"trackrelay up: logs       {logs}/  (Ctrl-C stops everything)")
-            await serve_until_signal(app, settings.host, settings.port, "warning")
+            extras = asyncio.Event()
+            shoppers = Shoppers(base, load) if load > 0 else None
+            tasks = [asyncio.create_task(report(redis_url, shoppers, sim_url, extras))]
+            if shoppers is not None:
+                print(f"trackrelay up: load       {load:g} synthetic orders/s")
+                tasks.append(asyncio.create_task(_after_ready(base, shoppers.run, extras)))
+            try:
+                await serve_until_signal(app, settings.host, settings.port, "warning")
+            finally:
+                extras.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             stop_all(children)
     print("trackrelay up: stopped")

@@ -1,0 +1,1 @@
+"""Side-by-side measurements; each script prints a table and writes JSON."""

@@ -1,0 +1,140 @@
+"""Forwarder throughput: events/s through one and two forwarder processes.
+
+Against the analytics simulator at unlimited capacity, next to the raw Redis
+limit measured in the same run (XREADGROUP + XACK/XDEL in a loop, no HTTP).
+
+    .venv/bin/python benchmarks/forwarder.py [--events 200000] [--batch-size 500]
+
+Prints a table and writes benchmarks/results/forwarder.json. Target: >= 20,000
+events/s for one forwarder process on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import table, write_json  # noqa: E402
+from trackrelay.constants import CONSUMER_GROUP, EVENT_FIELD, STREAM  # noqa: E402
+from trackrelay.events import Event  # noqa: E402
+from trackrelay.local.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from trackrelay.local.processes import spawn_role, stop_all, wait_http  # noqa: E402
+
+
+def preload(r: redis.Redis, count: int, tag: str) -> None:
+    r.delete(STREAM)
+    r.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    pipe = r.pipeline(transaction=False)
+    for n in range(count):
+        ev = Event(f"{tag}{n}:0", f"{tag}{n}", f"sku-{n % 100}", 1, 1.0,
+                   "2026-01-01T00:00:00.000Z")
+        pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
+        if n % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+
+
+def raw_redis_limit(r: redis.Redis, count: int, batch: int) -> float:
+    """XREADGROUP + XACK/XDEL with no HTTP: the ceiling for a Python consumer."""
+    preload(r, count, "raw")
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        reply: Any = r.xreadgroup(CONSUMER_GROUP, "raw", {STREAM: ">"}, count=batch)
+        if not reply:
+            break
+        ids = [i for i, _ in reply[0][1]]
+        pipe = r.pipeline(transaction=True)
+        pipe.xack(STREAM, CONSUMER_GROUP, *ids)
+        pipe.xdel(STREAM, *ids)
+        pipe.execute()
+        done += len(ids)
+    return done / (time.perf_counter() - started)
+
+
+def accepted(sim_url: str) -> int:
+    with urllib.request.urlopen(f"{sim_url}/admin/state", timeout=5) as resp:
+        return int(json.loads(resp.read())["accepted"])
+
+
+def through_forwarders(r: redis.Redis, sim_url: str, redis_url: str, processes: int,
+                       count: int, batch: int, work: Path) -> float:
+    urllib.request.urlopen(urllib.request.Request(f"{sim_url}/admin/reset", data=b""),
+                           timeout=5).close()
+    preload(r, count, f"p{processes}-")
+    env = {"TRACKRELAY_REDIS_URL": redis_url, "TRACKRELAY_ANALYTICS_URL": sim_url,
+           "TRACKRELAY_BATCH_SIZE": str(batch)}
+    procs = [spawn_role(["forwarder", "--consumer-name", f"bench{i}"], env,
+                        work / "forwarder.log") for i in range(processes)]
+    try:
+        # Time the middle 90% of the run, so process start-up does not count.
+        lo, hi = int(count * 0.05), int(count * 0.95)
+        deadline = time.monotonic() + 600
+        t0 = t1 = 0.0
+        while time.monotonic() < deadline:
+            n = accepted(sim_url)
+            now = time.perf_counter()
+            if not t0 and n >= lo:
+                t0, n0 = now, n
+            if n >= hi:
+                t1, n1 = now, n
+                break
+            time.sleep(0.02)
+        if not t1:
+            raise RuntimeError("forwarders did not finish within 600 s")
+        return (n1 - n0) / (t1 - t0)
+    finally:
+        stop_all(procs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch-size", type=int, default=500)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="trackrelay-bench-"))
+    server = EmbeddedRedis(work / "redis", appendonly=False).start()
+    sim_port = free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    sim = spawn_role(["analytics-sim", "--port", str(sim_port)], {}, work / "sim.log")
+    rows: list[dict[str, Any]] = []
+    try:
+        wait_http(f"{sim_url}/healthz", 30, sim)
+        r = redis.Redis.from_url(server.url)
+        raw = raw_redis_limit(r, args.events, args.batch_size)
+        rows.append({"path": "raw Redis (XREADGROUP+XACK/XDEL, no HTTP)", "processes": 1,
+                     "events_per_s": round(raw)})
+        print(f"  raw redis: {raw:,.0f} events/s", flush=True)
+        for processes in (1, 2):
+            rate = through_forwarders(r, sim_url, server.url, processes, args.events,
+                                      args.batch_size, work)
+            rows.append({"path": "forwarder -> simulator (unlimited)", "processes": processes,
+                         "events_per_s": round(rate)})
+            print(f"  {processes} forwarder(s): {rate:,.0f} events/s", flush=True)
+    finally:
+        stop_all([sim])
+        server.stop()
+    one = next(r["events_per_s"] for r in rows if r["processes"] == 1 and "forwarder" in r["path"])
+    print()
+    print(table(f"Forwarder throughput, {args.events:,} events, batch {args.batch_size}",
+                ["path", "processes", "events/s"],
+                [[r["path"], r["processes"], r["events_per_s"]] for r in rows]))
+    print(f"\none forwarder: {one:,} events/s (target >= 20,000)")
+    path = write_json("forwarder", {"args": vars(args), "results": rows,
+                                    "targets": {"one_forwarder_events_per_s": one,
+                                                "target_min": 20_000}})
+    print(f"JSON: {path}")
+
+
+if __name__ == "__main__":
+    main()

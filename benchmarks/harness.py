@@ -1,0 +1,96 @@
+"""Shared benchmark plumbing: child processes, wrk runs, tables and JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def require(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        sys.exit(f"benchmarks need '{tool}': apt-get install {package}")
+    return path
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                   time.gmtime())}
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"unparsable wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url: str, body: str, seconds: float, connections: int, threads: int = 1,
+        timeout: float = 10) -> dict[str, float]:
+    """POST ``body`` to ``url`` for ``seconds``; requests/s, ok/s, p50/p99 (ms), errors."""
+    script = RESULTS / "post.lua"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    out = subprocess.run(
+        [require("wrk", "wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+         f"--timeout={timeout}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    duration = _ms(re.search(r"requests in ([\d.]+\w+),", out).group(1)) / 1e3  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    timeouts = re.search(r"timeout (\d+)", out)
+    non2xx = int(bad.group(1)) if bad else 0
+    n_timeouts = int(timeouts.group(1)) if timeouts else 0
+    p50 = re.search(r"50%\s+(\S+)", out)
+    p99 = re.search(r"99%\s+(\S+)", out)
+    ok = max(0, total - non2xx)
+    return {
+        "requests_per_s": round(total / duration, 1),
+        "ok_per_s": round(ok / duration, 1),
+        "p50_ms": round(_ms(p50.group(1)), 2) if p50 else float("nan"),
+        "p99_ms": round(_ms(p99.group(1)), 2) if p99 else float("nan"),
+        "failed_pct": round(100.0 * (non2xx + n_timeouts) / max(1, total + n_timeouts), 1),
+    }
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in columns]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = [title, "  ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value >= 100 else f"{value:.2f}"
+    return str(value)
+
+
+def write_json(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2))
+    return path

@@ -1,0 +1,131 @@
+"""Order path benchmark: trackrelay vs a synchronous baseline, analytics healthy/slow/down.
+
+One run measures orders/s and p50/p99 latency of
+  (a) trackrelay's order service (outbox + relay; forwarders pushing to analytics),
+  (b) the same service with the outbox write removed (the outbox's own cost),
+  (c) the naive baseline that calls analytics inside the request (benchmarks/sync_baseline.py),
+with the analytics simulator healthy, slow (0.5 s) and down (503), all on PostgreSQL.
+
+    .venv/bin/python benchmarks/order_path.py [--seconds 8] [--connections 64]
+
+Prints a table and writes benchmarks/results/order_path.json. Needs wrk, PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import REPO, require, table, wrk, write_json  # noqa: E402
+from tests.support.postgres import PostgresCluster  # noqa: E402
+from trackrelay.local.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from trackrelay.local.processes import spawn_role, stop_all, wait_http  # noqa: E402
+from trackrelay.orders.migrate import upgrade  # noqa: E402
+from trackrelay.settings import resolve_database_url  # noqa: E402
+
+ORDER = json.dumps({"customer_id": "bench", "items": [
+    {"sku": "sku-1", "qty": 1, "price": 1999}, {"sku": "sku-2", "qty": 2, "price": 500}]})
+SCENARIOS = {
+    "healthy": {"mode": "healthy"},
+    "slow 0.5s": {"mode": "slow", "latency": 0.5},
+    "down (503)": {"mode": "down"},
+}
+VARIANTS = ("trackrelay", "no-outbox", "sync")
+
+
+def set_fault(sim_url: str, fault: dict[str, Any]) -> None:
+    req = urllib.request.Request(f"{sim_url}/admin/fault", data=json.dumps(fault).encode(),
+                                 headers={"content-type": "application/json"})
+    urllib.request.urlopen(req, timeout=5).close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--forwarders", type=int, default=1,
+                    help="forwarder processes beside trackrelay's order service")
+    args = ap.parse_args()
+    require("wrk", "wrk")
+    work = Path(tempfile.mkdtemp(prefix="trackrelay-bench-"))
+    pg = PostgresCluster(work / "pg").start()
+    redis = EmbeddedRedis(work / "redis", appendonly=False).start()
+    children: list[subprocess.Popen[bytes]] = []
+    results: list[dict[str, Any]] = []
+    try:
+        sim_port = free_port()
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        sim = spawn_role(["analytics-sim", "--port", str(sim_port)], {}, work / "sim.log")
+        children.append(sim)
+        wait_http(f"{sim_url}/healthz", 30, sim)
+        for variant in VARIANTS:
+            db = pg.create_database()
+            upgrade(resolve_database_url(db, work))
+            port = free_port()
+            server = subprocess.Popen(
+                [sys.executable, str(REPO / "benchmarks" / "serve.py"), variant, str(port), db,
+                 redis.url, sim_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            helpers = []
+            if variant == "trackrelay":
+                helpers = [spawn_role(["forwarder"], {"TRACKRELAY_REDIS_URL": redis.url,
+                                                      "TRACKRELAY_ANALYTICS_URL": sim_url},
+                                      work / "forwarder.log") for _ in range(args.forwarders)]
+            try:
+                url = f"http://127.0.0.1:{port}/v1/orders"
+                wait_http(f"http://127.0.0.1:{port}/openapi.json", 30, server)
+                set_fault(sim_url, SCENARIOS["healthy"])
+                wrk(url, ORDER, 2, args.connections)  # warm-up
+                for scenario, fault in SCENARIOS.items():
+                    set_fault(sim_url, fault)
+                    time.sleep(0.5)
+                    row = {"variant": variant, "analytics": scenario,
+                           **wrk(url, ORDER, args.seconds, args.connections)}
+                    print(f"  {variant:10s} {scenario:11s} {row}", flush=True)
+                    results.append(row)
+            finally:
+                stop_all([server, *helpers])
+    finally:
+        stop_all(children)
+        redis.stop()
+        pg.stop()
+
+    def cell(variant: str, scenario: str, key: str) -> float:
+        return next(float(r[key]) for r in results
+                    if r["variant"] == variant and r["analytics"] == scenario)
+
+    down_vs_healthy = cell("trackrelay", "down (503)", "p99_ms") / cell(
+        "trackrelay", "healthy", "p99_ms")
+    outbox_cost = cell("trackrelay", "healthy", "ok_per_s") / cell(
+        "no-outbox", "healthy", "ok_per_s")
+    targets = {
+        "trackrelay_p99_down_over_healthy": round(down_vs_healthy, 3),
+        "target_p99_down_over_healthy_max": 1.1,
+        "trackrelay_throughput_over_no_outbox": round(outbox_cost, 3),
+        "target_throughput_over_no_outbox_min": 0.9,
+    }
+    print()
+    print(table(
+        f"Order path, PostgreSQL, wrk -c{args.connections} -d{args.seconds}s "
+        f"({args.forwarders} forwarder process(es) beside trackrelay)",
+        ["service", "analytics", "orders/s ok", "p50 ms", "p99 ms", "failed %"],
+        [[r["variant"], r["analytics"], r["ok_per_s"], r["p50_ms"], r["p99_ms"],
+          r["failed_pct"]] for r in results],
+    ))
+    print()
+    print(f"trackrelay p99 down/healthy: {down_vs_healthy:.2f} (target <= 1.1)")
+    print(f"trackrelay throughput / no-outbox: {outbox_cost:.2f} (target >= 0.9)")
+    path = write_json("order_path", {"args": vars(args), "results": results, "targets": targets})
+    print(f"JSON: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Start one order-service variant for the benchmarks (run as a child process).
+
+    python benchmarks/serve.py trackrelay|no-outbox|sync PORT DATABASE_URL REDIS_URL ANALYTICS_URL
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    kind, port, database_url, redis_url, analytics_url = sys.argv[1:6]
+    from trackrelay.orders import store
+    from trackrelay.orders.app import create_app
+    from trackrelay.settings import OrderSettings, resolve_database_url
+
+    if kind == "sync":
+        from benchmarks.sync_baseline import create_sync_app
+
+        app = create_sync_app(resolve_database_url(database_url, Path(".")), analytics_url)
+    else:
+        if kind == "no-outbox":
+            # The same service with the outbox write removed: the cost of the outbox.
+            original = store.create_order
+            store.create_order = functools.partial(original, with_outbox=False)  # type: ignore[assignment]
+        settings = OrderSettings(database_url=database_url, redis_url=redis_url,
+                                 run_relay=kind == "trackrelay", migrate_on_start=False)
+        app = create_app(settings)
+    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
