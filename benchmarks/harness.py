@@ -52,7 +52,7 @@ def wrk(url: str, body: str, seconds: float, connections: int, threads: int = 1,
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
     out = subprocess.run(
-        [require("wrk", "wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+        [require("wrk", "wrk"), f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s",
          f"--timeout={timeout}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
@@ -62,8 +62,8 @@ def wrk(url: str, body: str, seconds: float, connections: int, threads: int = 1,
     timeouts = re.search(r"timeout (\d+)", out)
     non2xx = int(bad.group(1)) if bad else 0
     n_timeouts = int(timeouts.group(1)) if timeouts else 0
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     ok = max(0, total - non2xx)
     return {
         "requests_per_s": round(total / duration, 1),

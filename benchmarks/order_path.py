@@ -6,7 +6,7 @@ One run measures orders/s and p50/p99 latency of
   (c) the naive baseline that calls analytics inside the request (benchmarks/sync_baseline.py),
 with the analytics simulator healthy, slow (0.5 s) and down (503), all on PostgreSQL.
 
-    .venv/bin/python benchmarks/order_path.py [--seconds 8] [--connections 64]
+    .venv/bin/python benchmarks/order_path.py [--seconds 6] [--rounds 3] [--connections 32]
 
 Prints a table and writes benchmarks/results/order_path.json. Needs wrk, PostgreSQL and Redis.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,10 +49,16 @@ def set_fault(sim_url: str, fault: dict[str, Any]) -> None:
     urllib.request.urlopen(req, timeout=5).close()
 
 
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--seconds", type=int, default=6, help="length of one wrk run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds; each cell reports the median")
+    ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--forwarders", type=int, default=1,
                     help="forwarder processes beside trackrelay's order service")
     args = ap.parse_args()
@@ -60,43 +67,55 @@ def main() -> None:
     pg = PostgresCluster(work / "pg").start()
     redis = EmbeddedRedis(work / "redis", appendonly=False).start()
     children: list[subprocess.Popen[bytes]] = []
-    results: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     try:
         sim_port = free_port()
         sim_url = f"http://127.0.0.1:{sim_port}"
         sim = spawn_role(["analytics-sim", "--port", str(sim_port)], {}, work / "sim.log")
         children.append(sim)
         wait_http(f"{sim_url}/healthz", 30, sim)
-        for variant in VARIANTS:
+        urls = {}
+        for variant in VARIANTS:  # all three run at once; only one is loaded at a time
             db = pg.create_database()
             upgrade(resolve_database_url(db, work))
             port = free_port()
             server = subprocess.Popen(
                 [sys.executable, str(REPO / "benchmarks" / "serve.py"), variant, str(port), db,
                  redis.url, sim_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            helpers = []
-            if variant == "trackrelay":
-                helpers = [spawn_role(["forwarder"], {"TRACKRELAY_REDIS_URL": redis.url,
-                                                      "TRACKRELAY_ANALYTICS_URL": sim_url},
-                                      work / "forwarder.log") for _ in range(args.forwarders)]
-            try:
-                url = f"http://127.0.0.1:{port}/v1/orders"
-                wait_http(f"http://127.0.0.1:{port}/openapi.json", 30, server)
-                set_fault(sim_url, SCENARIOS["healthy"])
-                wrk(url, ORDER, 2, args.connections)  # warm-up
-                for scenario, fault in SCENARIOS.items():
-                    set_fault(sim_url, fault)
-                    time.sleep(0.5)
-                    row = {"variant": variant, "analytics": scenario,
+            children.append(server)
+            wait_http(f"http://127.0.0.1:{port}/openapi.json", 30, server)
+            urls[variant] = f"http://127.0.0.1:{port}/v1/orders"
+        children += [spawn_role(["forwarder"], {"TRACKRELAY_REDIS_URL": redis.url,
+                                                "TRACKRELAY_ANALYTICS_URL": sim_url},
+                                work / "forwarder.log") for _ in range(args.forwarders)]
+        set_fault(sim_url, SCENARIOS["healthy"])
+        for url in urls.values():
+            wrk(url, ORDER, 2, args.connections)  # warm-up
+        # Interleaved, so drift (caches, table growth, other load) hits every cell alike.
+        for round_no in range(args.rounds):
+            for scenario, fault in SCENARIOS.items():
+                set_fault(sim_url, fault)
+                time.sleep(0.5)
+                for variant, url in urls.items():
+                    run = {"round": round_no, "variant": variant, "analytics": scenario,
                            **wrk(url, ORDER, args.seconds, args.connections)}
-                    print(f"  {variant:10s} {scenario:11s} {row}", flush=True)
-                    results.append(row)
-            finally:
-                stop_all([server, *helpers])
+                    print(f"  round {round_no} {variant:10s} {scenario:11s} "
+                          f"ok/s {run['ok_per_s']:8.1f} p99 {run['p99_ms']:8.1f} ms", flush=True)
+                    runs.append(run)
     finally:
         stop_all(children)
         redis.stop()
         pg.stop()
+
+    results = []
+    for variant in VARIANTS:
+        for scenario in SCENARIOS:
+            cell = [r for r in runs if r["variant"] == variant and r["analytics"] == scenario]
+            results.append({
+                "variant": variant, "analytics": scenario,
+                **{k: median([r[k] for r in cell])
+                   for k in ("ok_per_s", "p50_ms", "p99_ms", "failed_pct")},
+            })
 
     def cell(variant: str, scenario: str, key: str) -> float:
         return next(float(r[key]) for r in results
@@ -114,8 +133,8 @@ def main() -> None:
     }
     print()
     print(table(
-        f"Order path, PostgreSQL, wrk -c{args.connections} -d{args.seconds}s "
-        f"({args.forwarders} forwarder process(es) beside trackrelay)",
+        f"Order path, PostgreSQL, wrk -c{args.connections} -d{args.seconds}s, median of "
+        f"{args.rounds} interleaved rounds ({args.forwarders} forwarder beside trackrelay)",
         ["service", "analytics", "orders/s ok", "p50 ms", "p99 ms", "failed %"],
         [[r["variant"], r["analytics"], r["ok_per_s"], r["p50_ms"], r["p99_ms"],
           r["failed_pct"]] for r in results],
@@ -123,7 +142,8 @@ def main() -> None:
     print()
     print(f"trackrelay p99 down/healthy: {down_vs_healthy:.2f} (target <= 1.1)")
     print(f"trackrelay throughput / no-outbox: {outbox_cost:.2f} (target >= 0.9)")
-    path = write_json("order_path", {"args": vars(args), "results": results, "targets": targets})
+    path = write_json("order_path", {"args": vars(args), "results": results, "runs": runs,
+                                     "targets": targets})
     print(f"JSON: {path}")
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -72,6 +72,35 @@ class BodyLimit:
         await response({"type": "http"}, _no_receive, send)
 
 
+class ObserveLatency:
+    """Record each request's latency by method, route template and status (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.histogram.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
 def _replay(messages: list[Message], then: Receive) -> Receive:
     """A receive channel that yields ``messages`` first, then the real channel."""
     pending = list(messages)
@@ -122,23 +151,11 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
 
     app = FastAPI(title="trackrelay order service", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(ObserveLatency, histogram=metrics.request_latency)
 
     def engine_of(request: Request) -> AsyncEngine:
         engine: AsyncEngine = request.app.state.engine
         return engine
-
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.request_latency.labels(request.method, path, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-        return response
 
     @app.exception_handler(SQLAlchemyError)
     async def store_down(_request: Request, exc: SQLAlchemyError) -> JSONResponse:

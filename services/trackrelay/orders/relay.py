@@ -98,8 +98,8 @@ class OutboxRelay:
             try:
                 moved = await self.run_once()
                 self.failures = 0
-                if moved:
-                    wait = 0.0
+                if moved >= self.settings.relay_batch_size:
+                    wait = 0.0  # a full batch: more is waiting; otherwise let rows gather
             except (RedisError, OSError) as exc:
                 wait = self._failed("redis", exc)
             except SQLAlchemyError as exc:

@@ -39,7 +39,7 @@ def upgrade() -> None:
             primary_key=True,
             autoincrement=True,
         ),
-        sa.Column("event_id", sa.String(64), unique=True, nullable=False),
+        sa.Column("event_id", sa.String(64), nullable=False),
         sa.Column("payload", sa.Text, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("lease_token", sa.String(96), nullable=True),
