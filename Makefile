@@ -33,6 +33,7 @@ cluster-tools:
 	tests/cluster/control-plane.sh
 
 bench: venv
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/order_path.py
 	$(BIN)/python benchmarks/forwarder.py
 

@@ -24,11 +24,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import table, write_json  # noqa: E402
-from trackrelay.constants import CONSUMER_GROUP, EVENT_FIELD, STREAM  # noqa: E402
-from trackrelay.events import Event  # noqa: E402
-from trackrelay.local.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from trackrelay.local.processes import spawn_role, stop_all, wait_http  # noqa: E402
+from benchmarks.harness import table, write_json
+from trackrelay.constants import CONSUMER_GROUP, EVENT_FIELD, STREAM
+from trackrelay.events import Event
+from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
 
 
 def preload(r: redis.Redis, count: int, tag: str) -> None:
@@ -36,8 +36,7 @@ def preload(r: redis.Redis, count: int, tag: str) -> None:
     r.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
     pipe = r.pipeline(transaction=False)
     for n in range(count):
-        ev = Event(f"{tag}{n}:0", f"{tag}{n}", f"sku-{n % 100}", 1, 1.0,
-                   "2026-01-01T00:00:00.000Z")
+        ev = Event(f"{tag}{n}:0", f"{tag}{n}", f"sku-{n % 100}", 1, 1.0, "2026-01-01T00:00:00.000Z")
         pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
         if n % 5000 == 4999:
             pipe.execute()
@@ -67,15 +66,22 @@ def accepted(sim_url: str) -> int:
         return int(json.loads(resp.read())["accepted"])
 
 
-def through_forwarders(r: redis.Redis, sim_url: str, redis_url: str, processes: int,
-                       count: int, batch: int, work: Path) -> float:
-    urllib.request.urlopen(urllib.request.Request(f"{sim_url}/admin/reset", data=b""),
-                           timeout=5).close()
+def through_forwarders(
+    r: redis.Redis, sim_url: str, redis_url: str, processes: int, count: int, batch: int, work: Path
+) -> float:
+    urllib.request.urlopen(
+        urllib.request.Request(f"{sim_url}/admin/reset", data=b""), timeout=5
+    ).close()
     preload(r, count, f"p{processes}-")
-    env = {"TRACKRELAY_REDIS_URL": redis_url, "TRACKRELAY_ANALYTICS_URL": sim_url,
-           "TRACKRELAY_BATCH_SIZE": str(batch)}
-    procs = [spawn_role(["forwarder", "--consumer-name", f"bench{i}"], env,
-                        work / "forwarder.log") for i in range(processes)]
+    env = {
+        "TRACKRELAY_REDIS_URL": redis_url,
+        "TRACKRELAY_ANALYTICS_URL": sim_url,
+        "TRACKRELAY_BATCH_SIZE": str(batch),
+    }
+    procs = [
+        spawn_role(["forwarder", "--consumer-name", f"bench{i}"], env, work / "forwarder.log")
+        for i in range(processes)
+    ]
     try:
         # Time the middle 90% of the run, so process start-up does not count.
         lo, hi = int(count * 0.05), int(count * 0.95)
@@ -112,27 +118,47 @@ def main() -> None:
         wait_http(f"{sim_url}/healthz", 30, sim)
         r = redis.Redis.from_url(server.url)
         raw = raw_redis_limit(r, args.events, args.batch_size)
-        rows.append({"path": "raw Redis (XREADGROUP+XACK/XDEL, no HTTP)", "processes": 1,
-                     "events_per_s": round(raw)})
+        rows.append(
+            {
+                "path": "raw Redis (XREADGROUP+XACK/XDEL, no HTTP)",
+                "processes": 1,
+                "events_per_s": round(raw),
+            }
+        )
         print(f"  raw redis: {raw:,.0f} events/s", flush=True)
         for processes in (1, 2):
-            rate = through_forwarders(r, sim_url, server.url, processes, args.events,
-                                      args.batch_size, work)
-            rows.append({"path": "forwarder -> simulator (unlimited)", "processes": processes,
-                         "events_per_s": round(rate)})
+            rate = through_forwarders(
+                r, sim_url, server.url, processes, args.events, args.batch_size, work
+            )
+            rows.append(
+                {
+                    "path": "forwarder -> simulator (unlimited)",
+                    "processes": processes,
+                    "events_per_s": round(rate),
+                }
+            )
             print(f"  {processes} forwarder(s): {rate:,.0f} events/s", flush=True)
     finally:
         stop_all([sim])
         server.stop()
     one = next(r["events_per_s"] for r in rows if r["processes"] == 1 and "forwarder" in r["path"])
     print()
-    print(table(f"Forwarder throughput, {args.events:,} events, batch {args.batch_size}",
-                ["path", "processes", "events/s"],
-                [[r["path"], r["processes"], r["events_per_s"]] for r in rows]))
+    print(
+        table(
+            f"Forwarder throughput, {args.events:,} events, batch {args.batch_size}",
+            ["path", "processes", "events/s"],
+            [[r["path"], r["processes"], r["events_per_s"]] for r in rows],
+        )
+    )
     print(f"\none forwarder: {one:,} events/s (target >= 20,000)")
-    path = write_json("forwarder", {"args": vars(args), "results": rows,
-                                    "targets": {"one_forwarder_events_per_s": one,
-                                                "target_min": 20_000}})
+    path = write_json(
+        "forwarder",
+        {
+            "args": vars(args),
+            "results": rows,
+            "targets": {"one_forwarder_events_per_s": one, "target_min": 20_000},
+        },
+    )
     print(f"JSON: {path}")
 
 

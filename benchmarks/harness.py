@@ -26,9 +26,12 @@ def require(tool: str, package: str) -> str:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                   time.gmtime())}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -41,8 +44,9 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, body: str, seconds: float, connections: int, threads: int = 1,
-        timeout: float = 10) -> dict[str, float]:
+def wrk(
+    url: str, body: str, seconds: float, connections: int, threads: int = 1, timeout: float = 10
+) -> dict[str, float]:
     """POST ``body`` to ``url`` for ``seconds``; requests/s, ok/s, p50/p99 (ms), errors."""
     script = RESULTS / "post.lua"
     script.parent.mkdir(parents=True, exist_ok=True)
@@ -52,9 +56,20 @@ def wrk(url: str, body: str, seconds: float, connections: int, threads: int = 1,
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
     out = subprocess.run(
-        [require("wrk", "wrk"), f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s",
-         f"--timeout={timeout}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            require("wrk", "wrk"),
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{int(seconds)}s",
+            f"--timeout={timeout}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     duration = _ms(re.search(r"requests in ([\d.]+\w+),", out).group(1)) / 1e3  # type: ignore[union-attr]

@@ -26,16 +26,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import REPO, require, table, wrk, write_json  # noqa: E402
-from tests.support.postgres import PostgresCluster  # noqa: E402
-from trackrelay.local.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from trackrelay.local.processes import spawn_role, stop_all, wait_http  # noqa: E402
-from trackrelay.orders.migrate import upgrade  # noqa: E402
-from trackrelay.settings import resolve_database_url  # noqa: E402
+from tests.support.postgres import PostgresCluster
 
-ORDER = json.dumps({"customer_id": "bench", "items": [
-    {"sku": "sku-1", "qty": 1, "price": 1999}, {"sku": "sku-2", "qty": 2, "price": 500}]})
-SCENARIOS = {
+from benchmarks.harness import REPO, require, table, write_json, wrk
+from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.orders.migrate import upgrade
+from trackrelay.settings import resolve_database_url
+
+ORDER = json.dumps(
+    {
+        "customer_id": "bench",
+        "items": [
+            {"sku": "sku-1", "qty": 1, "price": 1999},
+            {"sku": "sku-2", "qty": 2, "price": 500},
+        ],
+    }
+)
+SCENARIOS: dict[str, dict[str, Any]] = {
     "healthy": {"mode": "healthy"},
     "slow 0.5s": {"mode": "slow", "latency": 0.5},
     "down (503)": {"mode": "down"},
@@ -44,8 +52,11 @@ VARIANTS = ("trackrelay", "no-outbox", "sync")
 
 
 def set_fault(sim_url: str, fault: dict[str, Any]) -> None:
-    req = urllib.request.Request(f"{sim_url}/admin/fault", data=json.dumps(fault).encode(),
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        f"{sim_url}/admin/fault",
+        data=json.dumps(fault).encode(),
+        headers={"content-type": "application/json"},
+    )
     urllib.request.urlopen(req, timeout=5).close()
 
 
@@ -56,11 +67,16 @@ def median(values: list[float]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=6, help="length of one wrk run")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="interleaved rounds; each cell reports the median")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; each cell reports the median"
+    )
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--forwarders", type=int, default=1,
-                    help="forwarder processes beside trackrelay's order service")
+    ap.add_argument(
+        "--forwarders",
+        type=int,
+        default=1,
+        help="forwarder processes beside trackrelay's order service",
+    )
     args = ap.parse_args()
     require("wrk", "wrk")
     work = Path(tempfile.mkdtemp(prefix="trackrelay-bench-"))
@@ -80,14 +96,29 @@ def main() -> None:
             upgrade(resolve_database_url(db, work))
             port = free_port()
             server = subprocess.Popen(
-                [sys.executable, str(REPO / "benchmarks" / "serve.py"), variant, str(port), db,
-                 redis.url, sim_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    str(REPO / "benchmarks" / "serve.py"),
+                    variant,
+                    str(port),
+                    db,
+                    redis.url,
+                    sim_url,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             children.append(server)
             wait_http(f"http://127.0.0.1:{port}/openapi.json", 30, server)
             urls[variant] = f"http://127.0.0.1:{port}/v1/orders"
-        children += [spawn_role(["forwarder"], {"TRACKRELAY_REDIS_URL": redis.url,
-                                                "TRACKRELAY_ANALYTICS_URL": sim_url},
-                                work / "forwarder.log") for _ in range(args.forwarders)]
+        children += [
+            spawn_role(
+                ["forwarder"],
+                {"TRACKRELAY_REDIS_URL": redis.url, "TRACKRELAY_ANALYTICS_URL": sim_url},
+                work / "forwarder.log",
+            )
+            for _ in range(args.forwarders)
+        ]
         set_fault(sim_url, SCENARIOS["healthy"])
         for url in urls.values():
             wrk(url, ORDER, 2, args.connections)  # warm-up
@@ -97,34 +128,49 @@ def main() -> None:
                 set_fault(sim_url, fault)
                 time.sleep(0.5)
                 for variant, url in urls.items():
-                    run = {"round": round_no, "variant": variant, "analytics": scenario,
-                           **wrk(url, ORDER, args.seconds, args.connections)}
-                    print(f"  round {round_no} {variant:10s} {scenario:11s} "
-                          f"ok/s {run['ok_per_s']:8.1f} p99 {run['p99_ms']:8.1f} ms", flush=True)
+                    run = {
+                        "round": round_no,
+                        "variant": variant,
+                        "analytics": scenario,
+                        **wrk(url, ORDER, args.seconds, args.connections),
+                    }
+                    print(
+                        f"  round {round_no} {variant:10s} {scenario:11s} "
+                        f"ok/s {run['ok_per_s']:8.1f} p99 {run['p99_ms']:8.1f} ms",
+                        flush=True,
+                    )
                     runs.append(run)
     finally:
         stop_all(children)
         redis.stop()
         pg.stop()
 
-    results = []
+    results: list[dict[str, Any]] = []
     for variant in VARIANTS:
         for scenario in SCENARIOS:
-            cell = [r for r in runs if r["variant"] == variant and r["analytics"] == scenario]
-            results.append({
-                "variant": variant, "analytics": scenario,
-                **{k: median([r[k] for r in cell])
-                   for k in ("ok_per_s", "p50_ms", "p99_ms", "failed_pct")},
-            })
+            same = [r for r in runs if r["variant"] == variant and r["analytics"] == scenario]
+            results.append(
+                {
+                    "variant": variant,
+                    "analytics": scenario,
+                    **{
+                        k: median([r[k] for r in same])
+                        for k in ("ok_per_s", "p50_ms", "p99_ms", "failed_pct")
+                    },
+                }
+            )
 
     def cell(variant: str, scenario: str, key: str) -> float:
-        return next(float(r[key]) for r in results
-                    if r["variant"] == variant and r["analytics"] == scenario)
+        return next(
+            float(r[key]) for r in results if r["variant"] == variant and r["analytics"] == scenario
+        )
 
     down_vs_healthy = cell("trackrelay", "down (503)", "p99_ms") / cell(
-        "trackrelay", "healthy", "p99_ms")
+        "trackrelay", "healthy", "p99_ms"
+    )
     outbox_cost = cell("trackrelay", "healthy", "ok_per_s") / cell(
-        "no-outbox", "healthy", "ok_per_s")
+        "no-outbox", "healthy", "ok_per_s"
+    )
     targets = {
         "trackrelay_p99_down_over_healthy": round(down_vs_healthy, 3),
         "target_p99_down_over_healthy_max": 1.1,
@@ -132,18 +178,30 @@ def main() -> None:
         "target_throughput_over_no_outbox_min": 0.9,
     }
     print()
-    print(table(
-        f"Order path, PostgreSQL, wrk -c{args.connections} -d{args.seconds}s, median of "
-        f"{args.rounds} interleaved rounds ({args.forwarders} forwarder beside trackrelay)",
-        ["service", "analytics", "orders/s ok", "p50 ms", "p99 ms", "failed %"],
-        [[r["variant"], r["analytics"], r["ok_per_s"], r["p50_ms"], r["p99_ms"],
-          r["failed_pct"]] for r in results],
-    ))
+    print(
+        table(
+            f"Order path, PostgreSQL, wrk -c{args.connections} -d{args.seconds}s, median of "
+            f"{args.rounds} interleaved rounds ({args.forwarders} forwarder beside trackrelay)",
+            ["service", "analytics", "orders/s ok", "p50 ms", "p99 ms", "failed %"],
+            [
+                [
+                    r["variant"],
+                    r["analytics"],
+                    r["ok_per_s"],
+                    r["p50_ms"],
+                    r["p99_ms"],
+                    r["failed_pct"],
+                ]
+                for r in results
+            ],
+        )
+    )
     print()
     print(f"trackrelay p99 down/healthy: {down_vs_healthy:.2f} (target <= 1.1)")
     print(f"trackrelay throughput / no-outbox: {outbox_cost:.2f} (target >= 0.9)")
-    path = write_json("order_path", {"args": vars(args), "results": results, "runs": runs,
-                                     "targets": targets})
+    path = write_json(
+        "order_path", {"args": vars(args), "results": results, "runs": runs, "targets": targets}
+    )
     print(f"JSON: {path}")
 
 

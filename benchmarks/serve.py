@@ -1,6 +1,6 @@
 """Start one order-service variant for the benchmarks (run as a child process).
 
-    python benchmarks/serve.py trackrelay|no-outbox|sync PORT DATABASE_URL REDIS_URL ANALYTICS_URL
+python benchmarks/serve.py trackrelay|no-outbox|sync PORT DATABASE_URL REDIS_URL ANALYTICS_URL
 """
 
 from __future__ import annotations
@@ -28,9 +28,13 @@ def main() -> None:
         if kind == "no-outbox":
             # The same service with the outbox write removed: the cost of the outbox.
             original = store.create_order
-            store.create_order = functools.partial(original, with_outbox=False)  # type: ignore[assignment]
-        settings = OrderSettings(database_url=database_url, redis_url=redis_url,
-                                 run_relay=kind == "trackrelay", migrate_on_start=False)
+            store.create_order = functools.partial(original, with_outbox=False)
+        settings = OrderSettings(
+            database_url=database_url,
+            redis_url=redis_url,
+            run_relay=kind == "trackrelay",
+            migrate_on_start=False,
+        )
         app = create_app(settings)
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
 

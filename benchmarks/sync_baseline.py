@@ -15,6 +15,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackrelay.events import Event, event_id_for, rfc3339
 from trackrelay.orders import store
@@ -28,8 +29,7 @@ def create_sync_app(database_url: str, analytics_url: str, timeout: float = 2.0)
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state["engine"] = store.make_engine(database_url)
-        state["http"] = httpx.AsyncClient(timeout=timeout,
-                                          limits=httpx.Limits(max_connections=256))
+        state["http"] = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=256))
         yield
         await state["http"].aclose()  # type: ignore[attr-defined]
         await state["engine"].dispose()  # type: ignore[attr-defined]
@@ -38,21 +38,41 @@ def create_sync_app(database_url: str, analytics_url: str, timeout: float = 2.0)
 
     @app.post("/v1/orders", status_code=201)
     async def create(order: OrderRequest) -> JSONResponse:
-        engine: store.AsyncEngine = state["engine"]  # type: ignore[assignment]
+        engine: AsyncEngine = state["engine"]  # type: ignore[assignment]
         http: httpx.AsyncClient = state["http"]  # type: ignore[assignment]
         order_id = store.new_order_id()
         now = datetime.now(UTC)
         async with engine.connect() as conn:
             tx = await conn.begin()
-            await conn.execute(insert(orders).values(
-                order_id=order_id, customer_id=order.customer_id,
-                total=sum(i.qty * i.price for i in order.items), created_at=now,
-                idempotency_key=None, request_hash=order.fingerprint()))
-            await conn.execute(insert(order_lines), [
-                {"order_id": order_id, "line_no": n, "sku": i.sku, "qty": i.qty,
-                 "price": i.price} for n, i in enumerate(order.items)])
-            events = [Event(event_id_for(order_id, n), order_id, i.sku, i.qty, 1.0,
-                            rfc3339(now)).to_dict() for n, i in enumerate(order.items)]
+            await conn.execute(
+                insert(orders).values(
+                    order_id=order_id,
+                    customer_id=order.customer_id,
+                    total=sum(i.qty * i.price for i in order.items),
+                    created_at=now,
+                    idempotency_key=None,
+                    request_hash=order.fingerprint(),
+                )
+            )
+            await conn.execute(
+                insert(order_lines),
+                [
+                    {
+                        "order_id": order_id,
+                        "line_no": n,
+                        "sku": i.sku,
+                        "qty": i.qty,
+                        "price": i.price,
+                    }
+                    for n, i in enumerate(order.items)
+                ],
+            )
+            events = [
+                Event(
+                    event_id_for(order_id, n), order_id, i.sku, i.qty, 1.0, rfc3339(now)
+                ).to_dict()
+                for n, i in enumerate(order.items)
+            ]
             try:
                 r = await http.post(f"{analytics_url}/v1/track", json={"events": events})
                 r.raise_for_status()

@@ -68,7 +68,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from trackrelay.settings import OrderSettings
 
     settings = OrderSettings(**_overrides(args, (*_STORE, "host", "port")))
-    return asyncio.run(up(settings, analytics_url=args.analytics_url, forwarders=args.forwarders))
+    return asyncio.run(
+        up(settings, analytics_url=args.analytics_url, forwarders=args.forwarders, load=args.load)
+    )
 
 
 _FORWARDER = (
@@ -167,8 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="order API port (default 8000)")
     p.add_argument("--analytics-url", help="analytics base URL (default: built-in simulator)")
     p.add_argument("--forwarders", type=int, default=2, help="forwarder processes")
-    p.add_argument("--load", type=float, default=0.0,
-                   help="synthetic orders per second, with a status line (default: none)")
+    p.add_argument(
+        "--load",
+        type=float,
+        default=0.0,
+        help="synthetic orders per second, with a status line (default: none)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("forwarder", help="push events from the stream to analytics")
@@ -211,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code: int = args.func(args)
     except ValidationError as exc:

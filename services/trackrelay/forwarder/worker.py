@@ -10,6 +10,7 @@ taken over by XAUTOCLAIM once idle for ``claim_idle``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -77,8 +78,12 @@ class Forwarder:
         while one more task takes over what dead consumers left behind.
         """
         await streams.ensure_group(self.redis)
-        log.info("forwarder %s: %d lanes, batches of %d", self.consumer,
-                 self.settings.concurrency, self.settings.batch_size)
+        log.info(
+            "forwarder %s: %d lanes, batches of %d",
+            self.consumer,
+            self.settings.concurrency,
+            self.settings.batch_size,
+        )
         while not stop.is_set():
             entries = await streams.read(
                 self.redis, self.consumer, "0", self.settings.batch_size, None
@@ -105,10 +110,8 @@ class Forwarder:
             await self._refresh_stats()
             while not stop.is_set() and await self._claim_abandoned(stop):
                 pass
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.claim_interval)
-            except TimeoutError:
-                pass
 
     async def _claim_abandoned(self, stop: asyncio.Event) -> bool:
         """Take over entries a dead consumer held; True when some were handled."""

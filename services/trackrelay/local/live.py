@@ -8,6 +8,7 @@ status line shows orders, outbox, stream, pending and what analytics counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from typing import Any
@@ -26,9 +27,12 @@ _WEIGHTS = [1.0 / rank for rank in range(1, len(SKUS) + 1)]
 def random_order(rng: random.Random, customer: int) -> dict[str, Any]:
     lines = rng.randint(1, 3)
     skus = rng.choices(SKUS, weights=_WEIGHTS, k=lines)
-    return {"customer_id": f"shopper-{customer}",
-            "items": [{"sku": s, "qty": rng.randint(1, 3), "price": rng.randint(100, 9999)}
-                      for s in skus]}
+    return {
+        "customer_id": f"shopper-{customer}",
+        "items": [
+            {"sku": s, "qty": rng.randint(1, 3), "price": rng.randint(100, 9999)} for s in skus
+        ],
+    }
 
 
 class Shoppers:
@@ -58,14 +62,13 @@ class Shoppers:
                     self.refused += 1
                 delay = started + n / self.rate - loop.time()
                 if delay > 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=delay)
-                    except TimeoutError:
-                        pass
 
 
-async def status_line(redis: Redis, shoppers: Shoppers | None, analytics_url: str | None,
-                      client: httpx.AsyncClient) -> str:
+async def status_line(
+    redis: Redis, shoppers: Shoppers | None, analytics_url: str | None, client: httpx.AsyncClient
+) -> str:
     stats = await streams.queue_stats(redis)
     parts = []
     if shoppers is not None:
@@ -74,8 +77,9 @@ async def status_line(redis: Redis, shoppers: Shoppers | None, analytics_url: st
     if analytics_url is not None:
         try:
             state = (await client.get(f"{analytics_url}/admin/state")).json()
-            top = (await client.get(f"{analytics_url}/v1/popularity",
-                                    params={"top": 3})).json()["top"]
+            top = (await client.get(f"{analytics_url}/v1/popularity", params={"top": 3})).json()[
+                "top"
+            ]
             best = ", ".join(f"{t['sku']}={t['qty']:.0f}" for t in top)
             parts.append(f"analytics {state['mode']}: {state['accepted']} events, top {best}")
         except (httpx.HTTPError, ValueError, KeyError):
@@ -83,8 +87,13 @@ async def status_line(redis: Redis, shoppers: Shoppers | None, analytics_url: st
     return " | ".join(parts)
 
 
-async def report(redis_url: str, shoppers: Shoppers | None, analytics_url: str | None,
-                 stop: asyncio.Event, every: float = 5.0) -> None:
+async def report(
+    redis_url: str,
+    shoppers: Shoppers | None,
+    analytics_url: str | None,
+    stop: asyncio.Event,
+    every: float = 5.0,
+) -> None:
     redis = Redis.from_url(redis_url)
     async with httpx.AsyncClient(timeout=2) as client:
         try:
@@ -95,8 +104,11 @@ async def report(redis_url: str, shoppers: Shoppers | None, analytics_url: str |
                 except TimeoutError:
                     pass
                 try:
-                    print("trackrelay up:", await status_line(redis, shoppers, analytics_url,
-                                                              client), flush=True)
+                    print(
+                        "trackrelay up:",
+                        await status_line(redis, shoppers, analytics_url, client),
+                        flush=True,
+                    )
                 except Exception as exc:  # status must never take the stack down
                     log.warning("status line failed: %s", exc)
         finally:

@@ -146,16 +146,23 @@ async def _insert_postgres(
     PostgreSQL this keeps the outbox write from costing a round trip of its own.
     """
     params: tuple[Any, ...] = (
-        head["order_id"], head["customer_id"], head["total"], head["created_at"],
-        head["idempotency_key"], head["request_hash"],
-        [ln["line_no"] for ln in lines], [ln["sku"] for ln in lines],
-        [ln["qty"] for ln in lines], [ln["price"] for ln in lines],
+        head["order_id"],
+        head["customer_id"],
+        head["total"],
+        head["created_at"],
+        head["idempotency_key"],
+        head["request_hash"],
+        [ln["line_no"] for ln in lines],
+        [ln["sku"] for ln in lines],
+        [ln["qty"] for ln in lines],
+        [ln["price"] for ln in lines],
     )
     sql = _PG_WITHOUT_OUTBOX
     if events:
         sql = _PG_WITH_OUTBOX
         params += (
-            [e["event_id"] for e in events], [e["payload"] for e in events],
+            [e["event_id"] for e in events],
+            [e["payload"] for e in events],
             [e["created_at"] for e in events],
         )
     async with engine.connect() as conn:
