@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from trackrelay.analytics_sim.app import create_app
+from trackrelay.analytics_sim.app import create_app, load_scenario
 from trackrelay.settings import SimulatorSettings
 
 
@@ -63,3 +64,18 @@ def test_admin_switches_faults_and_refuses_bad_ones(sim: TestClient) -> None:
     sim.post("/admin/fault", json={"mode": "healthy"})
     assert sim.post("/v1/track", json={"events": [ev(1)]}).status_code == 200
     assert "analytics_sim_requests_total" in sim.get("/metrics").text
+
+
+def test_scenario_files_in_json_or_yaml(tmp_path: Path) -> None:
+    as_json = tmp_path / "s.json"
+    as_json.write_text('{"phases": [{"duration": 5, "mode": "down"}]}')
+    as_yaml = tmp_path / "s.yaml"
+    as_yaml.write_text("repeat: true\nphases:\n  - {duration: 1, mode: slow, latency: 0.2}\n")
+    assert load_scenario(str(as_json)).fault_at(1).mode.value == "down"
+    assert load_scenario(str(as_yaml)).repeat
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("phases:\n  - {mode: down}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: phases\[0\].duration"):
+        load_scenario(str(bad))
+    with TestClient(create_app(SimulatorSettings(sim_scenario=as_json))) as sim:
+        assert sim.get("/admin/state").json()["mode"] == "down"

@@ -70,6 +70,17 @@ class SimState:
         }
 
 
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or ``ValueError`` saying what is wrong."""
+    try:
+        data = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    return data
+
+
 def load_scenario(path: str) -> Schedule:
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
@@ -179,26 +190,22 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
 
     @app.post("/admin/fault")
     async def admin_fault(request: Request) -> JSONResponse:
+        """Switch to one fault now (and leave any running scenario)."""
         try:
-            data = json.loads(await request.body())
-            if not isinstance(data, dict):
-                raise ValueError("body must be a JSON object")
-            state.fault = Fault.parse(data)
+            fault = Fault.parse(await _json_object(request))
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
-        state.schedule = None
+        state.fault, state.schedule = fault, None
         return JSONResponse(state.snapshot(time.monotonic()))
 
     @app.post("/admin/scenario")
     async def admin_scenario(request: Request) -> JSONResponse:
+        """Start a timed scenario of phases now."""
         try:
-            data = json.loads(await request.body())
-            if not isinstance(data, dict):
-                raise ValueError("body must be a JSON object")
-            state.schedule = Schedule.parse(data)
+            schedule = Schedule.parse(await _json_object(request))
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
-        state.schedule_started = time.monotonic()
+        state.schedule, state.schedule_started = schedule, time.monotonic()
         return JSONResponse(state.snapshot(time.monotonic()))
 
     @app.post("/admin/reset")

@@ -36,9 +36,13 @@ def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # WAL is a property of the file: switch once. Asking again while other
+            # connections write can fail with "database is locked".
+            cur.execute("PRAGMA journal_mode")
+            if cur.fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         return engine
