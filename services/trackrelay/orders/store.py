@@ -7,11 +7,14 @@ line are written in one transaction, so an accepted order always has its events.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, event, func, insert, or_, select, update
@@ -31,17 +34,13 @@ class IdempotencyConflict(Exception):
 def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
     """An async engine; SQLite gets WAL and a busy timeout so readers never block writers."""
     if database_url.startswith("sqlite"):
+        _use_wal(database_url)
         engine = create_async_engine(database_url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA busy_timeout=30000")
-            # WAL is a property of the file: switch once. Asking again while other
-            # connections write can fail with "database is locked".
-            cur.execute("PRAGMA journal_mode")
-            if cur.fetchone()[0].lower() != "wal":
-                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -51,6 +50,20 @@ def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
     # overflow: overflow connections are closed on return, and opening connections
     # (and preparing statements again) under load costs more than waiting for one.
     return create_async_engine(database_url, pool_size=pool_size, max_overflow=0)
+
+
+def _use_wal(database_url: str) -> None:
+    """Put a SQLite file in WAL mode (readers never block the writer), once, up front.
+
+    WAL is a property of the file. Switching from many fresh pool connections at
+    once fails with "database is locked", so it is done here, before any pool use.
+    """
+    path = database_url.split(":///", 1)[1] if ":///" in database_url else ""
+    if not path or path.startswith(":memory:") or "mode=memory" in path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def new_order_id() -> str:
