@@ -316,3 +316,56 @@ def _pending(server: EmbeddedRedis) -> int:
             return int(r.xpending(STREAM, "forwarders")["pending"])
         except redis.ResponseError:
             return 0
+
+
+def test_a_forwarder_rides_out_a_redis_restart(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim()
+    server = EmbeddedRedis(tmp_path / "redis").start()  # append-only file: survives a crash
+    env = fwd_env(server, sim, TRACKRELAY_BACKOFF_BASE="0.1", TRACKRELAY_BACKOFF_MAX="1")
+    proc = spawn(["forwarder"], env, tmp_path / "f.log")
+    try:
+        add_events(server.url, 200, prefix="before")
+        wait_for(lambda: sim.state()["accepted"] == 200, 30, "delivery before the crash")
+        server.kill()
+        time.sleep(2)
+        assert proc.poll() is None, "the forwarder died with Redis"
+        server = EmbeddedRedis(server.data_dir, port=server.port).start()
+        add_events(server.url, 200, prefix="after")
+        wait_for(lambda: sim.state()["accepted"] == 400, 30, "delivery after the restart")
+        assert proc.poll() is None
+    finally:
+        stop_all([proc])
+        server.stop()
+    assert "redis unavailable" in (tmp_path / "f.log").read_text()
+
+
+async def test_a_deleted_stream_and_group_are_recreated(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim]
+) -> None:
+    sim = start_sim()
+    settings = ForwarderSettings(block_ms=100, backoff_base=0.05, backoff_max=0.2)
+    r = AsyncRedis.from_url(redis_server.url)
+    sink = HttpSink(sim.url, settings.push_timeout)
+    stop = asyncio.Event()
+    task = asyncio.create_task(Forwarder(r, sink, settings, consumer="solo").run(stop))
+    try:
+        await asyncio.to_thread(add_events, redis_server.url, 10, None, "first")
+        await _until(lambda: sim.state()["accepted"] == 10)
+        await r.delete(STREAM)  # the group goes with the key
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(add_events, redis_server.url, 10, None, "second")
+        await _until(lambda: sim.state()["accepted"] == 20)
+    finally:
+        stop.set()
+        await task
+        await sink.aclose()
+        await r.aclose()
+
+
+async def _until(cond: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(cond):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)

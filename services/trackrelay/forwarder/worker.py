@@ -17,10 +17,11 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 from trackrelay import streams
 from trackrelay.control import backoff
@@ -71,47 +72,84 @@ class Forwarder:
         self.metrics = metrics or ForwarderMetrics()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Forward until ``stop`` is set.
+        """Forward until ``stop`` is set; Redis outages are waited out, never fatal.
 
         First this consumer's own pending entries (one lane: they must not be read
         twice), then ``concurrency`` lanes read new entries, each its own batch,
         while one more task takes over what dead consumers left behind.
         """
-        await streams.ensure_group(self.redis)
+        await self._resilient(stop, "start", self._start_step)
         log.info(
             "forwarder %s: %d lanes, batches of %d",
             self.consumer,
             self.settings.concurrency,
             self.settings.batch_size,
         )
-        while not stop.is_set():
-            entries = await streams.read(
-                self.redis, self.consumer, "0", self.settings.batch_size, None
-            )
-            if not entries:
-                break
-            await self.handle(entries, stop, redelivered=True)
         await asyncio.gather(
-            self._housekeeping(stop),
-            *(self._lane(stop) for _ in range(self.settings.concurrency)),
+            self._resilient(stop, "housekeeping", self._housekeeping_step),
+            *(
+                self._resilient(stop, f"lane {n}", self._lane_step)
+                for n in range(self.settings.concurrency)
+            ),
         )
 
-    async def _lane(self, stop: asyncio.Event) -> None:
+    async def _resilient(
+        self, stop: asyncio.Event, name: str, step: Callable[[asyncio.Event], Awaitable[bool]]
+    ) -> None:
+        """Run ``step`` until it returns False or ``stop`` is set; back off on Redis errors."""
+        failures = 0
         while not stop.is_set():
-            entries = await streams.read(
-                self.redis, self.consumer, ">", self.settings.batch_size, self.settings.block_ms
-            )
-            if entries:
-                await self.handle(entries, stop, redelivered=False)
+            try:
+                if not await step(stop):
+                    return
+                failures = 0
+            except ResponseError as exc:
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                    raise
+                # The stream or group vanished (Redis restarted empty, key deleted).
+                log.warning("forwarder %s: consumer group missing; creating it", self.consumer)
+                await streams.ensure_group(self.redis)
+            except (RedisError, OSError) as exc:
+                failures += 1
+                self.metrics.failures.labels("redis").inc()
+                wait = backoff.full_jitter(
+                    failures, self.settings.backoff_base, self.settings.backoff_max
+                )
+                log.warning(
+                    "forwarder %s: %s: redis unavailable (%s); retry in %.2fs",
+                    self.consumer,
+                    name,
+                    exc,
+                    wait,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
 
-    async def _housekeeping(self, stop: asyncio.Event) -> None:
+    async def _start_step(self, stop: asyncio.Event) -> bool:
+        """Create the group, then drain this consumer's own pending entries; False when done."""
+        await streams.ensure_group(self.redis)
+        entries = await streams.read(self.redis, self.consumer, "0", self.settings.batch_size, None)
+        if not entries:
+            return False
+        await self.handle(entries, stop, redelivered=True)
+        return True
+
+    async def _lane_step(self, stop: asyncio.Event) -> bool:
+        entries = await streams.read(
+            self.redis, self.consumer, ">", self.settings.batch_size, self.settings.block_ms
+        )
+        if entries:
+            await self.handle(entries, stop, redelivered=False)
+        return True
+
+    async def _housekeeping_step(self, stop: asyncio.Event) -> bool:
         """Refresh queue gauges; take over entries idle longer than ``claim_idle``."""
-        while not stop.is_set():
-            await self._refresh_stats()
-            while not stop.is_set() and await self._claim_abandoned(stop):
-                pass
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.claim_interval)
+        await self._refresh_stats()
+        while not stop.is_set() and await self._claim_abandoned(stop):
+            pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self.settings.claim_interval)
+        return True
 
     async def _claim_abandoned(self, stop: asyncio.Event) -> bool:
         """Take over entries a dead consumer held; True when some were handled."""
