@@ -6,7 +6,7 @@ One run measures orders/s and p50/p99 latency of
   (c) the naive baseline that calls analytics inside the request (benchmarks/sync_baseline.py),
 with the analytics simulator healthy, slow (0.5 s) and down (503), all on PostgreSQL.
 
-    .venv/bin/python benchmarks/order_path.py [--seconds 6] [--rounds 3] [--connections 32]
+    .venv/bin/python benchmarks/order_path.py [--seconds 6] [--rounds 5] [--connections 32]
 
 Prints a table and writes benchmarks/results/order_path.json. Needs wrk, PostgreSQL and Redis.
 """
