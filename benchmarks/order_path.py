@@ -72,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=6, help="length of one wrk run")
     ap.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds; each cell reports the median"
+        "--rounds", type=int, default=5, help="interleaved rounds; each cell reports the median"
     )
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument(
