@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +25,7 @@ from trackrelay import streams
 from trackrelay.control import backoff
 from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
 from trackrelay.forwarder.metrics import ForwarderMetrics
+from trackrelay.identity import process_name
 from trackrelay.settings import ForwarderSettings
 from trackrelay.streams import Entry
 
@@ -35,11 +34,6 @@ log = logging.getLogger(__name__)
 
 class Sink(Protocol):
     async def push(self, raw_events: list[bytes]) -> PushResult: ...
-
-
-def default_consumer_name() -> str:
-    base = os.environ.get("POD_NAME") or socket.gethostname()
-    return f"{base}-{os.getpid()}"
 
 
 def undecodable(raw: bytes | None) -> str | None:
@@ -68,7 +62,7 @@ class Forwarder:
         self.redis = redis
         self.sink = sink
         self.settings = settings
-        self.consumer = consumer or settings.consumer_name or default_consumer_name()
+        self.consumer = consumer or settings.consumer_name or process_name()
         self.metrics = metrics or ForwarderMetrics()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 
@@ -24,15 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trackrelay import streams
 from trackrelay.control import backoff
 from trackrelay.control.lease import grant, still_held
+from trackrelay.identity import process_name
 from trackrelay.orders import store
 from trackrelay.orders.metrics import OrderMetrics
 from trackrelay.settings import RelaySettings
 
 log = logging.getLogger(__name__)
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class OutboxRelay:
@@ -49,7 +44,7 @@ class OutboxRelay:
         self.engine = engine
         self.redis = redis
         self.settings = settings
-        self.owner = owner or default_owner()
+        self.owner = owner or process_name()
         self.metrics = metrics
         self.clock = clock
         self.failures = 0
