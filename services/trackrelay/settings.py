@@ -133,3 +133,13 @@ class SimulatorSettings(BaseSettings):
     """Goodput falls when overloaded, as real services do."""
     sim_scenario: Path | None = None
     sim_seed: int = 0
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file a SQLite URL names; None for in-memory databases and other stores."""
+    if not database_url.startswith("sqlite") or ":///" not in database_url:
+        return None
+    path = database_url.split(":///", 1)[1].split("?", 1)[0]
+    if not path or path == ":memory:" or "mode=memory" in database_url:
+        return None
+    return Path(path)

@@ -35,11 +35,19 @@ class Entry:
     raw: bytes | None
 
 
+DeadLetterEntry = tuple[Entry, str, int]
+"""An entry bound for the DLQ, with the reason and its delivery count."""
+
+
+def _text(value: Any) -> str:
+    """A stream id as str, whether the client decodes responses or not."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _entries(raw: Any) -> list[Entry]:
     out = []
     for entry_id, fields in raw or []:
-        ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        out.append(Entry(ident, (fields or {}).get(_EVENT_KEY)))
+        out.append(Entry(_text(entry_id), (fields or {}).get(_EVENT_KEY)))
     return out
 
 
@@ -79,8 +87,7 @@ async def autoclaim(
     reply = await redis.xautoclaim(
         STREAM, CONSUMER_GROUP, consumer, int(min_idle_s * 1000), start_id=start, count=count
     )
-    next_start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-    return next_start, _entries(reply[1])
+    return _text(reply[0]), _entries(reply[1])
 
 
 async def refresh(redis: Redis, consumer: str, ids: Sequence[str]) -> set[str]:
@@ -91,7 +98,7 @@ async def refresh(redis: Redis, consumer: str, ids: Sequence[str]) -> set[str]:
     if not ids:
         return set()
     owned = await redis.xclaim(STREAM, CONSUMER_GROUP, consumer, 0, list(ids), justid=True)
-    return {i.decode() if isinstance(i, bytes) else str(i) for i in owned}
+    return {_text(i) for i in owned}
 
 
 async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[str, int]:
@@ -123,7 +130,7 @@ async def ack_delete(redis: Redis, ids: Sequence[str]) -> None:
     await pipe.execute()
 
 
-async def dead_letter(redis: Redis, entries: Sequence[tuple[Entry, str, int]]) -> None:
+async def dead_letter(redis: Redis, entries: Sequence[DeadLetterEntry]) -> None:
     """Move entries to the DLQ with their reason, then ack and delete them on the main stream."""
     if not entries:
         return

@@ -6,7 +6,8 @@ import asyncio
 import os
 import subprocess
 import sys
-from pathlib import Path
+import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -65,15 +66,20 @@ async def wait_until_drained(engine: AsyncEngine, timeout: float) -> None:
         await asyncio.sleep(0.1)
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start ``trackrelay ARGS`` as a child process with ``env`` added."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "trackrelay.cli", *args],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+def poll_until(cond: Callable[[], bool], timeout: float, every: float = 0.02) -> bool:
+    """Whether ``cond`` became true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(every)
+    return bool(cond())
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Fail the test unless ``cond`` becomes true within ``timeout`` seconds."""
+    if not poll_until(cond, timeout, every=0.05):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

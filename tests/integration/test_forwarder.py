@@ -22,13 +22,13 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from tests.integration.conftest import run_cli, spawn
+from tests.integration.conftest import poll_until, run_cli, wait_for
 from trackrelay.constants import DLQ_STREAM, EVENT_FIELD, STREAM
 from trackrelay.events import Event
 from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
 from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
-from trackrelay.local.processes import stop_all, wait_http
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.settings import ForwarderSettings
 
 
@@ -58,7 +58,7 @@ def start_sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
 
     def start(*args: str, port: int | None = None) -> Sim:
         port = port or free_port()
-        proc = spawn(["analytics-sim", "--port", str(port), *args], {}, tmp_path / "sim.log")
+        proc = spawn_role(["analytics-sim", "--port", str(port), *args], {}, tmp_path / "sim.log")
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz", 30, proc)
@@ -91,14 +91,6 @@ def fwd_env(server: EmbeddedRedis, sim: Sim, **extra: str) -> dict[str, str]:
     return {"TRACKRELAY_REDIS_URL": server.url, "TRACKRELAY_ANALYTICS_URL": sim.url, **extra}
 
 
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-
-
 def queue_empty(server: EmbeddedRedis) -> bool:
     with redis.Redis.from_url(server.url) as r:
         pending = r.xpending(STREAM, "forwarders")["pending"]
@@ -113,7 +105,8 @@ def test_several_forwarders_never_hold_the_same_event_at_once(
     add_events(redis_server.url, events)
     env = fwd_env(redis_server, sim, TRACKRELAY_BATCH_SIZE="100")
     procs = [
-        spawn(["forwarder", "--consumer-name", f"f{i}"], env, tmp_path / "f.log") for i in range(3)
+        spawn_role(["forwarder", "--consumer-name", f"f{i}"], env, tmp_path / "f.log")
+        for i in range(3)
     ]
     try:
         wait_for(lambda: sim.state()["accepted"] == events, 120, "all events at analytics")
@@ -142,13 +135,13 @@ def test_kill_9_forwarders_mid_batch_loses_nothing(
         TRACKRELAY_CLAIM_INTERVAL="0.5",
     )
     log = tmp_path / "f.log"
-    steady = spawn(["forwarder", "--consumer-name", "steady"], env, log)
+    steady = spawn_role(["forwarder", "--consumer-name", "steady"], env, log)
     kills_mid_batch = 0
     try:
         for n in range(5):
             name = f"victim{n}"
-            victim = spawn(["forwarder", "--consumer-name", name], env, log)
-            holding = _wait_until(functools.partial(_holds_some, redis_server, name), 20)
+            victim = spawn_role(["forwarder", "--consumer-name", name], env, log)
+            holding = poll_until(functools.partial(_holds_some, redis_server, name), 20)
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             if holding and _held_by(redis_server, name) > 0:
@@ -182,15 +175,6 @@ def _holds_some(server: EmbeddedRedis, consumer: str) -> bool:
     return _held_by(server, consumer) > 0
 
 
-def _wait_until(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -213,7 +197,7 @@ def test_analytics_down_then_back_everything_delivered_no_hot_loop(
         TRACKRELAY_BACKOFF_MAX="2",
         TRACKRELAY_METRICS_PORT=str(metrics_port),
     )
-    proc = spawn(["forwarder"], env, tmp_path / "f.log")
+    proc = spawn_role(["forwarder"], env, tmp_path / "f.log")
     try:
         time.sleep(6)
         refused = sim.state()["requests"].get("503", 0)
@@ -327,7 +311,7 @@ def test_sigterm_during_a_hanging_push_exits_cleanly_and_acks_nothing(
         TRACKRELAY_CLAIM_IDLE="60",
         TRACKRELAY_SHUTDOWN_GRACE="1",
     )
-    proc = spawn(["forwarder"], env, tmp_path / "f.log")
+    proc = spawn_role(["forwarder"], env, tmp_path / "f.log")
     wait_for(
         lambda: sim.state()["requests"] == {} and _pending(redis_server) == 50,
         20,
@@ -355,7 +339,7 @@ def test_a_forwarder_rides_out_a_redis_restart(
     sim = start_sim()
     server = EmbeddedRedis(tmp_path / "redis").start()  # append-only file: survives a crash
     env = fwd_env(server, sim, TRACKRELAY_BACKOFF_BASE="0.1", TRACKRELAY_BACKOFF_MAX="1")
-    proc = spawn(["forwarder"], env, tmp_path / "f.log")
+    proc = spawn_role(["forwarder"], env, tmp_path / "f.log")
     try:
         add_events(server.url, 200, prefix="before")
         wait_for(lambda: sim.state()["accepted"] == 200, 30, "delivery before the crash")

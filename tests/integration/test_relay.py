@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.conftest import (
     insert_orders,
-    spawn,
     stream_event_ids,
+    wait_for,
     wait_until_drained,
 )
 from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.local.processes import spawn_role
 from trackrelay.orders import migrate, store
 from trackrelay.orders.app import create_app
 from trackrelay.orders.relay import OutboxRelay
@@ -81,7 +82,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
     }
     log = tmp_path / "relays.log"
     others = [
-        spawn(["relay", "--owner", f"steady{i}"], env, log)
+        spawn_role(["relay", "--owner", f"steady{i}"], env, log)
         for i in range(relays_for(database_url) - 1)
     ]
     # Orders keep arriving while relays are killed, so there is always a batch to die in.
@@ -89,7 +90,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
     kills_mid_batch = 0
     try:
         for round_no in range(3):
-            victim = spawn(["relay", "--owner", f"victim{round_no}"], env, log)
+            victim = spawn_role(["relay", "--owner", f"victim{round_no}"], env, log)
             held = await _wait_for_lease(engine, f"victim{round_no}/", timeout=30)
             victim.send_signal(signal.SIGKILL)
             victim.wait()
@@ -97,7 +98,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
                 kills_mid_batch += 1
         expected = await producing
         # A survivor (on SQLite, the only relay left) takes the dead relays' rows over.
-        others.append(spawn(["relay", "--owner", "survivor"], env, log))
+        others.append(spawn_role(["relay", "--owner", "survivor"], env, log))
         await wait_until_drained(engine, timeout=120)
     finally:
         for p in others:
@@ -140,15 +141,6 @@ def _outbox_depth(client: TestClient) -> int:
     return client.portal.call(store.outbox_stats, engine).depth  # type: ignore[union-attr]
 
 
-def _wait(cond: object, timeout: float) -> None:
-    assert callable(cond)
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
 def _xlen(url: str) -> int:
     import redis
 
@@ -163,13 +155,13 @@ def test_orders_keep_coming_while_redis_is_down_then_everything_is_relayed(
     settings = OrderSettings(database_url=database_url, relay_backoff_max=0.5)
     with TestClient(create_app(settings, redis_url=server.url)) as client:
         assert _post_orders(client, 20) == [201] * 20
-        _wait(lambda: _outbox_depth(client) == 0, 10)
+        wait_for(lambda: _outbox_depth(client) == 0, 10, "an empty outbox")
         server.kill()
         assert _post_orders(client, 200) == [201] * 200  # zero orders refused
         time.sleep(1.0)
         assert _outbox_depth(client) == 200
         server = EmbeddedRedis(server.data_dir, port=server.port).start()  # Redis is back
-        _wait(lambda: _outbox_depth(client) == 0, 15)
+        wait_for(lambda: _outbox_depth(client) == 0, 15, "an empty outbox")
         assert "trackrelay_relay_errors_total" in client.get("/metrics").text
     assert _xlen(server.url) == 220
     server.stop()
@@ -189,7 +181,7 @@ def test_orders_keep_coming_while_redis_refuses_writes(
         assert _outbox_depth(client) == 50
         assert admin.xlen("trackrelay:events") == 0
         admin.config_set("maxmemory", "0")
-        _wait(lambda: _outbox_depth(client) == 0, 15)
+        wait_for(lambda: _outbox_depth(client) == 0, 15, "an empty outbox")
     assert admin.xlen("trackrelay:events") == 50
     admin.close()
 
@@ -214,7 +206,7 @@ def test_database_down_is_503_never_201(tmp_path: Path) -> None:
             assert "not accepted" in r.json()["detail"]
             assert client.get("/readyz").status_code == 503
             cluster.pg_start()
-            _wait(lambda: client.get("/readyz").status_code == 200, 15)
+            wait_for(lambda: client.get("/readyz").status_code == 200, 15, "ready again")
             assert _post_orders(client, 1) == [201]
     finally:
         cluster.stop()

@@ -11,9 +11,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import spawn
 from trackrelay.local.embedded_redis import free_port
-from trackrelay.local.processes import stop_all, wait_http
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
 
 
 def _get(url: str) -> Any:
@@ -45,10 +44,10 @@ def _listening(port: int) -> bool:
 
 def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     sim_port, port = free_port(), free_port()
-    sim = spawn(["analytics-sim", "--port", str(sim_port)], {}, tmp_path / "sim.log")
+    sim = spawn_role(["analytics-sim", "--port", str(sim_port)], {}, tmp_path / "sim.log")
     analytics = f"http://127.0.0.1:{sim_port}"
     log = tmp_path / "up.log"
-    up = spawn(
+    up = spawn_role(
         [
             "up",
             "--analytics-url",

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from trackrelay.settings import OrderSettings, resolve_database_url
+from trackrelay.settings import OrderSettings, resolve_database_url, sqlite_file
 
 
 def test_database_urls_resolve_to_async_drivers(tmp_path: Path) -> None:
@@ -27,3 +27,11 @@ def test_settings_come_from_trackrelay_env(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("TRACKRELAY_MAX_ITEMS", "-1")
     with pytest.raises(ValueError):
         OrderSettings()
+
+
+def test_sqlite_file_names_only_real_files() -> None:
+    assert sqlite_file("sqlite+aiosqlite:////tmp/a/o.db") == Path("/tmp/a/o.db")
+    assert sqlite_file("sqlite+aiosqlite:///rel/o.db?timeout=5") == Path("rel/o.db")
+    assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
+    assert sqlite_file("sqlite+aiosqlite:///file:x?mode=memory&uri=true") is None
+    assert sqlite_file("postgresql+asyncpg://u@h/db") is None

@@ -27,7 +27,7 @@ from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.identity import process_name
 from trackrelay.settings import ForwarderSettings
-from trackrelay.streams import Entry
+from trackrelay.streams import DeadLetterEntry, Entry
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,27 @@ def undecodable(raw: bytes | None) -> str | None:
     if not isinstance(value, dict):
         return "event is not a JSON object"
     return None
+
+
+def triage(
+    entries: Sequence[Entry], deliveries: dict[str, int], max_deliveries: int
+) -> tuple[list[DeadLetterEntry], list[Entry]]:
+    """Split a batch into dead letters (undecodable, or delivered too often) and the rest.
+
+    ``deliveries`` holds counts for redelivered entries; an absent id counts as 1.
+    """
+    dead: list[DeadLetterEntry] = []
+    sendable: list[Entry] = []
+    for entry in entries:
+        delivered = deliveries.get(entry.id, 1)
+        problem = undecodable(entry.raw)
+        if problem is None and delivered > max_deliveries:
+            problem = f"delivered {delivered} times (max {max_deliveries})"
+        if problem is None:
+            sendable.append(entry)
+        else:
+            dead.append((entry, problem, delivered))
+    return dead, sendable
 
 
 class Forwarder:
@@ -165,23 +186,7 @@ class Forwarder:
             if redelivered
             else {}
         )
-        dead: list[tuple[Entry, str, int]] = []
-        sendable: list[Entry] = []
-        for entry in entries:
-            delivered = counts.get(entry.id, 1)
-            problem = undecodable(entry.raw)
-            if problem is not None:
-                dead.append((entry, problem, delivered))
-            elif delivered > self.settings.max_deliveries:
-                dead.append(
-                    (
-                        entry,
-                        f"delivered {delivered} times (max {self.settings.max_deliveries})",
-                        delivered,
-                    )
-                )
-            else:
-                sendable.append(entry)
+        dead, sendable = triage(entries, counts, self.settings.max_deliveries)
         await self._dead_letter(dead)
         attempt = 0
         while sendable:
@@ -243,7 +248,7 @@ class Forwarder:
             return remaining, result
         return [], None
 
-    async def _dead_letter(self, dead: list[tuple[Entry, str, int]]) -> None:
+    async def _dead_letter(self, dead: list[DeadLetterEntry]) -> None:
         if not dead:
             return
         await streams.dead_letter(self.redis, dead)

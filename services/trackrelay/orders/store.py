@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, event, func, insert, or_, select, update
@@ -25,6 +24,7 @@ from trackrelay.control.lease import Lease
 from trackrelay.events import Event, event_id_for, rfc3339
 from trackrelay.orders.models import OrderLine, OrderRequest, OrderResponse
 from trackrelay.orders.schema import order_lines, orders, outbox
+from trackrelay.settings import sqlite_file
 
 
 class IdempotencyConflict(Exception):
@@ -58,10 +58,10 @@ def _use_wal(database_url: str) -> None:
     WAL is a property of the file. Switching from many fresh pool connections at
     once fails with "database is locked", so it is done here, before any pool use.
     """
-    path = database_url.split(":///", 1)[1] if ":///" in database_url else ""
-    if not path or path.startswith(":memory:") or "mode=memory" in path:
+    path = sqlite_file(database_url)
+    if path is None:
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
 
