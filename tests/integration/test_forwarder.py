@@ -136,11 +136,13 @@ def test_kill_9_forwarders_mid_batch_loses_nothing(
     )
     log = tmp_path / "f.log"
     steady = spawn_role(["forwarder", "--consumer-name", "steady"], env, log)
+    victims: list[subprocess.Popen[bytes]] = []
     kills_mid_batch = 0
     try:
         for n in range(5):
             name = f"victim{n}"
             victim = spawn_role(["forwarder", "--consumer-name", name], env, log)
+            victims.append(victim)
             holding = poll_until(functools.partial(_holds_some, redis_server, name), 20)
             victim.send_signal(signal.SIGKILL)
             victim.wait()
@@ -149,7 +151,7 @@ def test_kill_9_forwarders_mid_batch_loses_nothing(
         wait_for(lambda: sim.state()["accepted"] == events, 120, "all events at analytics")
         wait_for(lambda: queue_empty(redis_server), 30, "an empty stream")
     finally:
-        stop_all([steady])
+        stop_all([steady, *victims])
     assert kills_mid_batch >= 1, "no forwarder was killed while it held a batch"
     assert "took over" in log.read_text()  # the dead consumers' batches were reclaimed
     state = sim.state()

@@ -26,7 +26,7 @@ from tests.integration.conftest import (
     wait_until_drained,
 )
 from trackrelay.local.embedded_redis import EmbeddedRedis
-from trackrelay.local.processes import spawn_role
+from trackrelay.local.processes import spawn_role, stop_all
 from trackrelay.orders import migrate, store
 from trackrelay.orders.app import create_app
 from trackrelay.orders.relay import OutboxRelay
@@ -91,6 +91,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
     try:
         for round_no in range(3):
             victim = spawn_role(["relay", "--owner", f"victim{round_no}"], env, log)
+            others.append(victim)  # stopped in finally if the test fails before the kill
             held = await _wait_for_lease(engine, f"victim{round_no}/", timeout=30)
             victim.send_signal(signal.SIGKILL)
             victim.wait()
@@ -101,10 +102,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
         others.append(spawn_role(["relay", "--owner", "survivor"], env, log))
         await wait_until_drained(engine, timeout=120)
     finally:
-        for p in others:
-            p.send_signal(signal.SIGTERM)
-        for p in others:
-            p.wait(timeout=20)
+        stop_all(others)
     assert kills_mid_batch >= 1, "no relay was killed while it held a batch"
     redis = Redis.from_url(redis_server.url)
     seen = await stream_event_ids(redis)
