@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import table, write_json
 from trackrelay.constants import CONSUMER_GROUP, EVENT_FIELD, STREAM
 from trackrelay.events import Event
-from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
+from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.runtime.ports import free_port
 
 
 def preload(r: redis.Redis, count: int, tag: str) -> None:

@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.postgres import PostgresCluster
 
 from benchmarks.harness import REPO, require, table, write_json, wrk
-from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
+from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.orders.migrate import upgrade
+from trackrelay.runtime.ports import free_port
 from trackrelay.settings import resolve_database_url
 
 ORDER = json.dumps(

@@ -1,7 +1,13 @@
 """The ``trackrelay`` console script: one entry point, a subcommand per role.
 
-Flags override the matching ``TRACKRELAY_*`` settings; the commands only wire
-settings to the runners in ``local/`` and the services' factories.
+Every flag's ``dest`` is the name of the settings field it overrides, and
+``settings_for`` hands every given flag to the command's settings class, so a
+flag cannot be parsed and then forgotten (a unit test checks each one). The
+commands only wire settings to the runners in ``local/`` and the services.
+
+Failures at start (a database or Redis unreachable, a port taken, a bad
+setting) end the command with one line on stderr and a non-zero exit; the
+traceback is logged only with ``--log-level DEBUG``.
 """
 
 from __future__ import annotations
@@ -11,16 +17,30 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TypeVar
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 Handler = Callable[[argparse.Namespace], int]
+S = TypeVar("S", bound=BaseSettings)
+
+log = logging.getLogger("trackrelay")
+
+COMMAND_ARGS = {"command", "func", "log_level"}
+"""Namespace entries that are not settings of any command."""
+NOT_SETTINGS = {"owner", "forwarders", "load", "analytics_url_up", "action", "count"}
+"""Flags that steer a command itself rather than a settings field."""
 
 
-def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    """Flags the user gave (not None), as settings keyword arguments."""
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+def settings_for(cls: type[S], args: argparse.Namespace) -> S:
+    """``cls`` from the environment, overridden by every flag the user gave."""
+    given = {
+        name: value
+        for name, value in vars(args).items()
+        if name in cls.model_fields and value is not None
+    }
+    return cls(**given)
 
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
@@ -33,33 +53,50 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", dest="data_dir", help="where embedded data lives")
 
 
-_STORE = ("redis_url", "database_url", "data_dir")
+def _server_flags(p: argparse.ArgumentParser, port_help: str) -> None:
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    p.add_argument("--port", type=int, help=port_help)
+
+
+def _relay_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--relay-batch-size", dest="relay_batch_size", type=int)
+    p.add_argument("--relay-lease-seconds", dest="relay_lease_seconds", type=float)
+    p.add_argument(
+        "--no-migrate",
+        dest="migrate_on_start",
+        action="store_const",
+        const=False,
+        help="do not apply migrations at start (run `trackrelay migrate` first)",
+    )
 
 
 def cmd_orders(args: argparse.Namespace) -> int:
     from trackrelay.local.runner import serve_orders
     from trackrelay.settings import OrderSettings
 
-    settings = OrderSettings(**_overrides(args, (*_STORE, "host", "port", "run_relay")))
-    return asyncio.run(serve_orders(settings))
+    return asyncio.run(serve_orders(settings_for(OrderSettings, args)))
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
     from trackrelay.local.runner import run_relay
     from trackrelay.settings import OrderSettings
 
-    settings = OrderSettings(**_overrides(args, (*_STORE, "relay_batch_size")))
-    return asyncio.run(run_relay(settings, owner=args.owner))
+    return asyncio.run(run_relay(settings_for(OrderSettings, args), owner=args.owner))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from trackrelay.orders.migrate import upgrade
+    from trackrelay.orders.startup import check_store, migrate_store
+    from trackrelay.runtime.redact import redact_url
     from trackrelay.settings import StoreSettings
 
-    settings = StoreSettings(**_overrides(args, _STORE))
-    url = settings.resolved_database_url()
-    upgrade(url)
-    print(f"migrated {url.split('@')[-1]} to head")
+    url = settings_for(StoreSettings, args).resolved_database_url()
+
+    async def go() -> None:
+        await check_store(url)
+        await migrate_store(url)
+
+    asyncio.run(go())
+    print(f"migrated {redact_url(url)} to head")
     return 0
 
 
@@ -67,63 +104,46 @@ def cmd_up(args: argparse.Namespace) -> int:
     from trackrelay.local.runner import up
     from trackrelay.settings import OrderSettings
 
-    settings = OrderSettings(**_overrides(args, (*_STORE, "host", "port")))
     return asyncio.run(
-        up(settings, analytics_url=args.analytics_url, forwarders=args.forwarders, load=args.load)
+        up(
+            settings_for(OrderSettings, args),
+            analytics_url=args.analytics_url_up,
+            forwarders=args.forwarders,
+            load=args.load,
+        )
     )
-
-
-_FORWARDER = (
-    "redis_url",
-    "analytics_url",
-    "batch_size",
-    "block_ms",
-    "push_timeout",
-    "claim_idle",
-    "max_deliveries",
-    "consumer_name",
-    "metrics_port",
-)
 
 
 def cmd_forwarder(args: argparse.Namespace) -> int:
     from trackrelay.forwarder.main import run_forwarder
     from trackrelay.settings import ForwarderSettings
 
-    return asyncio.run(run_forwarder(ForwarderSettings(**_overrides(args, _FORWARDER))))
+    return asyncio.run(run_forwarder(settings_for(ForwarderSettings, args)))
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from trackrelay.local.runner import serve_simulator
     from trackrelay.settings import SimulatorSettings
 
-    names = (
-        "sim_host",
-        "sim_port",
-        "sim_rate",
-        "sim_overhead",
-        "sim_queue_limit",
-        "sim_collapse",
-        "sim_scenario",
-        "sim_seed",
-    )
-    return asyncio.run(serve_simulator(SimulatorSettings(**_overrides(args, names))))
+    return asyncio.run(serve_simulator(settings_for(SimulatorSettings, args)))
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     import json
 
-    from redis.asyncio import Redis
-
     from trackrelay.forwarder import dlq
+    from trackrelay.orders.startup import check_queue
+    from trackrelay.runtime import redis_client
     from trackrelay.settings import StoreSettings
 
-    settings = StoreSettings(**_overrides(args, ("redis_url",)))
+    settings = settings_for(StoreSettings, args)
     if settings.redis_url is None:
         raise ValueError("dlq needs TRACKRELAY_REDIS_URL / --redis-url")
+    url = settings.redis_url
 
     async def go() -> int:
-        redis = Redis.from_url(settings.redis_url or "")
+        await check_queue(url, required=True)
+        redis = redis_client.connect(url)
         try:
             if args.action == "list":
                 for dead in await dlq.list_entries(redis, args.count or 100):
@@ -143,19 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trackrelay", description="Keep taking orders when analytics is slow."
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG shows tracebacks on failure")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("orders", help="run the order service (and its outbox relay)")
     _store_flags(p)
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    _server_flags(p, "order API port (default 8000)")
+    _relay_flags(p)
     p.add_argument("--no-relay", dest="run_relay", action="store_const", const=False)
+    p.add_argument("--max-items", dest="max_items", type=int)
+    p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
     p.set_defaults(func=cmd_orders)
 
     p = sub.add_parser("relay", help="run an outbox relay on its own")
     _store_flags(p)
-    p.add_argument("--batch-size", dest="relay_batch_size", type=int)
+    _relay_flags(p)
     p.add_argument("--owner", help="relay name written into leases (default: host-pid)")
     p.set_defaults(func=cmd_relay)
 
@@ -165,9 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run the whole stack on this machine")
     _store_flags(p)
-    p.add_argument("--host")
-    p.add_argument("--port", type=int, help="order API port (default 8000)")
-    p.add_argument("--analytics-url", help="analytics base URL (default: built-in simulator)")
+    _server_flags(p, "order API port (default 8000)")
+    p.add_argument(
+        "--analytics-url",
+        dest="analytics_url_up",
+        help="analytics base URL (default: built-in simulator)",
+    )
     p.add_argument("--forwarders", type=int, default=2, help="forwarder processes")
     p.add_argument(
         "--load",
@@ -185,9 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-ms", dest="block_ms", type=int)
     p.add_argument("--push-timeout", dest="push_timeout", type=float)
     p.add_argument("--claim-idle", dest="claim_idle", type=float)
+    p.add_argument("--claim-interval", dest="claim_interval", type=float)
+    p.add_argument("--redis-timeout", dest="redis_timeout", type=float)
     p.add_argument("--max-deliveries", dest="max_deliveries", type=int)
+    p.add_argument("--split-after", dest="split_after", type=int)
+    p.add_argument("--max-batch-bytes", dest="max_batch_bytes", type=int)
+    p.add_argument("--backoff-base", dest="backoff_base", type=float)
+    p.add_argument("--backoff-max", dest="backoff_max", type=float)
+    p.add_argument("--shutdown-grace", dest="shutdown_grace", type=float)
     p.add_argument("--consumer-name", dest="consumer_name")
-    p.add_argument("--metrics-port", dest="metrics_port", type=int)
+    p.add_argument("--host", help="address of /healthz, /readyz, /metrics (default 127.0.0.1)")
+    p.add_argument(
+        "--metrics-port", dest="metrics_port", type=int, help="port of /healthz, /metrics"
+    )
     p.set_defaults(func=cmd_forwarder)
 
     p = sub.add_parser("analytics-sim", help="run the analytics simulator")
@@ -197,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overhead", dest="sim_overhead", type=float, help="seconds per request")
     p.add_argument("--queue-limit", dest="sim_queue_limit", type=float)
     p.add_argument("--collapse", dest="sim_collapse", action="store_const", const=True)
+    p.add_argument("--max-body-bytes", dest="sim_max_body_bytes", type=int, help="413 beyond")
     p.add_argument("--scenario", dest="sim_scenario", help="JSON/YAML file of timed phases")
     p.add_argument("--seed", dest="sim_seed", type=int)
     p.set_defaults(func=cmd_sim)
@@ -213,23 +249,49 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("alembic", "httpx"):
+    try:
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    except ValueError:
+        parser.error(f"--log-level: unknown level {args.log_level!r}")
+    for noisy in ("alembic", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    name = f"trackrelay {args.command}"
     try:
         code: int = args.func(args)
     except ValidationError as exc:
-        print(f"trackrelay: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"{name}: invalid configuration:\n{_validation_lines(exc)}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError) as exc:
-        print(f"trackrelay: {exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from trackrelay.runtime.errors import describe
+
+        log.debug("%s failed", name, exc_info=True)
+        print(f"{name}: {describe(exc, *_urls(args))}", file=sys.stderr)
+        return 1
     return code
+
+
+def _validation_lines(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _urls(args: argparse.Namespace) -> list[str | None]:
+    import os
+
+    names = ("redis_url", "database_url", "analytics_url")
+    given: list[str | None] = [getattr(args, n, None) for n in names]
+    return given + [os.environ.get(f"TRACKRELAY_{n.upper()}") for n in names]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _CONFIG = SettingsConfigDict(env_prefix="TRACKRELAY_", extra="ignore")
@@ -95,25 +95,55 @@ class ForwarderSettings(BaseSettings):
     """Batches in flight at once per forwarder process (lanes)."""
     block_ms: PositiveInt = 1000
     push_timeout: PositiveFloat = 5.0
+    """Hard deadline of one push, counted from the ownership check before it."""
     claim_idle: PositiveFloat = 30.0
+    """Idle time after which another forwarder may take an entry over."""
     claim_interval: PositiveFloat = 5.0
+    redis_timeout: PositiveFloat = 5.0
+    """Socket timeout of every Redis command (a half-open connection fails within it)."""
     max_deliveries: PositiveInt = 10
+    split_after: PositiveInt = 3
+    """Failures (5xx, timeouts) of one batch, while analytics accepts others, before it is split."""
+    max_batch_bytes: PositiveInt | None = None
+    """Body size limit for one push; None: learned from analytics' 413 answers."""
     consumer_name: str | None = None
+    host: str = "127.0.0.1"
+    """Address of the health and metrics endpoint."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     backoff_base: PositiveFloat = 0.2
     backoff_max: PositiveFloat = 10.0
     shutdown_grace: PositiveFloat = 10.0
 
-    @field_validator("claim_idle")
-    @classmethod
-    def _claim_after_timeout(cls, value: float, info: ValidationInfo) -> float:
-        timeout = info.data.get("push_timeout")
-        if timeout is not None and value < 2 * timeout:
+    @property
+    def refresh_every(self) -> float:
+        """How often a batch waiting to be retried re-checks (and renews) its ownership."""
+        return self.claim_idle / 4
+
+    @property
+    def max_hold_gap(self) -> float:
+        """The longest a held batch can go without an ownership refresh.
+
+        A push ends by ``push_timeout`` after its check; the Redis writes that
+        follow it end within ``redis_timeout``; a retry wait renews every
+        ``refresh_every``.
+        """
+        return self.push_timeout + self.redis_timeout + self.refresh_every
+
+    @model_validator(mode="after")
+    def _ownership_timing(self) -> ForwarderSettings:
+        if self.max_hold_gap >= self.claim_idle:
             raise ValueError(
-                f"claim_idle ({value}s) must be at least twice push_timeout ({timeout}s): "
-                "otherwise a live forwarder's batch could be claimed while it is still in flight"
+                f"claim_idle ({self.claim_idle:g}s) must exceed push_timeout "
+                f"({self.push_timeout:g}s) + redis_timeout ({self.redis_timeout:g}s) + "
+                f"claim_idle/4 ({self.refresh_every:g}s) = {self.max_hold_gap:g}s: otherwise "
+                "a live forwarder's batch could be taken over while it still holds it"
             )
-        return value
+        if self.block_ms / 1000 >= self.redis_timeout:
+            raise ValueError(
+                f"block_ms ({self.block_ms}) must be shorter than redis_timeout "
+                f"({self.redis_timeout:g}s): a blocking read would time out"
+            )
+        return self
 
 
 class SimulatorSettings(BaseSettings):
@@ -131,6 +161,8 @@ class SimulatorSettings(BaseSettings):
     """Events of queued work past which it answers 429."""
     sim_collapse: bool = False
     """Goodput falls when overloaded, as real services do."""
+    sim_max_body_bytes: int = Field(default=0, ge=0)
+    """Bodies larger than this are answered 413; 0 means no limit."""
     sim_scenario: Path | None = None
     sim_seed: int = 0
 

@@ -83,22 +83,49 @@ async def read(
 async def autoclaim(
     redis: Redis, consumer: str, min_idle_s: float, count: int, start: str = "0-0"
 ) -> tuple[str, list[Entry]]:
-    """Take over entries idle longer than ``min_idle_s`` (their consumer is presumed dead)."""
+    """Take over entries idle longer than ``min_idle_s`` (their consumer is presumed dead).
+
+    Returns Redis's cursor with the entries: continue the next call from it (Redis
+    scans at most ``count`` x 10 pending entries per call), "0-0" when a scan is done.
+    """
     reply = await redis.xautoclaim(
         STREAM, CONSUMER_GROUP, consumer, int(min_idle_s * 1000), start_id=start, count=count
     )
     return _text(reply[0]), _entries(reply[1])
 
 
-async def refresh(redis: Redis, consumer: str, ids: Sequence[str]) -> set[str]:
-    """Reset the idle time of entries we hold (XCLAIM JUSTID: no delivery count bump).
+_OWNED_REFRESH = """
+local owned = {}
+for i = 3, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if row[1] and row[1][2] == ARGV[2] then
+    owned[#owned + 1] = ARGV[i]
+  end
+end
+for i = 1, #owned, 200 do
+  local args = {KEYS[1], ARGV[1], ARGV[2], '0'}
+  for j = i, math.min(i + 199, #owned) do
+    args[#args + 1] = owned[j]
+  end
+  args[#args + 1] = 'JUSTID'
+  redis.call('XCLAIM', unpack(args))
+end
+return owned
+"""
 
-    Returns the ids this consumer still owns; anything else was taken over.
+
+async def refresh_owned(redis: Redis, consumer: str, ids: Sequence[str]) -> set[str]:
+    """Of ``ids``, the entries ``consumer`` still owns, with their idle time reset to zero.
+
+    One atomic script: for each id, XPENDING names its owner; only entries this
+    consumer owns are re-claimed (XCLAIM JUSTID: idle reset, delivery count kept).
+    An entry another consumer took over stays theirs and is left out of the answer.
+    (A bare ``XCLAIM ... 0`` would skip that check and steal the entry back.)
     """
     if not ids:
         return set()
-    owned = await redis.xclaim(STREAM, CONSUMER_GROUP, consumer, 0, list(ids), justid=True)
-    return {_text(i) for i in owned}
+    owned = await redis.eval(_OWNED_REFRESH, 1, STREAM, CONSUMER_GROUP, consumer, *ids)
+    return {_text(i) for i in owned or []}
 
 
 async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[str, int]:

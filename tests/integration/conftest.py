@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+import redis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackrelay.constants import EVENT_FIELD, STREAM
 from trackrelay.events import Event
+from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.orders import store
 from trackrelay.orders.models import OrderRequest
+from trackrelay.runtime.ports import free_port
 
 
 async def insert_orders(
@@ -91,3 +99,68 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
         text=True,
         timeout=60,
     )
+
+
+class Sim:
+    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
+        self.url = url
+        self.proc = proc
+
+    def call(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path, data=data, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def state(self) -> dict[str, Any]:
+        return self.call("/admin/state")  # type: ignore[no-any-return]
+
+    def fault(self, **fault: Any) -> None:
+        self.call("/admin/fault", fault)
+
+
+@pytest.fixture
+def start_sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, port: int | None = None) -> Sim:
+        port = port or free_port()
+        proc = spawn_role(["analytics-sim", "--port", str(port), *args], {}, tmp_path / "sim.log")
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/healthz", 30, proc)
+        return Sim(url, proc)
+
+    yield start
+    stop_all(procs)
+
+
+def add_events(url: str, count: int, poison_at: int | None = None, prefix: str = "o") -> set[str]:
+    ids = set()
+    with redis.Redis.from_url(url) as r:
+        pipe = r.pipeline(transaction=False)
+        for n in range(count):
+            ev = Event(
+                f"{prefix}{n}:0",
+                f"{prefix}{n}",
+                f"sku-{n % 20}",
+                -1 if n == poison_at else 1,
+                1.0,
+                "2026-01-01T00:00:00.000Z",
+            )
+            pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
+            ids.add(ev.event_id)
+        pipe.execute()
+    return ids
+
+
+def fwd_env(server: EmbeddedRedis, sim: Sim, **extra: str) -> dict[str, str]:
+    return {"TRACKRELAY_REDIS_URL": server.url, "TRACKRELAY_ANALYTICS_URL": sim.url, **extra}
+
+
+def queue_empty(server: EmbeddedRedis) -> bool:
+    with redis.Redis.from_url(server.url) as r:
+        pending = r.xpending(STREAM, "forwarders")["pending"]
+        return int(r.xlen(STREAM)) == 0 and int(pending) == 0

@@ -14,87 +14,30 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from tests.integration.conftest import poll_until, run_cli, wait_for
-from trackrelay.constants import DLQ_STREAM, EVENT_FIELD, STREAM
+from tests.integration.conftest import (
+    Sim,
+    add_events,
+    fwd_env,
+    poll_until,
+    queue_empty,
+    run_cli,
+    wait_for,
+)
+from trackrelay.constants import DLQ_STREAM, STREAM
 from trackrelay.events import Event
 from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
-from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
-from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.local.processes import spawn_role, stop_all
+from trackrelay.runtime.ports import free_port
 from trackrelay.settings import ForwarderSettings
-
-
-class Sim:
-    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
-        self.url = url
-        self.proc = proc
-
-    def call(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.url + path, data=data, headers={"content-type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read())
-
-    def state(self) -> dict[str, Any]:
-        return self.call("/admin/state")  # type: ignore[no-any-return]
-
-    def fault(self, **fault: Any) -> None:
-        self.call("/admin/fault", fault)
-
-
-@pytest.fixture
-def start_sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, port: int | None = None) -> Sim:
-        port = port or free_port()
-        proc = spawn_role(["analytics-sim", "--port", str(port), *args], {}, tmp_path / "sim.log")
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/healthz", 30, proc)
-        return Sim(url, proc)
-
-    yield start
-    stop_all(procs)
-
-
-def add_events(url: str, count: int, poison_at: int | None = None, prefix: str = "o") -> set[str]:
-    ids = set()
-    with redis.Redis.from_url(url) as r:
-        pipe = r.pipeline(transaction=False)
-        for n in range(count):
-            ev = Event(
-                f"{prefix}{n}:0",
-                f"{prefix}{n}",
-                f"sku-{n % 20}",
-                -1 if n == poison_at else 1,
-                1.0,
-                "2026-01-01T00:00:00.000Z",
-            )
-            pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
-            ids.add(ev.event_id)
-        pipe.execute()
-    return ids
-
-
-def fwd_env(server: EmbeddedRedis, sim: Sim, **extra: str) -> dict[str, str]:
-    return {"TRACKRELAY_REDIS_URL": server.url, "TRACKRELAY_ANALYTICS_URL": sim.url, **extra}
-
-
-def queue_empty(server: EmbeddedRedis) -> bool:
-    with redis.Redis.from_url(server.url) as r:
-        pending = r.xpending(STREAM, "forwarders")["pending"]
-        return int(r.xlen(STREAM)) == 0 and int(pending) == 0
 
 
 def test_several_forwarders_never_hold_the_same_event_at_once(
@@ -131,7 +74,9 @@ def test_kill_9_forwarders_mid_batch_loses_nothing(
         TRACKRELAY_BATCH_SIZE=str(batch),
         TRACKRELAY_CONCURRENCY="1",
         TRACKRELAY_PUSH_TIMEOUT="1",
-        TRACKRELAY_CLAIM_IDLE="2",
+        TRACKRELAY_CLAIM_IDLE="3",
+        TRACKRELAY_REDIS_TIMEOUT="0.5",
+        TRACKRELAY_BLOCK_MS="200",
         TRACKRELAY_CLAIM_INTERVAL="0.5",
     )
     log = tmp_path / "f.log"
@@ -267,11 +212,16 @@ async def test_events_delivered_too_often_are_dead_lettered(
     for _ in range(3):
         await r.xreadgroup("forwarders", "crashy", {STREAM: "0"}, count=3)
     settings = ForwarderSettings(
-        max_deliveries=3, push_timeout=0.1, claim_idle=0.2, claim_interval=0.1, block_ms=50
+        max_deliveries=3,
+        push_timeout=0.1,
+        claim_idle=0.3,
+        redis_timeout=0.1,
+        claim_interval=0.1,
+        block_ms=50,
     )
     sink = HttpSink(sim.url, settings.push_timeout)
     stop = asyncio.Event()
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.4)
     task = asyncio.create_task(Forwarder(r, sink, settings, consumer="rescuer").run(stop))
     for _ in range(50):
         if await r.xlen(DLQ_STREAM) == 3:

@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from trackrelay.local.embedded_redis import free_port
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.runtime.ports import free_port
 
 
 def _get(url: str) -> Any:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from trackrelay.local.embedded_redis import free_port
+from trackrelay.runtime.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONTROL_PLANE_SCRIPT = REPO / "tests" / "cluster" / "control-plane.sh"

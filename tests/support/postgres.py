@@ -14,7 +14,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from trackrelay.local.embedded_redis import free_port
+from trackrelay.runtime.ports import free_port
 
 
 def find_pg_bin() -> Path | None:

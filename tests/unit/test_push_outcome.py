@@ -18,7 +18,10 @@ from trackrelay.control.push_outcome import Outcome, classify, parse_retry_after
         (400, Outcome.REJECTED),
         (500, Outcome.FAILED),
         (502, Outcome.FAILED),
-        (404, Outcome.FAILED),
+        (404, Outcome.REJECTED),
+        (413, Outcome.REJECTED),
+        (422, Outcome.REJECTED),
+        (408, Outcome.FAILED),
         (301, Outcome.FAILED),
     ],
 )

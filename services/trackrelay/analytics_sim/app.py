@@ -59,6 +59,8 @@ class SimState:
                 "latency": fault.latency,
                 "hang": fault.hang,
                 "error_rate": fault.error_rate,
+                "poison_sku": fault.poison_sku,
+                "poison_status": fault.poison_status,
             },
             "scenario": self.schedule is not None,
             "accepted": self.accepted,
@@ -138,8 +140,13 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
 
     @app.post("/v1/track")
     async def track(request: Request) -> JSONResponse:
+        body = await request.body()
+        if settings.sim_max_body_bytes and len(body) > settings.sim_max_body_bytes:
+            return answer(
+                Verdict(413), {"detail": f"body over {settings.sim_max_body_bytes} bytes"}
+            )
         try:
-            checked = check_events(json.loads(await request.body()))
+            checked = check_events(json.loads(body))
         except (ValueError, UnicodeDecodeError) as exc:
             return answer(Verdict(400), {"detail": f"malformed body: {exc}"})
         if checked.bad:
@@ -155,7 +162,8 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         try:
             now = time.monotonic()
             fault = state.current_fault(now)
-            verdict = fault_verdict(fault, state.rng) or state.capacity.admit(now, len(ids))
+            skus = frozenset(str(ev["sku"]) for ev in checked.good)
+            verdict = fault_verdict(fault, state.rng, skus) or state.capacity.admit(now, len(ids))
             delay = verdict.delay + (extra_latency(fault) if verdict.status == 200 else 0.0)
             if delay > 0:
                 await asyncio.sleep(delay)

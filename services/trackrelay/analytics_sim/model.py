@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+_FAULT_FIELDS = frozenset({"mode", "latency", "hang", "error_rate", "poison_sku", "poison_status"})
 _EVENT_FIELDS = {"event_id": str, "order_id": str, "sku": str, "occurred_at": str}
 
 
@@ -35,11 +36,21 @@ class Fault:
     """Seconds a request hangs in ``hang`` mode (longer than any client timeout)."""
     error_rate: float = 0.3
     """Fraction of requests answered 500 in ``flaky`` mode."""
+    poison_sku: str | None = None
+    """A batch holding an event of this SKU is answered ``poison_status`` (a poison event)."""
+    poison_status: int = 500
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Fault:
         """From a JSON object; raises ``ValueError`` naming the bad field."""
-        unknown = set(data) - {"mode", "latency", "hang", "error_rate"}
+        unknown = set(data) - {
+            "mode",
+            "latency",
+            "hang",
+            "error_rate",
+            "poison_sku",
+            "poison_status",
+        }
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
         try:
@@ -57,7 +68,13 @@ class Fault:
                 values[name] = float(v)
         if values.get("error_rate", 0.0) > 1:
             raise ValueError("error_rate must be between 0 and 1")
-        return cls(mode=mode, **values)
+        poison = data.get("poison_sku")
+        if poison is not None and (not isinstance(poison, str) or not poison):
+            raise ValueError("poison_sku must be a non-empty string")
+        status = data.get("poison_status", 500)
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError("poison_status must be an HTTP error status (400-599)")
+        return cls(mode=mode, poison_sku=poison, poison_status=status, **values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +167,15 @@ class Capacity:
         return Verdict(200, delay=self.busy_until - now)
 
 
-def fault_verdict(fault: Fault, rng: random.Random) -> Verdict | None:
-    """The answer a fault imposes, or None when the capacity model decides."""
+def fault_verdict(
+    fault: Fault, rng: random.Random, skus: frozenset[str] = frozenset()
+) -> Verdict | None:
+    """The answer a fault imposes, or None when the capacity model decides.
+
+    ``skus``: the batch's SKUs, for the poison-event fault.
+    """
+    if fault.poison_sku is not None and fault.poison_sku in skus:
+        return Verdict(fault.poison_status)
     if fault.mode is Mode.DOWN:
         return Verdict(503, retry_after=1.0)
     if fault.mode is Mode.HANG:

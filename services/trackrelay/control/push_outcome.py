@@ -1,8 +1,10 @@
 """How a forwarder reads analytics' answer to a push (the push contract in DESIGN.md).
 
-2xx: accepted. 429/503: overloaded, back off (honour Retry-After). 400: the
-batch holds bad events, split it. Anything else, timeouts and resets: failed,
-retry. Pure: the HTTP adapter hands in the status and the header text.
+2xx: accepted. 429/503: overloaded, back off (honour Retry-After). Other 4xx
+except 408: the batch itself is refused (permanent; 400, 413 and 422 blame its
+content). 408, other 5xx, timeouts and resets: failed, retry. A push whose
+ownership window closed before it was sent is ``EXPIRED``: nothing went out.
+Pure: the HTTP adapter hands in the status and the header text.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ class Outcome(StrEnum):
     OVERLOADED = "overloaded"
     REJECTED = "rejected"
     FAILED = "failed"
+    EXPIRED = "expired"
+
+
+CONTENT_STATUSES = frozenset({400, 413, 422})
+"""Refusals that blame what the batch holds: a lone event refused so is a poison event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,18 +32,30 @@ class PushResult:
     outcome: Outcome
     retry_after: float | None = None
     detail: str = ""
+    status: int | None = None
+    """The HTTP status, when analytics answered at all."""
+
+    @property
+    def blames_content(self) -> bool:
+        return self.status in CONTENT_STATUSES
+
+    @property
+    def too_large(self) -> bool:
+        return self.status == 413
 
 
 def classify(
     status: int, retry_after: str | None = None, now: datetime | None = None
 ) -> PushResult:
     if 200 <= status < 300:
-        return PushResult(Outcome.ACCEPTED)
+        return PushResult(Outcome.ACCEPTED, status=status)
     if status in (429, 503):
-        return PushResult(Outcome.OVERLOADED, parse_retry_after(retry_after, now), f"HTTP {status}")
-    if status == 400:
-        return PushResult(Outcome.REJECTED, detail="HTTP 400")
-    return PushResult(Outcome.FAILED, detail=f"HTTP {status}")
+        return PushResult(
+            Outcome.OVERLOADED, parse_retry_after(retry_after, now), f"HTTP {status}", status
+        )
+    if 400 <= status < 500 and status != 408:
+        return PushResult(Outcome.REJECTED, detail=f"HTTP {status}", status=status)
+    return PushResult(Outcome.FAILED, detail=f"HTTP {status}", status=status)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

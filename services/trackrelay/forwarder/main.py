@@ -1,4 +1,4 @@
-"""Run one forwarder process: Redis client, HTTP sink, metrics endpoint, signal handling."""
+"""Run one forwarder process: Redis client, HTTP sink, health/metrics endpoint, signals."""
 
 from __future__ import annotations
 
@@ -6,40 +6,58 @@ import asyncio
 import contextlib
 import logging
 
-from prometheus_client import start_http_server
-from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from trackrelay.forwarder.health import create_health_app
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
-from trackrelay.local.signals import stop_on_signals
+from trackrelay.runtime import redis_client
+from trackrelay.runtime.redact import redact_url
+from trackrelay.runtime.serve import make_server
+from trackrelay.runtime.signals import stop_on_signals
 from trackrelay.settings import ForwarderSettings
 
 log = logging.getLogger(__name__)
 
 
 async def run_forwarder(settings: ForwarderSettings) -> int:
+    """Forward until SIGTERM (exit 0) or a crash of any task (exit 1, one log line)."""
     if settings.redis_url is None:
         raise ValueError("a forwarder needs TRACKRELAY_REDIS_URL / --redis-url")
     if settings.analytics_url is None:
         raise ValueError("a forwarder needs TRACKRELAY_ANALYTICS_URL / --analytics-url")
-    metrics = ForwarderMetrics()
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    redis = redis_client.connect(settings.redis_url, settings.redis_timeout)
     sink = HttpSink(settings.analytics_url, settings.push_timeout)
-    forwarder = Forwarder(redis, sink, settings, metrics=metrics)
+    forwarder = Forwarder(redis, sink, settings, metrics=ForwarderMetrics())
     log.info(
-        "forwarder %s: %s -> %s", forwarder.consumer, settings.redis_url, settings.analytics_url
+        "forwarder %s: %s -> %s",
+        forwarder.consumer,
+        redact_url(settings.redis_url),
+        redact_url(settings.analytics_url),
     )
+    server = None
+    serving: asyncio.Task[None] | None = None
     try:
+        await redis_client.check_queue_redis(redis)
+    except RedisError as exc:  # unreachable now: the lanes wait for it
+        log.warning("forwarder %s: cannot check the queue redis yet: %s", forwarder.consumer, exc)
+    try:
+        if settings.metrics_port is not None:
+            server = make_server(
+                create_health_app(forwarder), settings.host, settings.metrics_port, "warning"
+            )
+            serving = asyncio.create_task(server.serve())
         async with stop_on_signals() as stop:
             task = asyncio.create_task(forwarder.run(stop))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if task.done():
                 stopped.cancel()
-                task.result()  # a crash of the loop is an error exit
+                crash = task.exception()
+                if crash is not None:
+                    log.critical("forwarder %s: stopping: %s", forwarder.consumer, _describe(crash))
+                    return 1
                 return 0
             try:
                 await asyncio.wait_for(task, timeout=settings.shutdown_grace)
@@ -52,7 +70,20 @@ async def run_forwarder(settings: ForwarderSettings) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     finally:
+        if server is not None and serving is not None:
+            server.should_exit = True
+            with contextlib.suppress(Exception, SystemExit):
+                await serving
         await sink.aclose()
         await redis.aclose()
     log.info("forwarder %s: stopped", forwarder.consumer)
     return 0
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a crash, unwrapping the TaskGroup's exception group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    notes = "; ".join(getattr(exc, "__notes__", []))
+    where = f" ({notes})" if notes else ""
+    return f"a task crashed{where}: {type(exc).__name__}: {exc}"

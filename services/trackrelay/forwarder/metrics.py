@@ -34,6 +34,11 @@ class ForwarderMetrics:
             registry=r,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
         )
+        self.lost_ownership = Counter(
+            "trackrelay_events_lost_ownership",
+            "Held events dropped unpushed: another forwarder took them over during a stall.",
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "trackrelay_events_dead_lettered", "Events moved to the DLQ.", registry=r
         )

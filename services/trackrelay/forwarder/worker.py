@@ -1,39 +1,78 @@
 """The forwarder loop: read a batch, push it, ack what analytics accepted.
 
-Never the same event in two forwarders at once: an entry belongs to the one
-consumer that read or claimed it; while a batch waits for a retry its idle time
-is refreshed (XCLAIM JUSTID) so no one takes it over, and pushes time out well
-before ``claim_idle``. Nothing lost when a worker dies: its pending entries are
-taken over by XAUTOCLAIM once idle for ``claim_idle``.
+Never one event in two forwarders' pushes at once
+-------------------------------------------------
+An entry belongs to the consumer that last read or claimed it (its owner in the
+group's pending list). Every push is preceded by an *ownership check* that also
+renews the entries' idle time: the XREADGROUP or XAUTOCLAIM that handed them
+over, or ``streams.refresh_owned``, an atomic script that keeps only the
+entries this consumer still owns and resets their idle time. Entries another
+forwarder took over are dropped from the in-memory batch without being pushed
+(``trackrelay_events_lost_ownership_total``).
+
+Let ``t`` be the moment (our monotonic clock) just *before* the check is sent.
+Redis renews the idle time after ``t``, so no other forwarder can claim these
+entries before ``t + claim_idle``. The push gets the deadline ``t +
+push_timeout``, enforced twice (``forwarder/sink.py``): ``asyncio.timeout_at``
+ends the request, and every socket write first checks the clock, so no byte of
+the request leaves after the deadline. A stall (SIGSTOP, a long GC, a swapped
+process) anywhere between the check and the send is therefore harmless: on
+waking, either a suspension point delivers the overdue timeout, or the write
+guard refuses to send; and a request cut off mid-way is incomplete, which
+analytics cannot process. The whole request is written before ``t +
+push_timeout < t + claim_idle``, before anyone else may claim its entries, and
+every later push re-checks first. What remains outside our control is
+analytics itself: it must answer (or drop) a request within ``claim_idle -
+push_timeout`` of receiving it (25 s by default), or a takeover's push could
+meet a request it is still working on. The one window no client can close
+is the few instructions between the write guard's clock read and the
+``send`` system call; a stall has to land exactly there.
+
+Liveness: a batch waiting to be retried renews its ownership every
+``claim_idle / 4``; pushes end within ``push_timeout`` and the Redis writes
+after them within ``redis_timeout``. ``ForwarderSettings`` refuses settings
+where that sum (``max_hold_gap``) reaches ``claim_idle``, so a live forwarder
+never loses a batch it still works on.
+
+Nothing lost when a worker dies: its pending entries are taken over by
+XAUTOCLAIM once idle for ``claim_idle``, scanning the whole pending list with
+Redis's cursor. Delivery is at least once: a takeover re-sends what a dead
+forwarder may have delivered, with the same event ids.
+
+Poison events (``control/poison.py``): a batch analytics refuses is split until
+the bad event stands alone, then dead-lettered with the status and reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from trackrelay import streams
-from trackrelay.control import backoff
+from trackrelay.control.poison import FailureHistory, Step, next_step, split_to_budget
 from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.identity import process_name
+from trackrelay.runtime.retry import Backoff, pause
 from trackrelay.settings import ForwarderSettings
 from trackrelay.streams import DeadLetterEntry, Entry
 
 log = logging.getLogger(__name__)
 
+Clock = Callable[[], float]
+
 
 class Sink(Protocol):
-    async def push(self, raw_events: list[bytes]) -> PushResult: ...
+    async def push(self, raw_events: list[bytes], deadline: float | None = None) -> PushResult: ...
 
 
 def undecodable(raw: bytes | None) -> str | None:
@@ -70,6 +109,18 @@ def triage(
     return dead, sendable
 
 
+@dataclass(slots=True)
+class Held:
+    """A batch this forwarder holds, with its failure history."""
+
+    entries: list[Entry]
+    history: FailureHistory = field(default_factory=FailureHistory)
+
+    @property
+    def size(self) -> int:
+        return sum(len(e.raw or b"") + 1 for e in self.entries)
+
+
 class Forwarder:
     def __init__(
         self,
@@ -79,19 +130,35 @@ class Forwarder:
         *,
         consumer: str | None = None,
         metrics: ForwarderMetrics | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.redis = redis
         self.sink = sink
         self.settings = settings
         self.consumer = consumer or settings.consumer_name or process_name()
         self.metrics = metrics or ForwarderMetrics()
+        self.clock = clock
+        self.last_accepted_at: float | None = None
+        """When analytics last accepted a push from this process (evidence against poison)."""
+        self.byte_budget: int | None = settings.max_batch_bytes
+        self.redis_ok = False
+        self.tasks_running = 0
+        self._claim_cursor = "0-0"
+        self._group: asyncio.TaskGroup | None = None
+        self._claims: set[asyncio.Task[None]] = set()
+
+    @property
+    def tasks_expected(self) -> int:
+        """Lanes plus the housekeeping task: what ``/healthz`` expects to be running."""
+        return self.settings.concurrency + 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set; Redis outages are waited out, never fatal.
 
         First this consumer's own pending entries (one lane: they must not be read
         twice), then ``concurrency`` lanes read new entries, each its own batch,
-        while one more task takes over what dead consumers left behind.
+        while one more task takes over what dead consumers left behind. The tasks
+        run in a TaskGroup: one that crashes stops them all and the error surfaces.
         """
         await self._resilient(stop, "start", self._start_step)
         log.info(
@@ -100,24 +167,35 @@ class Forwarder:
             self.settings.concurrency,
             self.settings.batch_size,
         )
-        await asyncio.gather(
-            self._resilient(stop, "housekeeping", self._housekeeping_step),
-            *(
-                self._resilient(stop, f"lane {n}", self._lane_step)
-                for n in range(self.settings.concurrency)
-            ),
-        )
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(self._tracked(stop, "housekeeping", self._housekeeping_step))
+            for n in range(self.settings.concurrency):
+                group.create_task(self._tracked(stop, f"lane {n}", self._lane_step))
+
+    async def _tracked(
+        self, stop: asyncio.Event, name: str, step: Callable[[asyncio.Event], Awaitable[bool]]
+    ) -> None:
+        self.tasks_running += 1
+        try:
+            await self._resilient(stop, name, step)
+        except Exception as exc:
+            exc.add_note(f"in forwarder {self.consumer}, {name}")
+            raise
+        finally:
+            self.tasks_running -= 1
 
     async def _resilient(
         self, stop: asyncio.Event, name: str, step: Callable[[asyncio.Event], Awaitable[bool]]
     ) -> None:
         """Run ``step`` until it returns False or ``stop`` is set; back off on Redis errors."""
-        failures = 0
+        backoff = Backoff(self.settings.backoff_base, self.settings.backoff_max)
         while not stop.is_set():
             try:
                 if not await step(stop):
                     return
-                failures = 0
+                backoff.succeeded()
+                self.redis_ok = True
             except ResponseError as exc:
                 if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
@@ -125,11 +203,9 @@ class Forwarder:
                 log.warning("forwarder %s: consumer group missing; creating it", self.consumer)
                 await streams.ensure_group(self.redis)
             except (RedisError, OSError) as exc:
-                failures += 1
+                self.redis_ok = False
                 self.metrics.failures.labels("redis").inc()
-                wait = backoff.full_jitter(
-                    failures, self.settings.backoff_base, self.settings.backoff_max
-                )
+                wait = backoff.failed()
                 log.warning(
                     "forwarder %s: %s: redis unavailable (%s); retry in %.2fs",
                     self.consumer,
@@ -137,24 +213,25 @@ class Forwarder:
                     exc,
                     wait,
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                await pause(stop, wait)
 
     async def _start_step(self, stop: asyncio.Event) -> bool:
         """Create the group, then drain this consumer's own pending entries; False when done."""
         await streams.ensure_group(self.redis)
+        checked = self.clock()
         entries = await streams.read(self.redis, self.consumer, "0", self.settings.batch_size, None)
         if not entries:
             return False
-        await self.handle(entries, stop, redelivered=True)
-        return True
+        await self.handle(entries, stop, checked_at=checked, redelivered=True)
+        return not stop.is_set()
 
     async def _lane_step(self, stop: asyncio.Event) -> bool:
+        checked = self.clock()
         entries = await streams.read(
             self.redis, self.consumer, ">", self.settings.batch_size, self.settings.block_ms
         )
         if entries:
-            await self.handle(entries, stop, redelivered=False)
+            await self.handle(entries, stop, checked_at=checked, redelivered=False)
         return True
 
     async def _housekeeping_step(self, stop: asyncio.Event) -> bool:
@@ -162,25 +239,58 @@ class Forwarder:
         await self._refresh_stats()
         while not stop.is_set() and await self._claim_abandoned(stop):
             pass
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=self.settings.claim_interval)
+        await pause(stop, self.settings.claim_interval)
         return True
 
     async def _claim_abandoned(self, stop: asyncio.Event) -> bool:
-        """Take over entries a dead consumer held; True when some were handled."""
-        _, entries = await streams.autoclaim(
-            self.redis, self.consumer, self.settings.claim_idle, self.settings.batch_size
-        )
-        if not entries:
+        """One XAUTOCLAIM call from the saved cursor; True while the scan goes on.
+
+        Each claimed batch is delivered by a task of its own (at most ``concurrency``
+        at once), so one batch waiting for analytics does not stop the takeover of
+        the rest.
+        """
+        if len(self._claims) >= self.settings.concurrency:
             return False
-        log.warning("forwarder %s: took over %d abandoned entries", self.consumer, len(entries))
-        await self.handle(entries, stop, redelivered=True)
-        return True
+        checked = self.clock()
+        cursor, entries = await streams.autoclaim(
+            self.redis,
+            self.consumer,
+            self.settings.claim_idle,
+            self.settings.batch_size,
+            start=self._claim_cursor,
+        )
+        self._claim_cursor = cursor
+        if entries:
+            log.warning("forwarder %s: took over %d abandoned entries", self.consumer, len(entries))
+            if self._group is None:
+                await self.handle(entries, stop, checked_at=checked, redelivered=True)
+            else:
+                task = self._group.create_task(self._deliver_claimed(entries, stop, checked))
+                self._claims.add(task)
+                task.add_done_callback(self._claims.discard)
+        return cursor != "0-0"
+
+    async def _deliver_claimed(
+        self, entries: Sequence[Entry], stop: asyncio.Event, checked: float
+    ) -> None:
+        try:
+            await self.handle(entries, stop, checked_at=checked, redelivered=True)
+        except (RedisError, OSError) as exc:
+            # The entries stay pending under this consumer and are claimed again later.
+            log.warning("forwarder %s: taken-over batch set aside: %s", self.consumer, exc)
 
     async def handle(
-        self, entries: Sequence[Entry], stop: asyncio.Event, redelivered: bool
+        self,
+        entries: Sequence[Entry],
+        stop: asyncio.Event,
+        redelivered: bool,
+        checked_at: float | None = None,
     ) -> None:
-        """Push ``entries``; retry until accepted, dead-lettered, or ``stop``."""
+        """Push ``entries`` until accepted, dead-lettered, lost to a takeover, or ``stop``.
+
+        ``checked_at``: when the read or claim that handed these entries over was
+        sent (the first ownership check); None re-checks before the first push.
+        """
         counts = (
             await streams.deliveries(self.redis, self.consumer, [e.id for e in entries])
             if redelivered
@@ -188,65 +298,130 @@ class Forwarder:
         )
         dead, sendable = triage(entries, counts, self.settings.max_deliveries)
         await self._dead_letter(dead)
-        attempt = 0
-        while sendable:
-            sendable, result = await self._push_splitting(sendable, counts)
-            if not sendable or result is None:
-                return
-            attempt += 1
-            wait = retry_wait(
-                backoff.full_jitter(attempt, self.settings.backoff_base, self.settings.backoff_max),
-                result.retry_after,
-                cap=self.settings.claim_idle / 3,
+        if sendable:
+            await self._deliver(deque([Held(sendable)]), stop, checked_at, counts)
+
+    async def _deliver(
+        self,
+        queue: deque[Held],
+        stop: asyncio.Event,
+        checked_at: float | None,
+        counts: dict[str, int],
+    ) -> None:
+        backoff = Backoff(self.settings.backoff_base, self.settings.backoff_max)
+        while queue and not stop.is_set():
+            if checked_at is None:
+                checked_at = self.clock()
+                if not await self._keep_owned(queue):
+                    return
+            held = queue[0]
+            if self._fit_budget(queue):
+                continue
+            started = self.clock()
+            result = await self.sink.push(
+                [e.raw or b"" for e in held.entries], checked_at + self.settings.push_timeout
             )
+            checked_at = None  # every later push checks ownership again
+            now = self.clock()
+            if result.outcome is not Outcome.EXPIRED:
+                self.metrics.push_latency.observe(now - started)
+            counts_as_failure = result.outcome in (Outcome.FAILED, Outcome.REJECTED)
+            history = held.history.after_failure(now) if counts_as_failure else held.history
+            step = next_step(
+                result, len(held.entries), history, self.last_accepted_at, self.settings.split_after
+            )
+            if step is not Step.ACK:
+                self.metrics.failures.labels(result.outcome.value).inc()
+            if step is Step.ACK:
+                queue.popleft()
+                await streams.ack_delete(self.redis, [e.id for e in held.entries])
+                self.last_accepted_at = self.clock()
+                self.metrics.forwarded.inc(len(held.entries))
+                self.metrics.batch_size.observe(len(held.entries))
+                backoff.succeeded()
+            elif step is Step.SPLIT:
+                queue.popleft()
+                self._split(queue, held, result)
+            elif step is Step.DEAD_LETTER:
+                queue.popleft()
+                entry = held.entries[0]
+                await self._dead_letter([(entry, _reason(result), counts.get(entry.id, 1))])
+            elif result.outcome is not Outcome.EXPIRED:
+                held.history = history
+                queue.rotate(-1)  # let the other sub-batches show whether analytics is up
+                wait = retry_wait(
+                    backoff.failed(), result.retry_after, cap=max(self.settings.backoff_max, 60.0)
+                )
+                log.warning(
+                    "forwarder %s: push %s (%s); %d events retry in %.2fs",
+                    self.consumer,
+                    result.outcome.value,
+                    result.detail,
+                    sum(len(h.entries) for h in queue),
+                    wait,
+                )
+                if not await self._hold(queue, stop, wait):
+                    return
+
+    def _fit_budget(self, queue: deque[Held]) -> bool:
+        """Cut the head batch to the learned byte budget; True when it was cut."""
+        held = queue[0]
+        if self.byte_budget is None or len(held.entries) < 2 or held.size <= self.byte_budget:
+            return False
+        runs = split_to_budget([len(e.raw or b"") + 1 for e in held.entries], self.byte_budget)
+        queue.popleft()
+        pieces, start = [], 0
+        for run in runs:
+            pieces.append(Held(held.entries[start : start + run]))
+            start += run
+        queue.extendleft(reversed(pieces))
+        return True
+
+    def _split(self, queue: deque[Held], held: Held, result: PushResult) -> None:
+        if result.too_large:
+            budget = max(1, held.size // 2)
+            if self.byte_budget is None or budget < self.byte_budget:
+                self.byte_budget = budget
+                log.warning(
+                    "forwarder %s: analytics refused %d bytes (413); batches now at most %d bytes",
+                    self.consumer,
+                    held.size,
+                    budget,
+                )
+        half = len(held.entries) // 2
+        queue.appendleft(Held(held.entries[half:]))
+        queue.appendleft(Held(held.entries[:half]))
+
+    async def _keep_owned(self, queue: deque[Held]) -> bool:
+        """Drop entries another forwarder took over; renew the rest. False when none is left."""
+        ids = [e.id for h in queue for e in h.entries]
+        owned = await streams.refresh_owned(self.redis, self.consumer, ids)
+        lost = len(ids) - len(owned)
+        if lost:
+            self.metrics.lost_ownership.inc(lost)
             log.warning(
-                "forwarder %s: push %s (%s); %d events retry #%d in %.2fs",
+                "forwarder %s: %d held entries were taken over by another forwarder while "
+                "this one was stalled; dropped without pushing them",
                 self.consumer,
-                result.outcome.value,
-                result.detail,
-                len(sendable),
-                attempt,
-                wait,
+                lost,
             )
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-                return  # stopping: the entries stay pending for a later owner
-            except TimeoutError:
-                pass
-            owned = await streams.refresh(self.redis, self.consumer, [e.id for e in sendable])
-            sendable = [e for e in sendable if e.id in owned]
+            for held in list(queue):
+                held.entries = [e for e in held.entries if e.id in owned]
+                if not held.entries:
+                    queue.remove(held)
+        return bool(queue)
 
-    async def _push_splitting(
-        self, entries: list[Entry], counts: dict[str, int]
-    ) -> tuple[list[Entry], PushResult | None]:
-        """Push in order; a 400 splits the batch in halves until bad events stand alone.
-
-        Returns the entries still to send and the failure that stopped us.
-        """
-        queue: deque[list[Entry]] = deque([entries])
-        while queue:
-            batch = queue.popleft()
-            started = time.perf_counter()
-            result = await self.sink.push([e.raw or b"" for e in batch])
-            self.metrics.push_latency.observe(time.perf_counter() - started)
-            if result.outcome is Outcome.ACCEPTED:
-                await streams.ack_delete(self.redis, [e.id for e in batch])
-                self.metrics.forwarded.inc(len(batch))
-                self.metrics.batch_size.observe(len(batch))
-                continue
-            self.metrics.failures.labels(result.outcome.value).inc()
-            if result.outcome is Outcome.REJECTED:
-                if len(batch) == 1:
-                    reason = f"rejected by analytics: {result.detail}"
-                    await self._dead_letter([(batch[0], reason, counts.get(batch[0].id, 1))])
-                else:
-                    half = len(batch) // 2
-                    queue.appendleft(batch[half:])
-                    queue.appendleft(batch[:half])
-                continue
-            remaining = [e for b in [batch, *queue] for e in b]
-            return remaining, result
-        return [], None
+    async def _hold(self, queue: deque[Held], stop: asyncio.Event, wait: float) -> bool:
+        """Wait ``wait`` seconds, renewing ownership every ``refresh_every``; False to give up."""
+        deadline = self.clock() + wait
+        while True:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return True
+            if await pause(stop, min(remaining, self.settings.refresh_every)):
+                return False  # stopping: the entries stay pending for a later owner
+            if self.clock() < deadline and not await self._keep_owned(queue):
+                return False
 
     async def _dead_letter(self, dead: list[DeadLetterEntry]) -> None:
         if not dead:
@@ -261,3 +436,9 @@ class Forwarder:
         self.metrics.pending.set(stats.pending)
         self.metrics.stream_length.set(stats.length)
         self.metrics.dlq_size.set(stats.dlq)
+
+
+def _reason(result: PushResult) -> str:
+    if result.outcome is Outcome.REJECTED:
+        return f"rejected by analytics: {result.detail}"
+    return f"failed alone while analytics accepted other events: {result.detail}"

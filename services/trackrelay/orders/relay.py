@@ -20,11 +20,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackrelay import streams
-from trackrelay.control import backoff
 from trackrelay.control.lease import grant, still_held
 from trackrelay.identity import process_name
 from trackrelay.orders import store
 from trackrelay.orders.metrics import OrderMetrics
+from trackrelay.runtime.retry import Backoff, pause
 from trackrelay.settings import RelaySettings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class OutboxRelay:
         self.owner = owner or process_name()
         self.metrics = metrics
         self.clock = clock
-        self.failures = 0
+        self.backoff = Backoff(settings.relay_backoff_base, settings.relay_backoff_max)
 
     async def run_once(self) -> int:
         """One claim-publish-delete round; returns how many events reached the stream."""
@@ -92,7 +92,7 @@ class OutboxRelay:
             wait = self.settings.relay_idle_seconds
             try:
                 moved = await self.run_once()
-                self.failures = 0
+                self.backoff.succeeded()
                 if moved >= self.settings.relay_batch_size:
                     wait = 0.0  # a full batch: more is waiting; otherwise let rows gather
             except (RedisError, OSError) as exc:
@@ -104,20 +104,21 @@ class OutboxRelay:
                 last_stats = now
                 with contextlib.suppress(SQLAlchemyError):
                     await self.refresh_stats()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=wait)
-            else:
-                await asyncio.sleep(0)
+            await pause(stop, wait)
 
     def _failed(self, component: str, exc: BaseException) -> float:
-        self.failures += 1
         if self.metrics is not None:
             self.metrics.relay_errors.labels(component).inc()
-        wait = backoff.full_jitter(
-            self.failures, self.settings.relay_backoff_base, self.settings.relay_backoff_max
-        )
+        wait = self.backoff.failed()
+        # The class and first line only: database errors can quote SQL and customer data.
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if isinstance(exc, SQLAlchemyError):
+            reason = type(exc.__cause__ or exc).__name__
         log.warning(
-            "relay: %s unavailable (%s); retry #%d in %.2fs", component, exc, self.failures, wait
+            "relay: %s unavailable (%s); retry #%d in %.2fs",
+            component,
+            reason,
+            self.backoff.failures,
+            wait,
         )
         return wait

@@ -20,6 +20,8 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+MIGRATION_LOCK_KEY = 0x7472_6163_6B72  # "trackr": the advisory lock held while migrating
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
 _BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 

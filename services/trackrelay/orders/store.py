@@ -32,16 +32,23 @@ class IdempotencyConflict(Exception):
 
 
 def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and a busy timeout so readers never block writers."""
+    """An async engine; SQLite gets WAL and a busy timeout so readers never block writers.
+
+    Durable: a 201 promises the order survives a crash, so SQLite commits with
+    ``synchronous=FULL`` (WAL synced at every commit). Parameters are hidden
+    from errors and logs: they hold customer data.
+    """
     if database_url.startswith("sqlite"):
         _use_wal(database_url)
-        engine = create_async_engine(database_url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            database_url, connect_args={"timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
         return engine
@@ -49,7 +56,13 @@ def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
     # with 503 and the pool drops it, so the next request gets a fresh one. No
     # overflow: overflow connections are closed on return, and opening connections
     # (and preparing statements again) under load costs more than waiting for one.
-    return create_async_engine(database_url, pool_size=pool_size, max_overflow=0)
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=0,
+        hide_parameters=True,
+        connect_args={"timeout": 5},
+    )
 
 
 def _use_wal(database_url: str) -> None:
@@ -81,7 +94,6 @@ async def create_order(
     request: OrderRequest,
     idempotency_key: str | None,
     *,
-    with_outbox: bool = True,
     now: datetime | None = None,
 ) -> CreateResult:
     """Store an order with its outbox rows; a repeated idempotency key returns the first order.
@@ -108,7 +120,7 @@ async def create_order(
         "idempotency_key": idempotency_key,
         "request_hash": fingerprint,
     }
-    events = outbox_rows(order_id, request, moment) if with_outbox else []
+    events = outbox_rows(order_id, request, moment)
     try:
         if engine.dialect.name == "postgresql":
             await _insert_postgres(engine, head, lines, events)
@@ -116,8 +128,7 @@ async def create_order(
             async with engine.begin() as conn:
                 await conn.execute(insert(orders).values(**head))
                 await conn.execute(insert(order_lines), lines)
-                if events:
-                    await conn.execute(insert(outbox), events)
+                await conn.execute(insert(outbox), events)
     except IntegrityError:
         # A concurrent request with the same key won the race: answer as a retry.
         if idempotency_key is None:
@@ -148,7 +159,6 @@ _PG_WITH_OUTBOX = (
     _PG_ORDER + " INSERT INTO outbox (event_id, payload, created_at)"
     " SELECT * FROM unnest($11::varchar[], $12::text[], $13::float8[])"
 )
-_PG_WITHOUT_OUTBOX = _PG_ORDER + " SELECT 1"
 
 
 async def _insert_postgres(
@@ -173,18 +183,13 @@ async def _insert_postgres(
         [ln["sku"] for ln in lines],
         [ln["qty"] for ln in lines],
         [ln["price"] for ln in lines],
+        [e["event_id"] for e in events],
+        [e["payload"] for e in events],
+        [e["created_at"] for e in events],
     )
-    sql = _PG_WITHOUT_OUTBOX
-    if events:
-        sql = _PG_WITH_OUTBOX
-        params += (
-            [e["event_id"] for e in events],
-            [e["payload"] for e in events],
-            [e["created_at"] for e in events],
-        )
     async with engine.connect() as conn:
         autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await autocommit.exec_driver_sql(sql, params)
+        await autocommit.exec_driver_sql(_PG_WITH_OUTBOX, params)
 
 
 def outbox_rows(order_id: str, request: OrderRequest, moment: datetime) -> list[dict[str, Any]]:

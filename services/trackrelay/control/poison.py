@@ -1,0 +1,100 @@
+"""What a forwarder does with a batch after analytics answered: ack, retry, split or dead-letter.
+
+Pure. The rules tell a poison event (one event analytics cannot take, while it
+takes others) from an outage (analytics takes nothing): only the first may end
+in the dead-letter queue.
+
+- accepted: acknowledge.
+- overloaded (429/503) or expired (never sent): retry; never a sign of poison.
+- refused for its content (400, 413, 422): split in halves; a lone event so
+  refused is dead-lettered at once: analytics named it bad.
+- refused otherwise (other 4xx but 408, e.g. 404): split; a lone event is
+  dead-lettered only if analytics accepted something since this batch began to
+  fail (a wrong URL refuses everything: that is a wait, not poison).
+- failed (5xx, 408, timeouts, resets): retry; after ``split_after`` failures, and
+  only if analytics accepted something meanwhile, split, and dead-letter a lone
+  event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from trackrelay.control.push_outcome import Outcome, PushResult
+
+
+class Step(StrEnum):
+    ACK = "ack"
+    RETRY = "retry"
+    SPLIT = "split"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class FailureHistory:
+    """A held batch's failures so far: how many in a row, and since when."""
+
+    failures: int = 0
+    failing_since: float | None = None
+
+    def after_failure(self, now: float) -> FailureHistory:
+        since = self.failing_since if self.failing_since is not None else now
+        return FailureHistory(self.failures + 1, since)
+
+
+def others_accepted(history: FailureHistory, last_accepted_at: float | None) -> bool:
+    """Whether analytics accepted some push after this batch first failed."""
+    return (
+        history.failing_since is not None
+        and last_accepted_at is not None
+        and last_accepted_at > history.failing_since
+    )
+
+
+def next_step(
+    result: PushResult,
+    batch_len: int,
+    history: FailureHistory,
+    last_accepted_at: float | None,
+    split_after: int,
+) -> Step:
+    """The step for a batch of ``batch_len`` events after ``result``.
+
+    ``history`` already counts this failure; ``last_accepted_at`` is when
+    analytics last accepted any push from this forwarder (None: never).
+    """
+    if result.outcome is Outcome.ACCEPTED:
+        return Step.ACK
+    if result.outcome in (Outcome.OVERLOADED, Outcome.EXPIRED):
+        return Step.RETRY
+    healthy_elsewhere = others_accepted(history, last_accepted_at)
+    if result.outcome is Outcome.REJECTED:
+        if batch_len > 1:
+            return Step.SPLIT
+        if result.blames_content or healthy_elsewhere:
+            return Step.DEAD_LETTER
+        return Step.RETRY
+    # FAILED: transient unless it keeps failing while others get through.
+    if history.failures < split_after or not healthy_elsewhere:
+        return Step.RETRY
+    return Step.SPLIT if batch_len > 1 else Step.DEAD_LETTER
+
+
+def split_to_budget(sizes: list[int], budget: int | None) -> list[int]:
+    """Cut points that split a batch of events (their byte sizes) into runs under ``budget``.
+
+    Returns the run lengths, in order. An event larger than the budget goes alone.
+    """
+    if budget is None or not sizes:
+        return [len(sizes)] if sizes else []
+    runs: list[int] = []
+    count = total = 0
+    for size in sizes:
+        if count and total + size > budget:
+            runs.append(count)
+            count = total = 0
+        count += 1
+        total += size
+    runs.append(count)
+    return runs

@@ -1,0 +1,60 @@
+"""Checks the order service and the relay run before serving: store reachable, queue safe.
+
+A command that cannot reach its database stops at once with one line saying so
+(``StartupError``), instead of a traceback from inside the server. The queue Redis
+is checked too, but an unreachable one only warns: orders never wait for the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from trackrelay.orders import migrate, store
+from trackrelay.runtime import redis_client
+from trackrelay.runtime.errors import StartupError, describe
+from trackrelay.runtime.redact import redact_url
+
+log = logging.getLogger(__name__)
+
+
+async def check_store(database_url: str, timeout: float = 10.0) -> None:
+    """Fail with ``StartupError`` unless the order store answers within ``timeout``."""
+    engine = store.make_engine(database_url)
+    try:
+        async with asyncio.timeout(timeout):
+            await store.ping(engine)
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else describe(exc, database_url)
+        raise StartupError(
+            f"cannot reach the order database at {redact_url(database_url)}: {reason}"
+        ) from exc
+    finally:
+        await engine.dispose()
+
+
+async def migrate_store(database_url: str) -> None:
+    try:
+        await asyncio.to_thread(migrate.upgrade, database_url)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StartupError(
+            f"cannot migrate the order database at {redact_url(database_url)}: "
+            f"{describe(exc, database_url)}"
+        ) from exc
+
+
+async def check_queue(redis_url: str, required: bool) -> None:
+    """Refuse a queue Redis that may evict; an unreachable one fails only if ``required``."""
+    redis = redis_client.connect(redis_url, timeout=5.0)
+    try:
+        await redis_client.check_queue_redis(redis)
+    except (RedisError, OSError) as exc:
+        message = f"cannot reach the queue redis at {redact_url(redis_url)}: {describe(exc)}"
+        if required:
+            raise StartupError(message) from exc
+        log.warning("%s; orders are accepted meanwhile and the relay retries", message)
+    finally:
+        await redis.aclose()

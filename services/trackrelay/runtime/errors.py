@@ -1,0 +1,50 @@
+"""One clear line for a failure, with no traceback, no SQL and no password in it.
+
+Commands print ``describe(exc)`` and exit non-zero when startup fails; the full
+traceback is logged only at ``--log-level DEBUG``.
+"""
+
+from __future__ import annotations
+
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from trackrelay.runtime.redact import redact_text
+
+
+class StartupError(RuntimeError):
+    """A dependency a command needs at start is missing or refuses; the message says which."""
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: through exception groups and SQLAlchemy's DBAPI wrappers."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        elif isinstance(exc, DBAPIError) and exc.orig is not None:
+            exc = exc.orig
+        elif exc.__cause__ is not None and isinstance(exc, SQLAlchemyError):
+            exc = exc.__cause__
+        else:
+            return exc
+
+
+def describe(exc: BaseException, *urls: str | None) -> str:
+    """``exc`` as one line; the passwords of ``urls`` masked."""
+    if isinstance(exc, StartupError):
+        return redact_text(_first_line(str(exc)), *urls)
+    cause = root_cause(exc)
+    what = ""
+    if isinstance(exc, SQLAlchemyError):
+        what = "order database: "
+    elif isinstance(exc, RedisError):
+        what = "queue redis: "
+    text = _first_line(str(cause)) or "(no message)"
+    if isinstance(exc, SQLAlchemyError) and not isinstance(cause, OSError):
+        # Driver messages may quote SQL or values; keep only what names the problem.
+        text = _first_line(str(cause))[:200]
+    return redact_text(f"{what}{type(cause).__name__}: {text}", *urls)

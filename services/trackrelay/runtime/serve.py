@@ -1,0 +1,49 @@
+"""Serve an ASGI app with uvicorn until SIGINT/SIGTERM, draining requests within a grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from trackrelay.runtime.signals import stop_on_signals
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal capture: our ``stop_on_signals`` owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def make_server(app: ASGIApp, host: str, port: int, log_level: str, grace: int = 5) -> QuietServer:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace
+    )
+    return QuietServer(config)
+
+
+async def serve_until_signal(
+    app: ASGIApp, host: str, port: int, log_level: str, grace: int = 5
+) -> None:
+    """Serve until SIGINT/SIGTERM; requests still running after ``grace`` seconds are cut.
+
+    Fails with ``RuntimeError`` when the server cannot start (port taken, bad host).
+    """
+    server = make_server(app, host, port, log_level, grace)
+    async with stop_on_signals() as stop:
+        serving = asyncio.create_task(server.serve())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stopping.cancel()
+        try:
+            await serving
+        except SystemExit as exc:  # uvicorn exits the process when startup fails
+            raise RuntimeError(f"could not serve on {host}:{port} (see the log above)") from exc
+    if not server.started and not stop.is_set():
+        raise RuntimeError(f"could not serve on {host}:{port} (see the log above)")

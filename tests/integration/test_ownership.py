@@ -1,0 +1,109 @@
+"""One owner per event, even when a forwarder is frozen mid-batch and wakes up later.
+
+The fault that broke it: a forwarder holding a batch is stopped (SIGSTOP) past
+``CLAIM_IDLE``, another takes its entries over, analytics comes back slow, and the
+frozen one is resumed (SIGCONT). The simulator counts an *overlap* whenever an
+event id arrives while another open request still holds it.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.integration.conftest import Sim, add_events, fwd_env, queue_empty, wait_for
+from trackrelay.constants import CONSUMER_GROUP, STREAM
+from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.runtime.ports import free_port
+
+CLAIM_IDLE = 3.0
+
+
+def held_by(server: EmbeddedRedis, consumer: str) -> int:
+    with redis.Redis.from_url(server.url) as r:
+        try:
+            rows: Any = r.xinfo_consumers(STREAM, CONSUMER_GROUP)
+        except redis.ResponseError:
+            return 0
+    return sum(int(row["pending"]) for row in rows if row["name"] in (consumer, consumer.encode()))
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = re.findall(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found[0]) if found else 0.0
+
+
+def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim()
+    sim.fault(mode="down")
+    env = fwd_env(
+        redis_server,
+        sim,
+        TRACKRELAY_BATCH_SIZE="40",
+        TRACKRELAY_PUSH_TIMEOUT="1",
+        TRACKRELAY_CLAIM_IDLE=str(CLAIM_IDLE),
+        TRACKRELAY_REDIS_TIMEOUT="0.5",
+        TRACKRELAY_BLOCK_MS="100",
+        TRACKRELAY_CLAIM_INTERVAL="0.2",
+        TRACKRELAY_BACKOFF_BASE="0.1",
+        TRACKRELAY_BACKOFF_MAX="0.3",
+    )
+    total = len(add_events(redis_server.url, 150, prefix="c0-"))  # full batches from the start
+    port = free_port()
+    frozen = spawn_role(
+        ["forwarder", "--consumer-name", "frozen", "--metrics-port", str(port)],
+        env,
+        tmp_path / "frozen.log",
+    )
+    procs: list[subprocess.Popen[bytes]] = [frozen]
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 20, frozen)
+        for cycle in range(3):
+            sim.fault(mode="down")
+            if cycle:
+                total += len(add_events(redis_server.url, 150, prefix=f"c{cycle}-"))
+            # First alone, the victim takes two batches; later the two forwarders share.
+            want = 80 if cycle == 0 else 1
+            wait_for(lambda: held_by(redis_server, "frozen") >= want, 20, "the victim holds")
+            if cycle == 0:  # the taker starts once the victim holds the first batches
+                procs.append(
+                    spawn_role(
+                        ["forwarder", "--consumer-name", "taker"], env, tmp_path / "taker.log"
+                    )
+                )
+            frozen.send_signal(signal.SIGSTOP)
+            held = held_by(redis_server, "frozen")
+            wait_for(
+                lambda: held_by(redis_server, "frozen") == 0,
+                CLAIM_IDLE * 5,
+                "the frozen forwarder's entries taken over",
+            )
+            sim.fault(mode="slow", latency=0.5)  # requests stay open: overlaps would show
+            frozen.send_signal(signal.SIGCONT)
+            wait_for(lambda: sim.state()["accepted"] == total, 60, "every event delivered")
+            assert held >= want
+        wait_for(lambda: queue_empty(redis_server), 20, "an empty stream")
+        lost = metric(port, "trackrelay_events_lost_ownership_total")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+        stop_all(procs)
+    state = sim.state()
+    assert state["overlaps"] == 0, f"{state['overlaps']} events were in two pushes at once"
+    assert state["accepted"] == total == 450
+    assert lost > 0, "the woken forwarder should have dropped what it lost"
+    assert "taken over by another forwarder" in (tmp_path / "frozen.log").read_text()
+    assert [p.returncode for p in procs] == [0, 0]
