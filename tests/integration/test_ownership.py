@@ -36,6 +36,14 @@ def held_by(server: EmbeddedRedis, consumer: str) -> int:
     return sum(int(row["pending"]) for row in rows if row["name"] in (consumer, consumer.encode()))
 
 
+def holds_at_least(server: EmbeddedRedis, count: int) -> bool:
+    return held_by(server, "frozen") >= count
+
+
+def delivered(sim: Sim, count: int) -> bool:
+    return bool(sim.state()["accepted"] == count)
+
+
 def metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -76,7 +84,7 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
                 total += len(add_events(redis_server.url, 150, prefix=f"c{cycle}-"))
             # First alone, the victim takes two batches; later the two forwarders share.
             want = 80 if cycle == 0 else 1
-            wait_for(lambda: held_by(redis_server, "frozen") >= want, 20, "the victim holds")
+            wait_for(lambda w=want: held_by(redis_server, "frozen") >= w, 20, "the victim holds")
             if cycle == 0:  # the taker starts once the victim holds the first batches
                 procs.append(
                     spawn_role(
@@ -92,7 +100,7 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
             )
             sim.fault(mode="slow", latency=0.5)  # requests stay open: overlaps would show
             frozen.send_signal(signal.SIGCONT)
-            wait_for(lambda: sim.state()["accepted"] == total, 60, "every event delivered")
+            wait_for(lambda t=total: sim.state()["accepted"] == t, 60, "every event delivered")
             assert held >= want
         wait_for(lambda: queue_empty(redis_server), 20, "an empty stream")
         lost = metric(port, "trackrelay_events_lost_ownership_total")

@@ -33,3 +33,12 @@ def test_a_server_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(RuntimeError, match="boom: bad config"):
         EmbeddedRedis(tmp_path / "data", binary=str(fake)).start()
+
+
+def test_the_embedded_redis_is_durable_by_default(tmp_path: Path) -> None:
+    """AOF with fsync before every answer: the relay deletes outbox rows Redis has on disk."""
+    with EmbeddedRedis(tmp_path / "data") as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        client.close()

@@ -11,16 +11,18 @@ import collections
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from trackrelay.analytics_sim.model import (
     Capacity,
     Fault,
+    Mode,
     Schedule,
     Verdict,
     check_events,
@@ -83,6 +85,15 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return data
 
 
+async def _trickle(body: bytes, over: float) -> AsyncIterator[bytes]:
+    """Leading whitespace, one byte at a time over ``over`` seconds, then ``body``."""
+    steps = max(1, int(over / 0.1))
+    for _ in range(steps):
+        yield b" "
+        await asyncio.sleep(over / steps)
+    yield body
+
+
 def load_scenario(path: str) -> Schedule:
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
@@ -139,7 +150,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         return JSONResponse(body, status_code=verdict.status, headers=headers)
 
     @app.post("/v1/track")
-    async def track(request: Request) -> JSONResponse:
+    async def track(request: Request) -> Response:
         body = await request.body()
         if settings.sim_max_body_bytes and len(body) > settings.sim_max_body_bytes:
             return answer(
@@ -181,6 +192,11 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
             state.duplicates += dupes
             m_accepted.inc(new)
             m_dupes.inc(dupes)
+            if fault.mode is Mode.TRICKLE:
+                state.requests[verdict.status] += 1
+                m_requests.labels(str(verdict.status)).inc()
+                body = json.dumps({"accepted": new, "duplicates": dupes}).encode()
+                return StreamingResponse(_trickle(body, fault.hang), media_type="application/json")
             return answer(verdict, {"accepted": new, "duplicates": dupes})
         finally:
             for ev_id in ids:

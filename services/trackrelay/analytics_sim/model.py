@@ -23,6 +23,8 @@ class Mode(StrEnum):
     HEALTHY = "healthy"
     SLOW = "slow"
     HANG = "hang"
+    TRICKLE = "trickle"
+    """Accept, then send the answer a byte at a time over ``hang`` seconds (a slow peer)."""
     DOWN = "down"
     FLAKY = "flaky"
 
@@ -33,7 +35,8 @@ class Fault:
     latency: float = 0.5
     """Extra seconds per request in ``slow`` mode."""
     hang: float = 3600.0
-    """Seconds a request hangs in ``hang`` mode (longer than any client timeout)."""
+    """Seconds a request hangs in ``hang`` mode (longer than any client timeout), or
+    its answer trickles in ``trickle`` mode."""
     error_rate: float = 0.3
     """Fraction of requests answered 500 in ``flaky`` mode."""
     poison_sku: str | None = None

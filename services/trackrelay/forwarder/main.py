@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-from redis.exceptions import RedisError
-
 from trackrelay.forwarder.health import create_health_app
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.forwarder.sink import HttpSink
@@ -27,6 +25,8 @@ async def run_forwarder(settings: ForwarderSettings) -> int:
         raise ValueError("a forwarder needs TRACKRELAY_REDIS_URL / --redis-url")
     if settings.analytics_url is None:
         raise ValueError("a forwarder needs TRACKRELAY_ANALYTICS_URL / --analytics-url")
+    # Start needs the queue (a supervisor restarts us); once running, outages are ridden out.
+    await redis_client.check_queue(settings.redis_url, required=True)
     redis = redis_client.connect(settings.redis_url, settings.redis_timeout)
     sink = HttpSink(settings.analytics_url, settings.push_timeout)
     forwarder = Forwarder(redis, sink, settings, metrics=ForwarderMetrics())
@@ -38,10 +38,6 @@ async def run_forwarder(settings: ForwarderSettings) -> int:
     )
     server = None
     serving: asyncio.Task[None] | None = None
-    try:
-        await redis_client.check_queue_redis(redis)
-    except RedisError as exc:  # unreachable now: the lanes wait for it
-        log.warning("forwarder %s: cannot check the queue redis yet: %s", forwarder.consumer, exc)
     try:
         if settings.metrics_port is not None:
             server = make_server(

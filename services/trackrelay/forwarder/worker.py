@@ -341,7 +341,7 @@ class Forwarder:
                 backoff.succeeded()
             elif step is Step.SPLIT:
                 queue.popleft()
-                self._split(queue, held, result)
+                self._split(queue, held, result, history)
             elif step is Step.DEAD_LETTER:
                 queue.popleft()
                 entry = held.entries[0]
@@ -377,7 +377,11 @@ class Forwarder:
         queue.extendleft(reversed(pieces))
         return True
 
-    def _split(self, queue: deque[Held], held: Held, result: PushResult) -> None:
+    def _split(
+        self, queue: deque[Held], held: Held, result: PushResult, history: FailureHistory
+    ) -> None:
+        """Halve ``held``. The halves inherit its failure history: what analytics accepted
+        since the whole batch began to fail is evidence against the half still failing."""
         if result.too_large:
             budget = max(1, held.size // 2)
             if self.byte_budget is None or budget < self.byte_budget:
@@ -389,8 +393,8 @@ class Forwarder:
                     budget,
                 )
         half = len(held.entries) // 2
-        queue.appendleft(Held(held.entries[half:]))
-        queue.appendleft(Held(held.entries[:half]))
+        queue.appendleft(Held(held.entries[half:], history))
+        queue.appendleft(Held(held.entries[:half], history))
 
     async def _keep_owned(self, queue: deque[Held]) -> bool:
         """Drop entries another forwarder took over; renew the rest. False when none is left."""

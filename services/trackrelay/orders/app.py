@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request, Response
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
@@ -212,6 +212,7 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
         response_model=OrderResponse,
         responses={
             200: {"model": OrderResponse, "description": "A retry: the order stored before."},
+            400: {"model": ErrorBody, "description": "The body could not be read as JSON."},
             409: {"model": ErrorBody, "description": "Idempotency-Key used for another body."},
             413: _TOO_LARGE,
             503: _STORE_DOWN,
@@ -222,7 +223,9 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         if request.url.path == "/v1/orders":
             metrics.orders_rejected.labels("validation").inc()
-        return await request_validation_exception_handler(request, exc)
+        # Echoed inputs may hold lone surrogates, which no UTF-8 body can carry.
+        detail = _printable(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(_Conflict)
     async def conflict(_request: Request, _exc: _Conflict) -> JSONResponse:
@@ -275,3 +278,14 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
 
 class _Conflict(Exception):
     pass
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every string made UTF-8 safe (lone surrogates become U+FFFD)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    return value

@@ -36,7 +36,7 @@ def _integral(value: Any) -> Any:
     return value
 
 
-Integral = Annotated[int, BeforeValidator(_integral), Field(strict=True)]
+_INTEGRAL = BeforeValidator(_integral)
 Text = Annotated[str, Field(strict=True, min_length=1, max_length=128, pattern=TEXT_PATTERN)]
 
 
@@ -44,9 +44,12 @@ class OrderItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: Text
-    qty: Annotated[Integral, Field(gt=0, le=MAX_QTY)]
+    # Field before the validator, so the bounds reach the JSON schema as JSON Schema.
+    qty: Annotated[int, Field(strict=True, gt=0, le=MAX_QTY), _INTEGRAL]
     price: Annotated[
-        Integral, Field(ge=0, le=MAX_PRICE, description="Unit price in minor units (cents).")
+        int,
+        Field(strict=True, ge=0, le=MAX_PRICE, description="Unit price in minor units (cents)."),
+        _INTEGRAL,
     ]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from trackrelay.orders import migrate, store
@@ -46,15 +45,4 @@ async def migrate_store(database_url: str) -> None:
         ) from exc
 
 
-async def check_queue(redis_url: str, required: bool) -> None:
-    """Refuse a queue Redis that may evict; an unreachable one fails only if ``required``."""
-    redis = redis_client.connect(redis_url, timeout=5.0)
-    try:
-        await redis_client.check_queue_redis(redis)
-    except (RedisError, OSError) as exc:
-        message = f"cannot reach the queue redis at {redact_url(redis_url)}: {describe(exc)}"
-        if required:
-            raise StartupError(message) from exc
-        log.warning("%s; orders are accepted meanwhile and the relay retries", message)
-    finally:
-        await redis.aclose()
+check_queue = redis_client.check_queue

@@ -12,7 +12,10 @@ import logging
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
+
+from trackrelay.runtime.errors import StartupError, describe
+from trackrelay.runtime.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +73,20 @@ async def check_queue_redis(redis: Redis) -> RedisDurability:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def check_queue(redis_url: str, required: bool) -> None:
+    """Refuse a queue Redis that may evict; an unreachable one fails only if ``required``.
+
+    The order service passes ``required=False``: orders never wait for the queue.
+    """
+    redis = connect(redis_url, timeout=5.0)
+    try:
+        await check_queue_redis(redis)
+    except (RedisError, OSError) as exc:
+        message = f"cannot reach the queue redis at {redact_url(redis_url)}: {describe(exc)}"
+        if required:
+            raise StartupError(message) from exc
+        log.warning("%s; orders are accepted meanwhile and the relay retries", message)
+    finally:
+        await redis.aclose()

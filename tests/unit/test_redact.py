@@ -1,0 +1,28 @@
+"""Passwords never reach a log line, a banner or an error message."""
+
+from __future__ import annotations
+
+from trackrelay.runtime.errors import StartupError, describe
+from trackrelay.runtime.redact import redact_text, redact_url
+
+
+def test_urls_lose_their_password_and_keep_the_rest() -> None:
+    assert redact_url("postgresql://shop:pw@db:5432/o") == "postgresql://shop:***@db:5432/o"
+    assert redact_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert redact_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+
+
+def test_text_loses_known_passwords_wherever_they_appear() -> None:
+    text = "failed for user shop with password hunter2 at postgresql://shop:hunter2@db/o"
+    out = redact_text(text, "postgresql://shop:hunter2@db/o")
+    assert "hunter2" not in out
+    assert "postgresql://shop:***@db/o" in out
+
+
+def test_describe_is_one_line() -> None:
+    exc = StartupError("cannot reach redis://:pw@h/0\nsecond line")
+    assert describe(exc, "redis://:pw@h/0") == "cannot reach redis://:***@h/0"
+    assert describe(ConnectionRefusedError(111, "Connection refused")) == (
+        "ConnectionRefusedError: [Errno 111] Connection refused"
+    )
