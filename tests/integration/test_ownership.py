@@ -84,7 +84,7 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
                 total += len(add_events(redis_server.url, 150, prefix=f"c{cycle}-"))
             # First alone, the victim takes two batches; later the two forwarders share.
             want = 80 if cycle == 0 else 1
-            wait_for(lambda w=want: held_by(redis_server, "frozen") >= w, 20, "the victim holds")
+            wait_for(functools.partial(holds_at_least, redis_server, want), 20, "a held batch")
             if cycle == 0:  # the taker starts once the victim holds the first batches
                 procs.append(
                     spawn_role(
@@ -100,7 +100,7 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
             )
             sim.fault(mode="slow", latency=0.5)  # requests stay open: overlaps would show
             frozen.send_signal(signal.SIGCONT)
-            wait_for(lambda t=total: sim.state()["accepted"] == t, 60, "every event delivered")
+            wait_for(functools.partial(delivered, sim, total), 60, "every event delivered")
             assert held >= want
         wait_for(lambda: queue_empty(redis_server), 20, "an empty stream")
         lost = metric(port, "trackrelay_events_lost_ownership_total")
