@@ -8,6 +8,7 @@ event id arrives while another open request still holds it.
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import subprocess
