@@ -6,7 +6,10 @@ One run measures orders/s and p50/p99 latency of
   (c) the naive baseline that calls analytics inside the request (benchmarks/sync_baseline.py),
 with the analytics simulator healthy, slow (0.5 s) and down (503), all on PostgreSQL.
 Then, with the forwarders stopped (they are other services; in a cluster they run
-on other nodes), (a) against (b) alone: the outbox's own cost on equal CPU.
+on other nodes), (a) against (b) alone: the outbox's own cost on equal CPU; and
+(a) on durable stores (PostgreSQL with fsync and synchronous_commit on, Redis with
+AOF ``appendfsync always``) beside (a) on the fast stores the other rows use
+(PostgreSQL fsync, synchronous_commit and full_page_writes off, Redis without AOF).
 
     .venv/bin/python benchmarks/order_path.py [--seconds 6] [--rounds 5] [--connections 32]
 
@@ -28,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import DURABLE_SETTINGS, FAST_SETTINGS, PostgresCluster
 
 from benchmarks.harness import REPO, require, table, write_json, wrk
 from trackrelay.local.embedded_redis import EmbeddedRedis
@@ -53,6 +56,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 VARIANTS = ("trackrelay", "no-outbox", "sync")
 OUTBOX_PAIR = ("trackrelay", "no-outbox")
+DURABLE = "trackrelay durable"
+NO_FORWARDER_SET = (*OUTBOX_PAIR, DURABLE)
 NO_FORWARDER = "no forwarder"
 
 
@@ -87,6 +92,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="trackrelay-bench-"))
     pg = PostgresCluster(work / "pg").start()
     redis = EmbeddedRedis(work / "redis", appendonly=False).start()
+    durable_pg = PostgresCluster(work / "pg-durable", durable=True).start()
+    durable_redis = EmbeddedRedis(work / "redis-durable", appendonly=True).start()
     children: list[subprocess.Popen[bytes]] = []
     runs: list[dict[str, Any]] = []
     try:
@@ -96,18 +103,19 @@ def main() -> None:
         children.append(sim)
         wait_http(f"{sim_url}/healthz", 30, sim)
         urls = {}
-        for variant in VARIANTS:  # all three run at once; only one is loaded at a time
-            db = pg.create_database()
+        stores = {v: (pg, redis) for v in VARIANTS} | {DURABLE: (durable_pg, durable_redis)}
+        for variant, (cluster, queue) in stores.items():  # all at once; one loaded at a time
+            db = cluster.create_database()
             upgrade(resolve_database_url(db, work))
             port = free_port()
             server = subprocess.Popen(
                 [
                     sys.executable,
                     str(REPO / "benchmarks" / "serve.py"),
-                    variant,
+                    "trackrelay" if variant == DURABLE else variant,
                     str(port),
                     db,
-                    redis.url,
+                    queue.url,
                     sim_url,
                 ],
                 stdout=subprocess.DEVNULL,
@@ -133,7 +141,8 @@ def main() -> None:
             for scenario, fault in SCENARIOS.items():
                 set_fault(sim_url, fault)
                 time.sleep(0.5)
-                for variant, url in urls.items():
+                for variant in VARIANTS:
+                    url = urls[variant]
                     run = {
                         "round": round_no,
                         "variant": variant,
@@ -151,7 +160,7 @@ def main() -> None:
         stop_all(forwarders)
         set_fault(sim_url, SCENARIOS["healthy"])
         for round_no in range(args.rounds):
-            for variant in OUTBOX_PAIR:
+            for variant in NO_FORWARDER_SET:
                 run = {
                     "round": round_no,
                     "variant": variant,
@@ -159,19 +168,21 @@ def main() -> None:
                     **wrk(urls[variant], ORDER, args.seconds, args.connections),
                 }
                 print(
-                    f"  round {round_no} {variant:10s} {NO_FORWARDER:11s} "
+                    f"  round {round_no} {variant:18s} {NO_FORWARDER:11s} "
                     f"ok/s {run['ok_per_s']:8.1f}",
                     flush=True,
                 )
                 runs.append(run)
     finally:
         stop_all(children)
-        redis.stop()
-        pg.stop()
+        for queue in (redis, durable_redis):
+            queue.stop()
+        for cluster in (pg, durable_pg):
+            cluster.stop()
 
     results: list[dict[str, Any]] = []
     cells = [(v, sc) for v in VARIANTS for sc in SCENARIOS] + [
-        (v, NO_FORWARDER) for v in OUTBOX_PAIR
+        (v, NO_FORWARDER) for v in NO_FORWARDER_SET
     ]
     for variant, scenario in cells:
         same = [r for r in runs if r["variant"] == variant and r["analytics"] == scenario]
@@ -200,7 +211,15 @@ def main() -> None:
     with_forwarder = cell("trackrelay", "healthy", "ok_per_s") / cell(
         "no-outbox", "healthy", "ok_per_s"
     )
+    durable_cost = cell(DURABLE, NO_FORWARDER, "ok_per_s") / cell(
+        "trackrelay", NO_FORWARDER, "ok_per_s"
+    )
+    stores_used = {
+        "fast": f"PostgreSQL {FAST_SETTINGS}; Redis appendonly no",
+        "durable": f"PostgreSQL {DURABLE_SETTINGS}; Redis appendonly yes, appendfsync always",
+    }
     targets = {
+        "durable_over_fast_throughput": round(durable_cost, 3),
         "trackrelay_p99_down_over_healthy": round(down_vs_healthy, 3),
         "target_p99_down_over_healthy_max": 1.1,
         "trackrelay_throughput_over_no_outbox": round(outbox_cost, 3),
@@ -227,13 +246,23 @@ def main() -> None:
         )
     )
     print()
+    print(f"stores: fast = {stores_used['fast']}")
+    print(f"        durable = {stores_used['durable']} (the '{DURABLE}' row)")
+    print(f"trackrelay durable / fast throughput: {durable_cost:.2f}")
     print(f"trackrelay p99 down/healthy: {down_vs_healthy:.2f} (target <= 1.1)")
     print(
         f"trackrelay throughput / no-outbox: {outbox_cost:.2f} (target >= 0.9; "
         f"{with_forwarder:.2f} with a forwarder on the same cores)"
     )
     path = write_json(
-        "order_path", {"args": vars(args), "results": results, "runs": runs, "targets": targets}
+        "order_path",
+        {
+            "args": vars(args),
+            "stores": stores_used,
+            "results": results,
+            "runs": runs,
+            "targets": targets,
+        },
     )
     print(f"JSON: {path}")
 

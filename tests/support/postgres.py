@@ -25,8 +25,15 @@ def find_pg_bin() -> Path | None:
     return candidates[0].parent if candidates else None
 
 
+FAST_SETTINGS = "fsync=off synchronous_commit=off full_page_writes=off"
+"""Test clusters trade crash safety for speed: nothing in a test outlives a crash."""
+DURABLE_SETTINGS = "fsync=on synchronous_commit=on full_page_writes=on"
+"""PostgreSQL's defaults: a commit is on disk before it is acknowledged."""
+
+
 class PostgresCluster:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, durable: bool = False) -> None:
+        self.durable = durable
         bindir = find_pg_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found")
@@ -35,6 +42,10 @@ class PostgresCluster:
         self.datadir = base / "data"
         self.port = free_port()
         self.user: str | None = "postgres" if os.geteuid() == 0 else None
+
+    @property
+    def settings(self) -> str:
+        return DURABLE_SETTINGS if self.durable else FAST_SETTINGS
 
     def _run(self, *args: str) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
@@ -67,10 +78,10 @@ class PostgresCluster:
         return self
 
     def pg_start(self) -> None:
+        settings = " ".join(f"-c {kv}" for kv in self.settings.split())
         opts = (
             f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
+            f"{settings} -c max_connections=200"
         )
         self._run(
             "pg_ctl",
