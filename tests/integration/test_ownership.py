@@ -116,3 +116,44 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
     assert lost > 0, "the woken forwarder should have dropped what it lost"
     assert "taken over by another forwarder" in (tmp_path / "frozen.log").read_text()
     assert [p.returncode for p in procs] == [0, 0]
+
+
+async def test_abandoned_entries_behind_many_live_ones_are_taken_over(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim]
+) -> None:
+    """XAUTOCLAIM scans at most COUNT x 10 entries a call: the scan must go on from its cursor."""
+    import asyncio
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from trackrelay.forwarder.sink import HttpSink
+    from trackrelay.forwarder.worker import Forwarder
+    from trackrelay.settings import ForwarderSettings
+
+    sim = start_sim()
+    add_events(redis_server.url, 1010)
+    r = AsyncRedis.from_url(redis_server.url)
+    await r.xgroup_create(STREAM, CONSUMER_GROUP, id="0")
+    read: Any = await r.xreadgroup(CONSUMER_GROUP, "dead", {STREAM: ">"}, count=1010)
+    ids = [i for i, _ in read[0][1]]
+    await asyncio.sleep(3.2)  # all idle past CLAIM_IDLE...
+    await r.xclaim(STREAM, CONSUMER_GROUP, "live", 0, ids[:1000], justid=True)  # ...but these
+    settings = ForwarderSettings(
+        batch_size=10, claim_idle=3, push_timeout=1, redis_timeout=0.5, block_ms=100
+    )
+    sink = HttpSink(sim.url, 1.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(Forwarder(r, sink, settings, consumer="rescuer").run(stop))
+    try:
+        for _ in range(40):  # 2 s, well before the live entries turn idle
+            if (await asyncio.to_thread(sim.state))["accepted"] == 10:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    assert (await asyncio.to_thread(sim.state))["accepted"] == 10
+    live = await r.xpending_range(STREAM, CONSUMER_GROUP, "-", "+", 2000, consumername="live")
+    assert len(live) == 1000
+    await sink.aclose()
+    await r.aclose()
