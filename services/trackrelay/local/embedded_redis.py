@@ -110,6 +110,9 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=die_with_parent,
+            # Its own session: a terminal's Ctrl-C reaches trackrelay, which stops the
+            # relay first and Redis last, not Redis under the relay's feet.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
