@@ -1,6 +1,6 @@
 """Start one order-service variant for the benchmarks (run as a child process).
 
-python benchmarks/serve.py trackrelay|no-outbox|sync PORT DATABASE_URL REDIS_URL ANALYTICS_URL
+python benchmarks/serve.py trackrelay|no-outbox|sync|bare PORT DATABASE_URL REDIS_URL ANALYTICS_URL
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ def main() -> None:
     from trackrelay.orders.app import create_app
     from trackrelay.settings import OrderSettings, resolve_database_url
 
-    if kind == "sync":
+    if kind == "bare":
+        from benchmarks.bare_service import create_bare_app
+
+        app = create_bare_app(database_url)
+    elif kind == "sync":
         from benchmarks.sync_baseline import create_sync_app
 
         app = create_sync_app(resolve_database_url(database_url, Path(".")), analytics_url)
