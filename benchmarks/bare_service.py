@@ -9,6 +9,7 @@ handling: the floor of what this stack can do per order.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from trackrelay.events import Event, event_id_for, rfc3339
 from trackrelay.orders.models import OrderRequest
-from trackrelay.orders.store import _PG_WITH_OUTBOX
+from trackrelay.orders.pg_writer import ORDER_WITH_OUTBOX
 
 POOL_SIZE = 20  # trackrelay's engine pool
 
@@ -47,7 +48,7 @@ def create_bare_app(database_url: str) -> FastAPI:
         ]
         total = sum(i.qty * i.price for i in order.items)
         await state["pool"].execute(
-            _PG_WITH_OUTBOX,
+            ORDER_WITH_OUTBOX,
             order_id,
             order.customer_id,
             total,
@@ -68,3 +69,8 @@ def create_bare_app(database_url: str) -> FastAPI:
         )
 
     return app
+
+
+def from_env() -> FastAPI:
+    """For uvicorn's worker processes: the database from ``BENCH_DATABASE_URL``."""
+    return create_bare_app(os.environ["BENCH_DATABASE_URL"])

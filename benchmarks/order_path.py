@@ -57,7 +57,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 VARIANTS = ("trackrelay", "no-outbox", "sync")
 OUTBOX_PAIR = ("trackrelay", "no-outbox")
 DURABLE = "trackrelay durable"
-NO_FORWARDER_SET = (*OUTBOX_PAIR, DURABLE)
+DURABLE_VARIANTS: dict[str, tuple[str, int]] = {
+    DURABLE: ("trackrelay", 1),  # relay in the request process, as `trackrelay orders`
+    "no-relay durable": ("no-relay", 1),  # `trackrelay orders --no-relay`
+    "bare durable": ("bare", 1),  # benchmarks/bare_service.py
+    "trackrelay durable x2": ("cli", 2),  # `trackrelay orders --workers 2`: relay apart
+    "bare durable x2": ("bare", 2),
+}
+"""Durable stores, no forwarder: trackrelay against the bare service, at 1 and 2 workers."""
+NO_FORWARDER_SET = (*OUTBOX_PAIR, *DURABLE_VARIANTS)
 NO_FORWARDER = "no forwarder"
 
 
@@ -103,24 +111,39 @@ def main() -> None:
         children.append(sim)
         wait_http(f"{sim_url}/healthz", 30, sim)
         urls = {}
-        stores = {v: (pg, redis) for v in VARIANTS} | {DURABLE: (durable_pg, durable_redis)}
-        for variant, (cluster, queue) in stores.items():  # all at once; one loaded at a time
+        for variant in (*VARIANTS, *DURABLE_VARIANTS):  # all at once; one loaded at a time
+            kind, workers = DURABLE_VARIANTS.get(variant, (variant, 1))
+            cluster, queue = (
+                (durable_pg, durable_redis) if variant in DURABLE_VARIANTS else (pg, redis)
+            )
             db = cluster.create_database()
             upgrade(resolve_database_url(db, work))
             port = free_port()
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(REPO / "benchmarks" / "serve.py"),
-                    "trackrelay" if variant == DURABLE else variant,
-                    str(port),
-                    db,
-                    queue.url,
-                    sim_url,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            if kind == "cli":
+                server = spawn_role(
+                    ["orders", "--workers", str(workers), "--port", str(port), "--no-migrate"],
+                    {
+                        "TRACKRELAY_DATABASE_URL": db,
+                        "TRACKRELAY_REDIS_URL": queue.url,
+                        "TRACKRELAY_DATA_DIR": str(work / "cli"),
+                    },
+                    work / "orders-cli.log",
+                )
+            else:
+                server = subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(REPO / "benchmarks" / "serve.py"),
+                        kind,
+                        str(port),
+                        db,
+                        queue.url,
+                        sim_url,
+                        str(workers),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             children.append(server)
             wait_http(f"http://127.0.0.1:{port}/openapi.json", 30, server)
             urls[variant] = f"http://127.0.0.1:{port}/v1/orders"
@@ -168,7 +191,7 @@ def main() -> None:
                     **wrk(urls[variant], ORDER, args.seconds, args.connections),
                 }
                 print(
-                    f"  round {round_no} {variant:18s} {NO_FORWARDER:11s} "
+                    f"  round {round_no} {variant:22s} {NO_FORWARDER:11s} "
                     f"ok/s {run['ok_per_s']:8.1f}",
                     flush=True,
                 )
@@ -214,11 +237,29 @@ def main() -> None:
     durable_cost = cell(DURABLE, NO_FORWARDER, "ok_per_s") / cell(
         "trackrelay", NO_FORWARDER, "ok_per_s"
     )
+
+    def versus(a: str, b: str, key: str) -> float:
+        return round(cell(a, NO_FORWARDER, key) / cell(b, NO_FORWARDER, key), 3)
+
+    bare = {
+        "no_relay_over_bare_throughput": versus("no-relay durable", "bare durable", "ok_per_s"),
+        "no_relay_over_bare_p99": versus("no-relay durable", "bare durable", "p99_ms"),
+        "trackrelay_over_bare_throughput": versus(DURABLE, "bare durable", "ok_per_s"),
+        "trackrelay_over_bare_p99": versus(DURABLE, "bare durable", "p99_ms"),
+        "workers2_over_bare2_throughput": versus(
+            "trackrelay durable x2", "bare durable x2", "ok_per_s"
+        ),
+        "workers2_over_bare2_p99": versus("trackrelay durable x2", "bare durable x2", "p99_ms"),
+        "workers2_over_workers1_throughput": versus("trackrelay durable x2", DURABLE, "ok_per_s"),
+    }
     stores_used = {
         "fast": f"PostgreSQL {FAST_SETTINGS}; Redis appendonly no",
         "durable": f"PostgreSQL {DURABLE_SETTINGS}; Redis appendonly yes, appendfsync always",
     }
     targets = {
+        **bare,
+        "target_over_bare_throughput_min": 0.8,
+        "target_over_bare_p99_max": 1.25,
         "durable_over_fast_throughput": round(durable_cost, 3),
         "trackrelay_p99_down_over_healthy": round(down_vs_healthy, 3),
         "target_p99_down_over_healthy_max": 1.1,
@@ -249,6 +290,16 @@ def main() -> None:
     print(f"stores: fast = {stores_used['fast']}")
     print(f"        durable = {stores_used['durable']} (the '{DURABLE}' row)")
     print(f"trackrelay durable / fast throughput: {durable_cost:.2f}")
+    print(
+        "trackrelay / bare (durable, no forwarder; target orders/s >= 0.8, p99 <= 1.25):\n"
+        f"  orders --no-relay  orders/s {bare['no_relay_over_bare_throughput']:.2f}"
+        f"  p99 {bare['no_relay_over_bare_p99']:.2f}\n"
+        f"  orders (relay in)  orders/s {bare['trackrelay_over_bare_throughput']:.2f}"
+        f"  p99 {bare['trackrelay_over_bare_p99']:.2f}\n"
+        f"  2 workers          orders/s {bare['workers2_over_bare2_throughput']:.2f}"
+        f"  p99 {bare['workers2_over_bare2_p99']:.2f}"
+        f"  (2 workers / 1: {bare['workers2_over_workers1_throughput']:.2f})"
+    )
     print(f"trackrelay p99 down/healthy: {down_vs_healthy:.2f} (target <= 1.1)")
     print(
         f"trackrelay throughput / no-outbox: {outbox_cost:.2f} (target >= 0.9; "

@@ -1,10 +1,13 @@
 """Start one order-service variant for the benchmarks (run as a child process).
 
-python benchmarks/serve.py trackrelay|no-outbox|sync|bare PORT DATABASE_URL REDIS_URL ANALYTICS_URL
+python benchmarks/serve.py KIND PORT DATABASE_URL REDIS_URL ANALYTICS_URL [WORKERS]
+
+KIND: trackrelay | no-relay | no-outbox | sync | bare
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,10 +22,24 @@ def _no_events(*_args: object, **_kwargs: object) -> list[dict[str, object]]:
 
 def main() -> None:
     kind, port, database_url, redis_url, analytics_url = sys.argv[1:6]
+    workers = int(sys.argv[6]) if len(sys.argv) > 6 else 1
     from trackrelay.orders import store
     from trackrelay.orders.app import create_app
     from trackrelay.settings import OrderSettings, resolve_database_url
 
+    if kind == "bare" and workers > 1:
+        os.environ["BENCH_DATABASE_URL"] = database_url
+        os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+        uvicorn.run(
+            "benchmarks.bare_service:from_env",
+            factory=True,
+            host="127.0.0.1",
+            port=int(port),
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     if kind == "bare":
         from benchmarks.bare_service import create_bare_app
 
@@ -39,7 +56,7 @@ def main() -> None:
         settings = OrderSettings(
             database_url=database_url,
             redis_url=redis_url,
-            run_relay=kind == "trackrelay",
+            run_relay=kind == "trackrelay",  # no-relay: `trackrelay orders --no-relay`
             migrate_on_start=False,
         )
         app = create_app(settings)

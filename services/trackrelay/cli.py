@@ -71,10 +71,13 @@ def _relay_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_orders(args: argparse.Namespace) -> int:
-    from trackrelay.local.runner import serve_orders
+    from trackrelay.local.runner import serve_orders, serve_orders_workers
     from trackrelay.settings import OrderSettings
 
-    return asyncio.run(serve_orders(settings_for(OrderSettings, args)))
+    settings = settings_for(OrderSettings, args)
+    if settings.workers > 1:
+        return serve_orders_workers(settings)
+    return asyncio.run(serve_orders(settings))
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -173,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-relay", dest="run_relay", action="store_const", const=False)
     p.add_argument("--max-items", dest="max_items", type=int)
     p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
+    p.add_argument("--db-pool-size", dest="db_pool_size", type=int, help="order-write connections")
+    p.add_argument(
+        "--workers", type=int, help="request processes (default 1); >1: the relay runs apart"
+    )
     p.set_defaults(func=cmd_orders)
 
     p = sub.add_parser("relay", help="run an outbox relay on its own")

@@ -59,6 +59,10 @@ class OrderSettings(StoreSettings, RelaySettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_items: PositiveInt = 100
+    workers: PositiveInt = 1
+    """Request-serving processes; with more than one, the relay runs in its own process."""
+    db_pool_size: PositiveInt = 20
+    """Connections for order writes (PostgreSQL: the raw insert pool)."""
     max_body_bytes: PositiveInt = 64 * 1024
     run_relay: bool = True
     migrate_on_start: bool = True

@@ -164,3 +164,10 @@ def queue_empty(server: EmbeddedRedis) -> bool:
     with redis.Redis.from_url(server.url) as r:
         pending = r.xpending(STREAM, "forwarders")["pending"]
         return int(r.xlen(STREAM)) == 0 and int(pending) == 0
+
+
+def stream_event_ids_sync(url: str) -> list[str]:
+    """Every event id in the stream (blocking client), in stream order."""
+    with redis.Redis.from_url(url) as r:
+        rows: Any = r.xrange(STREAM)
+    return [Event.from_json(fields[EVENT_FIELD.encode()]).event_id for _, fields in rows]

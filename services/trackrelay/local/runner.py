@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
 
 from trackrelay.analytics_sim.app import create_app as create_sim_app
 from trackrelay.local.embedded_redis import EmbeddedRedis
@@ -50,6 +53,55 @@ async def prepare_store(settings: OrderSettings, redis_url: str | None) -> Order
     if redis_url is not None:
         await startup.check_queue(redis_url, required=False)
     return settings.model_copy(update={"migrate_on_start": False})
+
+
+def serve_orders_workers(settings: OrderSettings) -> int:
+    """``orders --workers N``: N uvicorn worker processes, the relay in a process of its own.
+
+    Blocking (uvicorn's supervisor owns the signals); the store is checked and
+    migrated once here, before any worker starts.
+    """
+    with queue_redis(settings) as redis_url:
+        relay_url = redis_url if settings.run_relay else None
+        ready = asyncio.run(prepare_store(settings, relay_url))
+        env = settings_env(ready, redis_url)
+        os.environ.update(env)  # uvicorn's workers inherit it and build the app from it
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        relay = (
+            spawn_role(["relay", "--no-migrate"], env, settings.data_dir / "relay.log")
+            if relay_url is not None
+            else None
+        )
+        if relay is not None:
+            log.info("relay running as process %d (log %s)", relay.pid, settings.data_dir)
+        try:
+            uvicorn.run(
+                "trackrelay.orders.asgi:create_from_env",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                log_level="info",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        finally:
+            if relay is not None:
+                stop_all([relay])
+    return 0
+
+
+def settings_env(settings: OrderSettings, redis_url: str | None) -> dict[str, str]:
+    """``settings`` as the ``TRACKRELAY_*`` variables a child process reads back."""
+    env = {
+        f"TRACKRELAY_{name.upper()}": str(value)
+        for name, value in settings.model_dump(mode="json").items()
+        if value is not None
+    }
+    if redis_url is not None:
+        env["TRACKRELAY_REDIS_URL"] = redis_url
+    env["TRACKRELAY_DATABASE_URL"] = settings.database_url or settings.resolved_database_url()
+    return env
 
 
 async def serve_orders(settings: OrderSettings) -> int:

@@ -12,13 +12,15 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,11 +30,12 @@ from trackrelay.orders.metrics import OrderMetrics
 from trackrelay.orders.models import (
     ORDER_ID_PATTERN,
     ErrorBody,
-    OrderRequest,
     OrderResponse,
     Readiness,
+    ValidationProblem,
     order_request_model,
 )
+from trackrelay.orders.pg_writer import PgOrderWriter
 from trackrelay.orders.relay import OutboxRelay
 from trackrelay.runtime import redis_client
 from trackrelay.settings import OrderSettings
@@ -127,6 +130,8 @@ async def _no_receive() -> Message:
 
 
 _ORDER_ID = re.compile(ORDER_ID_PATTERN)
+_REF = "#/components/schemas/{model}"
+_ORDER_REQUEST_REF = _REF.format(model="OrderRequest")
 _STORE_DOWN = {"model": ErrorBody, "description": "The order store is unavailable (Retry-After)."}
 _TOO_LARGE = {"model": ErrorBody, "description": "The body is larger than MAX_BODY_BYTES."}
 
@@ -144,8 +149,14 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await asyncio.to_thread(migrate.upgrade, database_url)
-        engine = store.make_engine(database_url)
+        on_postgres = database_url.startswith("postgresql")
+        # On PostgreSQL the hot insert has a raw pool of its own (pg_writer.py); the
+        # engine keeps reads, idempotency look-ups and the relay.
+        engine = store.make_engine(database_url, pool_size=5 if on_postgres else 20)
         app.state.engine = engine
+        app.state.writer = (
+            await PgOrderWriter.open(database_url, settings.db_pool_size) if on_postgres else None
+        )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         redis = None
@@ -162,6 +173,8 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
                     await asyncio.wait_for(task, timeout=10)
             if redis is not None:
                 await redis.aclose()
+            if app.state.writer is not None:
+                await app.state.writer.close()
             await engine.dispose()
 
     app = FastAPI(title="trackrelay order service", version="0.1.0", lifespan=lifespan)
@@ -187,37 +200,77 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
     async def store_unreachable(request: Request, exc: OSError) -> JSONResponse:
         return await store_down(request, SQLAlchemyError(type(exc).__name__))
 
-    async def create_order(
-        order: OrderRequest,
-        request: Request,
-        response: Response,
-        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
-    ) -> OrderResponse:
+    async def create_order(request: Request) -> Response:
+        """Parse and validate the body in one pass (pydantic's JSON mode), store, answer.
+
+        Not FastAPI's parameter machinery: profiled, it cost a tenth of a request.
+        The OpenAPI document still describes the body and the header (below).
+        """
+        key = request.headers.get("idempotency-key")
+        errors = [] if key is None or 1 <= len(key) <= 255 else [_bad_key(key)]
         try:
-            result = await store.create_order(engine_of(request), order, idempotency_key)
+            order = order_model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        if errors:
+            raise RequestValidationError(errors)
+        try:
+            result = await store.create_order(
+                engine_of(request), order, key, writer=request.app.state.writer
+            )
         except store.IdempotencyConflict:
             metrics.orders_rejected.labels("idempotency_conflict").inc()
             raise _Conflict from None
         if result.created:
             metrics.orders_accepted.inc()
-        else:
-            response.status_code = 200
-        return result.order
+        return Response(
+            result.order.model_dump_json(),
+            status_code=201 if result.created else 200,
+            media_type="application/json",
+        )
 
-    # The body model carries this service's item limit, so the schema documents it.
-    create_order.__annotations__["order"] = order_model
     app.post(
         "/v1/orders",
         status_code=201,
         response_model=OrderResponse,
         responses={
             200: {"model": OrderResponse, "description": "A retry: the order stored before."},
-            400: {"model": ErrorBody, "description": "The body could not be read as JSON."},
             409: {"model": ErrorBody, "description": "Idempotency-Key used for another body."},
             413: _TOO_LARGE,
+            422: {"model": ValidationProblem, "description": "Bad input; the field is named."},
             503: _STORE_DOWN,
         },
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "description": "Retries with the same key and body return the same order.",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": _REF.format(model="OrderRequest")}}
+                },
+            },
+        },
     )(create_order)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the order body's schemas (the route parses it itself)."""
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema = order_model.model_json_schema(ref_template=_REF)
+            components = doc.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schema.pop("$defs", {}))
+            components["OrderRequest"] = schema
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -278,6 +331,15 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
 
 class _Conflict(Exception):
     pass
+
+
+def _bad_key(key: str) -> dict[str, Any]:
+    return {
+        "type": "string_too_long" if key else "string_too_short",
+        "loc": ("header", "idempotency-key"),
+        "msg": "Idempotency-Key must be 1 to 255 characters",
+        "input": key,
+    }
 
 
 def _printable(value: Any) -> Any:

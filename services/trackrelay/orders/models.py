@@ -98,6 +98,12 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class ValidationProblem(BaseModel):
+    """A 422: one entry per problem, each naming its field in ``loc``."""
+
+    detail: list[dict[str, Any]]
+
+
 class Readiness(BaseModel):
     status: str
     database: str | None = None

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from trackrelay.control.lease import Lease
 from trackrelay.events import Event, event_id_for, rfc3339
 from trackrelay.orders.models import OrderLine, OrderRequest, OrderResponse
+from trackrelay.orders.pg_writer import ORDER_WITH_OUTBOX, PgOrderWriter
 from trackrelay.orders.schema import order_lines, orders, outbox
 from trackrelay.settings import sqlite_file
 
@@ -94,6 +95,7 @@ async def create_order(
     request: OrderRequest,
     idempotency_key: str | None,
     *,
+    writer: PgOrderWriter | None = None,
     now: datetime | None = None,
 ) -> CreateResult:
     """Store an order with its outbox rows; a repeated idempotency key returns the first order.
@@ -123,7 +125,7 @@ async def create_order(
     events = outbox_rows(order_id, request, moment)
     try:
         if engine.dialect.name == "postgresql":
-            await _insert_postgres(engine, head, lines, events)
+            await _insert_postgres(engine, head, lines, events, writer)
         else:
             async with engine.begin() as conn:
                 await conn.execute(insert(orders).values(**head))
@@ -149,28 +151,18 @@ async def create_order(
     )
 
 
-_PG_ORDER = (
-    "WITH o AS (INSERT INTO orders (order_id, customer_id, total, created_at, idempotency_key,"
-    " request_hash) VALUES ($1, $2, $3, $4, $5, $6)),"
-    " l AS (INSERT INTO order_lines (order_id, line_no, sku, qty, price)"
-    " SELECT $1, * FROM unnest($7::int[], $8::varchar[], $9::int[], $10::bigint[]))"
-)
-_PG_WITH_OUTBOX = (
-    _PG_ORDER + " INSERT INTO outbox (event_id, payload, created_at)"
-    " SELECT * FROM unnest($11::varchar[], $12::text[], $13::float8[])"
-)
-
-
 async def _insert_postgres(
     engine: AsyncEngine,
     head: dict[str, Any],
     lines: list[dict[str, Any]],
     events: list[dict[str, Any]],
+    writer: PgOrderWriter | None,
 ) -> None:
     """The order, its lines and its outbox rows in one statement: one round trip, atomic.
 
     The same rows as the portable path below (schema.py is the reference); on
     PostgreSQL this keeps the outbox write from costing a round trip of its own.
+    With a ``writer`` (the service's hot path) the statement skips SQLAlchemy.
     """
     params: tuple[Any, ...] = (
         head["order_id"],
@@ -187,9 +179,12 @@ async def _insert_postgres(
         [e["payload"] for e in events],
         [e["created_at"] for e in events],
     )
+    if writer is not None:
+        await writer.insert(params)
+        return
     async with engine.connect() as conn:
         autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await autocommit.exec_driver_sql(_PG_WITH_OUTBOX, params)
+        await autocommit.exec_driver_sql(ORDER_WITH_OUTBOX, params)
 
 
 def outbox_rows(order_id: str, request: OrderRequest, moment: datetime) -> list[dict[str, Any]]:
