@@ -151,13 +151,22 @@ def main() -> None:
             [[r["path"], r["processes"], r["events_per_s"]] for r in rows],
         )
     )
-    print(f"\none forwarder: {one:,} events/s (target >= 20,000)")
+    ratio = one / raw
+    print(
+        f"\none forwarder: {one:,} events/s (target >= 50,000), "
+        f"{ratio:.2f} of the raw Redis consumer loop ({raw:,.0f} events/s); the ownership "
+        "guarantees are in place (deadline-guarded pushes, checked refreshes on retries)"
+    )
     path = write_json(
         "forwarder",
         {
             "args": vars(args),
             "results": rows,
-            "targets": {"one_forwarder_events_per_s": one, "target_min": 20_000},
+            "targets": {
+                "one_forwarder_events_per_s": one,
+                "target_min": 50_000,
+                "over_raw_redis": round(ratio, 3),
+            },
         },
     )
     print(f"JSON: {path}")

@@ -63,6 +63,7 @@ DURABLE_VARIANTS: dict[str, tuple[str, int]] = {
     "bare durable": ("bare", 1),  # benchmarks/bare_service.py
     "trackrelay durable x2": ("cli", 2),  # `trackrelay orders --workers 2`: relay apart
     "bare durable x2": ("bare", 2),
+    "trackrelay sqlite": ("trackrelay", 1),  # the embedded default, printed, not targeted
 }
 """Durable stores, no forwarder: trackrelay against the bare service, at 1 and 2 workers."""
 NO_FORWARDER_SET = (*OUTBOX_PAIR, *DURABLE_VARIANTS)
@@ -116,7 +117,11 @@ def main() -> None:
             cluster, queue = (
                 (durable_pg, durable_redis) if variant in DURABLE_VARIANTS else (pg, redis)
             )
-            db = cluster.create_database()
+            db = (
+                f"sqlite:///{work / 'orders.db'}"
+                if variant == "trackrelay sqlite"
+                else cluster.create_database()
+            )
             upgrade(resolve_database_url(db, work))
             port = free_port()
             if kind == "cli":
