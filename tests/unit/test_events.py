@@ -31,3 +31,14 @@ def test_event_round_trip_and_clear_errors() -> None:
         Event.from_json('{"event_id": "a", "order_id": "o", "qty": 1, "occurred_at": "t"}')
     with pytest.raises(ValueError, match="wrong type"):
         Event.from_json('{"event_id":"a","order_id":"o","sku":"s","qty":"x","occurred_at":"t"}')
+
+
+def test_to_dict_names_every_field() -> None:
+    from dataclasses import asdict, fields
+
+    from trackrelay.events import Event
+
+    ev = Event("o:0", "o", "sku", 2, 0.5, "2026-01-01T00:00:00.000Z")
+    assert ev.to_dict() == asdict(ev)
+    assert list(ev.to_dict()) == [f.name for f in fields(Event)]
+    assert Event.from_json(ev.to_json()) == ev
