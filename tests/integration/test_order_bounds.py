@@ -79,6 +79,13 @@ def test_a_lone_surrogate_is_a_422(client: TestClient) -> None:
     assert r.status_code == 422, r.text
 
 
+def test_a_body_that_is_not_utf8_is_a_422(client: TestClient) -> None:
+    raw = b'{"customer_id": "\xff\xfe", "items": []}'
+    r = client.post("/v1/orders", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][0] == "body"
+
+
 def test_integral_numbers_are_integers(client: TestClient) -> None:
     r = client.post("/v1/orders", json=order(qty=3.0, price=250.0))
     assert r.status_code == 201, r.text

@@ -277,7 +277,7 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
         if request.url.path == "/v1/orders":
             metrics.orders_rejected.labels("validation").inc()
         # Echoed inputs may hold lone surrogates, which no UTF-8 body can carry.
-        detail = _printable(jsonable_encoder(exc.errors()))
+        detail = jsonable_encoder(_printable(list(exc.errors())))
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(_Conflict)
@@ -343,7 +343,11 @@ def _bad_key(key: str) -> dict[str, Any]:
 
 
 def _printable(value: Any) -> Any:
-    """``value`` with every string made UTF-8 safe (lone surrogates become U+FFFD)."""
+    """``value`` with every string made UTF-8 safe (lone surrogates, bad bytes: U+FFFD)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, tuple):
+        return tuple(_printable(v) for v in value)
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if isinstance(value, list):
