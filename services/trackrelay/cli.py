@@ -135,7 +135,6 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     import json
 
     from trackrelay.forwarder import dlq
-    from trackrelay.orders.startup import check_queue
     from trackrelay.runtime import redis_client
     from trackrelay.settings import StoreSettings
 
@@ -145,7 +144,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     url = settings.redis_url
 
     async def go() -> int:
-        await check_queue(url, required=True)
+        await redis_client.check_queue(url, required=True)
         redis = redis_client.connect(url)
         try:
             if args.action == "list":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,16 @@ async def run_forwarder(
     return fwd, r
 
 
+def after(seconds: float) -> Callable[[AsyncRedis], Awaitable[bool]]:
+    """A ``run_forwarder`` condition: ``seconds`` have passed since this call."""
+    started = time.monotonic()
+
+    async def passed(_: AsyncRedis) -> bool:
+        return time.monotonic() - started > seconds
+
+    return passed
+
+
 async def test_an_event_that_fails_with_500_alone_goes_to_the_dlq(
     redis_server: EmbeddedRedis, start_sim: Callable[..., Sim]
 ) -> None:
@@ -87,12 +97,7 @@ async def test_during_an_outage_nothing_is_dead_lettered(
     sim.fault(mode="flaky", error_rate=1.0)  # every push: 500
     events = add_events(redis_server.url, 200)
     sink = HttpSink(sim.url, 2.0)
-    started = time.monotonic()
-
-    async def three_seconds_later(_: AsyncRedis) -> bool:
-        return time.monotonic() - started > 3
-
-    _, r = await run_forwarder(redis_server, sink, three_seconds_later, batch_size=50)
+    _, r = await run_forwarder(redis_server, sink, after(3), batch_size=50)
     assert await r.xlen(DLQ_STREAM) == 0
     assert (await asyncio.to_thread(sim.state))["requests"].get("500", 0) > 10
     await asyncio.to_thread(sim.fault, mode="healthy")
@@ -113,12 +118,7 @@ async def test_a_wrong_analytics_path_dead_letters_nothing(
     sim = start_sim()
     add_events(redis_server.url, 20)
     sink = HttpSink(sim.url + "/wrong", 2.0)  # 404 for every push
-    started = time.monotonic()
-
-    async def two_seconds_later(_: AsyncRedis) -> bool:
-        return time.monotonic() - started > 2
-
-    _, r = await run_forwarder(redis_server, sink, two_seconds_later, batch_size=20)
+    _, r = await run_forwarder(redis_server, sink, after(2), batch_size=20)
     assert await r.xlen(DLQ_STREAM) == 0
     assert await r.xlen(STREAM) == 20
     await sink.aclose()

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from trackrelay.control.poison import (
     FailureHistory,
     Step,
+    lowered_budget,
     next_step,
     others_accepted,
     split_to_budget,
@@ -102,3 +103,10 @@ def test_split_to_budget_keeps_order_and_fits(sizes: list[int], budget: int | No
         start += run
     if budget is None and sizes:
         assert runs == [len(sizes)]
+
+
+def test_a_413_halves_the_budget_only_downwards() -> None:
+    assert lowered_budget(None, 10_000) == 5_000
+    assert lowered_budget(6_000, 10_000) == 5_000
+    assert lowered_budget(4_000, 10_000) is None  # already lower: keep it
+    assert lowered_budget(None, 1) == 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from trackrelay.runtime.errors import StartupError, describe
+from sqlalchemy.exc import OperationalError
+
+from trackrelay.runtime.errors import StartupError, brief, describe
 from trackrelay.runtime.redact import redact_text, redact_url
+from trackrelay.runtime.redis_client import RedisDurability
 
 
 def test_urls_lose_their_password_and_keep_the_rest() -> None:
@@ -26,3 +29,16 @@ def test_describe_is_one_line() -> None:
     assert describe(ConnectionRefusedError(111, "Connection refused")) == (
         "ConnectionRefusedError: [Errno 111] Connection refused"
     )
+
+
+def test_brief_names_database_errors_by_class_only() -> None:
+    wrapped = OperationalError("INSERT ... 'customer-secret'", None, ConnectionResetError("gone"))
+    assert brief(wrapped) == "ConnectionResetError"
+    assert brief(OSError("no route\nmore")) == "OSError: no route"
+
+
+def test_only_noeviction_may_hold_the_queue() -> None:
+    assert RedisDurability("noeviction", "yes", "always").refusal() is None
+    assert RedisDurability(None, None, None).refusal() is None  # CONFIG disabled: warned
+    refusal = RedisDurability("allkeys-lru", "no", "everysec").refusal()
+    assert refusal is not None and "allkeys-lru" in refusal and "noeviction" in refusal

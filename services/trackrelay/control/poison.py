@@ -81,6 +81,15 @@ def next_step(
     return Step.SPLIT if batch_len > 1 else Step.DEAD_LETTER
 
 
+def lowered_budget(current: int | None, refused_bytes: int) -> int | None:
+    """The byte budget after analytics refused a body of ``refused_bytes`` (413).
+
+    Half the refused size, never below 1 byte; None when that would not lower it.
+    """
+    budget = max(1, refused_bytes // 2)
+    return budget if current is None or budget < current else None
+
+
 def split_to_budget(sizes: list[int], budget: int | None) -> list[int]:
     """Cut points that split a batch of events (their byte sizes) into runs under ``budget``.
 

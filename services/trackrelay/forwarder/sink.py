@@ -31,6 +31,9 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+_EXPIRED = PushResult(Outcome.EXPIRED, detail="ownership window closed before sending")
+
+
 class DeadlinePassed(Exception):
     """The push's ownership window closed before this write: nothing more is sent.
 
@@ -112,7 +115,7 @@ class HttpSink:
             deadline = time.monotonic() + self.timeout
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return PushResult(Outcome.EXPIRED, detail="ownership window closed before sending")
+            return _EXPIRED
         token = _DEADLINE.set(deadline)
         phase = min(remaining, self.timeout)
         try:
@@ -127,7 +130,7 @@ class HttpSink:
                     },
                 )
         except DeadlinePassed:
-            return PushResult(Outcome.EXPIRED, detail="ownership window closed before sending")
+            return _EXPIRED
         except (TimeoutError, httpcore.TimeoutException):
             return PushResult(Outcome.FAILED, detail=f"no complete answer within {remaining:.2f}s")
         except httpcore.ProtocolError as exc:

@@ -58,7 +58,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from trackrelay import streams
-from trackrelay.control.poison import FailureHistory, Step, next_step, split_to_budget
+from trackrelay.control.poison import (
+    FailureHistory,
+    Step,
+    lowered_budget,
+    next_step,
+    split_to_budget,
+)
 from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.identity import process_name
@@ -118,7 +124,12 @@ class Held:
 
     @property
     def size(self) -> int:
-        return sum(len(e.raw or b"") + 1 for e in self.entries)
+        return sum(wire_size(e) for e in self.entries)
+
+
+def wire_size(entry: Entry) -> int:
+    """Bytes an entry adds to a push body: its JSON and a separating comma."""
+    return len(entry.raw or b"") + 1
 
 
 class Forwarder:
@@ -262,12 +273,10 @@ class Forwarder:
         self._claim_cursor = cursor
         if entries:
             log.warning("forwarder %s: took over %d abandoned entries", self.consumer, len(entries))
-            if self._group is None:
-                await self.handle(entries, stop, checked_at=checked, redelivered=True)
-            else:
-                task = self._group.create_task(self._deliver_claimed(entries, stop, checked))
-                self._claims.add(task)
-                task.add_done_callback(self._claims.discard)
+            assert self._group is not None, "housekeeping runs inside run()'s TaskGroup"
+            task = self._group.create_task(self._deliver_claimed(entries, stop, checked))
+            self._claims.add(task)
+            task.add_done_callback(self._claims.discard)
         return cursor != "0-0"
 
     async def _deliver_claimed(
@@ -368,7 +377,7 @@ class Forwarder:
         held = queue[0]
         if self.byte_budget is None or len(held.entries) < 2 or held.size <= self.byte_budget:
             return False
-        runs = split_to_budget([len(e.raw or b"") + 1 for e in held.entries], self.byte_budget)
+        runs = split_to_budget([wire_size(e) for e in held.entries], self.byte_budget)
         queue.popleft()
         pieces, start = [], 0
         for run in runs:
@@ -382,16 +391,15 @@ class Forwarder:
     ) -> None:
         """Halve ``held``. The halves inherit its failure history: what analytics accepted
         since the whole batch began to fail is evidence against the half still failing."""
-        if result.too_large:
-            budget = max(1, held.size // 2)
-            if self.byte_budget is None or budget < self.byte_budget:
-                self.byte_budget = budget
-                log.warning(
-                    "forwarder %s: analytics refused %d bytes (413); batches now at most %d bytes",
-                    self.consumer,
-                    held.size,
-                    budget,
-                )
+        budget = lowered_budget(self.byte_budget, held.size) if result.too_large else None
+        if budget is not None:
+            self.byte_budget = budget
+            log.warning(
+                "forwarder %s: analytics refused %d bytes (413); batches now at most %d bytes",
+                self.consumer,
+                held.size,
+                budget,
+            )
         half = len(held.entries) // 2
         queue.appendleft(Held(held.entries[half:], history))
         queue.appendleft(Held(held.entries[:half], history))

@@ -44,14 +44,20 @@ def queue_redis(settings: StoreSettings) -> Iterator[str]:
         yield server.url
 
 
-async def prepare_store(settings: OrderSettings, redis_url: str | None) -> OrderSettings:
-    """Check the store (and queue) and migrate once, before serving; settings for the app."""
+async def prepare_store(
+    settings: OrderSettings, redis_url: str | None, queue_required: bool = False
+) -> OrderSettings:
+    """Check the store (and queue) and migrate once, before serving; settings for the app.
+
+    The order service starts without its queue (``queue_required`` False: orders never
+    wait for it); a standalone relay does not.
+    """
     url = settings.resolved_database_url()
     await startup.check_store(url)
     if settings.migrate_on_start:
         await startup.migrate_store(url)
     if redis_url is not None:
-        await startup.check_queue(redis_url, required=False)
+        await redis_client.check_queue(redis_url, required=queue_required)
     return settings.model_copy(update={"migrate_on_start": False})
 
 
@@ -117,11 +123,8 @@ async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
     """A standalone outbox relay (several may run against one database)."""
     if settings.redis_url is None:
         raise ValueError("a standalone relay needs TRACKRELAY_REDIS_URL / --redis-url")
+    await prepare_store(settings, settings.redis_url, queue_required=True)
     url = settings.resolved_database_url()
-    await startup.check_store(url)
-    if settings.migrate_on_start:
-        await startup.migrate_store(url)
-    await startup.check_queue(settings.redis_url, required=True)
     engine = store.make_engine(url)
     redis = redis_client.connect(settings.redis_url)
     relay = OutboxRelay(engine, redis, settings, owner=owner)

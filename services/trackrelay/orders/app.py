@@ -38,6 +38,7 @@ from trackrelay.orders.models import (
 from trackrelay.orders.pg_writer import PgOrderWriter
 from trackrelay.orders.relay import OutboxRelay
 from trackrelay.runtime import redis_client
+from trackrelay.runtime.errors import brief
 from trackrelay.settings import OrderSettings
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
     async def store_down(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
         metrics.orders_rejected.labels("store_unavailable").inc()
         # The class only: exception text can carry SQL and customer data.
-        log.error("order store unavailable: %s", type(exc.__cause__ or exc).__name__)
+        log.error("order store unavailable: %s", brief(exc))
         return JSONResponse(
             {"detail": "order store unavailable; the order was not accepted, retry later"},
             status_code=503,
@@ -198,7 +199,7 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
 
     @app.exception_handler(OSError)
     async def store_unreachable(request: Request, exc: OSError) -> JSONResponse:
-        return await store_down(request, SQLAlchemyError(type(exc).__name__))
+        return await store_down(request, SQLAlchemyError(brief(exc)))
 
     async def create_order(request: Request) -> Response:
         """Parse and validate the body in one pass (pydantic's JSON mode), store, answer.
@@ -313,7 +314,7 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
         try:
             await store.ping(engine_of(request))
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("readyz: order store unreachable: %s", type(exc).__name__)
+            log.warning("readyz: order store unreachable: %s", brief(exc))
             return JSONResponse({"status": "unready", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ready"})
 

@@ -24,6 +24,7 @@ from trackrelay.control.lease import grant, still_held
 from trackrelay.identity import process_name
 from trackrelay.orders import store
 from trackrelay.orders.metrics import OrderMetrics
+from trackrelay.runtime.errors import brief
 from trackrelay.runtime.retry import Backoff, pause
 from trackrelay.settings import RelaySettings
 
@@ -110,14 +111,10 @@ class OutboxRelay:
         if self.metrics is not None:
             self.metrics.relay_errors.labels(component).inc()
         wait = self.backoff.failed()
-        # The class and first line only: database errors can quote SQL and customer data.
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        if isinstance(exc, SQLAlchemyError):
-            reason = type(exc.__cause__ or exc).__name__
         log.warning(
             "relay: %s unavailable (%s); retry #%d in %.2fs",
             component,
-            reason,
+            brief(exc),
             self.backoff.failures,
             wait,
         )

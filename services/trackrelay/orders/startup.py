@@ -13,7 +13,6 @@ import logging
 from sqlalchemy.exc import SQLAlchemyError
 
 from trackrelay.orders import migrate, store
-from trackrelay.runtime import redis_client
 from trackrelay.runtime.errors import StartupError, describe
 from trackrelay.runtime.redact import redact_url
 
@@ -43,6 +42,3 @@ async def migrate_store(database_url: str) -> None:
             f"cannot migrate the order database at {redact_url(database_url)}: "
             f"{describe(exc, database_url)}"
         ) from exc
-
-
-check_queue = redis_client.check_queue

@@ -45,6 +45,13 @@ def describe(exc: BaseException, *urls: str | None) -> str:
         what = "queue redis: "
     text = _first_line(str(cause)) or "(no message)"
     if isinstance(exc, SQLAlchemyError) and not isinstance(cause, OSError):
-        # Driver messages may quote SQL or values; keep only what names the problem.
-        text = _first_line(str(cause))[:200]
+        text = text[:200]  # driver messages may quote SQL or values: the first words only
     return redact_text(f"{what}{type(cause).__name__}: {text}", *urls)
+
+
+def brief(exc: BaseException) -> str:
+    """For a log line while running: database errors by class only (their text can quote
+    SQL and customer data), anything else by class and first line."""
+    if isinstance(exc, SQLAlchemyError):
+        return type(root_cause(exc)).__name__
+    return f"{type(exc).__name__}: {_first_line(str(exc))}"

@@ -41,6 +41,16 @@ class RedisDurability:
     appendonly: str | None
     appendfsync: str | None
 
+    def refusal(self) -> str | None:
+        """Why the queue must not run on this Redis, or None (an unreadable config passes)."""
+        if self.policy is None or self.policy == "noeviction":
+            return None
+        return (
+            f"the queue Redis has maxmemory-policy {self.policy}: an eviction policy can "
+            "delete the event stream; set maxmemory-policy noeviction (trackrelay sheds "
+            "analytics data itself before the memory limit)"
+        )
+
     def describe(self) -> str:
         if self.policy is None:
             return "configuration not readable (CONFIG disabled); make sure it is noeviction"
@@ -61,12 +71,9 @@ async def check_queue_redis(redis: Redis) -> RedisDurability:
     found = RedisDurability(
         values.get("maxmemory-policy"), values.get("appendonly"), values.get("appendfsync")
     )
-    if found.policy != "noeviction":
-        raise QueueRedisRefused(
-            f"the queue Redis has maxmemory-policy {found.policy}: an eviction policy can "
-            "delete the event stream; set maxmemory-policy noeviction (trackrelay sheds "
-            "analytics data itself before the memory limit)"
-        )
+    refusal = found.refusal()
+    if refusal is not None:
+        raise QueueRedisRefused(refusal)
     log.info("queue redis: %s", found.describe())
     return found
 
