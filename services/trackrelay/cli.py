@@ -29,7 +29,7 @@ log = logging.getLogger("trackrelay")
 
 COMMAND_ARGS = {"command", "func", "log_level"}
 """Namespace entries that are not settings of any command."""
-NOT_SETTINGS = {"owner", "forwarders", "load", "analytics_url_up", "action", "count"}
+NOT_SETTINGS = {"owner", "forwarders", "load", "analytics_url_up", "action", "count", "value"}
 """Flags that steer a command itself rather than a settings field."""
 
 
@@ -161,6 +161,46 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_budget(args: argparse.Namespace) -> int:
+    import json
+
+    from trackrelay import budget
+    from trackrelay.runtime import redis_client
+    from trackrelay.settings import StoreSettings
+
+    settings = settings_for(StoreSettings, args)
+    if settings.redis_url is None:
+        raise ValueError("budget needs TRACKRELAY_REDIS_URL / --redis-url")
+    url = settings.redis_url
+    if args.action == "set":
+        if args.value is None:
+            raise ValueError("budget set needs a value in events per second, e.g. 800")
+        value: float | None = budget.parse_budget(args.value)
+    elif args.value is not None:
+        raise ValueError(f"budget {args.action} takes no value")
+
+    async def go() -> int:
+        await redis_client.check_queue(url, required=True)
+        redis = redis_client.connect(url)
+        try:
+            if args.action == "set":
+                await budget.set_budget(redis, value)
+                print(f"budget: {value:g} events/s shared by all forwarders")
+            elif args.action == "clear":
+                await budget.set_budget(redis, None)
+                print("budget: none (each forwarder's adaptive window alone)")
+            else:
+                current = await budget.get_budget(redis)
+                print(f"budget: {'none' if current is None else f'{current:g} events/s'}")
+                for name, view in sorted((await budget.read_stats(redis)).items()):
+                    print(f"forwarder {name}: {json.dumps(view, sort_keys=True)}")
+        finally:
+            await redis.aclose()
+        return 0
+
+    return asyncio.run(go())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trackrelay", description="Keep taking orders when analytics is slow."
@@ -212,7 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", dest="redis_url")
     p.add_argument("--analytics-url", dest="analytics_url")
     p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--concurrency", type=int, help="batches in flight at once (default 2)")
+    p.add_argument("--concurrency", type=int, help="most pushes in flight at once (default 8)")
+    p.add_argument(
+        "--fixed",
+        dest="adaptive",
+        action="store_const",
+        const=False,
+        help="no adaptive window, breaker or retry budget: every lane pushes full batches",
+    )
+    p.add_argument(
+        "--latency-target", dest="latency_target", type=float, help="seconds a push may take"
+    )
+    p.add_argument("--breaker-threshold", dest="breaker_threshold", type=int)
+    p.add_argument("--breaker-open-max", dest="breaker_open_max", type=float)
+    p.add_argument("--retry-ratio", dest="retry_ratio", type=float, help="retries per attempt")
+    p.add_argument("--budget-tolerance", dest="budget_tolerance", type=float)
+    p.add_argument(
+        "--ignore-retry-after",
+        dest="honor_retry_after",
+        action="store_const",
+        const=False,
+        help="retry without waiting for Retry-After (a benchmark baseline)",
+    )
+    p.add_argument("--stats-interval", dest="stats_interval", type=float)
     p.add_argument("--block-ms", dest="block_ms", type=int)
     p.add_argument("--push-timeout", dest="push_timeout", type=float)
     p.add_argument("--claim-idle", dest="claim_idle", type=float)
@@ -242,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", dest="sim_scenario", help="JSON/YAML file of timed phases")
     p.add_argument("--seed", dest="sim_seed", type=int)
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser(
+        "budget", help="show, set or clear the rate budget all forwarders share (live)"
+    )
+    p.add_argument("action", choices=["show", "set", "clear"])
+    p.add_argument("value", nargs="?", help="events per second, for set")
+    p.add_argument("--redis-url", dest="redis_url")
+    p.set_defaults(func=cmd_budget)
 
     p = sub.add_parser("dlq", help="list, replay or purge the dead-letter stream")
     p.add_argument("action", choices=["list", "replay", "purge"])

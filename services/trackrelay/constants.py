@@ -21,3 +21,12 @@ EVENT_FIELD: Final = "e"
 DLQ_REASON_FIELD: Final = "reason"
 DLQ_DELIVERIES_FIELD: Final = "deliveries"
 DLQ_SOURCE_ID_FIELD: Final = "source_id"
+
+BUDGET_KEY: Final = "trackrelay:budget"
+"""Live configuration: the rate budget in events/s shared by all forwarders (absent: none)."""
+
+BUDGET_CLOCK_KEY: Final = "trackrelay:budget:tat"
+"""The shared rate limiter's state: when the budget is next free (Redis' clock, seconds)."""
+
+FORWARDER_STATS_PREFIX: Final = "trackrelay:forwarder:"
+"""Each forwarder publishes what it sees under this prefix plus its consumer name, with a TTL."""

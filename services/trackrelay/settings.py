@@ -95,8 +95,29 @@ class ForwarderSettings(BaseSettings):
     redis_url: str | None = None
     analytics_url: str | None = None
     batch_size: PositiveInt = 500
-    concurrency: PositiveInt = 2
-    """Batches in flight at once per forwarder process (lanes)."""
+    concurrency: PositiveInt = 8
+    """Lanes: at most this many pushes in flight per process. Adaptive delivery
+    keeps the window within ``concurrency * batch_size`` events; without it, every
+    lane pushes full batches (fixed concurrency)."""
+    adaptive: bool = True
+    """Adapt the window to analytics' answers and latency (AIMD), with a circuit breaker
+    and a retry budget. Off: fixed concurrency, per-batch backoff only."""
+    latency_target: PositiveFloat | None = None
+    """A push slower than this (seconds) counts as congestion: the window, and so the
+    batch size, shrinks until one push fits. None: only the learned latency band."""
+    breaker_threshold: PositiveInt = 5
+    """Consecutive failed pushes that open the circuit breaker."""
+    breaker_open_base: PositiveFloat = 0.5
+    breaker_open_max: PositiveFloat = 5.0
+    """Longest wait between probes while analytics is down."""
+    retry_ratio: float = Field(default=0.2, ge=0, le=1)
+    """Retries allowed per first attempt (the retry budget), over a reserve of 10."""
+    budget_tolerance: float = Field(default=0.02, gt=0, le=1)
+    """With a shared budget set, one push carries at most this share of a second's budget,
+    which bounds any one-second window to ``budget * (1 + budget_tolerance)``."""
+    honor_retry_after: bool = True
+    stats_interval: PositiveFloat = 1.0
+    """How often the forwarder publishes its view to Redis (expires after 5 intervals)."""
     block_ms: PositiveInt = 1000
     push_timeout: PositiveFloat = 5.0
     """Hard deadline of one push, counted from the ownership check before it."""
@@ -141,6 +162,11 @@ class ForwarderSettings(BaseSettings):
                 f"({self.push_timeout:g}s) + redis_timeout ({self.redis_timeout:g}s) + "
                 f"claim_idle/4 ({self.refresh_every:g}s) = {self.max_hold_gap:g}s: otherwise "
                 "a live forwarder's batch could be taken over while it still holds it"
+            )
+        if self.breaker_open_base > self.breaker_open_max:
+            raise ValueError(
+                f"breaker_open_base ({self.breaker_open_base:g}s) must not exceed "
+                f"breaker_open_max ({self.breaker_open_max:g}s)"
             )
         if self.block_ms / 1000 >= self.redis_timeout:
             raise ValueError(

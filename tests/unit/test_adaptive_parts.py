@@ -2,81 +2,160 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trackrelay.control.breaker import BreakerConfig, BreakerState, Mode, allow, record
-from trackrelay.control.limiter import LimiterConfig, observe, start
+from trackrelay.control.limiter import LimiterConfig, LimiterState, band, chunk, observe, start
 from trackrelay.control.retry_budget import RetryBudget
 
-CFG = LimiterConfig(min_limit=1, max_limit=50, initial=1)
-signals = st.lists(
-    st.tuples(st.booleans(), st.one_of(st.none(), st.floats(0.001, 10.0))), max_size=400
+B = 100
+CFG = LimiterConfig(batch=B, min_limit=1, max_limit=800)
+pushes = st.lists(
+    st.tuples(
+        st.booleans(),  # congested
+        st.one_of(st.none(), st.floats(0.001, 10.0)),  # latency
+        st.integers(1, B),  # events
+        st.booleans(),  # saturated
+        st.floats(0.0, 3.0),  # seconds since the last push
+    ),
+    max_size=300,
 )
+Push = tuple[bool, float | None, int, bool, float]
 
 
-@given(signals)
-def test_the_limit_stays_within_its_bounds(steps: list[tuple[bool, float | None]]) -> None:
-    state = start(CFG)
-    for congested, latency in steps:
-        state = observe(CFG, state, congested, latency)
-        assert CFG.min_limit <= state.limit <= CFG.max_limit
-        assert 1 <= state.permits <= CFG.max_limit
+def run(steps: list[Push]) -> tuple[LimiterState, float]:
+    state, now = start(CFG), 0.0
+    for congested, latency, events, saturated, dt in steps:
+        now += dt
+        state = observe(
+            CFG,
+            state,
+            now=now,
+            events=events,
+            congested=congested,
+            latency=latency,
+            saturated=saturated,
+        )
+    return state, now
 
 
-@given(signals, st.floats(0.001, 10.0))
-def test_every_congestion_signal_lowers_the_limit(
-    steps: list[tuple[bool, float | None]], latency: float
+@given(pushes, st.floats(0, 900))
+def test_the_window_stays_within_its_bounds(steps: list[Push], in_flight: float) -> None:
+    state, _ = run(steps)
+    assert CFG.min_limit <= state.limit <= CFG.max_limit
+    size = chunk(CFG, state, in_flight)
+    assert 0 <= size <= B
+    assert size <= max(1, state.limit - in_flight) or in_flight == 0
+
+
+@given(pushes, st.integers(1, B), st.one_of(st.none(), st.floats(0.001, 10.0)))
+def test_every_congestion_signal_shrinks_the_window(
+    steps: list[Push], events: int, latency: float | None
 ) -> None:
-    state = start(CFG)
-    for congested, lat in steps:
-        state = observe(CFG, state, congested, lat)
-    after = observe(CFG, state, True, latency)
+    state, now = run(steps)
+    after = observe(CFG, state, now=now, events=events, congested=True, latency=latency)
     assert after.limit < state.limit or after.limit == CFG.min_limit
     assert not after.slow_start
 
 
-@given(signals)
-def test_the_limit_recovers_once_congestion_ends(steps: list[tuple[bool, float | None]]) -> None:
-    state = start(CFG)
-    for congested, latency in steps:
-        state = observe(CFG, state, congested, latency)
-    # Analytics healthy again: its usual latency, no overload answers.
-    usual = state.mean if state.mean is not None else 0.05
-    for _ in range(5000):
-        state = observe(CFG, state, False, usual)
+@given(pushes)
+def test_a_push_slower_than_the_band_shrinks_the_window(steps: list[Push]) -> None:
+    state, now = run(steps)
+    slowest = band(CFG, state, B)
+    if slowest is None:
+        return
+    after = observe(CFG, state, now=now, events=B, congested=False, latency=slowest * 1.01)
+    assert after.limit < state.limit or after.limit == CFG.min_limit
+
+
+@given(pushes)
+def test_the_window_recovers_once_congestion_ends(steps: list[Push]) -> None:
+    state, now = run(steps)
+    # Analytics healthy again and idle: 1 ms per event, no queue.
+    for _ in range(3000):
+        now += 0.1
+        size = min(B, max(1, int(state.limit)))
+        state = observe(CFG, state, now=now, events=size, congested=False, latency=0.001 * size)
     assert state.limit == CFG.max_limit
 
 
-@given(st.floats(0.001, 2.0), st.integers(10, 300))
-def test_steady_inputs_never_make_the_limit_fall(latency: float, n: int) -> None:
-    state = start(CFG)
-    previous = state.limit
+@given(st.floats(0.0001, 0.01), st.integers(50, 400))
+def test_steady_no_load_answers_never_shrink_the_window(unit: float, n: int) -> None:
+    state, now, previous = start(CFG), 0.0, CFG.start_limit
     for _ in range(n):
-        state = observe(CFG, state, False, latency)
+        now += 0.05
+        state = observe(CFG, state, now=now, events=B, congested=False, latency=unit * B)
         assert state.limit >= previous
         previous = state.limit
 
 
+@given(st.floats(50, 5000), st.floats(0.0, 0.2), st.randoms(use_true_random=False))
+def test_against_a_queueing_analytics_the_window_settles_in_a_band(
+    capacity: float, noise: float, rng: random.Random
+) -> None:
+    """Closed loop: analytics serves ``capacity`` events/s and queues the whole window,
+    so a push's latency is window / capacity. The window must settle around 1.5
+    batches and stay in a band set by ``latency_decrease``, never collapse or run off."""
+    state, now, seen = start(CFG), 0.0, []
+    for n in range(600):
+        size = min(B, max(1, int(state.limit)))
+        queued = max(state.limit, size)
+        latency = queued / capacity * (1 + noise * rng.random())
+        now += latency
+        alone = size >= state.limit
+        state = observe(
+            CFG, state, now=now, events=size, congested=False, latency=latency, alone=alone
+        )
+        if n >= 300:
+            seen.append(state.limit)
+    assert min(seen) >= 0.5 * B
+    assert max(seen) <= 2.0 * B
+    # At most two decreases in a row (x0.8 each) and one additive step apart.
+    assert max(seen) / min(seen) <= 1 / 0.8**2 + 0.2
+
+
 def test_slow_start_doubles_then_additive_increase() -> None:
-    state = start(CFG)
-    for _ in range(7):
-        state = observe(CFG, state, False, 0.01)
-    assert state.limit == 8 and state.slow_start
-    state = observe(CFG, state, True, None)
-    assert state.limit == 4 and not state.slow_start
-    for _ in range(4):
-        state = observe(CFG, state, False, 0.01)
-    assert 4.9 < state.limit < 5.1  # +1 per window of 4
+    cfg = LimiterConfig(batch=B, max_limit=800, initial=100, step=10)
+    state = start(cfg)
+    state = observe(cfg, state, now=0, events=100, congested=False, latency=0.1)
+    assert state.limit == 200 and state.slow_start
+    state = observe(cfg, state, now=0.1, events=100, congested=True, latency=None)
+    assert state.limit == 100 and not state.slow_start
+    state = observe(cfg, state, now=0.2, events=100, congested=False, latency=0.1)
+    assert state.limit == 110  # +step per window of events
 
 
-def test_latency_far_above_the_learned_band_is_congestion() -> None:
+def test_a_light_load_does_not_grow_the_window() -> None:
     state = start(CFG)
-    for _ in range(20):
-        state = observe(CFG, state, False, 0.1)
-    before = state.limit
-    assert observe(CFG, state, False, 0.5).limit < before
-    assert observe(CFG, state, False, 0.101).limit > before
+    after = observe(CFG, state, now=0, events=3, congested=False, latency=0.01, saturated=False)
+    assert after.limit == state.limit
+
+
+def test_latency_target_shrinks_pushes_below_one_batch() -> None:
+    cfg = LimiterConfig(batch=B, max_limit=800, target=0.05)
+    state = start(cfg)
+    for n in range(20):
+        size = chunk(cfg, state, 0)
+        state = observe(cfg, state, now=n, events=size, congested=False, latency=size * 0.001)
+    assert chunk(cfg, state, 0) <= 50  # a push of 50 events takes 50 ms: the target
+
+
+def test_the_baseline_forgets_a_faster_past() -> None:
+    """Capacity halves: after two epochs the no-load cost is the new one, not the old;
+    pushes that shared the window with others never teach it."""
+    state = start(CFG)
+    state = observe(CFG, state, now=0, events=B, congested=False, latency=0.1)
+    for t in range(1, 80):
+        state = observe(
+            CFG, state, now=t * 0.5, events=B, congested=False, latency=0.15, alone=False
+        )
+    assert state.baseline == 0.1 / B
+    for t in range(80, 160):
+        state = observe(CFG, state, now=t * 0.5, events=B, congested=False, latency=0.2)
+    assert state.baseline == 0.2 / B
 
 
 def test_breaker_opens_probes_and_closes() -> None:

@@ -25,6 +25,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "forwarder": ForwarderSettings,
     "analytics-sim": SimulatorSettings,
     "dlq": StoreSettings,
+    "budget": StoreSettings,
 }
 TEXT = {
     "redis_url": "redis://example:6380/1",
@@ -34,7 +35,7 @@ TEXT = {
     "sim_host": "0.0.0.0",
     "consumer_name": "f-7",
 }
-NUMBERS = {"claim_idle": 40.0}
+NUMBERS = {"claim_idle": 40.0, "retry_ratio": 0.5, "budget_tolerance": 0.05}
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -69,6 +70,8 @@ def test_flag_reaches_its_setting(
     argv: list[str] = [command]
     if command == "dlq":
         argv.append("list")
+    if command == "budget":
+        argv.append("show")
     flag = action.option_strings[-1]
     expected: Any
     if action.nargs == 0:  # store_const / store_true

@@ -4,7 +4,8 @@ While analytics fails every push, retrying every held batch only loads it more.
 After ``threshold`` consecutive failures the breaker opens: no push is sent until
 ``open_for`` has passed; then one probe goes out (half-open). A successful probe
 closes the breaker; a failed one opens it again for twice as long, up to
-``max_open``. For the adaptive-delivery work (issue 8) to wire into the forwarder.
+``max_open``. The forwarder sends a single event as the probe
+(``forwarder/pacer.py``).
 """
 
 from __future__ import annotations
@@ -63,3 +64,17 @@ def record(config: BreakerConfig, state: BreakerState, ok: bool, now: float) -> 
     if state.mode is Mode.CLOSED and failures >= config.threshold:
         return BreakerState(Mode.OPEN, failures, now, config.base_open)
     return replace(state, failures=failures)
+
+
+def abandon(state: BreakerState) -> BreakerState:
+    """A taken probe was never sent (stop, lost ownership): let another take its place."""
+    if state.mode is Mode.HALF_OPEN and state.probing:
+        return replace(state, probing=False)
+    return state
+
+
+def reopens_in(state: BreakerState, now: float) -> float:
+    """Seconds until an open breaker lets a probe through (0 when it would now)."""
+    if state.mode is not Mode.OPEN:
+        return 0.0
+    return max(0.0, state.opened_at + state.open_for - now)

@@ -1,91 +1,202 @@
-"""Adaptive concurrency for pushes: slow start, then AIMD on congestion (pure).
+"""Adaptive delivery window: slow start, then AIMD on congestion (pure).
 
-The fast control loop of DESIGN.md, as numbers in and numbers out, for the
-adaptive-delivery work (issue 8) to wire into the forwarder. One ``observe`` per
-finished push:
+The fast control loop of DESIGN.md, as numbers in and numbers out. The limit
+is a window of *events* in flight at analytics (not requests): with batches of
+``batch`` events, a window of 1.4 batches means one full push plus a push of
+0.4 batch. So the window sets concurrency and batch size at once, and it can
+fall below one batch when one batch alone costs analytics too much.
 
-- congestion (429/503, timeout, reset, or latency above the learned no-load
-  latency by more than ``tolerance`` deviations): the limit is multiplied by
-  ``decrease`` and slow start ends;
-- success in slow start: +1 per success (the limit doubles every window);
-- success afterwards: +1/limit per success (+1 per window: additive increase).
+One ``observe`` per finished push of ``events`` events:
 
-The no-load latency is an exponentially weighted mean with a deviation band
-(as Vector's adaptive request concurrency keeps), learned from uncongested
-successes only, so congestion cannot teach it that slow is normal. The limit
-always stays within ``[min_limit, max_limit]``.
+- congestion (429/503, timeout, reset, or a push slower than the latency band
+  or the optional latency target): the window is multiplied by ``decrease``
+  (overload answers, failures) or ``latency_decrease`` (latency alone), and
+  slow start ends;
+- success in slow start: the window grows by the events acknowledged (it
+  doubles every round trip);
+- success afterwards: it grows by ``step * events / limit`` (``step`` events
+  per round trip: additive increase);
+- a success only grows the window when the window was in use (``saturated``):
+  a light load must not teach it that analytics takes anything.
+
+The latency band (delay-based congestion, as TCP Vegas and Vector's adaptive
+request concurrency use) rests on two windowed minima over pushes that went
+out *alone* (nothing else of this forwarder in flight, so our own queue cannot
+inflate them): ``unit``, the smallest latency per event of such pushes of at
+least half a batch (analytics' no-load cost per event), and ``floor``, the
+smallest latency of any of them (the fixed cost of a request, whatever its
+size). Each covers two epochs of ``memory`` seconds, so it follows analytics
+when it really becomes slower; an epoch without such a push keeps the last
+value rather than forgetting it. A push is slow when its latency exceeds its
+own no-load cost by more than ``margin`` batches of queueing:
+``latency > max(floor, unit * events) + margin * unit * batch``. So the window
+settles where analytics holds about half a batch of our work in its queue:
+enough that it never idles, little enough that its response time stays within
+``1 + margin`` of one idle batch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
 class LimiterConfig:
+    batch: int = 500
+    """Events in a full push (the forwarder's batch size)."""
     min_limit: float = 1.0
-    max_limit: float = 64.0
-    initial: float = 1.0
+    max_limit: float = 8000.0
+    initial: float | None = None
+    """The starting window; None: one batch."""
+    step: float | None = None
+    """Additive increase, events per round trip; None: an eighth of a batch."""
     decrease: float = 0.5
-    alpha: float = 0.1
-    """Weight of a new latency sample in the moving mean and deviation."""
-    tolerance: float = 3.0
-    """Deviations above the mean latency that count as congestion."""
-    warmup: int = 5
-    """Successes before latency can signal congestion (the mean needs samples)."""
+    """Factor on overload answers (429/503), timeouts and resets."""
+    latency_decrease: float = 0.8
+    """Factor on a push slower than the latency band or target."""
+    margin: float = 0.5
+    """Queueing, in batches of no-load work, tolerated before latency means congestion."""
+    memory: float = 10.0
+    """Seconds per epoch of the windowed minimum (the baseline covers the last two)."""
+    target: float | None = None
+    """A latency no push should exceed (seconds); None: only the learned band."""
+    min_chunk: float = 0.25
+    """A push waits until at least this share of ``min(batch, limit)`` is free."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.min_limit <= self.initial <= self.max_limit:
+        if self.batch < 1:
+            raise ValueError("batch must be >= 1")
+        if not 0 < self.min_limit <= self.start_limit <= self.max_limit:
             raise ValueError("need 0 < min_limit <= initial <= max_limit")
-        if not 0 < self.decrease < 1:
-            raise ValueError("decrease must be in (0, 1)")
-        if not 0 < self.alpha <= 1:
-            raise ValueError("alpha must be in (0, 1]")
+        if not 0 < self.decrease < 1 or not 0 < self.latency_decrease < 1:
+            raise ValueError("decrease factors must be in (0, 1)")
+        if self.margin <= 0 or self.memory <= 0 or (self.target is not None and self.target <= 0):
+            raise ValueError("margin, memory and target must be > 0")
+
+    @property
+    def start_limit(self) -> float:
+        if self.initial is not None:
+            return self.initial
+        return min(self.max_limit, max(self.min_limit, float(self.batch)))
+
+    @property
+    def increase(self) -> float:
+        return self.step if self.step is not None else max(1.0, self.batch / 8)
 
 
 @dataclass(frozen=True, slots=True)
 class LimiterState:
     limit: float
     slow_start: bool = True
-    mean: float | None = None
-    deviation: float = 0.0
-    samples: int = 0
+    unit: float | None = None
+    """Smallest seconds per event seen in the current epoch (no-load cost)."""
+    unit_before: float | None = None
+    """The same for the previous epoch."""
+    floor: float | None = None
+    """Smallest latency of a push alone, this epoch (a request's fixed cost)."""
+    floor_before: float | None = None
+    epoch_end: float = -math.inf
 
     @property
-    def permits(self) -> int:
-        """Pushes allowed in flight now: the limit rounded down, at least one."""
-        return max(1, int(self.limit))
+    def baseline(self) -> float | None:
+        """Analytics' no-load seconds per event over the last one to two epochs."""
+        return _least(self.unit, self.unit_before)
+
+    @property
+    def fixed_cost(self) -> float:
+        """The smallest latency of a push alone over the last one to two epochs."""
+        return _least(self.floor, self.floor_before) or 0.0
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    known = [v for v in (a, b) if v is not None]
+    return min(known) if known else None
 
 
 def start(config: LimiterConfig) -> LimiterState:
-    return LimiterState(limit=config.initial)
+    return LimiterState(limit=config.start_limit)
 
 
-def is_slow(config: LimiterConfig, state: LimiterState, latency: float) -> bool:
-    """Whether ``latency`` lies above the learned no-load band."""
-    if state.mean is None or state.samples < config.warmup:
-        return False
-    band = config.tolerance * max(state.deviation, 0.05 * state.mean)
-    return latency > state.mean + band
+def chunk(config: LimiterConfig, state: LimiterState, in_flight: float) -> int:
+    """Events the next push may carry now: 0 means wait for pushes in flight to end."""
+    free = math.floor(state.limit - in_flight)
+    wanted = min(float(config.batch), state.limit)
+    if free < max(1.0, config.min_chunk * wanted):
+        return 0 if in_flight > 0 else max(1, min(config.batch, math.floor(state.limit)))
+    return int(min(config.batch, free))
+
+
+def band(config: LimiterConfig, state: LimiterState, events: int) -> float | None:
+    """The latency above which a push of ``events`` events counts as congestion."""
+    limits = []
+    baseline = state.baseline
+    if baseline is not None:
+        no_load = max(state.fixed_cost, baseline * events)
+        limits.append(no_load + config.margin * baseline * config.batch)
+    if config.target is not None:
+        limits.append(config.target)
+    return min(limits) if limits else None
+
+
+def is_slow(config: LimiterConfig, state: LimiterState, events: int, latency: float) -> bool:
+    slowest = band(config, state, events)
+    return slowest is not None and latency > slowest
+
+
+def _learn(
+    config: LimiterConfig, state: LimiterState, now: float, events: int, latency: float
+) -> LimiterState:
+    if now >= state.epoch_end:
+        state = replace(
+            state,
+            unit_before=state.unit if state.unit is not None else state.unit_before,
+            floor_before=state.floor if state.floor is not None else state.floor_before,
+            unit=None,
+            floor=None,
+            epoch_end=now + config.memory,
+        )
+    if state.floor is None or latency < state.floor:
+        state = replace(state, floor=latency)
+    if events < 0.5 * min(config.batch, state.limit) or events <= 0:
+        return state  # small pushes carry mostly fixed overhead: not a per-event cost
+    per_event = latency / events
+    if state.unit is None or per_event < state.unit:
+        state = replace(state, unit=per_event)
+    return state
 
 
 def observe(
-    config: LimiterConfig, state: LimiterState, congested: bool, latency: float | None
+    config: LimiterConfig,
+    state: LimiterState,
+    *,
+    now: float,
+    events: int,
+    congested: bool,
+    latency: float | None,
+    saturated: bool = True,
+    alone: bool = True,
 ) -> LimiterState:
-    """The state after one push: ``congested`` for overload answers, timeouts, resets."""
-    if congested or (latency is not None and is_slow(config, state, latency)):
-        limit = max(config.min_limit, state.limit * config.decrease)
+    """The state after one push of ``events`` events.
+
+    ``congested``: an overload answer, a timeout or a reset. ``latency``: the
+    push's response time when analytics answered. ``saturated``: the window was
+    (nearly) full when the push was sent. ``alone``: no other push of this
+    forwarder was in flight meanwhile (only such pushes teach the baseline).
+    """
+    slow = latency is not None and is_slow(config, state, events, latency)
+    if latency is not None and not congested and alone:
+        state = _learn(config, state, now, events, latency)
+    if congested or slow:
+        factor = config.decrease if congested else config.latency_decrease
+        limit = max(config.min_limit, state.limit * factor)
         return replace(state, limit=limit, slow_start=False)
-    step = 1.0 if state.slow_start else 1.0 / state.limit
-    state = replace(state, limit=min(config.max_limit, state.limit + step))
-    if latency is None:
+    if not saturated:
         return state
-    if state.mean is None:
-        return replace(state, mean=latency, samples=1)
-    error = latency - state.mean
-    return replace(
-        state,
-        mean=state.mean + config.alpha * error,
-        deviation=state.deviation + config.alpha * (abs(error) - state.deviation),
-        samples=state.samples + 1,
-    )
+    growth = float(events) if state.slow_start else config.increase * events / state.limit
+    return replace(state, limit=min(config.max_limit, state.limit + growth))
+
+
+def restart(config: LimiterConfig, state: LimiterState) -> LimiterState:
+    """After an outage: slow start again from the current window (the baseline stays)."""
+    return replace(state, slow_start=True, limit=max(config.min_limit, state.limit))

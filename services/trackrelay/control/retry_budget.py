@@ -1,7 +1,7 @@
 """A retry budget: retries stay a bounded fraction of first attempts (pure).
 
-For the adaptive-delivery work (issue 8): a failing analytics must never get a
-retry storm, however many batches are held.
+A failing analytics must never get a retry storm, however many batches a
+forwarder holds (Finagle's and gRPC's retry budgets work the same way).
 """
 
 from __future__ import annotations

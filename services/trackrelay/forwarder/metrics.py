@@ -42,3 +42,31 @@ class ForwarderMetrics:
         self.dead_lettered = Counter(
             "trackrelay_events_dead_lettered", "Events moved to the DLQ.", registry=r
         )
+        self.limit = Gauge(
+            "trackrelay_window_limit_events",
+            "The adaptive window: events this forwarder may have in flight at analytics.",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "trackrelay_window_in_flight_events", "Events lanes hold now.", registry=r
+        )
+        self.breaker = Gauge(
+            "trackrelay_breaker_state",
+            "Circuit breaker on analytics: 0 closed, 1 half-open (probing), 2 open.",
+            registry=r,
+        )
+        self.budget = Gauge(
+            "trackrelay_budget_events_per_second",
+            "The shared rate budget last seen (0: none set).",
+            registry=r,
+        )
+        self.budget_wait = Counter(
+            "trackrelay_budget_wait_seconds",
+            "Seconds pushes waited for their slot in the shared budget.",
+            registry=r,
+        )
+        self.retries_denied = Counter(
+            "trackrelay_retries_denied",
+            "Retries the retry budget held back (analytics failing more than it accepts).",
+            registry=r,
+        )

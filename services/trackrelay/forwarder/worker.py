@@ -41,6 +41,13 @@ forwarder may have delivered, with the same event ids.
 
 Poison events (``control/poison.py``): a batch analytics refuses is split until
 the bad event stands alone, then dead-lettered with the status and reason.
+
+Pace (``forwarder/pacer.py``): a lane takes a share of the adaptive window
+before it reads, every push asks the circuit breaker first (and becomes a
+one-event probe while analytics is down), retries spend the retry budget, and
+every push takes its events from the budget shared by all replicas. Waiting for
+any of these counts as time between check and push, so ownership is checked
+again after it.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from trackrelay import streams
+from trackrelay import budget, streams
 from trackrelay.control.poison import (
     FailureHistory,
     Step,
@@ -67,6 +74,7 @@ from trackrelay.control.poison import (
 )
 from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
 from trackrelay.forwarder.metrics import ForwarderMetrics
+from trackrelay.forwarder.pacer import Gate, Pacer
 from trackrelay.identity import process_name
 from trackrelay.runtime.retry import Backoff, pause
 from trackrelay.settings import ForwarderSettings
@@ -121,6 +129,8 @@ class Held:
 
     entries: list[Entry]
     history: FailureHistory = field(default_factory=FailureHistory)
+    attempts: int = 0
+    """Pushes of these entries so far (a later push is a retry)."""
 
     @property
     def size(self) -> int:
@@ -149,6 +159,7 @@ class Forwarder:
         self.consumer = consumer or settings.consumer_name or process_name()
         self.metrics = metrics or ForwarderMetrics()
         self.clock = clock
+        self.pacer = Pacer(settings, redis, self.metrics, clock)
         self.last_accepted_at: float | None = None
         """When analytics last accepted a push from this process (evidence against poison)."""
         self.byte_budget: int | None = settings.max_batch_bytes
@@ -160,8 +171,8 @@ class Forwarder:
 
     @property
     def tasks_expected(self) -> int:
-        """Lanes plus the housekeeping task: what ``/healthz`` expects to be running."""
-        return self.settings.concurrency + 1
+        """Lanes, housekeeping and statistics: what ``/healthz`` expects to be running."""
+        return self.settings.concurrency + 2
 
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set; Redis outages are waited out, never fatal.
@@ -181,6 +192,7 @@ class Forwarder:
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self._tracked(stop, "housekeeping", self._housekeeping_step))
+            group.create_task(self._tracked(stop, "statistics", self._stats_step))
             for n in range(self.settings.concurrency):
                 group.create_task(self._tracked(stop, f"lane {n}", self._lane_step))
 
@@ -237,12 +249,26 @@ class Forwarder:
         return not stop.is_set()
 
     async def _lane_step(self, stop: asyncio.Event) -> bool:
-        checked = self.clock()
-        entries = await streams.read(
-            self.redis, self.consumer, ">", self.settings.batch_size, self.settings.block_ms
+        """Take a share of the window, read at most that many new entries, deliver them."""
+        async with self.pacer.window(stop) as permit:
+            if not permit:
+                return False
+            checked = self.clock()
+            entries = await streams.read(
+                self.redis, self.consumer, ">", permit.events, self.settings.block_ms
+            )
+            await self.pacer.shrink(permit, len(entries))
+            if entries:
+                await self.handle(entries, stop, checked_at=checked, redelivered=False)
+        return True
+
+    async def _stats_step(self, stop: asyncio.Event) -> bool:
+        """Publish this forwarder's view for the controller (expires if the process dies)."""
+        interval = self.settings.stats_interval
+        await budget.publish_stats(
+            self.redis, self.consumer, self.pacer.snapshot(), ttl=5 * interval
         )
-        if entries:
-            await self.handle(entries, stop, checked_at=checked, redelivered=False)
+        await pause(stop, interval)
         return True
 
     async def _housekeeping_step(self, stop: asyncio.Event) -> bool:
@@ -283,7 +309,8 @@ class Forwarder:
         self, entries: Sequence[Entry], stop: asyncio.Event, checked: float
     ) -> None:
         try:
-            await self.handle(entries, stop, checked_at=checked, redelivered=True)
+            async with self.pacer.taken_over(len(entries)):
+                await self.handle(entries, stop, checked_at=checked, redelivered=True)
         except (RedisError, OSError) as exc:
             # The entries stay pending under this consumer and are claimed again later.
             log.warning("forwarder %s: taken-over batch set aside: %s", self.consumer, exc)
@@ -323,17 +350,48 @@ class Forwarder:
                 checked_at = self.clock()
                 if not await self._keep_owned(queue):
                     return
-            held = queue[0]
-            if self._fit_budget(queue):
+            if self._fit(queue):
                 continue
+            gate, wait = self.pacer.gate()
+            if gate is Gate.WAIT:
+                # The breaker is open: analytics is down. Hold, and probe when it says.
+                if not await self._hold(queue, stop, wait):
+                    return
+                checked_at = None
+                continue
+            if gate is Gate.PROBE and len(queue[0].entries) > 1:
+                self._split_off_probe(queue)
+            held = queue[0]
+            if held.attempts and gate is Gate.SEND and not self.pacer.may_retry():
+                self.pacer.abandon_probe()
+                if not await self._hold(queue, stop, backoff.failed()):
+                    return
+                checked_at = None
+                continue
+            if not held.attempts:
+                self.pacer.first_attempt()
+            slot = await self.pacer.reserve(len(held.entries))
+            if slot > 0:
+                # Our slot in the shared budget is later: wait, then check ownership again.
+                if not await self._hold(queue, stop, slot) or not await self._keep_owned(queue):
+                    self.pacer.abandon_probe()
+                    return
+                checked_at = self.clock()
+                if queue[0] is not held:
+                    self.pacer.abandon_probe()
+                    continue  # the head batch lost all its entries to a takeover
+            ticket = self.pacer.begin(len(held.entries))
             started = self.clock()
             result = await self.sink.push(
                 [e.raw or b"" for e in held.entries], checked_at + self.settings.push_timeout
             )
             checked_at = None  # every later push checks ownership again
+            held.attempts += 1
             now = self.clock()
-            if result.outcome is not Outcome.EXPIRED:
-                self.metrics.push_latency.observe(now - started)
+            latency = None if result.outcome is Outcome.EXPIRED else now - started
+            if latency is not None:
+                self.metrics.push_latency.observe(latency)
+            await self.pacer.record(ticket, result, latency)
             counts_as_failure = result.outcome in (Outcome.FAILED, Outcome.REJECTED)
             history = held.history.after_failure(now) if counts_as_failure else held.history
             step = next_step(
@@ -358,8 +416,9 @@ class Forwarder:
             elif result.outcome is not Outcome.EXPIRED:
                 held.history = history
                 queue.rotate(-1)  # let the other sub-batches show whether analytics is up
+                retry_after = result.retry_after if self.settings.honor_retry_after else None
                 wait = retry_wait(
-                    backoff.failed(), result.retry_after, cap=max(self.settings.backoff_max, 60.0)
+                    backoff.failed(), retry_after, cap=max(self.settings.backoff_max, 60.0)
                 )
                 log.warning(
                     "forwarder %s: push %s (%s); %d events retry in %.2fs",
@@ -372,6 +431,24 @@ class Forwarder:
                 if not await self._hold(queue, stop, wait):
                     return
 
+    def _split_off_probe(self, queue: deque[Held]) -> None:
+        """Put the head batch's first event in a batch of its own: the breaker's probe."""
+        held = queue.popleft()
+        queue.appendleft(Held(held.entries[1:], held.history, held.attempts))
+        queue.appendleft(Held(held.entries[:1], held.history, held.attempts))
+
+    def _fit(self, queue: deque[Held]) -> bool:
+        """Cut the head batch to what one push may carry now (events, bytes); True if cut."""
+        held = queue[0]
+        limit = self.pacer.push_size()
+        if len(held.entries) > limit:
+            # One cut: the rest is cut again at its turn, to the window of that moment.
+            queue.popleft()
+            queue.appendleft(Held(held.entries[limit:], held.history, held.attempts))
+            queue.appendleft(Held(held.entries[:limit], held.history, held.attempts))
+            return True
+        return self._fit_budget(queue)
+
     def _fit_budget(self, queue: deque[Held]) -> bool:
         """Cut the head batch to the learned byte budget; True when it was cut."""
         held = queue[0]
@@ -381,7 +458,7 @@ class Forwarder:
         queue.popleft()
         pieces, start = [], 0
         for run in runs:
-            pieces.append(Held(held.entries[start : start + run]))
+            pieces.append(Held(held.entries[start : start + run], held.history, held.attempts))
             start += run
         queue.extendleft(reversed(pieces))
         return True
@@ -401,8 +478,8 @@ class Forwarder:
                 budget,
             )
         half = len(held.entries) // 2
-        queue.appendleft(Held(held.entries[half:], history))
-        queue.appendleft(Held(held.entries[:half], history))
+        queue.appendleft(Held(held.entries[half:], history, held.attempts))
+        queue.appendleft(Held(held.entries[:half], history, held.attempts))
 
     async def _keep_owned(self, queue: deque[Held]) -> bool:
         """Drop entries another forwarder took over; renew the rest. False when none is left."""

@@ -1,0 +1,97 @@
+"""The shared rate budget and the forwarders' published statistics (Redis adapter).
+
+One budget in events/s for all forwarder replicas, enforced in Redis with a
+reservation form of GCRA (generic cell rate algorithm) in one Lua script that
+reads Redis' own clock (``TIME``), so replicas on different machines agree.
+A push of ``n`` events reserves ``n / budget`` seconds of the budget's time
+line and is told when its slot begins; the slots never overlap and no credit
+piles up while the budget is idle (no burst). So in any one-second window the
+events whose pushes start in it add up to at most ``budget`` plus one push;
+the forwarder keeps pushes at most ``tolerance * budget`` events when a budget
+is set, which bounds the sum by ``budget * (1 + tolerance)``.
+
+Why not PyPI ``limits``: its Redis strategies answer "allowed or not" for a
+hit; the forwarders need "when may this push go", so that every replica waits
+its turn instead of polling, and that is a ten-line script.
+
+The budget itself is live configuration (``trackrelay budget set 800``): the
+script reads it on every reservation, so a change applies to the next push.
+No budget key means no limit beyond each forwarder's adaptive window.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+
+from trackrelay.constants import BUDGET_CLOCK_KEY, BUDGET_KEY, FORWARDER_STATS_PREFIX
+
+_RESERVE = """
+local rate = tonumber(redis.call('GET', KEYS[1]) or '')
+if not rate or rate <= 0 then return {'-1', '0'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local free_at = tonumber(redis.call('GET', KEYS[2]) or '') or now
+if free_at < now then free_at = now end
+local next_free = free_at + tonumber(ARGV[1]) / rate
+local ttl = math.ceil((next_free - now) * 1000) + 60000
+redis.call('SET', KEYS[2], string.format('%.6f', next_free), 'PX', ttl)
+return {string.format('%.6f', free_at - now), tostring(rate)}
+"""
+
+
+async def reserve(redis: Redis, events: int) -> tuple[float, float | None]:
+    """Reserve ``events`` of the shared budget: (seconds to wait, the budget) or (0, None).
+
+    The budget is None when none is set: nothing was reserved and nothing limits.
+    """
+    wait, rate = await redis.eval(_RESERVE, 2, BUDGET_KEY, BUDGET_CLOCK_KEY, str(events))
+    budget = float(rate)
+    if budget <= 0:
+        return 0.0, None
+    return max(0.0, float(wait)), budget
+
+
+def parse_budget(text: str) -> float:
+    """A budget from the command line: events/s > 0; ``ValueError`` saying what is wrong."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"budget must be a number of events per second, not {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"budget must be a finite number of events per second > 0, not {text}")
+    return value
+
+
+async def set_budget(redis: Redis, events_per_second: float | None) -> None:
+    """Set the shared budget (None removes it: no limit)."""
+    if events_per_second is None:
+        await redis.delete(BUDGET_KEY)
+    else:
+        await redis.set(BUDGET_KEY, f"{events_per_second:g}")
+
+
+async def get_budget(redis: Redis) -> float | None:
+    raw = await redis.get(BUDGET_KEY)
+    return None if raw is None else float(raw)
+
+
+async def publish_stats(redis: Redis, consumer: str, stats: dict[str, Any], ttl: float) -> None:
+    """Publish one forwarder's view (JSON) for the controller; it expires with the process."""
+    await redis.set(FORWARDER_STATS_PREFIX + consumer, json.dumps(stats), px=int(ttl * 1000))
+
+
+async def read_stats(redis: Redis) -> dict[str, dict[str, Any]]:
+    """Every live forwarder's published view, by consumer name."""
+    keys = [k async for k in redis.scan_iter(match=FORWARDER_STATS_PREFIX + "*", count=200)]
+    if not keys:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, raw in zip(keys, await redis.mget(keys), strict=True):
+        if raw is None:
+            continue
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        out[name[len(FORWARDER_STATS_PREFIX) :]] = json.loads(raw)
+    return out

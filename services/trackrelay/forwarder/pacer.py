@@ -1,0 +1,345 @@
+"""How fast a forwarder pushes: adaptive window, circuit breaker, retry budget, shared budget.
+
+The decisions are pure (``control/limiter.py``, ``control/breaker.py``,
+``control/retry_budget.py``); this module holds their state for one process,
+turns them into waits, and keeps the statistics the forwarder publishes.
+
+- Lanes take a share of the window before they read (``window``), so no lane
+  holds entries it may not push; a push is cut to ``push_size``.
+- ``gate`` asks the breaker before every push: send, send a single-event probe,
+  or wait until the breaker lets a probe through.
+- Retries need a token from the retry budget (a probe does not: the breaker
+  already spaces probes).
+- ``reserve`` takes the push's events from the budget shared with every other
+  replica (``budget.py``) and says how long to wait for its slot.
+
+With ``adaptive`` off (the benchmark's fixed strategies, or an operator's
+choice), every lane pushes full batches whenever it has them: only the shared
+budget and the per-batch backoff apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+
+from trackrelay import budget
+from trackrelay.control import breaker, limiter
+from trackrelay.control.push_outcome import Outcome, PushResult
+from trackrelay.control.retry_budget import RetryBudget
+from trackrelay.forwarder.metrics import ForwarderMetrics
+from trackrelay.settings import ForwarderSettings
+
+Clock = Callable[[], float]
+
+_BREAKER_LEVEL = {breaker.Mode.CLOSED: 0, breaker.Mode.HALF_OPEN: 1, breaker.Mode.OPEN: 2}
+_STATS_WINDOW = 30.0
+"""Seconds of pushes the published latency percentiles and outcome counts cover."""
+_RATE_WINDOW = 10.0
+"""Seconds over which the published events/s is averaged."""
+
+
+class Gate(StrEnum):
+    SEND = "send"
+    PROBE = "probe"
+    """Send one event only: the breaker's half-open probe."""
+    WAIT = "wait"
+
+
+@dataclass(slots=True)
+class Permit:
+    """Events of the window a lane holds while its batch is read and pushed."""
+
+    events: int
+
+    def __bool__(self) -> bool:
+        return self.events > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A push under way: what the window looked like when it was sent."""
+
+    events: int
+    saturated: bool
+    others: int
+    """Pushes of this forwarder already in flight when it was sent."""
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Push:
+    at: float
+    outcome: str
+    events: int
+    latency: float | None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) by nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
+    return ordered[rank]
+
+
+class Pacer:
+    def __init__(
+        self,
+        settings: ForwarderSettings,
+        redis: Redis,
+        metrics: ForwarderMetrics,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.metrics = metrics
+        self.clock = clock
+        self.adaptive = settings.adaptive
+        self.config = limiter.LimiterConfig(
+            batch=settings.batch_size,
+            max_limit=float(settings.batch_size * settings.concurrency),
+            target=settings.latency_target,
+        )
+        self.state = limiter.start(self.config)
+        self.breaker_config = breaker.BreakerConfig(
+            threshold=settings.breaker_threshold,
+            base_open=settings.breaker_open_base,
+            max_open=settings.breaker_open_max,
+        )
+        self.breaker = breaker.BreakerState()
+        self.retries = RetryBudget(ratio=settings.retry_ratio)
+        self.in_flight = 0
+        self.budget: float | None = None
+        self._changed = asyncio.Condition()
+        self._pushes: collections.deque[_Push] = collections.deque()
+        self._probing = False
+        self._pushing = 0
+        self._started = 0
+        self._last_ok = True
+        self._tickets = 0
+        self._serving = 0
+        self._done_waiting: set[int] = set()
+        self.metrics.limit.set(self.state.limit)
+
+    # -- the window ---------------------------------------------------------
+
+    def _grant(self) -> int:
+        if not self.adaptive:
+            return self._cap(self.settings.batch_size)
+        if self.breaker.mode is not breaker.Mode.CLOSED and self.in_flight > 0:
+            return 0  # analytics is failing: only what is held already goes out (as probes)
+        return self._cap(limiter.chunk(self.config, self.state, self.in_flight))
+
+    def _cap(self, events: int) -> int:
+        if events <= 0 or self.budget is None:
+            return events
+        return min(events, max(1, math.floor(self.budget * self.settings.budget_tolerance)))
+
+    def push_size(self) -> int:
+        """The most events one push may carry now."""
+        size = self.settings.batch_size
+        if self.adaptive:
+            size = min(size, max(1, math.floor(self.state.limit)))
+        return self._cap(size)
+
+    @contextlib.asynccontextmanager
+    async def window(self, stop: asyncio.Event) -> AsyncIterator[Permit]:
+        """A share of the window for one lane's next batch (0 events when stopping).
+
+        First come, first served: a lane that just gave its share back cannot take
+        it again ahead of a taken-over batch that was already waiting.
+        """
+        permit = Permit(0)
+        ticket = self._tickets
+        self._tickets += 1
+        try:
+            async with self._changed:
+                while not stop.is_set():
+                    granted = self._grant() if ticket == self._serving else 0
+                    if granted > 0:
+                        permit.events = granted
+                        self.in_flight += granted
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+        finally:
+            self._done_waiting.add(ticket)
+            while self._serving in self._done_waiting:
+                self._done_waiting.discard(self._serving)
+                self._serving += 1
+            async with self._changed:
+                self._changed.notify_all()
+        self.metrics.in_flight.set(self.in_flight)
+        try:
+            yield permit
+        finally:
+            await self.shrink(permit, 0)
+
+    @contextlib.asynccontextmanager
+    async def taken_over(self, events: int) -> AsyncIterator[Permit]:
+        """Count a taken-over batch as in flight at once, even past the window.
+
+        Taken-over entries are already claimed: waiting for the window would let them
+        go idle and be claimed again. At most ``concurrency`` such batches run at once,
+        and their pushes are still cut to ``push_size`` and paced by breaker and budget.
+        """
+        permit = Permit(events)
+        self.in_flight += events
+        self.metrics.in_flight.set(self.in_flight)
+        try:
+            yield permit
+        finally:
+            await self.shrink(permit, 0)
+
+    async def shrink(self, permit: Permit, events: int) -> None:
+        """Give back what a lane holds beyond ``events`` (a short read, a finished push)."""
+        if events >= permit.events:
+            return
+        self.in_flight -= permit.events - events
+        permit.events = events
+        self.metrics.in_flight.set(self.in_flight)
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- before a push ------------------------------------------------------
+
+    def gate(self) -> tuple[Gate, float]:
+        """Whether the head batch may go now: send, probe with one event, or wait (seconds)."""
+        if not self.adaptive:
+            return Gate.SEND, 0.0
+        now = self.clock()
+        allowed, state = breaker.allow(self.breaker_config, self.breaker, now)
+        self._set_breaker(state)
+        if not allowed:
+            return Gate.WAIT, max(0.05, breaker.reopens_in(state, now))
+        if state.mode is breaker.Mode.HALF_OPEN:
+            self._probing = True
+            return Gate.PROBE, 0.0
+        return Gate.SEND, 0.0
+
+    def abandon_probe(self) -> None:
+        """The probe taken by ``gate`` was never sent."""
+        if self._probing:
+            self._probing = False
+            self._set_breaker(breaker.abandon(self.breaker))
+
+    def may_retry(self) -> bool:
+        """Whether a held batch may be sent again now.
+
+        While analytics fails, retries spend the retry budget; once it accepts
+        again (the last push succeeded), held batches are only paced by the window.
+        """
+        if not self.adaptive or self._last_ok:
+            return True
+        ok, self.retries = self.retries.try_retry()
+        if not ok:
+            self.metrics.retries_denied.inc()
+        return ok
+
+    def first_attempt(self) -> None:
+        self.retries = self.retries.first_attempt()
+
+    async def reserve(self, events: int) -> float:
+        """Take ``events`` from the shared budget: seconds to wait for the slot."""
+        wait, self.budget = await budget.reserve(self.redis, events)
+        self.metrics.budget.set(self.budget or 0.0)
+        if wait > 0:
+            self.metrics.budget_wait.inc(wait)
+        return wait
+
+    def begin(self, events: int) -> Ticket:
+        """A push of ``events`` goes out now. Saturated: the window is (nearly) in full
+        use, so success may grow it."""
+        self._started += 1
+        self._pushing += 1
+        saturated = self.in_flight >= 0.75 * self.state.limit
+        return Ticket(events, saturated, self._pushing - 1, self._started)
+
+    # -- after a push -------------------------------------------------------
+
+    async def record(self, ticket: Ticket, result: PushResult, latency: float | None) -> None:
+        """Learn from a push's answer (``latency``: None when nothing was sent)."""
+        self._pushing -= 1
+        # Alone: nothing else of ours was in flight when it left, and nothing left after it.
+        alone = ticket.others == 0 and self._started == ticket.seq
+        events = ticket.events
+        now = self.clock()
+        probe, self._probing = self._probing, False
+        if result.outcome is Outcome.EXPIRED:
+            if probe:
+                self._set_breaker(breaker.abandon(self.breaker))
+            return
+        answered = result.status is not None
+        self._pushes.append(_Push(now, result.outcome.value, events, latency))
+        while self._pushes and self._pushes[0].at < now - _STATS_WINDOW:
+            self._pushes.popleft()
+        if not self.adaptive:
+            return
+        congested = result.outcome is Outcome.OVERLOADED or (
+            result.outcome is Outcome.FAILED and not answered
+        )
+        self.state = limiter.observe(
+            self.config,
+            self.state,
+            now=now,
+            events=events,
+            congested=congested,
+            latency=latency if answered and not congested else None,
+            saturated=ticket.saturated,
+            alone=alone,
+        )
+        self.metrics.limit.set(self.state.limit)
+        healthy = result.outcome in (Outcome.ACCEPTED, Outcome.REJECTED)
+        self._last_ok = healthy
+        was = self.breaker.mode
+        self._set_breaker(breaker.record(self.breaker_config, self.breaker, healthy, now))
+        if was is not breaker.Mode.CLOSED and self.breaker.mode is breaker.Mode.CLOSED:
+            # Analytics is back: find its pace again by doubling, as after a TCP timeout.
+            self.state = limiter.restart(self.config, self.state)
+            self.metrics.limit.set(self.state.limit)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _set_breaker(self, state: breaker.BreakerState) -> None:
+        if state.mode is not self.breaker.mode:
+            self.metrics.breaker.set(_BREAKER_LEVEL[state.mode])
+        self.breaker = state
+
+    # -- what the forwarder publishes ---------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """This forwarder's view for the controller: latencies, outcomes, limit, breaker."""
+        now = self.clock()
+        recent = [p for p in self._pushes if p.at >= now - _STATS_WINDOW]
+        latencies = [p.latency for p in recent if p.latency is not None]
+        outcomes = collections.Counter(p.outcome for p in recent)
+        accepted = sum(
+            p.events for p in recent if p.outcome == Outcome.ACCEPTED and p.at >= now - _RATE_WINDOW
+        )
+        return {
+            "at": time.time(),
+            "adaptive": self.adaptive,
+            "limit_events": round(self.state.limit, 1),
+            "in_flight_events": self.in_flight,
+            "push_size": self.push_size(),
+            "breaker": self.breaker.mode.value,
+            "budget": self.budget,
+            "latency_p50": percentile(latencies, 0.5),
+            "latency_p90": percentile(latencies, 0.9),
+            "latency_p99": percentile(latencies, 0.99),
+            "pushes": len(recent),
+            "outcomes": dict(outcomes),
+            "events_per_second": accepted / _RATE_WINDOW,
+            "window_seconds": _STATS_WINDOW,
+        }
