@@ -204,13 +204,14 @@ def test_a_stalled_redis_is_ridden_out_and_reported_by_readyz(
         TRACKRELAY_BLOCK_MS="200",
         TRACKRELAY_BACKOFF_MAX="0.5",
         TRACKRELAY_METRICS_PORT=str(port),
+        TRACKRELAY_CONCURRENCY="2",
     )
     proc = spawn_role(["forwarder"], env, tmp_path / "f.log")
     assert server.process is not None
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", 20, proc)
         health = _get_json(f"http://127.0.0.1:{port}/healthz")
-        assert health["tasks"] == health["expected"] == 3
+        assert health["tasks"] == health["expected"] == 4  # 2 lanes, housekeeping, stats
         server.process.send_signal(signal.SIGSTOP)  # a peer that answers nothing, no FIN
         wait_for(lambda: _status(f"http://127.0.0.1:{port}/readyz") == 503, 10, "unready")
         assert proc.poll() is None
