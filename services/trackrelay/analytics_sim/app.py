@@ -31,6 +31,39 @@ from trackrelay.analytics_sim.model import (
 )
 from trackrelay.settings import SimulatorSettings
 
+TIMELINE_SECONDS = 3600
+
+
+@dataclass
+class Second:
+    """One second of the simulator's life, keyed by the wall-clock second a request arrived."""
+
+    accepted: int = 0
+    received: int = 0
+    """Events in well-formed requests, whatever the answer (attempts)."""
+    statuses: collections.Counter[int] = field(default_factory=collections.Counter)
+    latencies: list[float] = field(default_factory=list)
+    """Response times of answered requests (seconds), as the simulator served them."""
+
+    def as_dict(self, at: int, raw: bool = False) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def quantile(q: float) -> float | None:
+            if not ordered:
+                return None
+            return ordered[max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.999999) - 1))]
+
+        return {
+            "t": at,
+            "accepted": self.accepted,
+            "received": self.received,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "p50": quantile(0.5),
+            "p99": quantile(0.99),
+            "max": ordered[-1] if ordered else None,
+            **({"latencies": ordered} if raw else {}),
+        }
+
 
 @dataclass
 class SimState:
@@ -46,6 +79,16 @@ class SimState:
     accepted: int = 0
     duplicates: int = 0
     overlaps: int = 0
+    timeline: dict[int, Second] = field(default_factory=dict)
+    """Per wall-clock second: what was accepted, answered and how fast (benchmarks read it)."""
+
+    def second(self, at: float) -> Second:
+        key = int(at)
+        if key not in self.timeline:
+            self.timeline[key] = Second()
+            while len(self.timeline) > TIMELINE_SECONDS:
+                del self.timeline[min(self.timeline)]
+        return self.timeline[key]
 
     def current_fault(self, now: float) -> Fault:
         if self.schedule is not None:
@@ -70,6 +113,12 @@ class SimState:
             "overlaps": self.overlaps,
             "requests": {str(k): v for k, v in sorted(self.requests.items())},
             "backlog_events": self.capacity.backlog(now),
+            "capacity": {
+                "rate": self.capacity.rate,
+                "overhead": self.capacity.overhead,
+                "queue_limit": self.capacity.queue_limit,
+                "collapse": self.capacity.collapse,
+            },
             "distinct_skus": len(self.popularity),
         }
 
@@ -141,16 +190,23 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     app = FastAPI(title="trackrelay analytics simulator", version="0.1.0")
     app.state.sim = state
 
-    def answer(verdict: Verdict, body: dict[str, Any]) -> JSONResponse:
+    def answer(
+        verdict: Verdict, body: dict[str, Any], arrived: float | None = None
+    ) -> JSONResponse:
         headers = {}
         if verdict.retry_after is not None:
             headers["Retry-After"] = str(int(verdict.retry_after))
+        if arrived is not None:
+            second = state.second(arrived)
+            second.statuses[verdict.status] += 1
+            second.latencies.append(time.time() - arrived)
         state.requests[verdict.status] += 1
         m_requests.labels(str(verdict.status)).inc()
         return JSONResponse(body, status_code=verdict.status, headers=headers)
 
     @app.post("/v1/track")
     async def track(request: Request) -> Response:
+        arrived = time.time()
         body = await request.body()
         if settings.sim_max_body_bytes and len(body) > settings.sim_max_body_bytes:
             return answer(
@@ -165,6 +221,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                 Verdict(400), {"detail": "the batch holds bad events", "bad_events": checked.bad}
             )
         ids = [ev["event_id"] for ev in checked.good]
+        state.second(arrived).received += len(ids)
         for ev_id in ids:
             if state.inflight[ev_id]:
                 state.overlaps += 1
@@ -179,7 +236,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
             if delay > 0:
                 await asyncio.sleep(delay)
             if verdict.status != 200:
-                return answer(verdict, {"detail": f"analytics is {fault.mode.value}"})
+                return answer(verdict, {"detail": f"analytics is {fault.mode.value}"}, arrived)
             new = 0
             for ev in checked.good:
                 if ev["event_id"] in state.seen:
@@ -189,6 +246,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                 new += 1
             dupes = len(ids) - new
             state.accepted += new
+            state.second(arrived).accepted += new
             state.duplicates += dupes
             m_accepted.inc(new)
             m_dupes.inc(dupes)
@@ -197,7 +255,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                 m_requests.labels(str(verdict.status)).inc()
                 body = json.dumps({"accepted": new, "duplicates": dupes}).encode()
                 return StreamingResponse(_trickle(body, fault.hang), media_type="application/json")
-            return answer(verdict, {"accepted": new, "duplicates": dupes})
+            return answer(verdict, {"accepted": new, "duplicates": dupes}, arrived)
         finally:
             for ev_id in ids:
                 state.inflight[ev_id] -= 1
@@ -232,12 +290,38 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         state.schedule, state.schedule_started = schedule, time.monotonic()
         return JSONResponse(state.snapshot(time.monotonic()))
 
+    @app.get("/admin/timeline")
+    async def admin_timeline(
+        since: float = Query(default=0.0), raw: bool = Query(default=False)
+    ) -> dict[str, Any]:
+        """Per second since ``since`` (Unix time): accepted events, statuses, latency
+        (``raw``: every response time too)."""
+        return {
+            "seconds": [
+                state.timeline[t].as_dict(t, raw) for t in sorted(state.timeline) if t >= int(since)
+            ]
+        }
+
+    @app.post("/admin/capacity")
+    async def admin_capacity(request: Request) -> JSONResponse:
+        """Change the capacity model now: ``rate`` (events/s, 0 unlimited), ``overhead``,
+        ``queue_limit`` (events), ``collapse``."""
+        try:
+            data = await _json_object(request)
+            changes = Capacity.changes(data)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        for name, value in changes.items():
+            setattr(state.capacity, name, value)
+        return JSONResponse(state.snapshot(time.monotonic()))
+
     @app.post("/admin/reset")
     async def admin_reset() -> dict[str, Any]:
         state.seen.clear()
         state.popularity.clear()
         state.requests.clear()
         state.accepted = state.duplicates = state.overlaps = 0
+        state.timeline.clear()
         return state.snapshot(time.monotonic())
 
     @app.get("/healthz")

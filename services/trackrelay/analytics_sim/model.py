@@ -144,6 +144,27 @@ class Capacity:
     collapse: bool = False
     busy_until: float = 0.0
 
+    @staticmethod
+    def changes(data: dict[str, Any]) -> dict[str, float | bool]:
+        """Validated capacity changes from a JSON object; ``ValueError`` names the bad field."""
+        unknown = set(data) - {"rate", "overhead", "queue_limit", "collapse"}
+        if unknown:
+            raise ValueError(f"unknown capacity fields: {sorted(unknown)}")
+        out: dict[str, float | bool] = {}
+        for name in ("rate", "overhead", "queue_limit"):
+            if name in data:
+                v = data[name]
+                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                    raise ValueError(f"{name} must be a number >= 0")
+                out[name] = float(v)
+        if out.get("queue_limit") == 0:
+            raise ValueError("queue_limit must be > 0")
+        if "collapse" in data:
+            if not isinstance(data["collapse"], bool):
+                raise ValueError("collapse must be true or false")
+            out["collapse"] = data["collapse"]
+        return out
+
     def backlog(self, now: float) -> float:
         """Queued work, in events."""
         if self.rate <= 0:

@@ -228,6 +228,10 @@ class Pacer:
             return Gate.PROBE, 0.0
         return Gate.SEND, 0.0
 
+    def breaker_open(self) -> bool:
+        """Whether the breaker holds pushes back (open or probing)."""
+        return self.adaptive and self.breaker.mode is not breaker.Mode.CLOSED
+
     def abandon_probe(self) -> None:
         """The probe taken by ``gate`` was never sent."""
         if self._probing:

@@ -417,9 +417,9 @@ class Forwarder:
                 held.history = history
                 queue.rotate(-1)  # let the other sub-batches show whether analytics is up
                 retry_after = result.retry_after if self.settings.honor_retry_after else None
-                wait = retry_wait(
-                    backoff.failed(), retry_after, cap=max(self.settings.backoff_max, 60.0)
-                )
+                # An open breaker paces the probes itself; otherwise back off with jitter.
+                jitter = 0.0 if self.pacer.breaker_open() else backoff.failed()
+                wait = retry_wait(jitter, retry_after, cap=max(self.settings.backoff_max, 60.0))
                 log.warning(
                     "forwarder %s: push %s (%s); %d events retry in %.2fs",
                     self.consumer,
