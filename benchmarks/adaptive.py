@@ -164,8 +164,13 @@ class Run:
     started: float = 0.0
     started_wall: float = 0.0
     drained_at: float | None = None
+    first_at: float | None = None
+    """When analytics had accepted its first events (the forwarders were up)."""
+    first_accepted: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     budget: float | None = None
+    flags: list[str] = field(default_factory=list)
+    sim: Any = None
 
     @property
     def label(self) -> str:
@@ -202,12 +207,19 @@ class Run:
             self.client.set(BUDGET_KEY, f"{self.budget:g}")
             if self.strategy.budget is not None:  # a config's fixed rate: full batches
                 flags += ["--budget-tolerance", f"{min(1.0, BATCH / self.budget):.4f}"]
+        self.flags = flags
+        self.sim = sim
+
+    def launch(self) -> None:
+        """Start the forwarders: every run of a scenario starts at the same moment."""
+        assert self.server is not None
         env = {
             "TRACKRELAY_REDIS_URL": self.server.url,
             "TRACKRELAY_ANALYTICS_URL": self.sim_url,
             "TRACKRELAY_BATCH_SIZE": str(BATCH),
         }
-        for n in range(s.replicas):
+        flags, sim = self.flags, self.sim
+        for n in range(self.scenario.replicas):
             proc = spawn_role(
                 ["forwarder", "--consumer-name", f"f{n}", *flags],
                 env,
@@ -236,8 +248,11 @@ class Run:
                 "breaker": [v["breaker"] for v in views],
             }
         )
+        now = time.monotonic() - self.started
+        if self.first_at is None and state["accepted"] > 0:
+            self.first_at, self.first_accepted = now, state["accepted"]
         if self.drained_at is None and state["accepted"] >= self.backlog:
-            self.drained_at = time.monotonic() - self.started
+            self.drained_at = now
 
     def stop(self) -> dict[str, Any]:
         timeline = http(f"{self.sim_url}/admin/timeline?since={self.started_wall - 1}&raw=true")
@@ -291,20 +306,25 @@ def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
         requests += n
         overload += x["statuses"].get("429", 0) + x["statuses"].get("503", 0)
         latencies += [lat / idle for lat in x.get("latencies", [])]
-    accepted = result["state"]["accepted"]
+    accepted = max((smp["accepted"] for smp in run.samples if "accepted" in smp), default=0)
     last = max((smp["t"] for smp in run.samples if "t" in smp), default=s.cap)
     elapsed = run.drained_at if run.drained_at is not None else last
+    began = run.first_at or 0.0
+    counted = accepted - run.first_accepted
+    # Work analytics could have done from the first accepted push to the end.
+    span = elapsed - began
     if outage is not None:
-        work = c * (elapsed - (outage[1] - outage[0]))
+        work = c * (span - (outage[1] - outage[0]))
     elif s.actions:
-        work = sum(capacity_at(s, c, t) for t in range(int(elapsed)))
+        step = 0.1
+        work = sum(capacity_at(s, c, began + i * step) * step for i in range(int(span / step)))
     else:
-        work = c * elapsed
+        work = c * span
     if run.budget is not None:
-        work = min(work, run.budget * elapsed)
+        work = min(work, run.budget * span)
     out: dict[str, Any] = {
         "strategy": run.label,
-        "goodput_over_capacity": accepted / work if work else None,
+        "goodput_over_capacity": counted / work if work else None,
         "p99_over_idle": percentile(latencies, 0.99),
         "overload_share": overload / requests if requests else 0.0,
         "attempts_per_event": received / accepted if accepted else None,
@@ -350,10 +370,12 @@ def settle_time(
 
 
 def run_scenario(s: Scenario, all_strategies: list[Strategy], c: float, base: Path) -> list[Run]:
-    chosen = [all_strategies[0]] if s.only_adaptive else all_strategies
+    chosen = all_strategies[:1] if s.only_adaptive else all_strategies
     runs = [Run(s, st, c, Path(tempfile.mkdtemp(dir=base))) for st in chosen]
     for run in runs:
         run.start()
+    for run in runs:
+        run.launch()
     start = time.monotonic()
     done_actions: set[int] = set()
     try:
@@ -372,7 +394,7 @@ def run_scenario(s: Scenario, all_strategies: list[Strategy], c: float, base: Pa
             finished = s.stop_when_drained and all(r.drained_at is not None for r in runs)
             if finished or t >= s.cap:
                 break
-            time.sleep(1.0)
+            time.sleep(0.2)
     finally:
         results = [run.stop() for run in runs]
     for run, result in zip(runs, results, strict=True):
@@ -438,6 +460,7 @@ def main() -> None:
     ap.add_argument("--capacity", type=float, default=500.0, help="analytics events/s (C)")
     ap.add_argument("--quick", action="store_true", help="shorter scenarios (a smoke run)")
     ap.add_argument("--only", help="run scenarios whose name starts with this")
+    ap.add_argument("--strategies", type=int, help="run the first N strategies only")
     args = ap.parse_args()
     c = args.capacity
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -459,7 +482,7 @@ def main() -> None:
                 f"up to {s.cap:.0f} s",
                 flush=True,
             )
-            runs = run_scenario(s, strategies(), c, Path(tmp))
+            runs = run_scenario(s, strategies()[: args.strategies], c, Path(tmp))
             figs = [figures(r, r.samples[-1]["result"], c) for r in runs]
             cols = ["strategy", "goodput/C", "p99/idle", "overload", "attempts/ev", "drain s"]
             extra = [

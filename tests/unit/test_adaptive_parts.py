@@ -136,11 +136,13 @@ def test_a_light_load_does_not_grow_the_window() -> None:
 
 def test_latency_target_shrinks_pushes_below_one_batch() -> None:
     cfg = LimiterConfig(batch=B, max_limit=800, target=0.05)
-    state = start(cfg)
-    for n in range(20):
+    state, sizes = start(cfg), []
+    for n in range(60):
         size = chunk(cfg, state, 0)
+        sizes.append(size)
         state = observe(cfg, state, now=n, events=size, congested=False, latency=size * 0.001)
-    assert chunk(cfg, state, 0) <= 50  # a push of 50 events takes 50 ms: the target
+    # A push of 50 events takes 50 ms, the target: pushes hover just around 50.
+    assert 35 <= min(sizes[-20:]) and max(sizes[-20:]) <= 65, sizes
 
 
 def test_the_baseline_forgets_a_faster_past() -> None:

@@ -13,26 +13,29 @@ One ``observe`` per finished push of ``events`` events:
   (overload answers, failures) or ``latency_decrease`` (latency alone), and
   slow start ends;
 - success in slow start: the window grows by the events acknowledged (it
-  doubles every round trip);
+  doubles every round trip) until a queue starts to form at analytics (a
+  quarter of the band), as hybrid slow start does, or congestion;
 - success afterwards: it grows by ``step * events / limit`` (``step`` events
   per round trip: additive increase);
 - a success only grows the window when the window was in use (``saturated``):
   a light load must not teach it that analytics takes anything.
 
 The latency band (delay-based congestion, as TCP Vegas and Vector's adaptive
-request concurrency use) rests on two windowed minima over pushes that went
-out *alone* (nothing else of this forwarder in flight, so our own queue cannot
-inflate them): ``unit``, the smallest latency per event of such pushes of at
-least half a batch (analytics' no-load cost per event), and ``floor``, the
-smallest latency of any of them (the fixed cost of a request, whatever its
-size). Each covers two epochs of ``memory`` seconds, so it follows analytics
-when it really becomes slower; an epoch without such a push keeps the last
-value rather than forgetting it. A push is slow when its latency exceeds its
-own no-load cost by more than ``margin`` batches of queueing:
-``latency > max(floor, unit * events) + margin * unit * batch``. So the window
-settles where analytics holds about half a batch of our work in its queue:
-enough that it never idles, little enough that its response time stays within
-``1 + margin`` of one idle batch.
+request concurrency use) rests on ``unit``, analytics' no-load cost per event:
+the smallest latency per event of recent pushes that went out *alone* (nothing
+else of this forwarder in flight, so our own queue cannot inflate it) and
+carried at least half a batch. It is a windowed minimum over two epochs of
+``memory`` seconds, so it follows analytics when it really becomes slower; an
+epoch without such a push keeps the last value rather than forgetting it. A
+push of at least half a batch is slow when its latency exceeds its own no-load
+cost by more than ``margin`` batches of queueing:
+``latency > unit * (events + margin * batch)``. So the window settles where
+analytics holds about half a batch of our work in its queue: enough that it
+never idles, little enough that its response time stays within ``1 + margin``
+of one idle batch. A push alone is arranged once per ``memory`` seconds
+(``wants_alone``) so the baseline stays fresh. Smaller pushes are not judged
+by latency: a request's fixed cost (which a per-event unit cannot see) would
+make them look slow and shrink the window for nothing.
 """
 
 from __future__ import annotations
@@ -48,14 +51,15 @@ class LimiterConfig:
     min_limit: float = 1.0
     max_limit: float = 8000.0
     initial: float | None = None
-    """The starting window; None: one batch."""
+    """The starting window; None: half a batch (slow start doubles it to one batch
+    without making any push wait behind a whole batch of ours)."""
     step: float | None = None
     """Additive increase, events per round trip; None: an eighth of a batch."""
     decrease: float = 0.5
     """Factor on overload answers (429/503), timeouts and resets."""
     latency_decrease: float = 0.8
     """Factor on a push slower than the latency band or target."""
-    margin: float = 0.5
+    margin: float = 0.3
     """Queueing, in batches of no-load work, tolerated before latency means congestion."""
     memory: float = 10.0
     """Seconds per epoch of the windowed minimum (the baseline covers the last two)."""
@@ -78,7 +82,7 @@ class LimiterConfig:
     def start_limit(self) -> float:
         if self.initial is not None:
             return self.initial
-        return min(self.max_limit, max(self.min_limit, float(self.batch)))
+        return min(self.max_limit, max(self.min_limit, self.batch / 2))
 
     @property
     def increase(self) -> float:
@@ -93,20 +97,14 @@ class LimiterState:
     """Smallest seconds per event seen in the current epoch (no-load cost)."""
     unit_before: float | None = None
     """The same for the previous epoch."""
-    floor: float | None = None
-    """Smallest latency of a push alone, this epoch (a request's fixed cost)."""
-    floor_before: float | None = None
     epoch_end: float = -math.inf
+    alone_at: float = -math.inf
+    """When a push last taught the baseline."""
 
     @property
     def baseline(self) -> float | None:
         """Analytics' no-load seconds per event over the last one to two epochs."""
         return _least(self.unit, self.unit_before)
-
-    @property
-    def fixed_cost(self) -> float:
-        """The smallest latency of a push alone over the last one to two epochs."""
-        return _least(self.floor, self.floor_before) or 0.0
 
 
 def _least(a: float | None, b: float | None) -> float | None:
@@ -131,12 +129,24 @@ def band(config: LimiterConfig, state: LimiterState, events: int) -> float | Non
     """The latency above which a push of ``events`` events counts as congestion."""
     limits = []
     baseline = state.baseline
-    if baseline is not None:
-        no_load = max(state.fixed_cost, baseline * events)
-        limits.append(no_load + config.margin * baseline * config.batch)
+    if baseline is not None and _judged(config, events):
+        limits.append(baseline * (events + config.margin * config.batch))
     if config.target is not None:
         limits.append(config.target)
     return min(limits) if limits else None
+
+
+def _judged(config: LimiterConfig, events: int) -> bool:
+    """Whether a push is large enough for its latency to be judged against the unit."""
+    return events >= 0.5 * config.batch
+
+
+def _queued(config: LimiterConfig, state: LimiterState, events: int, latency: float) -> bool:
+    """Whether a queue is forming: a quarter of the band's tolerated queueing is used."""
+    baseline = state.baseline
+    if baseline is None or not _judged(config, events):
+        return False
+    return latency > baseline * (events + config.margin / 4 * config.batch)
 
 
 def is_slow(config: LimiterConfig, state: LimiterState, events: int, latency: float) -> bool:
@@ -151,19 +161,26 @@ def _learn(
         state = replace(
             state,
             unit_before=state.unit if state.unit is not None else state.unit_before,
-            floor_before=state.floor if state.floor is not None else state.floor_before,
             unit=None,
-            floor=None,
             epoch_end=now + config.memory,
         )
-    if state.floor is None or latency < state.floor:
-        state = replace(state, floor=latency)
-    if events < 0.5 * min(config.batch, state.limit) or events <= 0:
+    if not _judged(config, events):
         return state  # small pushes carry mostly fixed overhead: not a per-event cost
     per_event = latency / events
+    state = replace(state, alone_at=now)
     if state.unit is None or per_event < state.unit:
         state = replace(state, unit=per_event)
     return state
+
+
+def wants_alone(config: LimiterConfig, state: LimiterState, now: float) -> bool:
+    """Whether the next push should go out alone, to renew the baseline.
+
+    Under steady load pushes overlap and never measure analytics without our own
+    queue; once per ``memory`` seconds one push waits for the others to finish
+    (as BBR's ProbeRTT drains its queue), which costs one short pipeline bubble.
+    """
+    return now - state.alone_at >= config.memory
 
 
 def observe(
@@ -185,6 +202,7 @@ def observe(
     forwarder was in flight meanwhile (only such pushes teach the baseline).
     """
     slow = latency is not None and is_slow(config, state, events, latency)
+    queueing = latency is not None and _queued(config, state, events, latency)
     if latency is not None and not congested and alone:
         state = _learn(config, state, now, events, latency)
     if congested or slow:
@@ -193,10 +211,17 @@ def observe(
         return replace(state, limit=limit, slow_start=False)
     if not saturated:
         return state
+    if state.slow_start and queueing:
+        # Hybrid slow start (HyStart): leave it as soon as a queue forms, before loss.
+        return replace(state, slow_start=False)
     growth = float(events) if state.slow_start else config.increase * events / state.limit
     return replace(state, limit=min(config.max_limit, state.limit + growth))
 
 
 def restart(config: LimiterConfig, state: LimiterState) -> LimiterState:
-    """After an outage: slow start again from the current window (the baseline stays)."""
-    return replace(state, slow_start=True, limit=max(config.min_limit, state.limit))
+    """After an outage: at least one batch again, then additive increase.
+
+    The outage drove the window down with every failed push; it says nothing about
+    analytics' pace once back, and slow start would overshoot into its fresh queue.
+    """
+    return replace(state, slow_start=False, limit=max(state.limit, float(config.batch)))

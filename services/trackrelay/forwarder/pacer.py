@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -38,6 +39,8 @@ from trackrelay.control.push_outcome import Outcome, PushResult
 from trackrelay.control.retry_budget import RetryBudget
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.settings import ForwarderSettings
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
@@ -139,6 +142,8 @@ class Pacer:
             return self._cap(self.settings.batch_size)
         if self.breaker.mode is not breaker.Mode.CLOSED and self.in_flight > 0:
             return 0  # analytics is failing: only what is held already goes out (as probes)
+        if self.in_flight > 0 and limiter.wants_alone(self.config, self.state, self.clock()):
+            return 0  # let the pushes in flight finish: the next one measures the baseline
         return self._cap(limiter.chunk(self.config, self.state, self.in_flight))
 
     def _cap(self, events: int) -> int:
@@ -304,6 +309,16 @@ class Pacer:
             alone=alone,
         )
         self.metrics.limit.set(self.state.limit)
+        log.debug(
+            "push of %d events: %s in %s s (alone %s, saturated %s); window %.1f, unit %s",
+            events,
+            result.outcome.value,
+            f"{latency:.3f}" if latency is not None else "-",
+            alone,
+            ticket.saturated,
+            self.state.limit,
+            self.state.baseline,
+        )
         healthy = result.outcome in (Outcome.ACCEPTED, Outcome.REJECTED)
         self._last_ok = healthy
         was = self.breaker.mode
