@@ -36,6 +36,7 @@ bench: venv
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/order_path.py
 	$(BIN)/python benchmarks/forwarder.py
+	$(BIN)/python benchmarks/adaptive.py
 
 clean:
 	rm -rf $(VENV) .trackrelay .pytest_cache .mypy_cache .ruff_cache

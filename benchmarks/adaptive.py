@@ -298,6 +298,9 @@ def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
         rel = x["t"] - t0
         idle = OVERHEAD + BATCH / capacity_at(s, c, rel)
         in_outage = outage is not None and outage[0] - 1 <= rel <= outage[1] + 1
+        changing = any(
+            a.path == "/admin/capacity" and a.at - 1 <= rel <= a.at + 2 for a in s.actions
+        )
         n = sum(x["statuses"].values())
         received += x["received"]
         if in_outage:
@@ -305,7 +308,8 @@ def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
             continue
         requests += n
         overload += x["statuses"].get("429", 0) + x["statuses"].get("503", 0)
-        latencies += [lat / idle for lat in x.get("latencies", [])]
+        if not changing:  # a request across the change is neither old nor new capacity
+            latencies += [lat / idle for lat in x.get("latencies", [])]
     accepted = max((smp["accepted"] for smp in run.samples if "accepted" in smp), default=0)
     last = max((smp["t"] for smp in run.samples if "t" in smp), default=s.cap)
     elapsed = run.drained_at if run.drained_at is not None else last
@@ -344,7 +348,7 @@ def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
     if run.budget is not None:
         full = [x["received"] for x in seconds[1:-1]]
         out["budget"] = run.budget
-        out["max_second_over_budget"] = max(full) / run.budget if full else None
+        out["max_second_over_budget"] = round(max(full) / run.budget, 4) if full else None
     return out
 
 
@@ -356,12 +360,12 @@ def settle_time(
     after = [x for x in seconds if x["t"] - t0 >= change]
     after = after[:-1]  # the run's last second is cut short
     idle = OVERHEAD + BATCH / capacity_at(s, c, change + 1)
-    last_bad = None
+    last_bad: float | None = None
     for x in after:
         overload = x["statuses"].get("429", 0) + x["statuses"].get("503", 0)
         p99 = x["p99"]
         if overload or (p99 is not None and p99 > 1.5 * idle):
-            last_bad = x["t"] - t0
+            last_bad = float(x["t"] - t0)
     if last_bad is None:
         return 0.0
     if after and last_bad >= after[-1]["t"] - t0:

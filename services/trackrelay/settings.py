@@ -112,9 +112,10 @@ class ForwarderSettings(BaseSettings):
     """Longest wait between probes while analytics is down."""
     retry_ratio: float = Field(default=0.2, ge=0, le=1)
     """Retries allowed per first attempt (the retry budget), over a reserve of 10."""
-    budget_tolerance: float = Field(default=0.02, gt=0, le=1)
+    budget_tolerance: float = Field(default=0.01, gt=0, le=1)
     """With a shared budget set, one push carries at most this share of a second's budget,
-    which bounds any one-second window to ``budget * (1 + budget_tolerance)``."""
+    which bounds any one-second window to ``budget * (1 + budget_tolerance)`` at the
+    reservations' clock (network and scheduling jitter add about as much again)."""
     honor_retry_after: bool = True
     stats_interval: PositiveFloat = 1.0
     """How often the forwarder publishes its view to Redis (expires after 5 intervals)."""

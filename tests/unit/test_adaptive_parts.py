@@ -120,8 +120,10 @@ def test_against_a_queueing_analytics_the_window_settles_in_a_band(
 def test_slow_start_doubles_then_additive_increase() -> None:
     cfg = LimiterConfig(batch=B, max_limit=800, initial=100, step=10)
     state = start(cfg)
-    state = observe(cfg, state, now=0, events=100, congested=False, latency=0.1)
-    assert state.limit == 200 and state.slow_start
+    state = observe(cfg, state, now=0, events=100, congested=False, latency=0.1, alone=False)
+    assert state.limit == 200 and state.slow_start  # doubles per window of events
+    alone = observe(cfg, start(cfg), now=0, events=100, congested=False, latency=0.1)
+    assert alone.limit == 150  # a push alone cannot show a queue: half the growth
     state = observe(cfg, state, now=0.1, events=100, congested=True, latency=None)
     assert state.limit == 100 and not state.slow_start
     state = observe(cfg, state, now=0.2, events=100, congested=False, latency=0.1)

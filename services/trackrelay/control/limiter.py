@@ -43,6 +43,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+WARMUP_ALONE = 3
+"""Pushes that go out alone at start, so one slow first request cannot set the baseline."""
+
 
 @dataclass(frozen=True, slots=True)
 class LimiterConfig:
@@ -100,6 +103,8 @@ class LimiterState:
     epoch_end: float = -math.inf
     alone_at: float = -math.inf
     """When a push last taught the baseline."""
+    taught: int = 0
+    """Pushes that taught the baseline so far."""
 
     @property
     def baseline(self) -> float | None:
@@ -142,11 +147,16 @@ def _judged(config: LimiterConfig, events: int) -> bool:
 
 
 def _queued(config: LimiterConfig, state: LimiterState, events: int, latency: float) -> bool:
-    """Whether a queue is forming: a quarter of the band's tolerated queueing is used."""
+    """Whether a queue is forming: a quarter of the band's tolerated queueing is used.
+
+    Every push counts, a small one as if it held half a batch: a request's fixed
+    cost may then end slow start early, which costs a little time, never a decrease.
+    """
     baseline = state.baseline
-    if baseline is None or not _judged(config, events):
+    if baseline is None:
         return False
-    return latency > baseline * (events + config.margin / 4 * config.batch)
+    sized = max(events, 0.5 * config.batch)
+    return latency > baseline * (sized + config.margin / 4 * config.batch)
 
 
 def is_slow(config: LimiterConfig, state: LimiterState, events: int, latency: float) -> bool:
@@ -167,7 +177,7 @@ def _learn(
     if not _judged(config, events):
         return state  # small pushes carry mostly fixed overhead: not a per-event cost
     per_event = latency / events
-    state = replace(state, alone_at=now)
+    state = replace(state, alone_at=now, taught=state.taught + 1)
     if state.unit is None or per_event < state.unit:
         state = replace(state, unit=per_event)
     return state
@@ -179,8 +189,10 @@ def wants_alone(config: LimiterConfig, state: LimiterState, now: float) -> bool:
     Under steady load pushes overlap and never measure analytics without our own
     queue; once per ``memory`` seconds one push waits for the others to finish
     (as BBR's ProbeRTT drains its queue), which costs one short pipeline bubble.
+    The first few pushes all go alone: the very first one also pays for opening
+    the connection.
     """
-    return now - state.alone_at >= config.memory
+    return state.taught < WARMUP_ALONE or now - state.alone_at >= config.memory
 
 
 def observe(
@@ -214,7 +226,11 @@ def observe(
     if state.slow_start and queueing:
         # Hybrid slow start (HyStart): leave it as soon as a queue forms, before loss.
         return replace(state, slow_start=False)
-    growth = float(events) if state.slow_start else config.increase * events / state.limit
+    if state.slow_start:
+        # A push alone cannot show a queue forming: grow by half as much on it.
+        growth = float(events) if not alone else events / 2
+    else:
+        growth = config.increase * events / state.limit
     return replace(state, limit=min(config.max_limit, state.limit + growth))
 
 
