@@ -140,7 +140,6 @@ def http(url: str, body: dict[str, Any] | None = None) -> Any:
 
 
 def preload(r: redis.Redis, count: int) -> None:
-    r.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
     pipe = r.pipeline(transaction=False)
     for n in range(count):
         ev = Event(f"b{n}:0", f"b{n}", f"sku-{n % 50}", 1, 1.0, "2026-01-01T00:00:00.000Z")
@@ -198,8 +197,11 @@ class Run:
         self.procs.append(sim)
         self.sim_url = f"http://127.0.0.1:{port}"
         wait_http(self.sim_url + "/healthz", 30, sim)
+        for _ in range(3):  # the first requests of a fresh process are slow: not analytics'
+            http(self.sim_url + "/v1/track", {"events": []})
+        http(self.sim_url + "/admin/reset", {})
         self.backlog = int(s.backlog * c)
-        preload(self.client, self.backlog)
+        self.client.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
         share = self.strategy.budget if self.strategy.budget is not None else s.budget
         flags = list(self.strategy.flags)
         if share is not None:
@@ -229,8 +231,19 @@ class Run:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
                 os.setpriority(os.PRIO_PROCESS, sim.pid, 19)
             self.procs.append(proc)
+
+    def ready(self) -> bool:
+        """Every forwarder runs (it has published its first view)."""
+        assert self.client is not None
+        views = list(self.client.scan_iter(match=STATS_PREFIX + "*"))
+        return len(views) >= self.scenario.replicas
+
+    def fill(self) -> None:
+        """Put the backlog on the stream; the run's clock starts now."""
+        assert self.client is not None
         self.started = time.monotonic()
         self.started_wall = time.time()
+        preload(self.client, self.backlog)
 
     def sample(self, scenario_t: float) -> None:
         assert self.client is not None
@@ -292,6 +305,7 @@ def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
     t0 = run.started_wall
     outage = down_between(s)
     latencies: list[float] = []
+    worst: list[tuple[float, float]] = []
     requests = overload = outage_requests = 0
     received = 0
     for x in seconds:
@@ -310,6 +324,8 @@ def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
         overload += x["statuses"].get("429", 0) + x["statuses"].get("503", 0)
         if not changing:  # a request across the change is neither old nor new capacity
             latencies += [lat / idle for lat in x.get("latencies", [])]
+            if x["max"] is not None:
+                worst.append((round(x["max"] / idle, 2), round(rel, 1)))
     accepted = max((smp["accepted"] for smp in run.samples if "accepted" in smp), default=0)
     last = max((smp["t"] for smp in run.samples if "t" in smp), default=s.cap)
     elapsed = run.drained_at if run.drained_at is not None else last
@@ -337,6 +353,8 @@ def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
         "backlog": run.backlog,
         "requests": requests,
         "duplicates": result["state"]["duplicates"],
+        # The five worst seconds: (slowest response / idle batch, seconds since start).
+        "slowest_seconds": sorted(worst, reverse=True)[:5],
     }
     if outage is not None:
         out["requests_during_outage"] = outage_requests
@@ -380,6 +398,14 @@ def run_scenario(s: Scenario, all_strategies: list[Strategy], c: float, base: Pa
         run.start()
     for run in runs:
         run.launch()
+    # The forwarders start on an empty stream: 8 interpreters starting at once would
+    # starve the simulators of CPU and show up as analytics latency.
+    deadline = time.monotonic() + 30
+    while not all(run.ready() for run in runs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for run in runs:
+        run.fill()
     start = time.monotonic()
     done_actions: set[int] = set()
     try:

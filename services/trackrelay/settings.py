@@ -108,7 +108,7 @@ class ForwarderSettings(BaseSettings):
     breaker_threshold: PositiveInt = 5
     """Consecutive failed pushes that open the circuit breaker."""
     breaker_open_base: PositiveFloat = 0.5
-    breaker_open_max: PositiveFloat = 5.0
+    breaker_open_max: PositiveFloat = 2.0
     """Longest wait between probes while analytics is down."""
     retry_ratio: float = Field(default=0.2, ge=0, le=1)
     """Retries allowed per first attempt (the retry budget), over a reserve of 10."""

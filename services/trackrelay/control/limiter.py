@@ -62,7 +62,7 @@ class LimiterConfig:
     """Factor on overload answers (429/503), timeouts and resets."""
     latency_decrease: float = 0.8
     """Factor on a push slower than the latency band or target."""
-    margin: float = 0.3
+    margin: float = 0.25
     """Queueing, in batches of no-load work, tolerated before latency means congestion."""
     memory: float = 10.0
     """Seconds per epoch of the windowed minimum (the baseline covers the last two)."""
