@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,8 @@ class Run:
     first_at: float | None = None
     """When analytics had accepted its first events (the forwarders were up)."""
     first_accepted: int = 0
+    offset: float = 0.0
+    """The scenario's start on this run's clock."""
     samples: list[dict[str, Any]] = field(default_factory=list)
     budget: float | None = None
     flags: list[str] = field(default_factory=list)
@@ -300,7 +302,12 @@ def down_between(s: Scenario) -> tuple[float, float] | None:
 
 
 def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
-    s = run.scenario
+    # Actions are timed from the scenario's start; this run's clock began a little
+    # earlier (backlogs are written one run after the other).
+    s = replace(
+        run.scenario,
+        actions=tuple(Action(a.at + run.offset, a.path, a.body) for a in run.scenario.actions),
+    )
     seconds = [x for x in result["timeline"] if x["t"] >= int(run.started_wall)]
     t0 = run.started_wall
     outage = down_between(s)
@@ -411,6 +418,8 @@ def run_scenario(s: Scenario, all_strategies: list[Strategy], c: float, base: Pa
     for run in runs:
         run.fill()
     start = time.monotonic()
+    for run in runs:
+        run.offset = start - run.started
     done_actions: set[int] = set()
     try:
         while True:
