@@ -1,0 +1,159 @@
+"""Shedding analytics data at our ingress under a storage quota (pure decisions).
+
+Groundwork for the storage-quota issue: the decisions only, no Redis. Analytics
+computes popularity as the sum of ``qty * weight`` per SKU, and every policy
+keeps that sum unbiased (sampling) or exact (aggregation):
+
+- ``sample``: keep an event with probability ``p``, decided by a hash of its
+  event id (a retry of the same event makes the same decision), and give it
+  ``weight / p``;
+- ``aggregate``: fold events into per-SKU counters per time window, flushed as
+  one event per SKU and window with a stable id, so a re-flush is recognisable;
+- ``evict`` and ``drop_new``: bounded loss, counted;
+- ``automatic``: the policy and its ``p`` from pressure (queue memory / quota),
+  with hysteresis so it does not flap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Policy(StrEnum):
+    NONE = "none"
+    SAMPLE = "sample"
+    AGGREGATE = "aggregate"
+    EVICT = "evict"
+    DROP_NEW = "drop_new"
+
+
+_ORDER = (Policy.NONE, Policy.SAMPLE, Policy.AGGREGATE, Policy.EVICT)
+"""The automatic mode's levels, mildest first."""
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``64MiB``, ``512KiB``, ``1.5GB`` or plain ``1048576``; ``ValueError`` if bad."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"size {text!r}: expected bytes or a number with KiB, MiB, GiB, KB, MB or GB"
+        )
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value < 1:
+        raise ValueError(f"size {text!r}: must be at least one byte")
+    return int(value)
+
+
+def hash_fraction(event_id: str) -> float:
+    """A uniform number in [0, 1) fixed by the event id (BLAKE2b, first 8 bytes)."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def sampled_weight(event_id: str, weight: float, p: float) -> float | None:
+    """The kept event's new weight (``weight / p``), or None when the event is shed."""
+    if not 0 < p <= 1:
+        raise ValueError("p must be in (0, 1]")
+    if p == 1:
+        return weight
+    return weight / p if hash_fraction(event_id) < p else None
+
+
+def window_start(occurred_ms: int, window_ms: int) -> int:
+    """The start of the aggregation window an event falls in (epoch milliseconds)."""
+    if window_ms <= 0:
+        raise ValueError("window_ms must be > 0")
+    return occurred_ms - occurred_ms % window_ms
+
+
+def aggregate_id(sku: str, start_ms: int) -> str:
+    """The stable event id of one SKU's aggregate for one window (re-flushes repeat it)."""
+    return f"agg:{start_ms}:{sku}"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Pressure (used / quota) at which each level starts, and the hysteresis band."""
+
+    sample_at: float = 0.5
+    aggregate_at: float = 0.75
+    evict_at: float = 0.9
+    hysteresis: float = 0.05
+    min_p: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sample_at < self.aggregate_at < self.evict_at <= 1:
+            raise ValueError("need 0 < sample_at < aggregate_at < evict_at <= 1")
+        if not 0 <= self.hysteresis < self.sample_at or not 0 < self.min_p <= 1:
+            raise ValueError("need 0 <= hysteresis < sample_at and 0 < min_p <= 1")
+
+    def starts(self, policy: Policy) -> float:
+        return {
+            Policy.NONE: 0.0,
+            Policy.SAMPLE: self.sample_at,
+            Policy.AGGREGATE: self.aggregate_at,
+            Policy.EVICT: self.evict_at,
+        }[policy]
+
+
+@dataclass(frozen=True, slots=True)
+class Shedding:
+    policy: Policy = Policy.NONE
+    p: float = 1.0
+    """Keep probability for ``sample`` (1 otherwise)."""
+
+
+def _level(pressure: float, th: Thresholds) -> int:
+    return max(i for i, policy in enumerate(_ORDER) if pressure >= th.starts(policy))
+
+
+def automatic(pressure: float, previous: Shedding, th: Thresholds | None = None) -> Shedding:
+    """The shedding for ``pressure``: up a level at once, down only ``hysteresis`` below.
+
+    ``sample``'s p falls linearly from 1 at ``sample_at`` to ``min_p`` at
+    ``aggregate_at``, and never rises again while pressure stays inside the band.
+    """
+    th = th or Thresholds()
+    pressure = max(0.0, pressure)
+    was = _ORDER.index(previous.policy) if previous.policy in _ORDER else 0
+    level = _level(pressure, th)
+    if level < was and pressure >= th.starts(_ORDER[was]) - th.hysteresis:
+        level = was  # inside the hysteresis band: stay
+    policy = _ORDER[level]
+    if policy is not Policy.SAMPLE:
+        return Shedding(policy)
+    span = th.aggregate_at - th.sample_at
+    share = min(1.0, max(0.0, (pressure - th.sample_at) / span))
+    p = max(th.min_p, 1.0 - share * (1.0 - th.min_p))
+    if previous.policy is Policy.SAMPLE and pressure >= th.sample_at - th.hysteresis:
+        # Falling pressure raises p only once it has left the band around the old p.
+        relief = th.hysteresis / span * (1.0 - th.min_p)
+        if p > previous.p and p - previous.p < relief:
+            p = previous.p
+    return Shedding(policy, p)
+
+
+def fold(events: list[tuple[str, int, float, int]], window_ms: int) -> dict[tuple[str, int], float]:
+    """Aggregate ``(sku, qty, weight, occurred_ms)`` events: ``qty * weight`` per SKU and window.
+
+    Per-SKU totals over all windows equal those of the events themselves.
+    """
+    out: dict[tuple[str, int], float] = {}
+    for sku, qty, weight, occurred_ms in events:
+        key = (sku, window_start(occurred_ms, window_ms))
+        out[key] = out.get(key, 0.0) + qty * weight
+    return out
