@@ -51,6 +51,10 @@ _RATE_WINDOW = 10.0
 """Seconds over which the published events/s is averaged."""
 
 
+BUDGET_RECHECK = 0.5
+"""Seconds between looks for a newly set budget while none is set."""
+
+
 class Gate(StrEnum):
     SEND = "send"
     PROBE = "probe"
@@ -130,6 +134,7 @@ class Pacer:
         self._pushing = 0
         self._started = 0
         self._last_ok = True
+        self._budget_checked = -math.inf
         self._tickets = 0
         self._serving = 0
         self._done_waiting: set[int] = set()
@@ -260,7 +265,15 @@ class Pacer:
         self.retries = self.retries.first_attempt()
 
     async def reserve(self, events: int) -> float:
-        """Take ``events`` from the shared budget: seconds to wait for the slot."""
+        """Take ``events`` from the shared budget: seconds to wait for the slot.
+
+        With no budget set, Redis is asked again at most once per ``BUDGET_RECHECK``
+        seconds (a budget set meanwhile applies within that time), not on every push.
+        """
+        now = self.clock()
+        if self.budget is None and now < self._budget_checked + BUDGET_RECHECK:
+            return 0.0
+        self._budget_checked = now
         wait, self.budget = await budget.reserve(self.redis, events)
         self.metrics.budget.set(self.budget or 0.0)
         if wait > 0:
