@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -32,9 +31,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import RESULTS, table, write_json
-from trackrelay.constants import BUDGET_KEY, CONSUMER_GROUP, EVENT_FIELD, STREAM
-from trackrelay.events import Event
+from benchmarks.harness import RESULTS, add_events, table, write_json
+from trackrelay.constants import BUDGET_KEY, CONSUMER_GROUP, FORWARDER_STATS_PREFIX, STREAM
+from trackrelay.control.percentile import percentile
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.runtime.ports import free_port
@@ -42,7 +41,6 @@ from trackrelay.runtime.ports import free_port
 BATCH = 100
 OVERHEAD = 0.001
 """Seconds of fixed work per request at analytics."""
-STATS_PREFIX = "trackrelay:forwarder:"
 
 
 @dataclass(frozen=True)
@@ -139,16 +137,6 @@ def http(url: str, body: dict[str, Any] | None = None) -> Any:
         return json.loads(r.read())
 
 
-def preload(r: redis.Redis, count: int) -> None:
-    pipe = r.pipeline(transaction=False)
-    for n in range(count):
-        ev = Event(f"b{n}:0", f"b{n}", f"sku-{n % 50}", 1, 1.0, "2026-01-01T00:00:00.000Z")
-        pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
-        if n % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
-
-
 @dataclass
 class Run:
     scenario: Scenario
@@ -169,6 +157,8 @@ class Run:
     offset: float = 0.0
     """The scenario's start on this run's clock."""
     samples: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    """What the simulator saw, fetched at the end: per-second timeline and final state."""
     budget: float | None = None
     flags: list[str] = field(default_factory=list)
     sim: Any = None
@@ -237,7 +227,7 @@ class Run:
     def ready(self) -> bool:
         """Every forwarder runs (it has published its first view)."""
         assert self.client is not None
-        views = list(self.client.scan_iter(match=STATS_PREFIX + "*"))
+        views = list(self.client.scan_iter(match=FORWARDER_STATS_PREFIX + "*"))
         return len(views) >= self.scenario.replicas
 
     def fill(self) -> None:
@@ -245,13 +235,13 @@ class Run:
         assert self.client is not None
         self.started = time.monotonic()
         self.started_wall = time.time()
-        preload(self.client, self.backlog)
+        add_events(self.client, self.backlog, "b", skus=50)
 
     def sample(self, scenario_t: float) -> None:
         assert self.client is not None
         state = http(self.sim_url + "/admin/state")
         views = []
-        for key in self.client.scan_iter(match=STATS_PREFIX + "*"):
+        for key in self.client.scan_iter(match=FORWARDER_STATS_PREFIX + "*"):
             raw = self.client.get(key)
             if raw:
                 views.append(json.loads(raw))
@@ -280,13 +270,6 @@ class Run:
         return {"timeline": timeline["seconds"], "state": state}
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
-
-
 def capacity_at(s: Scenario, c: float, t: float) -> float:
     rate = c
     for a in s.actions:
@@ -301,13 +284,14 @@ def down_between(s: Scenario) -> tuple[float, float] | None:
     return (downs[0], ups[0]) if downs and ups else None
 
 
-def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
+def figures(run: Run, c: float) -> dict[str, Any]:
     # Actions are timed from the scenario's start; this run's clock began a little
     # earlier (backlogs are written one run after the other).
     s = replace(
         run.scenario,
         actions=tuple(Action(a.at + run.offset, a.path, a.body) for a in run.scenario.actions),
     )
+    result = run.result
     seconds = [x for x in result["timeline"] if x["t"] >= int(run.started_wall)]
     t0 = run.started_wall
     outage = down_between(s)
@@ -336,8 +320,8 @@ def figures(run: Run, result: dict[str, Any], c: float) -> dict[str, Any]:
                 later += [lat / idle for lat in x.get("latencies", [])]
             if x["max"] is not None:
                 worst.append((round(x["max"] / idle, 2), round(rel, 1)))
-    accepted = max((smp["accepted"] for smp in run.samples if "accepted" in smp), default=0)
-    last = max((smp["t"] for smp in run.samples if "t" in smp), default=s.cap)
+    accepted = max((smp["accepted"] for smp in run.samples), default=0)
+    last = max((smp["t"] for smp in run.samples), default=s.cap)
     elapsed = run.drained_at if run.drained_at is not None else last
     began = run.first_at or 0.0
     counted = accepted - run.first_accepted
@@ -441,7 +425,7 @@ def run_scenario(s: Scenario, all_strategies: list[Strategy], c: float, base: Pa
     finally:
         results = [run.stop() for run in runs]
     for run, result in zip(runs, results, strict=True):
-        run.samples.append({"result": result})
+        run.result = result
     return runs
 
 
@@ -476,13 +460,13 @@ def plot(name: str, runs: list[Run], c: float) -> Path | None:
         return None
     fig, axes = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
     for run in runs:
-        result = run.samples[-1]["result"]
+        result = run.result
         t0 = run.started_wall
         secs = [x for x in result["timeline"] if x["t"] >= int(t0)]
         ts = [x["t"] - t0 for x in secs]
         axes[0].plot(ts, [x["accepted"] / c for x in secs], label=run.label)
         axes[2].plot(ts, [(x["p99"] or 0) / (OVERHEAD + BATCH / c) for x in secs], label=run.label)
-        lim = [(smp["t"], smp["limit"]) for smp in run.samples[:-1] if smp.get("limit")]
+        lim = [(smp["t"], smp["limit"]) for smp in run.samples if smp.get("limit")]
         if lim and run.strategy.name == "trackrelay adaptive":
             axes[1].plot([a for a, _ in lim], [b / BATCH for _, b in lim], label=run.label)
     axes[0].set_ylabel("accepted events/s / C")
@@ -526,7 +510,7 @@ def main() -> None:
                 flush=True,
             )
             runs = run_scenario(s, strategies()[: args.strategies], c, Path(tmp))
-            figs = [figures(r, r.samples[-1]["result"], c) for r in runs]
+            figs = [figures(r, c) for r in runs]
             cols = [
                 "strategy",
                 "goodput/C",
@@ -564,7 +548,7 @@ def main() -> None:
             everything["scenarios"][s.name] = {
                 "figures": figs,
                 "plot": png.name if png else None,
-                "window": [smp for smp in runs[0].samples[:-1]],
+                "window": runs[0].samples,
             }
             targets += check_targets(s.name, figs[0])
     print()

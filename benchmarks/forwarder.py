@@ -24,9 +24,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import table, write_json
-from trackrelay.constants import CONSUMER_GROUP, EVENT_FIELD, STREAM
-from trackrelay.events import Event
+from benchmarks.harness import add_events, table, write_json
+from trackrelay.constants import CONSUMER_GROUP, STREAM
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.runtime.ports import free_port
@@ -35,13 +34,7 @@ from trackrelay.runtime.ports import free_port
 def preload(r: redis.Redis, count: int, tag: str) -> None:
     r.delete(STREAM)
     r.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
-    pipe = r.pipeline(transaction=False)
-    for n in range(count):
-        ev = Event(f"{tag}{n}:0", f"{tag}{n}", f"sku-{n % 100}", 1, 1.0, "2026-01-01T00:00:00.000Z")
-        pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
-        if n % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
+    add_events(r, count, tag)
 
 
 def raw_redis_limit(r: redis.Redis, count: int, batch: int) -> float:

@@ -14,6 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from trackrelay.constants import EVENT_FIELD, STREAM
+from trackrelay.events import Event
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -109,3 +114,16 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2))
     return path
+
+
+def add_events(r: redis.Redis, count: int, tag: str, skus: int = 100) -> None:
+    """XADD ``count`` one-unit events (ids ``{tag}{n}:0``) over ``skus`` SKUs, pipelined."""
+    pipe = r.pipeline(transaction=False)
+    for n in range(count):
+        ev = Event(
+            f"{tag}{n}:0", f"{tag}{n}", f"sku-{n % skus}", 1, 1.0, "2026-01-01T00:00:00.000Z"
+        )
+        pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
+        if n % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()

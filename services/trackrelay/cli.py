@@ -16,13 +16,17 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 Handler = Callable[[argparse.Namespace], int]
+QueueWork = Callable[["Redis"], Awaitable[None]]
 S = TypeVar("S", bound=BaseSettings)
 
 log = logging.getLogger("trackrelay")
@@ -131,74 +135,74 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return asyncio.run(serve_simulator(settings_for(SimulatorSettings, args)))
 
 
-def cmd_dlq(args: argparse.Namespace) -> int:
-    import json
+def on_queue(args: argparse.Namespace, command: str, body: QueueWork) -> int:
+    """Run ``body`` against the queue Redis the flags or environment name.
 
-    from trackrelay.forwarder import dlq
+    The queue must answer (one clear line otherwise); the connection is closed after.
+    """
     from trackrelay.runtime import redis_client
     from trackrelay.settings import StoreSettings
 
-    settings = settings_for(StoreSettings, args)
-    if settings.redis_url is None:
-        raise ValueError("dlq needs TRACKRELAY_REDIS_URL / --redis-url")
-    url = settings.redis_url
+    url = settings_for(StoreSettings, args).redis_url
+    if url is None:
+        raise ValueError(f"{command} needs TRACKRELAY_REDIS_URL / --redis-url")
 
     async def go() -> int:
         await redis_client.check_queue(url, required=True)
         redis = redis_client.connect(url)
         try:
-            if args.action == "list":
-                for dead in await dlq.list_entries(redis, args.count or 100):
-                    print(json.dumps(dead.as_dict()))
-            elif args.action == "replay":
-                print(f"replayed {await dlq.replay(redis, args.count)} events onto the stream")
-            else:
-                print(f"purged {await dlq.purge(redis)} events from the DLQ")
+            await body(redis)
         finally:
             await redis.aclose()
         return 0
 
     return asyncio.run(go())
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import json
+
+    from trackrelay.forwarder import dlq
+
+    async def body(redis: Redis) -> None:
+        if args.action == "list":
+            for dead in await dlq.list_entries(redis, args.count or 100):
+                print(json.dumps(dead.as_dict()))
+        elif args.action == "replay":
+            print(f"replayed {await dlq.replay(redis, args.count)} events onto the stream")
+        else:
+            print(f"purged {await dlq.purge(redis)} events from the DLQ")
+
+    return on_queue(args, "dlq", body)
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
     import json
 
     from trackrelay import budget
-    from trackrelay.runtime import redis_client
-    from trackrelay.settings import StoreSettings
 
-    settings = settings_for(StoreSettings, args)
-    if settings.redis_url is None:
-        raise ValueError("budget needs TRACKRELAY_REDIS_URL / --redis-url")
-    url = settings.redis_url
+    value: float | None = None
     if args.action == "set":
         if args.value is None:
             raise ValueError("budget set needs a value in events per second, e.g. 800")
-        value: float | None = budget.parse_budget(args.value)
+        value = budget.parse_budget(args.value)
     elif args.value is not None:
         raise ValueError(f"budget {args.action} takes no value")
 
-    async def go() -> int:
-        await redis_client.check_queue(url, required=True)
-        redis = redis_client.connect(url)
-        try:
-            if args.action == "set":
-                await budget.set_budget(redis, value)
-                print(f"budget: {value:g} events/s shared by all forwarders")
-            elif args.action == "clear":
-                await budget.set_budget(redis, None)
-                print("budget: none (each forwarder's adaptive window alone)")
-            else:
-                current = await budget.get_budget(redis)
-                print(f"budget: {'none' if current is None else f'{current:g} events/s'}")
-                for name, view in sorted((await budget.read_stats(redis)).items()):
-                    print(f"forwarder {name}: {json.dumps(view, sort_keys=True)}")
-        finally:
-            await redis.aclose()
-        return 0
+    async def body(redis: Redis) -> None:
+        if args.action == "set":
+            await budget.set_budget(redis, value)
+            print(f"budget: {value:g} events/s shared by all forwarders")
+        elif args.action == "clear":
+            await budget.set_budget(redis, None)
+            print("budget: none (each forwarder's adaptive window alone)")
+        else:
+            current = await budget.get_budget(redis)
+            print(f"budget: {'none' if current is None else f'{current:g} events/s'}")
+            for name, view in sorted((await budget.read_stats(redis)).items()):
+                print(f"forwarder {name}: {json.dumps(view, sort_keys=True)}")
 
-    return asyncio.run(go())
+    return on_queue(args, "budget", body)
 
 
 def build_parser() -> argparse.ArgumentParser:

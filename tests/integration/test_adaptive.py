@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,14 @@ from typing import Any
 
 import redis
 
-from tests.integration.conftest import Sim, add_events, fwd_env, queue_empty, wait_for
+from tests.integration.conftest import (
+    Sim,
+    add_events,
+    fwd_env,
+    queue_empty,
+    run_cli,
+    wait_for,
+)
 from trackrelay.constants import FORWARDER_STATS_PREFIX
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all
@@ -25,12 +31,7 @@ def timeline(sim: Sim, since: float) -> list[dict[str, Any]]:
 
 
 def budget_cli(server: EmbeddedRedis, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackrelay.cli", "budget", *args, "--redis-url", server.url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return run_cli(["budget", *args, "--redis-url", server.url], {})
 
 
 def delivered(sim: Sim, events: int) -> bool:

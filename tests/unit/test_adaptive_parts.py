@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from trackrelay.control.breaker import BreakerConfig, BreakerState, Mode, allow, record
 from trackrelay.control.limiter import LimiterConfig, LimiterState, band, chunk, observe, start
+from trackrelay.control.percentile import percentile
 from trackrelay.control.retry_budget import RetryBudget
 
 B = 100
@@ -209,3 +210,12 @@ def test_retries_stay_a_fraction_of_first_attempts(firsts: int, ratio: float) ->
             ok, budget = budget.try_retry()
             retries += ok
     assert retries <= 10 + ratio * firsts + 1e-6
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile(reversed(values), 0.0) == 1.0
+    assert percentile([], 0.5) is None

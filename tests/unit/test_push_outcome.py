@@ -4,7 +4,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from trackrelay.control.push_outcome import Outcome, classify, parse_retry_after, retry_wait
+from trackrelay.control.push_outcome import (
+    Outcome,
+    PushResult,
+    classify,
+    parse_retry_after,
+    retry_wait,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,3 +48,20 @@ def test_retry_wait_honours_retry_after_within_the_cap() -> None:
     assert retry_wait(0.1, 2.0, cap=10) == 2.0
     assert retry_wait(3.0, 2.0, cap=10) == 3.0
     assert retry_wait(0.1, 60.0, cap=10) == 10
+
+
+@pytest.mark.parametrize(
+    ("result", "congests", "up"),
+    [
+        (classify(200), False, True),
+        (classify(429, "1"), True, False),
+        (classify(503), True, False),
+        (classify(400), False, True),  # refused for its content: analytics is up
+        (classify(500), False, False),  # an answer: not saturation, but not a success
+        (PushResult(Outcome.FAILED, detail="timeout"), True, False),  # no answer at all
+        (PushResult(Outcome.EXPIRED), False, False),
+    ],
+)
+def test_what_a_push_says_about_analytics(result: PushResult, congests: bool, up: bool) -> None:
+    assert result.congests is congests
+    assert result.analytics_up is up

@@ -29,6 +29,7 @@ from trackrelay.analytics_sim.model import (
     extra_latency,
     fault_verdict,
 )
+from trackrelay.control.percentile import percentile
 from trackrelay.settings import SimulatorSettings
 
 TIMELINE_SECONDS = 3600
@@ -47,19 +48,13 @@ class Second:
 
     def as_dict(self, at: int, raw: bool = False) -> dict[str, Any]:
         ordered = sorted(self.latencies)
-
-        def quantile(q: float) -> float | None:
-            if not ordered:
-                return None
-            return ordered[max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.999999) - 1))]
-
         return {
             "t": at,
             "accepted": self.accepted,
             "received": self.received,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "p50": quantile(0.5),
-            "p99": quantile(0.99),
+            "p50": percentile(ordered, 0.5),
+            "p99": percentile(ordered, 0.99),
             "max": ordered[-1] if ordered else None,
             **({"latencies": ordered} if raw else {}),
         }

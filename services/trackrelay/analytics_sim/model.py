@@ -29,6 +29,18 @@ class Mode(StrEnum):
     FLAKY = "flaky"
 
 
+def non_negative(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, float]:
+    """The named fields present in ``data`` as floats; ``ValueError`` if one is not >= 0."""
+    values: dict[str, float] = {}
+    for name in names:
+        if name in data:
+            v = data[name]
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"{name} must be a number >= 0")
+            values[name] = float(v)
+    return values
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     mode: Mode = Mode.HEALTHY
@@ -62,13 +74,7 @@ class Fault:
             raise ValueError(
                 f"mode must be one of {[m.value for m in Mode]}, not {data.get('mode')!r}"
             ) from None
-        values: dict[str, float] = {}
-        for name in ("latency", "hang", "error_rate"):
-            if name in data:
-                v = data[name]
-                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                    raise ValueError(f"{name} must be a number >= 0")
-                values[name] = float(v)
+        values = non_negative(data, ("latency", "hang", "error_rate"))
         if values.get("error_rate", 0.0) > 1:
             raise ValueError("error_rate must be between 0 and 1")
         poison = data.get("poison_sku")
@@ -150,13 +156,7 @@ class Capacity:
         unknown = set(data) - {"rate", "overhead", "queue_limit", "collapse"}
         if unknown:
             raise ValueError(f"unknown capacity fields: {sorted(unknown)}")
-        out: dict[str, float | bool] = {}
-        for name in ("rate", "overhead", "queue_limit"):
-            if name in data:
-                v = data[name]
-                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                    raise ValueError(f"{name} must be a number >= 0")
-                out[name] = float(v)
+        out: dict[str, float | bool] = {**non_negative(data, ("rate", "overhead", "queue_limit"))}
         if out.get("queue_limit") == 0:
             raise ValueError("queue_limit must be > 0")
         if "collapse" in data:

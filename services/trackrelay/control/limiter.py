@@ -109,12 +109,8 @@ class LimiterState:
     @property
     def baseline(self) -> float | None:
         """Analytics' no-load seconds per event over the last one to two epochs."""
-        return _least(self.unit, self.unit_before)
-
-
-def _least(a: float | None, b: float | None) -> float | None:
-    known = [v for v in (a, b) if v is not None]
-    return min(known) if known else None
+        known = [u for u in (self.unit, self.unit_before) if u is not None]
+        return min(known) if known else None
 
 
 def start(config: LimiterConfig) -> LimiterState:

@@ -43,6 +43,20 @@ class PushResult:
     def too_large(self) -> bool:
         return self.status == 413
 
+    @property
+    def congests(self) -> bool:
+        """A sign analytics is saturated: an overload answer, or no answer at all
+        (timeout, reset). The adaptive window shrinks on it."""
+        return self.outcome is Outcome.OVERLOADED or (
+            self.outcome is Outcome.FAILED and self.status is None
+        )
+
+    @property
+    def analytics_up(self) -> bool:
+        """Analytics judged the request on its merits (accepted it, or refused what it
+        holds): the circuit breaker counts it as a success."""
+        return self.outcome in (Outcome.ACCEPTED, Outcome.REJECTED)
+
 
 def classify(
     status: int, retry_after: str | None = None, now: datetime | None = None

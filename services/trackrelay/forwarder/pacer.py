@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 
 from trackrelay import budget
 from trackrelay.control import breaker, limiter
+from trackrelay.control.percentile import percentile
 from trackrelay.control.push_outcome import Outcome, PushResult
 from trackrelay.control.retry_budget import RetryBudget
 from trackrelay.forwarder.metrics import ForwarderMetrics
@@ -89,15 +90,6 @@ class _Push:
     outcome: str
     events: int
     latency: float | None
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile (0..1) by nearest rank; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
-    return ordered[rank]
 
 
 class Pacer:
@@ -302,22 +294,19 @@ class Pacer:
             if probe:
                 self._set_breaker(breaker.abandon(self.breaker))
             return
-        answered = result.status is not None
         self._pushes.append(_Push(now, result.outcome.value, events, latency))
         while self._pushes and self._pushes[0].at < now - _STATS_WINDOW:
             self._pushes.popleft()
         if not self.adaptive:
             return
-        congested = result.outcome is Outcome.OVERLOADED or (
-            result.outcome is Outcome.FAILED and not answered
-        )
+        answered = result.status is not None and not result.congests
         self.state = limiter.observe(
             self.config,
             self.state,
             now=now,
             events=events,
-            congested=congested,
-            latency=latency if answered and not congested else None,
+            congested=result.congests,
+            latency=latency if answered else None,
             saturated=ticket.saturated,
             alone=alone,
         )
@@ -326,13 +315,13 @@ class Pacer:
             "push of %d events: %s in %s s (alone %s, saturated %s); window %.1f, unit %s",
             events,
             result.outcome.value,
-            f"{latency:.3f}" if latency is not None else "-",
+            latency,
             alone,
             ticket.saturated,
             self.state.limit,
             self.state.baseline,
         )
-        healthy = result.outcome in (Outcome.ACCEPTED, Outcome.REJECTED)
+        healthy = result.analytics_up
         self._last_ok = healthy
         was = self.breaker.mode
         self._set_breaker(breaker.record(self.breaker_config, self.breaker, healthy, now))

@@ -363,7 +363,6 @@ class Forwarder:
                 self._split_off_probe(queue)
             held = queue[0]
             if held.attempts and gate is Gate.SEND and not self.pacer.may_retry():
-                self.pacer.abandon_probe()
                 if not await self._hold(queue, stop, backoff.failed()):
                     return
                 checked_at = None
