@@ -10,7 +10,7 @@ priority); the scenarios run one after the other.
 
 Prints one table per scenario and the targets for trackrelay adaptive; writes
 benchmarks/results/adaptive.json and a PNG per scenario (rate, window, latency
-over time) to benchmarks/results/.
+over time) to benchmarks/plots/.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from trackrelay.control.percentile import percentile
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.runtime.ports import free_port
+
+PLOTS = Path(__file__).resolve().parent / "plots"
+"""PNG plots, kept in the repository (results/ holds JSON and is not), linked from the README."""
 
 BATCH = 100
 OVERHEAD = 0.001
@@ -475,7 +478,8 @@ def plot(name: str, runs: list[Run], c: float) -> Path | None:
     axes[2].set_xlabel("seconds")
     axes[0].legend(fontsize=7, loc="upper right")
     axes[0].set_title(f"{name} (C = {c:g} events/s, batches of {BATCH})")
-    path = RESULTS / f"adaptive-{name.replace(' ', '-').replace(',', '').replace('.', '')}.png"
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    path = PLOTS / f"adaptive-{name.replace(' ', '-').replace(',', '').replace('.', '')}.png"
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
