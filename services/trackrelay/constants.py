@@ -30,3 +30,21 @@ BUDGET_CLOCK_KEY: Final = "trackrelay:budget:tat"
 
 FORWARDER_STATS_PREFIX: Final = "trackrelay:forwarder:"
 """Each forwarder publishes what it sees under this prefix plus its consumer name, with a TTL."""
+
+AGG_WINDOWS_KEY: Final = "trackrelay:agg:windows"
+"""Aggregation windows not yet flushed: a sorted set of their hash keys, scored by start (ms)."""
+
+AGG_WINDOW_PREFIX: Final = "trackrelay:agg:w:"
+"""One hash per aggregation window (prefix + start ms): SKU -> "qty*weight sum, lines"."""
+
+AGG_FOLDS_KEY: Final = "trackrelay:agg:folds"
+"""Outbox batches already folded (token -> expiry ms), so a retried fold never counts twice."""
+
+QUOTA_GAUGE_KEY: Final = "trackrelay:quota:gauge"
+"""The queue-memory gauge: the last sampled bytes, when, and bytes added since."""
+
+RELAY_STATS_PREFIX: Final = "trackrelay:relay:"
+"""Each relay publishes its shedding view under this prefix plus its name, with a TTL."""
+
+QUOTA_KEYS: Final = (STREAM, DLQ_STREAM, AGG_WINDOWS_KEY, QUOTA_GAUGE_KEY, AGG_FOLDS_KEY)
+"""The fixed keys the queue quota covers (plus every window hash in ``AGG_WINDOWS_KEY``)."""

@@ -39,6 +39,8 @@ class Event:
     qty: int
     weight: float
     occurred_at: str
+    lines: int = 1
+    """Order lines this event stands for: 1, or more for an aggregate (sent only then)."""
 
     def to_json(self) -> str:
         # Built by hand, not through ``asdict``: this runs once per order line on the
@@ -46,7 +48,7 @@ class Event:
         return _COMPACT.encode(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "event_id": self.event_id,
             "order_id": self.order_id,
             "sku": self.sku,
@@ -54,6 +56,9 @@ class Event:
             "weight": self.weight,
             "occurred_at": self.occurred_at,
         }
+        if self.lines != 1:
+            out["lines"] = self.lines
+        return out
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Event:
@@ -72,9 +77,12 @@ class Event:
                 qty=int(data["qty"]),
                 weight=float(data.get("weight", 1.0)),
                 occurred_at=str(data["occurred_at"]),
+                lines=int(data.get("lines", 1)),
             )
         except KeyError as exc:
             raise ValueError(f"event lacks field {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(f"event has a field of the wrong type: {exc}") from exc
+        if event.lines < 1 or event.qty < 1 or not event.weight > 0:
+            raise ValueError("event needs qty >= 1, weight > 0 and lines >= 1")
         return event

@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trackrelay.control.shedding import Thresholds
+
 _CONFIG = SettingsConfigDict(env_prefix="TRACKRELAY_", extra="ignore")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -39,8 +41,12 @@ class StoreSettings(BaseSettings):
         return resolve_database_url(self.database_url, self.data_dir)
 
 
+_LEVELS = Thresholds()
+SHEDDING_MODES = ("auto", "none", "sample", "aggregate", "evict", "drop_new")
+
+
 class RelaySettings(BaseSettings):
-    """The outbox relay: batches, leases and retry pacing."""
+    """The outbox relay: batches, leases and retry pacing; the queue quota and shedding."""
 
     model_config = _CONFIG
 
@@ -49,6 +55,61 @@ class RelaySettings(BaseSettings):
     relay_idle_seconds: PositiveFloat = 0.05
     relay_backoff_base: PositiveFloat = 0.1
     relay_backoff_max: PositiveFloat = 5.0
+    queue_quota: PositiveInt | None = None
+    """Bytes the queue may use in Redis (``64MiB``, ``512KiB`` or bytes). None: no quota,
+    no shedding at the stream."""
+    outbox_quota: PositiveInt | None = None
+    """Outbox rows allowed to wait for the stream (Redis down or full). None: no limit."""
+    shedding: str = "auto"
+    """How analytics data is thinned under the quotas: ``auto`` (from pressure, with
+    hysteresis), or always one of none, sample, aggregate, evict, drop_new."""
+    sample_p: float = Field(default=0.1, gt=0, le=1)
+    """Keep probability of the fixed ``sample`` policy."""
+    shed_sample_at: float = Field(default=_LEVELS.sample_at, gt=0, le=1)
+    shed_aggregate_at: float = Field(default=_LEVELS.aggregate_at, gt=0, le=1)
+    shed_evict_at: float = Field(default=_LEVELS.evict_at, gt=0, le=1)
+    shed_hysteresis: float = Field(default=_LEVELS.hysteresis, ge=0, lt=1)
+    shed_min_p: float = Field(default=_LEVELS.min_p, gt=0, le=1)
+    """The automatic mode: pressure (used / quota) where sampling, aggregation and
+    eviction start; how far below a level pressure must fall to leave it; the lowest
+    keep probability sampling falls to."""
+    aggregate_window: PositiveFloat = 5.0
+    """Seconds of events one aggregation window folds (one event per SKU and window)."""
+    aggregate_flush_lag: PositiveInt = 1000
+    """Closed windows are flushed into the stream while fewer events than this wait unread."""
+    quota_sample_interval: PositiveFloat = 0.1
+    """Seconds between MEMORY USAGE samples (estimates from entry sizes in between)."""
+    outbox_check_interval: PositiveFloat = 0.25
+
+    @field_validator("queue_quota", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        from trackrelay.control.shedding import parse_size
+
+        if value in ("", None):
+            return None
+        return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("shedding")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value not in SHEDDING_MODES:
+            raise ValueError(f"shedding must be one of {', '.join(SHEDDING_MODES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _levels(self) -> RelaySettings:
+        self.thresholds()  # the same checks, one message
+        return self
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            sample_at=self.shed_sample_at,
+            aggregate_at=self.shed_aggregate_at,
+            evict_at=self.shed_evict_at,
+            hysteresis=self.shed_hysteresis,
+            min_p=self.shed_min_p,
+        )
 
 
 class OrderSettings(StoreSettings, RelaySettings):

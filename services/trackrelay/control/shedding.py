@@ -73,6 +73,24 @@ def sampled_weight(event_id: str, weight: float, p: float) -> float | None:
     return weight / p if hash_fraction(event_id) < p else None
 
 
+def resampled_weight(event_id: str, weight: float, p: float) -> float | None:
+    """Sample an event that may have been sampled before: keep with overall probability ``p``.
+
+    An event of weight ``w >= 1`` was kept so far with probability ``1 / w`` (its
+    hash fell below that). Sampling it again at a smaller ``p`` keeps it when its
+    hash falls below ``p``, a subset of the earlier decision, with weight ``1 / p``;
+    at ``p >= 1 / w`` nothing changes. The overall decision and weight are those of
+    one sampling at the smaller probability, so sums stay unbiased however often an
+    event is thinned (in the outbox, then at the stream).
+    """
+    if not 0 < p <= 1:
+        raise ValueError("p must be in (0, 1]")
+    kept_so_far = min(1.0, 1.0 / weight) if weight > 0 else 1.0
+    if p >= kept_so_far:
+        return weight
+    return weight * kept_so_far / p if hash_fraction(event_id) < p else None
+
+
 def window_start(occurred_ms: int, window_ms: int) -> int:
     """The start of the aggregation window an event falls in (epoch milliseconds)."""
     if window_ms <= 0:
@@ -80,9 +98,22 @@ def window_start(occurred_ms: int, window_ms: int) -> int:
     return occurred_ms - occurred_ms % window_ms
 
 
-def aggregate_id(sku: str, start_ms: int) -> str:
+def aggregate_id(sku: str, window: int | str) -> str:
     """The stable event id of one SKU's aggregate for one window (re-flushes repeat it)."""
-    return f"agg:{start_ms}:{sku}"
+    return f"agg:{window}:{sku}"
+
+
+def aggregate_qty(total: float) -> tuple[int, float]:
+    """``(qty, weight)`` of an aggregated event whose ``qty * weight`` is ``total``.
+
+    The contract's ``qty`` is an integer: an integral total (no sampled event in
+    the window) gives weight 1; otherwise the rounded qty with the weight that
+    makes the product exact.
+    """
+    if total <= 0:
+        raise ValueError("an aggregate's total must be > 0")
+    qty = max(1, round(total))
+    return qty, (1.0 if qty == total else total / qty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +121,10 @@ class Thresholds:
     """Pressure (used / quota) at which each level starts, and the hysteresis band."""
 
     sample_at: float = 0.5
-    aggregate_at: float = 0.75
+    aggregate_at: float = 0.6
     evict_at: float = 0.9
-    hysteresis: float = 0.05
-    min_p: float = 0.05
+    hysteresis: float = 0.2
+    min_p: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.sample_at < self.aggregate_at < self.evict_at <= 1:
@@ -145,6 +176,76 @@ def automatic(pressure: float, previous: Shedding, th: Thresholds | None = None)
         if p > previous.p and p - previous.p < relief:
             p = previous.p
     return Shedding(policy, p)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """What shedding needs of one analytics event."""
+
+    event_id: str
+    sku: str
+    qty: int
+    weight: float
+    lines: int = 1
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to do with a batch of events, by index into the batch."""
+
+    send: dict[int, float | None]
+    """Index -> new weight (None: unchanged) for events that go to the queue as events."""
+    fold: list[int]
+    """Events folded into per-SKU aggregates."""
+    shed: list[int]
+    """Events thinned away by sampling."""
+
+
+def plan(shedding: Shedding, batch: list[Line]) -> Plan:
+    """Per event: send (maybe reweighted), fold into an aggregate, or shed (sampled out).
+
+    ``evict`` and ``drop_new`` send every event: they act at the quota's cap, where
+    the queue makes room (evict) or refuses what does not fit (drop_new).
+    Aggregates (``lines > 1``) are never sampled: they stand for exact totals.
+    """
+    out = Plan(send={}, fold=[], shed=[])
+    for i, line in enumerate(batch):
+        if shedding.policy is Policy.AGGREGATE:
+            out.fold.append(i)
+        elif shedding.policy is Policy.SAMPLE and line.lines == 1:
+            weight = resampled_weight(line.event_id, line.weight, shedding.p)
+            if weight is None:
+                out.shed.append(i)
+            else:
+                out.send[i] = None if weight == line.weight else weight
+        else:
+            out.send[i] = None
+    return out
+
+
+def fold_lines(batch: list[Line]) -> dict[str, tuple[float, int]]:
+    """Per SKU: the sum of ``qty * weight`` and of ``lines`` (what an aggregate carries)."""
+    out: dict[str, tuple[float, int]] = {}
+    for line in batch:
+        total, lines = out.get(line.sku, (0.0, 0))
+        out[line.sku] = (total + line.qty * line.weight, lines + line.lines)
+    return out
+
+
+def pressure(used: float, quota: float) -> float:
+    """Used / quota (0 with no quota)."""
+    return max(0.0, used / quota) if quota > 0 else 0.0
+
+
+def outbox_excess(rows: int, quota: int, th: Thresholds) -> int:
+    """Rows to remove from the outbox now: what lies beyond ``evict_at`` of its quota.
+
+    The outbox is checked on an interval, so every policy trims to ``evict_at``
+    of the quota once past it, leaving the rest as room for what arrives before
+    the next check. Which rows go is the policy's: the newest for ``drop_new``,
+    the oldest for every other (the quota is hard; thinning acts below it).
+    """
+    return max(0, rows - int(quota * th.evict_at))
 
 
 def fold(events: list[tuple[str, int, float, int]], window_ms: int) -> dict[tuple[str, int], float]:

@@ -44,3 +44,23 @@ class OrderMetrics:
             ["component"],
             registry=r,
         )
+        self.shed = Counter(
+            "trackrelay_shed_events",
+            "Analytics events shed at our ingress (never orders), by where (stream or outbox),"
+            " policy and reason (sampled, folded, evicted, refused).",
+            ["where", "policy", "reason"],
+            registry=r,
+        )
+        self.queue_bytes = Gauge(
+            "trackrelay_queue_bytes",
+            "Memory the queue's keys use in Redis, as the quota gauge estimates it.",
+            registry=r,
+        )
+        self.queue_quota = Gauge(
+            "trackrelay_queue_quota_bytes", "The queue's storage quota.", registry=r
+        )
+        self.keep_probability = Gauge(
+            "trackrelay_shedding_keep_probability",
+            "Sampling's keep probability at the stream (1: nothing sampled).",
+            registry=r,
+        )

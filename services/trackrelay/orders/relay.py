@@ -4,15 +4,22 @@ Claim a batch under a lease (``store.claim_outbox``), XADD it in one pipeline,
 delete exactly the rows Redis accepted, release the rest. When Redis is down or
 refuses writes (OOM at maxmemory), orders keep being accepted: the outbox grows
 and the relay retries with exponential backoff and full jitter.
+
+With a queue quota the batch goes through the ingress shedding instead
+(``orders.shedder``): sampled, folded into aggregates, or admitted within the
+quota by one atomic script; with an outbox quota a guard keeps the outbox in
+bounds on its own interval, Redis or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -20,15 +27,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackrelay import streams
+from trackrelay.constants import RELAY_STATS_PREFIX
 from trackrelay.control.lease import grant, still_held
 from trackrelay.identity import process_name
 from trackrelay.orders import store
 from trackrelay.orders.metrics import OrderMetrics
+from trackrelay.orders.shedder import Counts, OutboxGuard, StreamIngress, unread
+from trackrelay.quota import QueueQuota
 from trackrelay.runtime.errors import brief
 from trackrelay.runtime.retry import Backoff, pause
 from trackrelay.settings import RelaySettings
 
 log = logging.getLogger(__name__)
+
+FULL_WAIT = 0.1
+"""Seconds between attempts while the queue is at its quota (forwarders are making room)."""
 
 
 class OutboxRelay:
@@ -49,6 +62,19 @@ class OutboxRelay:
         self.metrics = metrics
         self.clock = clock
         self.backoff = Backoff(settings.relay_backoff_base, settings.relay_backoff_max)
+        self.counts = Counts()
+        self._reported = Counts()
+        self.full = False
+        """The last batch left rows in the outbox: the queue is at its quota."""
+        self.ingress: StreamIngress | None = None
+        if settings.queue_quota is not None:
+            quota = QueueQuota(
+                redis, settings.queue_quota, sample_interval=settings.quota_sample_interval
+            )
+            self.ingress = StreamIngress(engine, quota, settings, self.counts)
+        self.guard: OutboxGuard | None = None
+        if settings.outbox_quota is not None:
+            self.guard = OutboxGuard(engine, settings, self.counts)
 
     async def run_once(self) -> int:
         """One claim-publish-delete round; returns how many events reached the stream."""
@@ -61,6 +87,8 @@ class OutboxRelay:
         if not still_held(lease, self.clock(), margin=1.0):
             # We were too slow (e.g. a stalled process): another relay may own these now.
             return 0
+        if self.ingress is not None:
+            return await self._through_ingress(self.ingress, rows, lease.token)
         try:
             results = await streams.publish(self.redis, [row.payload for row in rows])
         except RedisError:
@@ -79,22 +107,95 @@ class OutboxRelay:
             raise refused[0]
         return len(accepted)
 
+    async def _through_ingress(
+        self, ingress: StreamIngress, rows: list[store.OutboxRow], token: str
+    ) -> int:
+        try:
+            outcome = await ingress.relay(rows, token)
+        finally:
+            # Whatever is still claimed (held back, or a failure half way) is free again.
+            await store.release_claim(self.engine, token)
+        if outcome.held and not self.full:
+            log.warning(
+                "relay: the queue is at its quota (%d of %d bytes); events wait in the outbox",
+                ingress.used,
+                ingress.quota.quota,
+            )
+        self.full = outcome.held
+        if self.metrics is not None:
+            self.metrics.relay_published.inc(outcome.queued)
+        return outcome.queued
+
+    def view(self) -> dict[str, Any]:
+        """What this relay publishes for status lines and the controller."""
+        out: dict[str, Any] = {"shed": self.counts.as_dict(), "full": self.full}
+        if self.ingress is not None:
+            out |= {
+                "policy": self.ingress.shedding.policy.value,
+                "p": self.ingress.shedding.p,
+                "queue_bytes": self.ingress.used,
+                "queue_quota": self.ingress.quota.quota,
+            }
+        if self.guard is not None:
+            out |= self.guard.view()
+        return out
+
     async def refresh_stats(self) -> None:
+        if self.ingress is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.ingress.refresh()
+        if self.ingress is not None or self.guard is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.set(
+                    RELAY_STATS_PREFIX + self.owner, json.dumps(self.view()), px=5000
+                )
         if self.metrics is None:
             return
+        for key, n in self.counts.items():
+            if n > self._reported[key]:
+                self.metrics.shed.labels(*key).inc(n - self._reported[key])
+                self._reported[key] = n
+        if self.ingress is not None:
+            self.metrics.queue_bytes.set(self.ingress.used)
+            self.metrics.queue_quota.set(self.ingress.quota.quota)
+            self.metrics.keep_probability.set(self.ingress.shedding.p)
         stats = await store.outbox_stats(self.engine)
         self.metrics.outbox_depth.set(stats.depth)
         self.metrics.relay_lag.set(stats.lag(self.clock()))
 
+    async def guard_outbox(self, stop: asyncio.Event) -> None:
+        """Keep the outbox within its quota until ``stop``; the database is all it needs."""
+        assert self.guard is not None
+        while not stop.is_set():
+            try:
+                await self.guard.check(self.clock())
+            except SQLAlchemyError as exc:
+                log.warning("relay: outbox check failed (%s)", brief(exc))
+            await pause(stop, self.settings.outbox_check_interval)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set; never raises for Redis or database trouble."""
+        guard = None
+        if self.guard is not None:
+            guard = asyncio.create_task(self.guard_outbox(stop), name="outbox-guard")
+        try:
+            await self._relay_loop(stop)
+        finally:
+            if guard is not None:
+                await guard
+
+    async def _relay_loop(self, stop: asyncio.Event) -> None:
         last_stats = 0.0
         while not stop.is_set():
             wait = self.settings.relay_idle_seconds
             try:
                 moved = await self.run_once()
+                if self.ingress is not None:
+                    await self.ingress.flush_due(await unread(self.redis))
                 self.backoff.succeeded()
-                if moved >= self.settings.relay_batch_size:
+                if self.full:
+                    wait = max(wait, FULL_WAIT)
+                elif moved >= self.settings.relay_batch_size:
                     wait = 0.0  # a full batch: more is waiting; otherwise let rows gather
             except (RedisError, OSError) as exc:
                 wait = self._failed("redis", exc)

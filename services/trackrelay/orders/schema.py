@@ -51,9 +51,11 @@ outbox = Table(
     metadata,
     Column("id", _BigIntId, primary_key=True, autoincrement=True),
     # Unique by construction (order id + line number); no index: nothing looks rows up by it.
-    Column("event_id", String(64), nullable=False),
+    Column("event_id", String(200), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("lease_token", String(96), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
+    # Set before a batch is folded into an aggregate: a retry folds it under the same token.
+    Column("fold_token", String(96), nullable=True),
 )

@@ -12,15 +12,22 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, event, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from trackrelay.control.lease import Lease
+from trackrelay.control.shedding import (
+    Line,
+    aggregate_id,
+    aggregate_qty,
+    fold_lines,
+    resampled_weight,
+)
 from trackrelay.events import Event, event_id_for, rfc3339
 from trackrelay.orders.models import OrderLine, OrderRequest, OrderResponse
 from trackrelay.orders.pg_writer import ORDER_WITH_OUTBOX, PgOrderWriter
@@ -267,6 +274,7 @@ class OutboxRow:
     id: int
     event_id: str
     payload: str
+    fold_token: str | None = None
 
 
 async def claim_outbox(
@@ -291,11 +299,11 @@ async def claim_outbox(
         .where(outbox.c.id.in_(candidates.scalar_subquery()))
         .where(free)
         .values(lease_token=lease.token, lease_expires_at=lease.expires_at)
-        .returning(outbox.c.id, outbox.c.event_id, outbox.c.payload)
+        .returning(outbox.c.id, outbox.c.event_id, outbox.c.payload, outbox.c.fold_token)
     )
     async with engine.begin() as conn:
         rows = (await conn.execute(stmt)).all()
-    claimed = [OutboxRow(r.id, r.event_id, r.payload) for r in rows]
+    claimed = [OutboxRow(r.id, r.event_id, r.payload, r.fold_token) for r in rows]
     claimed.sort(key=lambda r: r.id)
     return claimed
 
@@ -336,3 +344,135 @@ async def outbox_stats(engine: AsyncEngine) -> OutboxStats:
     async with engine.connect() as conn:
         row = (await conn.execute(select(func.count(), func.min(outbox.c.created_at)))).one()
     return OutboxStats(depth=int(row[0]), oldest_created_at=row[1])
+
+
+async def mark_folded(engine: AsyncEngine, token: str, ids: Sequence[int]) -> int:
+    """Record, before folding, that these claimed rows go into the fold ``token``."""
+    if not ids:
+        return 0
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(ids))
+            .where(outbox.c.lease_token == token)
+            .values(fold_token=token)
+        )
+    return int(result.rowcount)
+
+
+# --- the outbox quota: shedding rows no relay holds ---------------------------
+
+
+def _unclaimed(now: float) -> Any:
+    return or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now)
+
+
+async def count_outbox(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(outbox))).scalar_one())
+
+
+async def remove_outbox(engine: AsyncEngine, n: int, *, newest: bool, now: float) -> int:
+    """Delete up to ``n`` rows no relay holds: the oldest, or the newest (``drop_new``)."""
+    if n <= 0:
+        return 0
+    order = outbox.c.id.desc() if newest else outbox.c.id
+    victims = (
+        select(outbox.c.id)
+        .where(_unclaimed(now))
+        .order_by(order)
+        .limit(n)
+        .with_for_update(skip_locked=True)
+    )
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            delete(outbox).where(outbox.c.id.in_(victims.scalar_subquery()))
+        )
+    return int(result.rowcount)
+
+
+def _thinnable(now: float, after_id: int, limit: int) -> Any:
+    return (
+        select(outbox.c.id, outbox.c.event_id, outbox.c.payload, outbox.c.created_at)
+        .where(_unclaimed(now))
+        .where(outbox.c.fold_token.is_(None))
+        .where(outbox.c.id > after_id)
+        .order_by(outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _decode(payload: str) -> Event | None:
+    try:
+        return Event.from_json(payload)
+    except ValueError:
+        return None  # not ours to judge here: the forwarder dead-letters it
+
+
+async def sample_outbox(
+    engine: AsyncEngine, p: float, after_id: int, limit: int, now: float
+) -> tuple[int, int]:
+    """Thin up to ``limit`` rows after ``after_id`` to keep probability ``p``.
+
+    Returns (the last row id looked at, or ``after_id`` when none; rows shed).
+    Each row is decided by its event id (``resampled_weight``): kept rows get
+    weight ``1 / p``, so weighted sums stay unbiased; aggregates are kept as is.
+    """
+    shed: list[int] = []
+    last = after_id
+    async with engine.begin() as conn:
+        rows = (await conn.execute(_thinnable(now, after_id, limit))).all()
+        reweighted = []
+        for row in rows:
+            last = max(last, int(row.id))
+            ev = _decode(row.payload)
+            if ev is None or ev.lines != 1:
+                continue
+            weight = resampled_weight(ev.event_id, ev.weight, p)
+            if weight is None:
+                shed.append(row.id)
+            elif weight != ev.weight:
+                reweighted.append({"rid": row.id, "new": replace(ev, weight=weight).to_json()})
+        if shed:
+            await conn.execute(delete(outbox).where(outbox.c.id.in_(shed)))
+        if reweighted:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("rid"))
+                .values(payload=bindparam("new")),
+                reweighted,
+            )
+    return last, len(shed)
+
+
+async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int, int]:
+    """Fold up to ``limit`` rows into one aggregate row per SKU, in one transaction.
+
+    Exact: per-SKU sums of ``qty * weight`` and of ``lines`` are what the rows
+    held. The aggregate's id names the fold by its first row, so it is unique.
+    Returns (rows folded, aggregate rows written); nothing happens when folding
+    would not shrink the outbox.
+    """
+    async with engine.begin() as conn:
+        rows = (await conn.execute(_thinnable(now, 0, limit))).all()
+        decoded = [(row, _decode(row.payload)) for row in rows]
+        events = [(row, ev) for row, ev in decoded if ev is not None]
+        totals = fold_lines(
+            [Line(ev.event_id, ev.sku, ev.qty, ev.weight, ev.lines) for _, ev in events]
+        )
+        if len(totals) >= len(events):
+            return 0, 0
+        window = f"o{events[0][0].id}"
+        stamp = min(ev.occurred_at for _, ev in events)
+        created = min(float(row.created_at) for row, _ in events)
+        aggregates = []
+        for sku, (total, lines) in totals.items():
+            qty, weight = aggregate_qty(total)
+            agg = Event(aggregate_id(sku, window), f"agg:{window}", sku, qty, weight, stamp, lines)
+            aggregates.append(
+                {"event_id": agg.event_id, "payload": agg.to_json(), "created_at": created}
+            )
+        await conn.execute(delete(outbox).where(outbox.c.id.in_([row.id for row, _ in events])))
+        await conn.execute(insert(outbox), aggregates)
+    return len(events), len(aggregates)

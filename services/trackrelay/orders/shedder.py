@@ -1,0 +1,294 @@
+"""Shedding at our ingress: the relay's batches under the queue quota, the outbox under its own.
+
+Orders are never shed: an order and its outbox rows are committed together
+before anything here runs; only analytics events are sampled, folded, evicted
+or dropped. The decisions are ``control.shedding``'s; this module applies them
+with the quota's scripts (``trackrelay.quota``) and the store's outbox queries,
+and counts every event it sheds by where, policy and reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trackrelay import streams
+from trackrelay.control.shedding import (
+    Line,
+    Policy,
+    Shedding,
+    Thresholds,
+    aggregate_id,
+    aggregate_qty,
+    automatic,
+    fold_lines,
+    outbox_excess,
+    plan,
+    pressure,
+)
+from trackrelay.events import Event, rfc3339
+from trackrelay.orders import store
+from trackrelay.orders.store import OutboxRow
+from trackrelay.quota import QueueQuota
+from trackrelay.settings import RelaySettings
+
+log = logging.getLogger(__name__)
+
+FOLD_MEMORY_SECONDS = 600.0
+"""How long a fold is remembered if its rows are never deleted (a crash): well past a lease."""
+FLUSH_CHUNK = 200
+"""SKUs one flush script moves into the stream."""
+SAMPLE_CHUNK = 1000
+"""Outbox rows one thinning transaction looks at."""
+
+ADMIT_MODE = {Policy.EVICT: "evict", Policy.DROP_NEW: "drop"}
+"""What the stream does with an event that does not fit; every other policy holds it back."""
+
+
+class Counts(collections.Counter[tuple[str, str, str]]):
+    """Events shed, by (where, policy, reason): where is ``stream`` or ``outbox``."""
+
+    def as_dict(self) -> dict[str, int]:
+        return {":".join(key): n for key, n in sorted(self.items())}
+
+
+def choose(settings: RelaySettings, used_share: float, previous: Shedding) -> Shedding:
+    """The policy in force: the configured one, or the automatic mode's from pressure."""
+    if settings.shedding == "auto":
+        return automatic(used_share, previous, settings.thresholds())
+    policy = Policy(settings.shedding)
+    return Shedding(policy, settings.sample_p if policy is Policy.SAMPLE else 1.0)
+
+
+def _line(ev: Event) -> Line:
+    return Line(ev.event_id, ev.sku, ev.qty, ev.weight, ev.lines)
+
+
+def _decode(payload: str) -> Event | None:
+    try:
+        return Event.from_json(payload)
+    except ValueError:
+        return None  # passed on untouched: the forwarder dead-letters what analytics refuses
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one claimed batch."""
+
+    queued: int = 0
+    held: bool = False
+    """Some rows stay in the outbox: the queue is at its quota."""
+
+
+class StreamIngress:
+    """Applies the shedding policy to the relay's claimed batches, within the queue quota."""
+
+    def __init__(
+        self, engine: AsyncEngine, quota: QueueQuota, settings: RelaySettings, counts: Counts
+    ) -> None:
+        self.engine = engine
+        self.quota = quota
+        self.settings = settings
+        self.counts = counts
+        self.shedding = Shedding()
+        self.used = 0
+
+    @property
+    def share(self) -> float:
+        return pressure(self.used, self.quota.quota)
+
+    def decide(self) -> Shedding:
+        self.shedding = choose(self.settings, self.share, self.shedding)
+        return self.shedding
+
+    async def refresh(self) -> None:
+        self.used = await self.quota.used()
+        self.decide()
+
+    async def relay(self, rows: Sequence[OutboxRow], token: str) -> Outcome:
+        shedding = self.decide()
+        out = Outcome()
+        folds: dict[str, list[tuple[OutboxRow, Event]]] = collections.defaultdict(list)
+        fresh: list[tuple[OutboxRow, Event | None]] = []
+        for row in rows:
+            ev = _decode(row.payload)
+            if row.fold_token is not None and ev is not None:
+                folds[row.fold_token].append((row, ev))  # a fold that did not finish: redo it
+            else:
+                fresh.append((row, ev))
+        lines = [_line(ev) for _, ev in fresh if ev is not None]
+        decoded = [(row, ev) for row, ev in fresh if ev is not None]
+        todo = plan(shedding, lines)
+        send: list[tuple[OutboxRow, str]] = [(row, row.payload) for row, ev in fresh if ev is None]
+        for i, weight in todo.send.items():
+            row, ev = decoded[i]
+            send.append(
+                (row, row.payload if weight is None else replace(ev, weight=weight).to_json())
+            )
+        if todo.fold:
+            ids = [decoded[i][0].id for i in todo.fold]
+            await store.mark_folded(self.engine, token, ids)
+            folds[token].extend(decoded[i] for i in todo.fold)
+        if todo.shed:
+            gone = await store.delete_published(
+                self.engine, token, [decoded[i][0].id for i in todo.shed]
+            )
+            self.counts["stream", shedding.policy.value, "sampled"] += gone
+        for fold_token, members in folds.items():
+            if not await self._fold(fold_token, members, token, shedding):
+                out.held = True
+        if send:
+            queued, held = await self._admit(send, token, shedding)
+            out.queued += queued
+            out.held = out.held or held
+        return out
+
+    async def _fold(
+        self,
+        fold_token: str,
+        members: list[tuple[OutboxRow, Event]],
+        token: str,
+        shedding: Shedding,
+    ) -> bool:
+        totals = fold_lines([_line(ev) for _, ev in members])
+        code, self.used = await self.quota.fold(
+            fold_token, totals, self.settings.aggregate_window, FOLD_MEMORY_SECONDS
+        )
+        if code == 0:
+            return False  # no room even for the counters: the rows wait in the outbox
+        ids = [row.id for row, _ in members]
+        deleted = await store.delete_published(self.engine, token, ids)
+        if deleted == len(ids):
+            await self.quota.forget_fold(fold_token)
+        if code == 1:
+            self.counts["stream", shedding.policy.value, "folded"] += len(ids)
+        return True
+
+    async def _admit(
+        self, send: list[tuple[OutboxRow, str]], token: str, shedding: Shedding
+    ) -> tuple[int, bool]:
+        mode = ADMIT_MODE.get(shedding.policy, "hold")
+        admitted = await self.quota.admit([payload for _, payload in send], mode)
+        self.used = admitted.used
+        done = [row.id for (row, _), s in zip(send, admitted.status, strict=True) if s != 0]
+        await store.delete_published(self.engine, token, done)
+        refused = sum(1 for s in admitted.status if s < 0)
+        if admitted.evicted:
+            self.counts["stream", shedding.policy.value, "evicted"] += admitted.evicted
+        if refused:
+            self.counts["stream", shedding.policy.value, "refused"] += refused
+        queued = sum(1 for s in admitted.status if s > 0)
+        return queued, any(s == 0 for s in admitted.status)
+
+    async def flush_due(self, redis_lag: int) -> int:
+        """Move closed windows' aggregates into the stream while forwarders keep up.
+
+        ``redis_lag``: events in the stream no forwarder has read yet. Flushing
+        only while it is below ``aggregate_flush_lag`` keeps aggregates in their
+        compact form until analytics can take them.
+        """
+        room = self.settings.aggregate_flush_lag - redis_lag
+        moved = 0
+        for key, start in await self.quota.windows():
+            if room <= 0:
+                break
+            window = await self.quota.read_window(key, start, room)
+            items = []
+            for sku, (raw, total, count) in list(window.skus.items())[:room]:
+                qty, weight = aggregate_qty(total)
+                stamp = rfc3339_ms(start)
+                ev = Event(aggregate_id(sku, start), f"agg:{start}", sku, qty, weight, stamp, count)
+                items.append((sku, raw, ev.to_json()))
+            for i in range(0, max(1, len(items)), FLUSH_CHUNK):
+                code, n, self.used = await self.quota.flush(
+                    key, self.settings.aggregate_window, items[i : i + FLUSH_CHUNK]
+                )
+                moved += n
+                room -= n
+                if code in (0, 3):
+                    return moved  # no room yet, or the window is still open
+        return moved
+
+
+def rfc3339_ms(epoch_ms: int) -> str:
+    return rfc3339(datetime.fromtimestamp(epoch_ms / 1000, UTC))
+
+
+class OutboxGuard:
+    """Keeps the outbox within its quota in rows, whatever Redis is doing.
+
+    Run by the relay on its own interval (it needs only the database). The
+    policy acts once pressure reaches the first level (``shed_sample_at``):
+    sample thins rows no relay holds, aggregate folds them into one row per SKU,
+    and past ``evict_at`` of the quota the oldest rows go (the newest for
+    ``drop_new``), so the order database is never the overflow.
+    """
+
+    def __init__(self, engine: AsyncEngine, settings: RelaySettings, counts: Counts) -> None:
+        if settings.outbox_quota is None:
+            raise ValueError("the outbox guard needs an outbox quota")
+        self.engine = engine
+        self.settings = settings
+        self.quota = settings.outbox_quota
+        self.counts = counts
+        self.shedding = Shedding()
+        self.rows = 0
+        self._thinned: tuple[int, float] = (0, 1.0)
+        """Rows up to this id were thinned at this keep probability."""
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.settings.thresholds()
+
+    async def check(self, now: float) -> Shedding:
+        self.rows = await store.count_outbox(self.engine)
+        share = pressure(self.rows, self.quota)
+        self.shedding = choose(self.settings, share, self.shedding)
+        policy = self.shedding.policy
+        if share < self.thresholds.sample_at:
+            self._thinned = (0, 1.0)
+            return self.shedding
+        excess = outbox_excess(self.rows, self.quota, self.thresholds)
+        if excess:
+            newest = policy is Policy.DROP_NEW
+            gone = await store.remove_outbox(self.engine, excess, newest=newest, now=now)
+            self.counts["outbox", policy.value, "refused" if newest else "evicted"] += gone
+        elif policy is Policy.SAMPLE:
+            await self._thin(now)
+        elif policy is Policy.AGGREGATE:
+            folded, _ = await store.fold_outbox(self.engine, 10 * SAMPLE_CHUNK, now)
+            self.counts["outbox", policy.value, "folded"] += folded
+        return self.shedding
+
+    async def _thin(self, now: float) -> None:
+        p = self.shedding.p
+        after, done_p = self._thinned
+        if p < done_p:
+            after = 0  # a lower p: every row is judged again (kept rows stay consistent)
+        for _ in range(10):
+            last, shed = await store.sample_outbox(self.engine, p, after, SAMPLE_CHUNK, now)
+            self.counts["outbox", Policy.SAMPLE.value, "sampled"] += shed
+            if last == after:
+                break
+            after = last
+        self._thinned = (after, p)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "outbox_rows": self.rows,
+            "outbox_quota": self.quota,
+            "outbox_policy": self.shedding.policy.value,
+            "outbox_p": self.shedding.p,
+        }
+
+
+async def unread(redis: Any) -> int:
+    """Stream entries no forwarder has read yet (length minus pending)."""
+    stats = await streams.queue_stats(redis)
+    return max(0, stats.length - stats.pending)

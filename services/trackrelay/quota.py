@@ -1,0 +1,373 @@
+"""The queue quota in Redis: measure what trackrelay keeps, admit, fold and flush within it.
+
+Every write that grows the queue goes through one of three Lua scripts, each
+atomic, so the quota holds however many relays run at once:
+
+- ``admit``: XADD events while they fit; at the cap, make room by evicting the
+  oldest entries no forwarder has read yet (``evict``: never an entry a
+  forwarder holds, those lie at or before the group's last-delivered id),
+  refuse the rest (``drop``) or leave them in the outbox (``hold``);
+- ``fold``: add a batch's per-SKU totals to the open aggregation window (a hash
+  per window), once per outbox batch (its token is remembered until the relay
+  has deleted the rows, so a fold retried after a crash never counts twice);
+- ``flush``: move SKUs of a closed window into the stream as one event each,
+  with a stable id, HDEL-ing each SKU as its event is added: exactly once.
+
+What the quota covers: MEMORY USAGE summed over the stream, the DLQ, the window
+hashes and the bookkeeping keys (``constants.QUOTA_KEYS``). MEMORY USAGE samples
+five stream nodes (cheap at any size); it is taken at most every
+``sample_interval``, and on every call once the estimate is near the cap, where
+it counts every node (SAMPLES 0, exact, about a microsecond per node); between
+samples the estimate adds what the scripts wrote (entry sizes plus a per-entry
+overhead), which only errs high while forwarders delete. Admission stops at
+``limit``, a little under the quota, as room for what sampling cannot see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from trackrelay.constants import (
+    AGG_FOLDS_KEY,
+    AGG_WINDOW_PREFIX,
+    AGG_WINDOWS_KEY,
+    CONSUMER_GROUP,
+    EVENT_FIELD,
+    QUOTA_KEYS,
+)
+
+ENTRY_OVERHEAD = 48
+"""Bytes a stream entry costs beyond its payload (listpack entry, id delta, node share)."""
+FIELD_OVERHEAD = 80
+"""Bytes a new SKU costs in a window hash beyond its name (entry, value, table slot)."""
+STEP = 4096 + 1024
+"""A new stream node: Redis allocates ``stream-node-max-bytes`` (4096 by default) at once."""
+SLACK = 1.2
+"""Estimates between samples count each entry this much above its measured cost, so they err
+high; before refusing an entry the script counts memory exactly, so this costs no room."""
+NEAR_CAP = 0.9
+"""Above this share of the limit, every call samples memory afresh."""
+
+_GAUGE = (
+    """
+local function usage(key, samples)
+  return redis.call('MEMORY', 'USAGE', key, 'SAMPLES', samples) or 0
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local step = STEP
+local interval = tonumber(ARGV[2])
+local g = redis.call('HMGET', KEYS[4], 'bytes', 'at', 'added', 'per')
+local bytes, at, added, per = tonumber(g[1]), tonumber(g[2]), tonumber(g[3]) or 0, tonumber(g[4]) or 0
+local function measure(samples)
+  local stream = usage(KEYS[1], samples)
+  local total = stream
+  for i = 2, #KEYS do total = total + usage(KEYS[i], samples) end
+  for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do total = total + usage(w, samples) end
+  -- What one more entry really costs, learned once the stream's fixed part is spread thin.
+  local n = redis.call('XLEN', KEYS[1])
+  if n >= 100 then per = stream / n else per = 0 end
+  return total
+end
+local exact_now = false
+local function sample(exact)
+  -- Far from the cap five sampled nodes per key will do; near it, count every node.
+  local samples = 5
+  if exact or (bytes and bytes + added > limit * NEAR_CAP) then samples = 0 end
+  bytes = measure(samples)
+  if samples > 0 and bytes > limit * NEAR_CAP then bytes = measure(0) end
+  at = now_ms
+  added = 0
+  exact_now = samples == 0
+end
+local function fits(need)
+  -- Judged on the estimate; a "no" is checked against an exact count first. Memory
+  -- grows in steps (a stream node, a hash table), so a step's worth must be free too.
+  if bytes + added + need + step <= limit then return true end
+  if not exact_now then sample(true) end
+  return bytes + added + need + step <= limit
+end
+if not bytes or now_ms - at >= interval or bytes + added > limit * NEAR_CAP then sample(false) end
+local function used() return bytes + added end
+local function cost(payload, overhead) return math.max(#payload + overhead, per) * SLACK end
+local function save()
+  redis.call('HSET', KEYS[4], 'bytes', bytes, 'at', at, 'added', added, 'per', per)
+end
+""".replace("NEAR_CAP", repr(NEAR_CAP))
+    .replace("SLACK", repr(SLACK))
+    .replace("STEP", str(STEP))
+)
+
+_MEASURE = (
+    _GAUGE
+    + """
+if ARGV[3] == '1' then sample() end
+save()
+return used()
+"""
+)
+
+_ADMIT = (
+    _GAUGE
+    + """
+local mode, overhead, group, field = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local last = nil
+local evicted = 0
+local function undelivered_from()
+  local from = '0-0'
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+  if ok then
+    for _, g in ipairs(groups) do
+      local name, ldi
+      for i = 1, #g, 2 do
+        if g[i] == 'name' then name = g[i + 1] end
+        if g[i] == 'last-delivered-id' then ldi = g[i + 1] end
+      end
+      if name == group then from = ldi end
+    end
+  end
+  return from
+end
+local function evict(bytes_needed)
+  -- Delete the oldest entries no forwarder has read, then count memory afresh:
+  -- XDEL frees a stream node only once all its entries are gone.
+  if not last then last = undelivered_from() end
+  local k = math.max(1, math.ceil(bytes_needed / math.max(per, 64)))
+  local e = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', k)
+  if #e == 0 then return false end
+  for _, entry in ipairs(e) do redis.call('XDEL', KEYS[1], entry[1]) end
+  evicted = evicted + #e
+  sample(true)
+  return true
+end
+local status = {}
+local full = false
+for i = 7, #ARGV do
+  local need = cost(ARGV[i], overhead)
+  if not full and mode == 'evict' and used() + need + step > limit then
+    local rest = step
+    for j = i, #ARGV do rest = rest + cost(ARGV[j], overhead) end
+    -- Room for the rest of the batch at once: one count per batch, not per entry.
+    while used() + need + step > limit and evict(used() + rest - limit) do end
+  end
+  if not full and fits(need) then
+    redis.call('XADD', KEYS[1], '*', field, ARGV[i])
+    added = added + need
+    exact_now = false
+    status[#status + 1] = 1
+  else
+    full = true
+    status[#status + 1] = (mode == 'drop') and -1 or 0
+  end
+end
+save()
+return {status, evicted, used()}
+"""
+)
+
+_FOLD = (
+    _GAUGE
+    + """
+local overhead, window_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local token, ttl_ms, prefix = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+if redis.call('HEXISTS', KEYS[5], token) == 1 then save(); return {2, used()} end
+local cur = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local key, start
+if cur[1] and now_ms - tonumber(cur[2]) < window_ms then
+  key = cur[1]
+else
+  start = now_ms
+  key = prefix .. now_ms
+end
+local need = #token + 32
+local fresh = 0
+for i = 8, #ARGV, 3 do
+  if redis.call('HEXISTS', key, ARGV[i]) == 0 then
+    need = need + #ARGV[i] + overhead
+    fresh = fresh + 1
+  end
+end
+-- A hash table doubles its buckets (8 bytes each, both tables while rehashing).
+local function buckets(n) local b = 4 while b < n do b = b * 2 end return b end
+local n0 = redis.call('HLEN', key)
+if n0 + fresh > 128 and buckets(n0 + fresh) > buckets(n0) then
+  need = need + 16 * buckets(n0 + fresh)
+end
+if not fits(need) then save(); return {0, used()} end
+if start then redis.call('ZADD', KEYS[3], start, key) end
+for i = 8, #ARGV, 3 do
+  local q, n = 0, 0
+  local v = redis.call('HGET', key, ARGV[i])
+  if v then
+    local sp = string.find(v, ' ')
+    q, n = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
+  end
+  q = q + tonumber(ARGV[i + 1])
+  n = n + tonumber(ARGV[i + 2])
+  redis.call('HSET', key, ARGV[i], string.format('%.17g %d', q, n))
+end
+redis.call('HSET', KEYS[5], token, now_ms + ttl_ms)
+added = added + need
+save()
+return {1, used()}
+"""
+)
+
+_FLUSH = (
+    _GAUGE
+    + """
+local overhead, window_ms, key, field = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local score = redis.call('ZSCORE', KEYS[3], key)
+if not score then save(); return {2, 0, used()} end
+if now_ms - tonumber(score) < window_ms then save(); return {3, 0, used()} end
+local need = 0
+for i = 7, #ARGV, 3 do need = need + cost(ARGV[i + 2], overhead) end
+if not fits(need) then save(); return {0, 0, used()} end
+local moved = 0
+for i = 7, #ARGV, 3 do
+  if redis.call('HGET', key, ARGV[i]) == ARGV[i + 1] then
+    redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
+    redis.call('HDEL', key, ARGV[i])
+    added = added + cost(ARGV[i + 2], overhead)
+    moved = moved + 1
+  end
+end
+if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[3], key) end
+local marks = redis.call('HGETALL', KEYS[5])
+for i = 1, #marks, 2 do
+  if tonumber(marks[i + 1]) < now_ms then redis.call('HDEL', KEYS[5], marks[i]) end
+end
+save()
+return {1, moved, used()}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """Per payload: 1 added, 0 held back (left in the outbox), -1 refused (dropped)."""
+
+    status: list[int]
+    evicted: int
+    used: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """An aggregation window as read for flushing: SKU -> (raw value, total, lines)."""
+
+    key: str
+    start_ms: int
+    skus: dict[str, tuple[str, float, int]]
+
+
+class QueueQuota:
+    """The quota's scripts, bound to one Redis client."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        quota: int,
+        *,
+        headroom: float = 0.02,
+        sample_interval: float = 0.1,
+    ) -> None:
+        if quota <= 0:
+            raise ValueError("quota must be > 0 bytes")
+        self.redis = redis
+        self.quota = quota
+        self.limit = int(quota * (1 - headroom))
+        self.interval_ms = max(1, int(sample_interval * 1000))
+        self._measure = redis.register_script(_MEASURE)
+        self._admit = redis.register_script(_ADMIT)
+        self._fold = redis.register_script(_FOLD)
+        self._flush = redis.register_script(_FLUSH)
+
+    def _args(self, *rest: Any) -> list[Any]:
+        return [self.limit, self.interval_ms, *rest]
+
+    async def used(self, fresh: bool = False) -> int:
+        """The gauge's estimate of bytes used (``fresh``: sample now)."""
+        return int(await self._measure(keys=QUOTA_KEYS, args=self._args("1" if fresh else "0")))
+
+    async def admit(self, payloads: Sequence[str], mode: str) -> Admitted:
+        """XADD what fits; ``mode`` is ``hold``, ``evict`` or ``drop`` for what does not."""
+        if mode not in ("hold", "evict", "drop"):
+            raise ValueError(f"unknown admit mode {mode!r}")
+        if not payloads:
+            return Admitted([], 0, await self.used())
+        status, evicted, used = await self._admit(
+            keys=QUOTA_KEYS,
+            args=self._args(mode, ENTRY_OVERHEAD, CONSUMER_GROUP, EVENT_FIELD, *payloads),
+        )
+        return Admitted([int(s) for s in status], int(evicted), int(used))
+
+    async def fold(
+        self, token: str, totals: dict[str, tuple[float, int]], window_s: float, ttl_s: float
+    ) -> tuple[int, int]:
+        """Add per-SKU ``(qty * weight, lines)`` to the open window, once per ``token``.
+
+        Returns (1 folded | 2 already folded | 0 no room, bytes used).
+        """
+        args: list[Any] = [
+            FIELD_OVERHEAD,
+            int(window_s * 1000),
+            token,
+            int(ttl_s * 1000),
+            AGG_WINDOW_PREFIX,
+        ]
+        for sku, (total, lines) in totals.items():
+            args += [sku, repr(float(total)), lines]
+        code, used = await self._fold(keys=QUOTA_KEYS, args=self._args(*args))
+        return int(code), int(used)
+
+    async def forget_fold(self, token: str) -> None:
+        """The folded rows are gone from the outbox: the token need not be remembered."""
+        await self.redis.hdel(AGG_FOLDS_KEY, token)
+
+    async def windows(self) -> list[tuple[str, int]]:
+        """Windows not yet flushed, oldest first: (hash key, start ms)."""
+        rows: Any = await self.redis.zrange(AGG_WINDOWS_KEY, 0, -1, withscores=True)
+        return [(_text(key), int(score)) for key, score in rows]
+
+    async def read_window(self, key: str, start_ms: int, limit: int) -> Window:
+        """About ``limit`` SKUs of a window (one HSCAN page: a small window whole)."""
+        reply: Any = await self.redis.hscan(key, 0, count=limit)
+        raw: dict[Any, Any] = reply[1]
+        skus = {}
+        for sku, value in raw.items():
+            text = _text(value)
+            total, _, lines = text.partition(" ")
+            skus[_text(sku)] = (text, float(total), int(lines))
+        return Window(key, start_ms, skus)
+
+    async def flush(
+        self, key: str, window_s: float, items: Sequence[tuple[str, str, str]]
+    ) -> tuple[int, int, int]:
+        """Move ``(sku, raw value read, event payload)`` into the stream, each exactly once.
+
+        Returns (1 done | 2 window gone | 3 window still open | 0 no room, moved, used).
+        """
+        args: list[Any] = [ENTRY_OVERHEAD, int(window_s * 1000), key, EVENT_FIELD]
+        for sku, value, payload in items:
+            args += [sku, value, payload]
+        code, moved, used = await self._flush(keys=QUOTA_KEYS, args=self._args(*args))
+        return int(code), int(moved), int(used)
+
+
+async def exact_usage(redis: Redis) -> int:
+    """MEMORY USAGE of every key the quota covers, counted exactly (SAMPLES 0): for checks."""
+    keys = list(QUOTA_KEYS) + [_text(k) for k in await redis.zrange(AGG_WINDOWS_KEY, 0, -1)]
+    total = 0
+    for key in keys:
+        total += int(await redis.memory_usage(key, samples=0) or 0)
+    return total
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
