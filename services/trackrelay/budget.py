@@ -78,14 +78,25 @@ async def get_budget(redis: Redis) -> float | None:
     return None if raw is None else float(raw)
 
 
-async def publish_stats(redis: Redis, consumer: str, stats: dict[str, Any], ttl: float) -> None:
-    """Publish one forwarder's view (JSON) for the controller; it expires with the process."""
-    await redis.set(FORWARDER_STATS_PREFIX + consumer, json.dumps(stats), px=int(ttl * 1000))
+async def publish_stats(
+    redis: Redis,
+    consumer: str,
+    stats: dict[str, Any],
+    ttl: float,
+    prefix: str = FORWARDER_STATS_PREFIX,
+) -> None:
+    """Publish one process's view (JSON) for the controller; it expires with the process.
+
+    Forwarders publish under ``FORWARDER_STATS_PREFIX``, relays under ``RELAY_STATS_PREFIX``.
+    """
+    await redis.set(prefix + consumer, json.dumps(stats), px=int(ttl * 1000))
 
 
-async def read_stats(redis: Redis) -> dict[str, dict[str, Any]]:
-    """Every live forwarder's published view, by consumer name."""
-    keys = [k async for k in redis.scan_iter(match=FORWARDER_STATS_PREFIX + "*", count=200)]
+async def read_stats(
+    redis: Redis, prefix: str = FORWARDER_STATS_PREFIX
+) -> dict[str, dict[str, Any]]:
+    """Every live process's published view under ``prefix``, by name."""
+    keys = [k async for k in redis.scan_iter(match=prefix + "*", count=200)]
     if not keys:
         return {}
     out: dict[str, dict[str, Any]] = {}
@@ -93,5 +104,5 @@ async def read_stats(redis: Redis) -> dict[str, dict[str, Any]]:
         if raw is None:
             continue
         name = key.decode() if isinstance(key, bytes) else str(key)
-        out[name[len(FORWARDER_STATS_PREFIX) :]] = json.loads(raw)
+        out[name[len(prefix) :]] = json.loads(raw)
     return out

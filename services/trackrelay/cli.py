@@ -74,6 +74,42 @@ def _relay_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_size(text: str) -> int:
+    """A size flag (``64MiB``); a bad one is argparse's usage error with the reason."""
+    from trackrelay.control import shedding
+
+    try:
+        return shedding.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _quota_flags(p: argparse.ArgumentParser) -> None:
+    from trackrelay.settings import SHEDDING_MODES
+
+    p.add_argument(
+        "--queue-quota",
+        dest="queue_quota",
+        type=parse_size,
+        help="bytes the queue may use in Redis: 64MiB, 512KiB or plain bytes (default: none)",
+    )
+    p.add_argument(
+        "--outbox-quota",
+        dest="outbox_quota",
+        type=int,
+        help="outbox rows allowed to wait for the stream (default: no limit)",
+    )
+    p.add_argument(
+        "--shedding",
+        choices=SHEDDING_MODES,
+        help="how analytics data is thinned under the quotas (default auto: from pressure)",
+    )
+    p.add_argument("--sample-p", dest="sample_p", type=float, help="keep probability of sample")
+    p.add_argument(
+        "--aggregate-window", dest="aggregate_window", type=float, help="seconds per aggregate"
+    )
+
+
 def cmd_orders(args: argparse.Namespace) -> int:
     from trackrelay.local.runner import serve_orders, serve_orders_workers
     from trackrelay.settings import OrderSettings
@@ -216,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_flags(p)
     _server_flags(p, "order API port (default 8000)")
     _relay_flags(p)
+    _quota_flags(p)
     p.add_argument("--no-relay", dest="run_relay", action="store_const", const=False)
     p.add_argument("--max-items", dest="max_items", type=int)
     p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
@@ -228,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("relay", help="run an outbox relay on its own")
     _store_flags(p)
     _relay_flags(p)
+    _quota_flags(p)
     p.add_argument("--owner", help="relay name written into leases (default: host-pid)")
     p.set_defaults(func=cmd_relay)
 
@@ -244,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="analytics base URL (default: built-in simulator)",
     )
     p.add_argument("--forwarders", type=int, default=2, help="forwarder processes")
+    _quota_flags(p)
     p.add_argument(
         "--load",
         type=float,

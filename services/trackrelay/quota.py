@@ -44,6 +44,9 @@ ENTRY_OVERHEAD = 48
 """Bytes a stream entry costs beyond its payload (listpack entry, id delta, node share)."""
 FIELD_OVERHEAD = 80
 """Bytes a new SKU costs in a window hash beyond its name (entry, value, table slot)."""
+PEL_COST = 640
+"""What MEMORY USAGE (Redis 7.0) counts for one pending entry: its estimate of the
+consumer group's radix trees assumes 30 children per node, several times the real cost."""
 STEP = 4096 + 1024
 """A new stream node: Redis allocates ``stream-node-max-bytes`` (4096 by default) at once."""
 SLACK = 1.2
@@ -52,8 +55,7 @@ high; before refusing an entry the script counts memory exactly, so this costs n
 NEAR_CAP = 0.9
 """Above this share of the limit, every call samples memory afresh."""
 
-_GAUGE = (
-    """
+_GAUGE = """
 local function usage(key, samples)
   return redis.call('MEMORY', 'USAGE', key, 'SAMPLES', samples) or 0
 end
@@ -62,8 +64,10 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local step = STEP
 local interval = tonumber(ARGV[2])
+local read_ahead = tonumber(ARGV[3])
 local g = redis.call('HMGET', KEYS[4], 'bytes', 'at', 'added', 'per')
-local bytes, at, added, per = tonumber(g[1]), tonumber(g[2]), tonumber(g[3]) or 0, tonumber(g[4]) or 0
+local bytes, at = tonumber(g[1]), tonumber(g[2])
+local added, per = tonumber(g[3]) or 0, tonumber(g[4]) or 0
 local function measure(samples)
   local stream = usage(KEYS[1], samples)
   local total = stream
@@ -85,12 +89,28 @@ local function sample(exact)
   added = 0
   exact_now = samples == 0
 end
-local function fits(need)
-  -- Judged on the estimate; a "no" is checked against an exact count first. Memory
-  -- grows in steps (a stream node, a hash table), so a step's worth must be free too.
-  if bytes + added + need + step <= limit then return true end
+local function pending_reserve(extra)
+  -- Entries forwarders will read next become pending, and MEMORY USAGE counts each
+  -- pending entry at about PEL_COST: keep room for up to read_ahead of them.
+  if read_ahead <= 0 then return 0 end
+  local pending = 0
+  local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], 'GROUP_NAME')
+  if ok and p[1] then pending = tonumber(p[1]) end
+  local unread = redis.call('XLEN', KEYS[1]) - pending + extra
+  local room = read_ahead - pending
+  if room <= 0 or unread <= 0 then return 0 end
+  return PEL_COST * math.min(unread, room)
+end
+local function short_by(need, extra)
+  -- Bytes missing for ``need`` more (``extra`` entries). Memory grows in steps
+  -- (a stream node, a hash table), so a step's worth must be free too.
+  return bytes + added + need + step + pending_reserve(extra) - limit
+end
+local function fits(need, extra)
+  -- Judged on the estimate; a "no" is checked against an exact count first.
+  if short_by(need, extra) <= 0 then return true end
   if not exact_now then sample(true) end
-  return bytes + added + need + step <= limit
+  return short_by(need, extra) <= 0
 end
 if not bytes or now_ms - at >= interval or bytes + added > limit * NEAR_CAP then sample(false) end
 local function used() return bytes + added end
@@ -98,15 +118,20 @@ local function cost(payload, overhead) return math.max(#payload + overhead, per)
 local function save()
   redis.call('HSET', KEYS[4], 'bytes', bytes, 'at', at, 'added', added, 'per', per)
 end
-""".replace("NEAR_CAP", repr(NEAR_CAP))
-    .replace("SLACK", repr(SLACK))
-    .replace("STEP", str(STEP))
-)
+"""
+for _name, _value in {
+    "NEAR_CAP": repr(NEAR_CAP),
+    "SLACK": repr(SLACK),
+    "STEP": str(STEP),
+    "PEL_COST": str(PEL_COST),
+    "GROUP_NAME": CONSUMER_GROUP,
+}.items():
+    _GAUGE = _GAUGE.replace(_name, _value)
 
 _MEASURE = (
     _GAUGE
     + """
-if ARGV[3] == '1' then sample() end
+if ARGV[4] == '1' then sample() end
 save()
 return used()
 """
@@ -115,7 +140,7 @@ return used()
 _ADMIT = (
     _GAUGE
     + """
-local mode, overhead, group, field = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local mode, overhead, group, field = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local last = nil
 local evicted = 0
 local function undelivered_from()
@@ -140,22 +165,28 @@ local function evict(bytes_needed)
   local k = math.max(1, math.ceil(bytes_needed / math.max(per, 64)))
   local e = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', k)
   if #e == 0 then return false end
-  for _, entry in ipairs(e) do redis.call('XDEL', KEYS[1], entry[1]) end
-  evicted = evicted + #e
+  for _, entry in ipairs(e) do
+    redis.call('XDEL', KEYS[1], entry[1])
+    -- Count order lines: an aggregate stands for many.
+    local ok, ev = pcall(cjson.decode, entry[2][2] or '')
+    local lines = 1
+    if ok and type(ev) == 'table' and tonumber(ev.lines) then lines = tonumber(ev.lines) end
+    evicted = evicted + lines
+  end
   sample(true)
   return true
 end
 local status = {}
 local full = false
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local need = cost(ARGV[i], overhead)
-  if not full and mode == 'evict' and used() + need + step > limit then
-    local rest = step
+  if not full and mode == 'evict' and short_by(need, 1) > 0 then
+    local rest = 0
     for j = i, #ARGV do rest = rest + cost(ARGV[j], overhead) end
     -- Room for the rest of the batch at once: one count per batch, not per entry.
-    while used() + need + step > limit and evict(used() + rest - limit) do end
+    while short_by(need, 1) > 0 and evict(short_by(rest, #ARGV - i + 1)) do end
   end
-  if not full and fits(need) then
+  if not full and fits(need, 1) then
     redis.call('XADD', KEYS[1], '*', field, ARGV[i])
     added = added + need
     exact_now = false
@@ -173,8 +204,8 @@ return {status, evicted, used()}
 _FOLD = (
     _GAUGE
     + """
-local overhead, window_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
-local token, ttl_ms, prefix = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local overhead, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+local token, ttl_ms, prefix = ARGV[6], tonumber(ARGV[7]), ARGV[8]
 if redis.call('HEXISTS', KEYS[5], token) == 1 then save(); return {2, used()} end
 local cur = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local key, start
@@ -186,7 +217,7 @@ else
 end
 local need = #token + 32
 local fresh = 0
-for i = 8, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   if redis.call('HEXISTS', key, ARGV[i]) == 0 then
     need = need + #ARGV[i] + overhead
     fresh = fresh + 1
@@ -198,9 +229,9 @@ local n0 = redis.call('HLEN', key)
 if n0 + fresh > 128 and buckets(n0 + fresh) > buckets(n0) then
   need = need + 16 * buckets(n0 + fresh)
 end
-if not fits(need) then save(); return {0, used()} end
+if not fits(need, 0) then save(); return {0, used()} end
 if start then redis.call('ZADD', KEYS[3], start, key) end
-for i = 8, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local q, n = 0, 0
   local v = redis.call('HGET', key, ARGV[i])
   if v then
@@ -221,15 +252,15 @@ return {1, used()}
 _FLUSH = (
     _GAUGE
     + """
-local overhead, window_ms, key, field = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local overhead, window_ms, key, field = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local score = redis.call('ZSCORE', KEYS[3], key)
 if not score then save(); return {2, 0, used()} end
 if now_ms - tonumber(score) < window_ms then save(); return {3, 0, used()} end
 local need = 0
-for i = 7, #ARGV, 3 do need = need + cost(ARGV[i + 2], overhead) end
-if not fits(need) then save(); return {0, 0, used()} end
+for i = 8, #ARGV, 3 do need = need + cost(ARGV[i + 2], overhead) end
+if not fits(need, (#ARGV - 7) / 3) then save(); return {0, 0, used()} end
 local moved = 0
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   if redis.call('HGET', key, ARGV[i]) == ARGV[i + 1] then
     redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
     redis.call('HDEL', key, ARGV[i])
@@ -254,6 +285,7 @@ class Admitted:
 
     status: list[int]
     evicted: int
+    """Order lines evicted to make room (an evicted aggregate counts its ``lines``)."""
     used: int
 
 
@@ -276,6 +308,7 @@ class QueueQuota:
         *,
         headroom: float = 0.02,
         sample_interval: float = 0.1,
+        read_ahead: int = 0,
     ) -> None:
         if quota <= 0:
             raise ValueError("quota must be > 0 bytes")
@@ -283,13 +316,14 @@ class QueueQuota:
         self.quota = quota
         self.limit = int(quota * (1 - headroom))
         self.interval_ms = max(1, int(sample_interval * 1000))
+        self.read_ahead = read_ahead
         self._measure = redis.register_script(_MEASURE)
         self._admit = redis.register_script(_ADMIT)
         self._fold = redis.register_script(_FOLD)
         self._flush = redis.register_script(_FLUSH)
 
     def _args(self, *rest: Any) -> list[Any]:
-        return [self.limit, self.interval_ms, *rest]
+        return [self.limit, self.interval_ms, self.read_ahead, *rest]
 
     async def used(self, fresh: bool = False) -> int:
         """The gauge's estimate of bytes used (``fresh``: sample now)."""

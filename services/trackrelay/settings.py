@@ -77,6 +77,9 @@ class RelaySettings(BaseSettings):
     """Seconds of events one aggregation window folds (one event per SKU and window)."""
     aggregate_flush_lag: PositiveInt = 1000
     """Closed windows are flushed into the stream while fewer events than this wait unread."""
+    queue_read_ahead: int = Field(default=4000, ge=0)
+    """Entries forwarders may hold at once (replicas x concurrency x batch size): room is kept
+    for them, since Redis counts a pending entry at several times its size (0: none kept)."""
     quota_sample_interval: PositiveFloat = 0.1
     """Seconds between MEMORY USAGE samples (estimates from entry sizes in between)."""
     outbox_check_interval: PositiveFloat = 0.25

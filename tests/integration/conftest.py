@@ -84,10 +84,19 @@ def poll_until(cond: Callable[[], bool], timeout: float, every: float = 0.02) ->
     return bool(cond())
 
 
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    """Fail the test unless ``cond`` becomes true within ``timeout`` seconds."""
+def wait_for(
+    cond: Callable[[], bool],
+    timeout: float,
+    what: str,
+    show: Callable[[], str] | None = None,
+) -> None:
+    """Fail the test unless ``cond`` becomes true within ``timeout`` seconds.
+
+    ``show`` adds what was seen instead to the failure message.
+    """
     if not poll_until(cond, timeout, every=0.05):
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        seen = f" (saw {show()})" if show is not None else ""
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

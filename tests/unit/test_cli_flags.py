@@ -35,7 +35,12 @@ TEXT = {
     "sim_host": "0.0.0.0",
     "consumer_name": "f-7",
 }
-NUMBERS = {"claim_idle": 40.0, "retry_ratio": 0.5, "budget_tolerance": 0.05}
+NUMBERS = {
+    "claim_idle": 40.0,
+    "retry_ratio": 0.5,
+    "budget_tolerance": 0.05,
+    "sample_p": 0.5,
+}
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -77,6 +82,12 @@ def test_flag_reaches_its_setting(
     if action.nargs == 0:  # store_const / store_true
         argv.append(flag)
         expected = action.const
+    elif action.type is cli.parse_size:
+        argv += [flag, "64KiB"]
+        expected = 64 * 1024
+    elif action.choices:
+        expected = list(action.choices)[-1]
+        argv += [flag, str(expected)]
     else:
         if action.type is int:
             expected = 3

@@ -38,7 +38,17 @@ def test_to_dict_names_every_field() -> None:
 
     from trackrelay.events import Event
 
-    ev = Event("o:0", "o", "sku", 2, 0.5, "2026-01-01T00:00:00.000Z")
+    ev = Event("o:0", "o", "sku", 2, 0.5, "2026-01-01T00:00:00.000Z", lines=3)
     assert ev.to_dict() == asdict(ev)
     assert list(ev.to_dict()) == [f.name for f in fields(Event)]
     assert Event.from_json(ev.to_json()) == ev
+
+
+def test_an_order_line_event_leaves_lines_out_and_reads_back_as_one() -> None:
+    from trackrelay.events import Event
+
+    ev = Event("o:0", "o", "sku", 2, 1.0, "2026-01-01T00:00:00.000Z")
+    assert "lines" not in ev.to_dict()
+    assert Event.from_json(ev.to_json()).lines == 1
+    with pytest.raises(ValueError, match="lines"):
+        Event.from_json(ev.to_json().replace("}", ',"lines":0}'))

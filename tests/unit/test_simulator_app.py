@@ -79,3 +79,14 @@ def test_scenario_files_in_json_or_yaml(tmp_path: Path) -> None:
         load_scenario(str(bad))
     with TestClient(create_app(SimulatorSettings(sim_scenario=as_json))) as sim:
         assert sim.get("/admin/state").json()["mode"] == "down"
+
+
+def test_an_aggregate_counts_its_lines_and_a_refolded_one_is_a_duplicate(sim: TestClient) -> None:
+    agg = ev(9, "a", 40) | {"event_id": "agg:1700000000000:a", "lines": 25}
+    assert sim.post("/v1/track", json={"events": [agg, ev(1, "a", 2)]}).json()["accepted"] == 2
+    assert sim.post("/v1/track", json={"events": [agg]}).json() == {"accepted": 0, "duplicates": 1}
+    pop = sim.get("/v1/popularity", params={"top": 5}).json()
+    assert pop["top"] == [{"sku": "a", "qty": 42.0}] and pop["total"] == 42.0
+    assert sim.get("/admin/state").json()["lines"] == 26
+    bad = sim.post("/v1/track", json={"events": [agg | {"event_id": "x", "lines": 0}]})
+    assert bad.status_code == 400 and "lines" in bad.json()["bad_events"][0]["problem"]

@@ -72,6 +72,8 @@ class SimState:
     inflight: collections.Counter[str] = field(default_factory=collections.Counter)
     requests: collections.Counter[int] = field(default_factory=collections.Counter)
     accepted: int = 0
+    lines: int = 0
+    """Order lines the accepted events stand for (an aggregate counts its ``lines``)."""
     duplicates: int = 0
     overlaps: int = 0
     timeline: dict[int, Second] = field(default_factory=dict)
@@ -104,6 +106,7 @@ class SimState:
             },
             "scenario": self.schedule is not None,
             "accepted": self.accepted,
+            "lines": self.lines,
             "duplicates": self.duplicates,
             "overlaps": self.overlaps,
             "requests": {str(k): v for k, v in sorted(self.requests.items())},
@@ -238,6 +241,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                     continue
                 state.seen.add(ev["event_id"])
                 state.popularity[ev["sku"]] += ev["qty"] * float(ev.get("weight", 1.0))
+                state.lines += int(ev.get("lines", 1))
                 new += 1
             dupes = len(ids) - new
             state.accepted += new
@@ -258,8 +262,13 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                     del state.inflight[ev_id]
 
     @app.get("/v1/popularity")
-    async def popularity(top: int = Query(default=10, ge=1, le=10_000)) -> dict[str, Any]:
-        return {"top": [{"sku": sku, "qty": qty} for sku, qty in state.popularity.most_common(top)]}
+    async def popularity(top: int = Query(default=10, ge=1, le=100_000)) -> dict[str, Any]:
+        """The top SKUs by ``sum(qty * weight)``, and that sum over every SKU."""
+        return {
+            "top": [{"sku": sku, "qty": qty} for sku, qty in state.popularity.most_common(top)],
+            "total": sum(state.popularity.values()),
+            "skus": len(state.popularity),
+        }
 
     @app.get("/admin/state")
     async def admin_state() -> dict[str, Any]:
@@ -315,7 +324,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         state.seen.clear()
         state.popularity.clear()
         state.requests.clear()
-        state.accepted = state.duplicates = state.overlaps = 0
+        state.accepted = state.lines = state.duplicates = state.overlaps = 0
         state.timeline.clear()
         return state.snapshot(time.monotonic())
 

@@ -246,4 +246,7 @@ def _event_problem(ev: Any) -> str | None:
     weight = ev.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
         return "weight must be a number > 0"
+    lines = ev.get("lines", 1)
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+        return "lines must be an integer >= 1 (order lines an aggregate stands for)"
     return None

@@ -237,15 +237,18 @@ def pressure(used: float, quota: float) -> float:
     return max(0.0, used / quota) if quota > 0 else 0.0
 
 
-def outbox_excess(rows: int, quota: int, th: Thresholds) -> int:
-    """Rows to remove from the outbox now: what lies beyond ``evict_at`` of its quota.
+def outbox_excess(rows: int, quota: int, th: Thresholds, arriving: int = 0) -> int:
+    """Rows to remove from the outbox now, so it stays within its quota until the next check.
 
     The outbox is checked on an interval, so every policy trims to ``evict_at``
-    of the quota once past it, leaving the rest as room for what arrives before
-    the next check. Which rows go is the policy's: the newest for ``drop_new``,
-    the oldest for every other (the quota is hard; thinning acts below it).
+    of the quota once past it, and further when ``arriving`` (rows that came in
+    during the last interval) would not fit twice in what is left: room for what
+    arrives before the next check. Which rows go is the policy's: the newest for
+    ``drop_new``, the oldest for every other (the quota is hard; thinning acts
+    below it).
     """
-    return max(0, rows - int(quota * th.evict_at))
+    target = min(int(quota * th.evict_at), quota - 2 * max(0, arriving))
+    return max(0, rows - max(0, target))
 
 
 def fold(events: list[tuple[str, int, float, int]], window_ms: int) -> dict[tuple[str, int], float]:

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from trackrelay import streams
+from trackrelay import budget, streams
+from trackrelay.constants import RELAY_STATS_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,36 @@ class Shoppers:
                         await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if abs(n) < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def shedding_parts(relays: dict[str, dict[str, Any]]) -> list[str]:
+    """The status line's shedding part: policy, queue memory against quota, shed counts."""
+    parts = []
+    for view in relays.values():
+        if "queue_quota" in view:
+            share = view["queue_bytes"] / view["queue_quota"]
+            policy = view["policy"] + (f" p={view['p']:.2f}" if view["policy"] == "sample" else "")
+            parts.append(
+                f"queue {_size(view['queue_bytes'])}/{_size(view['queue_quota'])} "
+                f"({share:.0%}) shedding {policy}"
+            )
+        if "outbox_quota" in view:
+            parts.append(
+                f"outbox {view['outbox_rows']}/{view['outbox_quota']} rows"
+                f" ({view['outbox_policy']})"
+            )
+        shed = view.get("shed", {})
+        if shed:
+            parts.append("shed " + ", ".join(f"{k} {v}" for k, v in sorted(shed.items())))
+    return parts
+
+
 async def status_line(
     redis: Redis, shoppers: Shoppers | None, analytics_url: str | None, client: httpx.AsyncClient
 ) -> str:
@@ -74,6 +105,7 @@ async def status_line(
     if shoppers is not None:
         parts.append(f"orders accepted {shoppers.accepted} (refused {shoppers.refused})")
     parts.append(f"stream {stats.length} pending {stats.pending} dlq {stats.dlq}")
+    parts.extend(shedding_parts(await budget.read_stats(redis, RELAY_STATS_PREFIX)))
     if analytics_url is not None:
         try:
             state = (await client.get(f"{analytics_url}/admin/state")).json()

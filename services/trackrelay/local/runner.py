@@ -27,18 +27,32 @@ from trackrelay.runtime.ports import free_port
 from trackrelay.runtime.redact import redact_url
 from trackrelay.runtime.serve import serve_until_signal
 from trackrelay.runtime.signals import stop_on_signals
-from trackrelay.settings import OrderSettings, SimulatorSettings, StoreSettings
+from trackrelay.settings import OrderSettings, SimulatorSettings
 
 log = logging.getLogger(__name__)
 
 
+def redis_maxmemory(queue_quota: int | None) -> str | None:
+    """The embedded Redis's ``maxmemory``: well above the queue quota, the last line of defence.
+
+    Shedding keeps the queue's keys under the quota; Redis's own structures, the
+    AOF rewrite buffer and client buffers need the rest. With ``noeviction`` a
+    write past this is refused, never silently evicted.
+    """
+    if queue_quota is None:
+        return None
+    return str(queue_quota * 2 + 32 * 1024 * 1024)
+
+
 @contextlib.contextmanager
-def queue_redis(settings: StoreSettings) -> Iterator[str]:
+def queue_redis(settings: OrderSettings) -> Iterator[str]:
     """The queue's Redis URL: the configured one, or an embedded server for this run."""
     if settings.redis_url is not None:
         yield settings.redis_url
         return
-    server = EmbeddedRedis(settings.data_dir / "redis")
+    server = EmbeddedRedis(
+        settings.data_dir / "redis", maxmemory=redis_maxmemory(settings.queue_quota)
+    )
     with server:
         log.info("embedded redis-server (%s) listening on %s", server.binary, server.url)
         yield server.url

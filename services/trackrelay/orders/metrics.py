@@ -45,9 +45,10 @@ class OrderMetrics:
             registry=r,
         )
         self.shed = Counter(
-            "trackrelay_shed_events",
-            "Analytics events shed at our ingress (never orders), by where (stream or outbox),"
-            " policy and reason (sampled, folded, evicted, refused).",
+            "trackrelay_shed_lines",
+            "Order lines whose analytics events were shed at our ingress (never the orders), by"
+            " where (stream or outbox), policy and reason (sampled, evicted, refused; folded:"
+            " delivered inside an aggregate). An aggregate counts the lines it stands for.",
             ["where", "policy", "reason"],
             registry=r,
         )

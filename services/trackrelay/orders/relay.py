@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trackrelay import streams
+from trackrelay import budget, streams
 from trackrelay.constants import RELAY_STATS_PREFIX
 from trackrelay.control.lease import grant, still_held
 from trackrelay.identity import process_name
@@ -40,6 +39,8 @@ from trackrelay.settings import RelaySettings
 
 log = logging.getLogger(__name__)
 
+VIEW_TTL = 5.0
+"""Seconds a relay's published view outlives its last refresh (refreshed every second)."""
 FULL_WAIT = 0.1
 """Seconds between attempts while the queue is at its quota (forwarders are making room)."""
 
@@ -69,7 +70,10 @@ class OutboxRelay:
         self.ingress: StreamIngress | None = None
         if settings.queue_quota is not None:
             quota = QueueQuota(
-                redis, settings.queue_quota, sample_interval=settings.quota_sample_interval
+                redis,
+                settings.queue_quota,
+                sample_interval=settings.quota_sample_interval,
+                read_ahead=settings.queue_read_ahead,
             )
             self.ingress = StreamIngress(engine, quota, settings, self.counts)
         self.guard: OutboxGuard | None = None
@@ -146,8 +150,8 @@ class OutboxRelay:
                 await self.ingress.refresh()
         if self.ingress is not None or self.guard is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self.redis.set(
-                    RELAY_STATS_PREFIX + self.owner, json.dumps(self.view()), px=5000
+                await budget.publish_stats(
+                    self.redis, self.owner, self.view(), VIEW_TTL, prefix=RELAY_STATS_PREFIX
                 )
         if self.metrics is None:
             return

@@ -52,7 +52,10 @@ ADMIT_MODE = {Policy.EVICT: "evict", Policy.DROP_NEW: "drop"}
 
 
 class Counts(collections.Counter[tuple[str, str, str]]):
-    """Events shed, by (where, policy, reason): where is ``stream`` or ``outbox``."""
+    """Order lines shed, by (where, policy, reason): where is ``stream`` or ``outbox``.
+
+    Lines, not events: an aggregate stands for many lines, and evicting one loses them all.
+    """
 
     def as_dict(self) -> dict[str, int]:
         return {":".join(key): n for key, n in sorted(self.items())}
@@ -125,12 +128,11 @@ class StreamIngress:
         lines = [_line(ev) for _, ev in fresh if ev is not None]
         decoded = [(row, ev) for row, ev in fresh if ev is not None]
         todo = plan(shedding, lines)
-        send: list[tuple[OutboxRow, str]] = [(row, row.payload) for row, ev in fresh if ev is None]
+        send = [(row, row.payload, 1) for row, ev in fresh if ev is None]
         for i, weight in todo.send.items():
             row, ev = decoded[i]
-            send.append(
-                (row, row.payload if weight is None else replace(ev, weight=weight).to_json())
-            )
+            payload = row.payload if weight is None else replace(ev, weight=weight).to_json()
+            send.append((row, payload, ev.lines))
         if todo.fold:
             ids = [decoded[i][0].id for i in todo.fold]
             await store.mark_folded(self.engine, token, ids)
@@ -167,18 +169,20 @@ class StreamIngress:
         if deleted == len(ids):
             await self.quota.forget_fold(fold_token)
         if code == 1:
-            self.counts["stream", shedding.policy.value, "folded"] += len(ids)
+            self.counts["stream", shedding.policy.value, "folded"] += sum(
+                ev.lines for _, ev in members
+            )
         return True
 
     async def _admit(
-        self, send: list[tuple[OutboxRow, str]], token: str, shedding: Shedding
+        self, send: list[tuple[OutboxRow, str, int]], token: str, shedding: Shedding
     ) -> tuple[int, bool]:
         mode = ADMIT_MODE.get(shedding.policy, "hold")
-        admitted = await self.quota.admit([payload for _, payload in send], mode)
+        admitted = await self.quota.admit([payload for _, payload, _ in send], mode)
         self.used = admitted.used
-        done = [row.id for (row, _), s in zip(send, admitted.status, strict=True) if s != 0]
+        done = [row.id for (row, _, _), s in zip(send, admitted.status, strict=True) if s != 0]
         await store.delete_published(self.engine, token, done)
-        refused = sum(1 for s in admitted.status if s < 0)
+        refused = sum(n for (_, _, n), s in zip(send, admitted.status, strict=True) if s < 0)
         if admitted.evicted:
             self.counts["stream", shedding.policy.value, "evicted"] += admitted.evicted
         if refused:
@@ -247,23 +251,27 @@ class OutboxGuard:
         return self.settings.thresholds()
 
     async def check(self, now: float) -> Shedding:
-        self.rows = await store.count_outbox(self.engine)
+        rows = await store.count_outbox(self.engine)
+        arriving = max(0, rows - self.rows)  # at least what came in since the last check
+        self.rows = rows
         share = pressure(self.rows, self.quota)
         self.shedding = choose(self.settings, share, self.shedding)
         policy = self.shedding.policy
         if share < self.thresholds.sample_at:
             self._thinned = (0, 1.0)
             return self.shedding
-        excess = outbox_excess(self.rows, self.quota, self.thresholds)
+        excess = outbox_excess(self.rows, self.quota, self.thresholds, arriving)
         if excess:
             newest = policy is Policy.DROP_NEW
-            gone = await store.remove_outbox(self.engine, excess, newest=newest, now=now)
-            self.counts["outbox", policy.value, "refused" if newest else "evicted"] += gone
+            gone, lines = await store.remove_outbox(self.engine, excess, newest=newest, now=now)
+            self.counts["outbox", policy.value, "refused" if newest else "evicted"] += lines
+            self.rows -= gone
         elif policy is Policy.SAMPLE:
             await self._thin(now)
         elif policy is Policy.AGGREGATE:
-            folded, _ = await store.fold_outbox(self.engine, 10 * SAMPLE_CHUNK, now)
-            self.counts["outbox", policy.value, "folded"] += folded
+            folded, written, lines = await store.fold_outbox(self.engine, 10 * SAMPLE_CHUNK, now)
+            self.counts["outbox", policy.value, "folded"] += lines
+            self.rows -= folded - written
         return self.shedding
 
     async def _thin(self, now: float) -> None:
@@ -274,6 +282,7 @@ class OutboxGuard:
         for _ in range(10):
             last, shed = await store.sample_outbox(self.engine, p, after, SAMPLE_CHUNK, now)
             self.counts["outbox", Policy.SAMPLE.value, "sampled"] += shed
+            self.rows -= shed
             if last == after:
                 break
             after = last

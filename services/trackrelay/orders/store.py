@@ -372,10 +372,15 @@ async def count_outbox(engine: AsyncEngine) -> int:
         return int((await conn.execute(select(func.count()).select_from(outbox))).scalar_one())
 
 
-async def remove_outbox(engine: AsyncEngine, n: int, *, newest: bool, now: float) -> int:
-    """Delete up to ``n`` rows no relay holds: the oldest, or the newest (``drop_new``)."""
+async def remove_outbox(
+    engine: AsyncEngine, n: int, *, newest: bool, now: float
+) -> tuple[int, int]:
+    """Delete up to ``n`` rows no relay holds: the oldest, or the newest (``drop_new``).
+
+    Returns (rows deleted, order lines they stood for: an aggregate counts its lines).
+    """
     if n <= 0:
-        return 0
+        return 0, 0
     order = outbox.c.id.desc() if newest else outbox.c.id
     victims = (
         select(outbox.c.id)
@@ -386,9 +391,13 @@ async def remove_outbox(engine: AsyncEngine, n: int, *, newest: bool, now: float
     )
     async with engine.begin() as conn:
         result = await conn.execute(
-            delete(outbox).where(outbox.c.id.in_(victims.scalar_subquery()))
+            delete(outbox)
+            .where(outbox.c.id.in_(victims.scalar_subquery()))
+            .returning(outbox.c.payload)
         )
-    return int(result.rowcount)
+        payloads = [row.payload for row in result]
+    lines = sum(ev.lines if (ev := _decode(p)) is not None else 1 for p in payloads)
+    return len(payloads), lines
 
 
 def _thinnable(now: float, after_id: int, limit: int) -> Any:
@@ -434,25 +443,32 @@ async def sample_outbox(
                 shed.append(row.id)
             elif weight != ev.weight:
                 reweighted.append({"rid": row.id, "new": replace(ev, weight=weight).to_json()})
+        # Rows read above may have been claimed since (SQLite reads outside the write
+        # transaction): every write checks again that no relay holds the row.
+        gone = 0
         if shed:
-            await conn.execute(delete(outbox).where(outbox.c.id.in_(shed)))
+            result = await conn.execute(
+                delete(outbox).where(outbox.c.id.in_(shed)).where(_unclaimed(now))
+            )
+            gone = int(result.rowcount)
         if reweighted:
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.id == bindparam("rid"))
+                .where(_unclaimed(now))
                 .values(payload=bindparam("new")),
                 reweighted,
             )
-    return last, len(shed)
+    return last, gone
 
 
-async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int, int]:
+async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int, int, int]:
     """Fold up to ``limit`` rows into one aggregate row per SKU, in one transaction.
 
     Exact: per-SKU sums of ``qty * weight`` and of ``lines`` are what the rows
     held. The aggregate's id names the fold by its first row, so it is unique.
-    Returns (rows folded, aggregate rows written); nothing happens when folding
-    would not shrink the outbox.
+    Returns (rows folded, aggregate rows written, order lines folded); nothing
+    happens when folding would not shrink the outbox.
     """
     async with engine.begin() as conn:
         rows = (await conn.execute(_thinnable(now, 0, limit))).all()
@@ -462,7 +478,7 @@ async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int,
             [Line(ev.event_id, ev.sku, ev.qty, ev.weight, ev.lines) for _, ev in events]
         )
         if len(totals) >= len(events):
-            return 0, 0
+            return 0, 0, 0
         window = f"o{events[0][0].id}"
         stamp = min(ev.occurred_at for _, ev in events)
         created = min(float(row.created_at) for row, _ in events)
@@ -473,6 +489,16 @@ async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int,
             aggregates.append(
                 {"event_id": agg.event_id, "payload": agg.to_json(), "created_at": created}
             )
-        await conn.execute(delete(outbox).where(outbox.c.id.in_([row.id for row, _ in events])))
+        ids = [row.id for row, _ in events]
+        result = await conn.execute(
+            delete(outbox)
+            .where(outbox.c.id.in_(ids))
+            .where(_unclaimed(now))
+            .where(outbox.c.fold_token.is_(None))
+        )
+        if result.rowcount != len(ids):
+            # A relay claimed some of them after they were read: fold nothing this time.
+            await conn.rollback()
+            return 0, 0, 0
         await conn.execute(insert(outbox), aggregates)
-    return len(events), len(aggregates)
+    return len(events), len(aggregates), sum(lines for _, lines in totals.values())

@@ -1,0 +1,274 @@
+"""The storage quota on a real Redis and real stores: shed analytics data, never orders.
+
+A tiny queue quota and an analytics that reads slower than orders arrive: the
+queue's keys (counted exactly, every 20 ms) never exceed the quota, XADD never
+meets Redis OOM, every order is accepted and reads back, and every order line
+is accounted for: delivered (an aggregate counts the lines it stands for), or
+counted as shed by policy and reason. With Redis down, the outbox stays within
+its quota in rows on both stores.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from tests.integration.conftest import wait_for
+from trackrelay.constants import AGG_WINDOWS_KEY, CONSUMER_GROUP, QUOTA_KEYS, STREAM
+from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.local.runner import redis_maxmemory
+from trackrelay.orders import store
+from trackrelay.orders.app import create_app
+from trackrelay.runtime.ports import free_port
+from trackrelay.settings import OrderSettings
+
+QUOTA = 128 * 1024
+ORDERS = 1200
+SKUS = [f"sku-{n:02d}" for n in range(30)]
+
+
+def queue_bytes(r: redis.Redis) -> int:
+    """MEMORY USAGE of every key the quota covers, counted exactly (independent of the gauge)."""
+    keys = list(QUOTA_KEYS) + [k.decode() for k in r.zrange(AGG_WINDOWS_KEY, 0, -1)]
+    return sum(int(r.memory_usage(k, samples=0) or 0) for k in keys)
+
+
+class Peak(threading.Thread):
+    """Samples ``measure`` every 20 ms in the background; keeps the largest value."""
+
+    def __init__(self, measure: Callable[[], int]) -> None:
+        super().__init__(daemon=True)
+        self.measure = measure
+        self.peak = 0
+        self.samples = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, self.measure())
+            self.samples += 1
+            time.sleep(0.02)
+
+    def __enter__(self) -> Peak:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join()
+
+
+class SlowAnalytics(threading.Thread):
+    """Reads the stream through the consumer group at ``rate`` events/s, as a slow
+    analytics behind its forwarder would; ``rate`` None reads as fast as it can."""
+
+    READ = 20
+    """Entries one read takes (so at most this many are pending at once)."""
+
+    def __init__(self, url: str, rate: float | None) -> None:
+        super().__init__(daemon=True)
+        self.redis = redis.Redis.from_url(url)
+        self.rate = rate
+        self.events: dict[str, dict[str, Any]] = {}
+        self.duplicates = 0
+        self.done = threading.Event()
+        with contextlib.suppress(redis.ResponseError):  # the group is there already
+            self.redis.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            reply: Any = self.redis.xreadgroup(
+                CONSUMER_GROUP, "test-analytics", {STREAM: ">"}, count=self.READ, block=50
+            )
+            entries = reply[0][1] if reply else []
+            for _, fields in entries:
+                ev = json.loads(fields[b"e"])
+                if ev["event_id"] in self.events:
+                    self.duplicates += 1
+                self.events[ev["event_id"]] = ev
+            if entries:
+                ids = [i for i, _ in entries]
+                self.redis.xack(STREAM, CONSUMER_GROUP, *ids)
+                self.redis.xdel(STREAM, *ids)
+            if self.rate is not None and entries:
+                time.sleep(len(entries) / self.rate)
+
+    def lines(self) -> int:
+        return sum(int(ev.get("lines", 1)) for ev in self.events.values())
+
+    def popularity(self) -> dict[str, float]:
+        out: collections.Counter[str] = collections.Counter()
+        for ev in self.events.values():
+            out[ev["sku"]] += ev["qty"] * ev["weight"]
+        return dict(out)
+
+
+def post_orders(client: TestClient, count: int, seed: int = 7) -> tuple[list[str], dict[str, int]]:
+    """``count`` two-line orders, every one accepted; their ids and the true qty per SKU."""
+    rng = random.Random(seed)
+    truth: collections.Counter[str] = collections.Counter()
+    ids = []
+    for n in range(count):
+        items = [
+            {"sku": rng.choice(SKUS), "qty": rng.randint(1, 3), "price": 100} for _ in range(2)
+        ]
+        r = client.post("/v1/orders", json={"customer_id": f"c{n}", "items": items})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["order_id"])
+        for item in items:
+            truth[item["sku"]] += item["qty"]
+    return ids, dict(truth)
+
+
+def shed_counts(client: TestClient) -> dict[tuple[str, str, str], float]:
+    """``trackrelay_shed_lines_total`` from /metrics, by (where, policy, reason)."""
+    out = {}
+    pattern = r'trackrelay_shed_lines_total\{policy="(\w+)",reason="(\w+)",where="(\w+)"\} (\S+)'
+    for policy, reason, where, value in re.findall(pattern, client.get("/metrics").text):
+        out[where, policy, reason] = float(value)
+    return out
+
+
+def lost(counts: dict[tuple[str, str, str], float]) -> int:
+    """Lines shed for good (folded ones are delivered inside aggregates)."""
+    return int(sum(n for (_, _, reason), n in counts.items() if reason != "folded"))
+
+
+def outbox_rows(client: TestClient) -> int:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    return int(client.portal.call(store.count_outbox, engine))  # type: ignore[union-attr]
+
+
+def read_back(client: TestClient, ids: list[str]) -> None:
+    for order_id in ids:
+        assert client.get(f"/v1/orders/{order_id}").status_code == 200
+
+
+@pytest.fixture
+def quota_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """The Redis trackrelay ships: noeviction, maxmemory above the quota."""
+    with EmbeddedRedis(tmp_path / "redis", maxmemory=redis_maxmemory(QUOTA)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("policy", ["auto", "none", "sample", "aggregate", "evict", "drop_new"])
+def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
+    policy: str, quota_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = OrderSettings(
+        data_dir=tmp_path,
+        queue_quota=QUOTA,
+        shedding=policy,
+        aggregate_window=0.5,
+        relay_batch_size=100,
+        queue_read_ahead=SlowAnalytics.READ,
+    )
+    admin = redis.Redis.from_url(quota_redis.url)
+    analytics = SlowAnalytics(quota_redis.url, rate=150)
+    with (
+        TestClient(create_app(settings, redis_url=quota_redis.url)) as client,
+        Peak(lambda: queue_bytes(admin)) as memory,
+    ):
+        analytics.start()
+        ids, truth = post_orders(client, ORDERS)
+        if policy not in ("sample", "aggregate"):  # those two thin the load itself
+            assert memory.peak > 0.5 * QUOTA, "the load never pressed on the quota"
+        analytics.rate = None  # analytics recovers: everything still queued drains
+        wait_for(
+            lambda: (
+                outbox_rows(client) == 0
+                and admin.xlen(STREAM) == 0
+                and admin.zcard(AGG_WINDOWS_KEY) == 0
+            ),
+            60,
+            "outbox, stream and aggregation windows drained",
+        )
+        read_back(client, ids)
+        lines = 2 * ORDERS
+        wait_for(
+            lambda: analytics.lines() + lost(shed_counts(client)) == lines,
+            10,
+            "every line delivered or counted as shed",
+            lambda: f"delivered {analytics.lines()}, shed {shed_counts(client)}",
+        )
+        counts = shed_counts(client)
+        errors = re.findall(
+            r'trackrelay_relay_errors_total\{component="redis"\} (\S+)', client.get("/metrics").text
+        )
+    analytics.done.set()
+    analytics.join()
+    assert memory.peak <= QUOTA, f"queue used {memory.peak} bytes of a {QUOTA}-byte quota"
+    assert not errors or float(errors[0]) == 0, "a write met Redis OOM (or Redis failed)"
+    assert analytics.duplicates == 0
+    delivered = analytics.popularity()
+    if policy in ("none", "aggregate"):
+        assert lost(counts) == 0
+        assert delivered == pytest.approx(truth, rel=1e-9)  # exact per SKU
+    if policy == "none":
+        assert len(analytics.events) == lines
+    if policy == "aggregate":
+        assert counts["stream", "aggregate", "folded"] == lines
+        assert len(analytics.events) < lines / 5
+    if policy == "sample":
+        assert counts["stream", "sample", "sampled"] > lines / 2
+        assert {ev["weight"] for ev in analytics.events.values()} == {1 / 0.1}
+    if policy == "evict":
+        assert counts["stream", "evict", "evicted"] > 0
+    if policy == "drop_new":
+        assert counts["stream", "drop_new", "refused"] > 0
+    if policy == "auto":
+        levels = {key[1] for key in counts}
+        assert levels - {"none"}, f"the automatic mode never shed: {counts}"
+
+
+def test_the_outbox_stays_within_its_quota_while_redis_is_down(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Redis down for the whole load: orders are all accepted, the outbox never holds
+    more rows than its quota, and once Redis is back every line is delivered or counted."""
+    quota = 300
+    port = free_port()
+    settings = OrderSettings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        outbox_quota=quota,
+        outbox_check_interval=0.1,
+        relay_backoff_max=0.5,
+    )
+    server: EmbeddedRedis | None = None
+    with TestClient(create_app(settings, redis_url=f"redis://127.0.0.1:{port}/0")) as client:
+        with Peak(lambda: outbox_rows(client)) as rows:
+            ids, truth = post_orders(client, 600)
+            time.sleep(0.5)
+        read_back(client, ids)
+        assert rows.peak <= quota, f"the outbox held {rows.peak} rows, quota {quota}"
+        assert rows.peak > quota / 2, "the load never pressed on the outbox quota"
+        counts = shed_counts(client)
+        assert {key[0] for key in counts} == {"outbox"}
+        server = EmbeddedRedis(tmp_path / "redis", port=port).start()  # Redis is back
+        analytics = SlowAnalytics(server.url, rate=None)
+        analytics.start()
+        wait_for(lambda: outbox_rows(client) == 0, 30, "the outbox drained")
+        wait_for(
+            lambda: analytics.lines() + lost(shed_counts(client)) == 1200,
+            10,
+            "every line delivered or counted as shed",
+            lambda: f"delivered {analytics.lines()}, shed {shed_counts(client)}",
+        )
+        analytics.done.set()
+        analytics.join()
+    server.stop()
+    assert analytics.duplicates == 0
+    assert set(analytics.popularity()) <= set(truth)
