@@ -44,6 +44,8 @@ ENTRY_OVERHEAD = 48
 """Bytes a stream entry costs beyond its payload (listpack entry, id delta, node share)."""
 FIELD_OVERHEAD = 80
 """Bytes a new SKU costs in a window hash beyond its name (entry, value, table slot)."""
+SEAL_FIELD = "\0sealed"
+"""Set in a window once its flush begins (SKUs never hold control characters)."""
 PEL_COST = 640
 """What MEMORY USAGE (Redis 7.0) counts for one pending entry: its estimate of the
 consumer group's radix trees assumes 30 children per node, several times the real cost."""
@@ -119,27 +121,33 @@ local function save()
   redis.call('HSET', KEYS[4], 'bytes', bytes, 'at', at, 'added', added, 'per', per)
 end
 """
-for _name, _value in {
+_CONSTANTS = {
     "NEAR_CAP": repr(NEAR_CAP),
     "SLACK": repr(SLACK),
     "STEP": str(STEP),
     "PEL_COST": str(PEL_COST),
     "GROUP_NAME": CONSUMER_GROUP,
-}.items():
-    _GAUGE = _GAUGE.replace(_name, _value)
+    "SEAL": "'\\0sealed'",
+}
 
-_MEASURE = (
-    _GAUGE
-    + """
+
+def _script(body: str) -> str:
+    """A script: the gauge, then ``body``, with the constants above written in."""
+    text = _GAUGE + body
+    for name, value in _CONSTANTS.items():
+        text = text.replace(name, value)
+    return text
+
+_MEASURE = _script(
+    """
 if ARGV[4] == '1' then sample() end
 save()
 return used()
 """
 )
 
-_ADMIT = (
-    _GAUGE
-    + """
+_ADMIT = _script(
+    """
 local mode, overhead, group, field = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local last = nil
 local evicted = 0
@@ -201,23 +209,31 @@ return {status, evicted, used()}
 """
 )
 
-_FOLD = (
-    _GAUGE
-    + """
+_FOLD = _script(
+    """
 local overhead, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local token, ttl_ms, prefix = ARGV[6], tonumber(ARGV[7]), ARGV[8]
 if redis.call('HEXISTS', KEYS[5], token) == 1 then save(); return {2, used()} end
+local flush_lag = tonumber(ARGV[9])
 local cur = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local key, start
-if cur[1] and now_ms - tonumber(cur[2]) < window_ms then
-  key = cur[1]
-else
+if cur[1] and redis.call('HEXISTS', cur[1], SEAL) == 0 then
+  -- The newest window stays open for window_ms, and past that for as long as the
+  -- stream has no room for its aggregates: the longer it stays open, the more
+  -- lines each of its counters stands for.
+  local pending = 0
+  local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], 'GROUP_NAME')
+  if ok and p[1] then pending = tonumber(p[1]) end
+  local unread = redis.call('XLEN', KEYS[1]) - pending
+  if now_ms - tonumber(cur[2]) < window_ms or unread >= flush_lag then key = cur[1] end
+end
+if not key then
   start = now_ms
   key = prefix .. now_ms
 end
 local need = #token + 32
 local fresh = 0
-for i = 9, #ARGV, 3 do
+for i = 10, #ARGV, 3 do
   if redis.call('HEXISTS', key, ARGV[i]) == 0 then
     need = need + #ARGV[i] + overhead
     fresh = fresh + 1
@@ -231,7 +247,7 @@ if n0 + fresh > 128 and buckets(n0 + fresh) > buckets(n0) then
 end
 if not fits(need, 0) then save(); return {0, used()} end
 if start then redis.call('ZADD', KEYS[3], start, key) end
-for i = 9, #ARGV, 3 do
+for i = 10, #ARGV, 3 do
   local q, n = 0, 0
   local v = redis.call('HGET', key, ARGV[i])
   if v then
@@ -249,9 +265,8 @@ return {1, used()}
 """
 )
 
-_FLUSH = (
-    _GAUGE
-    + """
+_FLUSH = _script(
+    """
 local overhead, window_ms, key, field = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local score = redis.call('ZSCORE', KEYS[3], key)
 if not score then save(); return {2, 0, used()} end
@@ -259,6 +274,8 @@ if now_ms - tonumber(score) < window_ms then save(); return {3, 0, used()} end
 local need = 0
 for i = 8, #ARGV, 3 do need = need + cost(ARGV[i + 2], overhead) end
 if not fits(need, (#ARGV - 7) / 3) then save(); return {0, 0, used()} end
+-- Sealed: no fold adds to this window again, so no SKU's id is ever flushed twice.
+redis.call('HSET', key, SEAL, 1)
 local moved = 0
 for i = 8, #ARGV, 3 do
   if redis.call('HGET', key, ARGV[i]) == ARGV[i + 1] then
@@ -268,7 +285,10 @@ for i = 8, #ARGV, 3 do
     moved = moved + 1
   end
 end
-if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[3], key) end
+if redis.call('HLEN', key) <= 1 then
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[3], key)
+end
 local marks = redis.call('HGETALL', KEYS[5])
 for i = 1, #marks, 2 do
   if tonumber(marks[i + 1]) < now_ms then redis.call('HDEL', KEYS[5], marks[i]) end
@@ -342,7 +362,12 @@ class QueueQuota:
         return Admitted([int(s) for s in status], int(evicted), int(used))
 
     async def fold(
-        self, token: str, totals: dict[str, tuple[float, int]], window_s: float, ttl_s: float
+        self,
+        token: str,
+        totals: dict[str, tuple[float, int]],
+        window_s: float,
+        ttl_s: float,
+        flush_lag: int,
     ) -> tuple[int, int]:
         """Add per-SKU ``(qty * weight, lines)`` to the open window, once per ``token``.
 
@@ -354,6 +379,7 @@ class QueueQuota:
             token,
             int(ttl_s * 1000),
             AGG_WINDOW_PREFIX,
+            flush_lag,
         ]
         for sku, (total, lines) in totals.items():
             args += [sku, repr(float(total)), lines]
@@ -375,6 +401,8 @@ class QueueQuota:
         raw: dict[Any, Any] = reply[1]
         skus = {}
         for sku, value in raw.items():
+            if sku in (SEAL_FIELD, SEAL_FIELD.encode()):
+                continue
             text = _text(value)
             total, _, lines = text.partition(" ")
             skus[_text(sku)] = (text, float(total), int(lines))

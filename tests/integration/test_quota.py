@@ -10,6 +10,7 @@ its quota in rows on both stores.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -41,7 +42,8 @@ SKUS = [f"sku-{n:02d}" for n in range(30)]
 
 def queue_bytes(r: redis.Redis) -> int:
     """MEMORY USAGE of every key the quota covers, counted exactly (independent of the gauge)."""
-    keys = list(QUOTA_KEYS) + [k.decode() for k in r.zrange(AGG_WINDOWS_KEY, 0, -1)]
+    windows: Any = r.zrange(AGG_WINDOWS_KEY, 0, -1)
+    keys = list(QUOTA_KEYS) + [k.decode() for k in windows]
     return sum(int(r.memory_usage(k, samples=0) or 0) for k in keys)
 
 
@@ -121,14 +123,13 @@ def post_orders(client: TestClient, count: int, seed: int = 7) -> tuple[list[str
     truth: collections.Counter[str] = collections.Counter()
     ids = []
     for n in range(count):
-        items = [
-            {"sku": rng.choice(SKUS), "qty": rng.randint(1, 3), "price": 100} for _ in range(2)
-        ]
+        lines = [(rng.choice(SKUS), rng.randint(1, 3)) for _ in range(2)]
+        items = [{"sku": sku, "qty": qty, "price": 100} for sku, qty in lines]
         r = client.post("/v1/orders", json={"customer_id": f"c{n}", "items": items})
         assert r.status_code == 201, r.text
         ids.append(r.json()["order_id"])
-        for item in items:
-            truth[item["sku"]] += item["qty"]
+        for sku, qty in lines:
+            truth[sku] += qty
     return ids, dict(truth)
 
 
@@ -272,3 +273,40 @@ def test_the_outbox_stays_within_its_quota_while_redis_is_down(
     server.stop()
     assert analytics.duplicates == 0
     assert set(analytics.popularity()) <= set(truth)
+
+
+async def test_a_retried_fold_counts_once_and_a_flush_moves_each_sku_once(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """The crash cases of aggregation, driven directly: a fold retried under the same
+    token (its rows were not deleted before a crash) and a flush retried, or run by two
+    relays at once, never count a line twice; a window being flushed takes no new folds."""
+    from redis.asyncio import Redis
+
+    from trackrelay.events import Event
+    from trackrelay.quota import QueueQuota
+
+    r = Redis.from_url(redis_server.url)
+    quota = QueueQuota(r, 10 * 2**20)
+    totals = {"a": (3.0, 2), "b": (2.5, 1)}
+    assert (await quota.fold("batch-1", totals, 0.05, 60, 1000))[0] == 1
+    assert (await quota.fold("batch-1", totals, 0.05, 60, 1000))[0] == 2  # already folded
+    [(key, start)] = await quota.windows()
+    window = await quota.read_window(key, start, 100)
+    assert {sku: v[1:] for sku, v in window.skus.items()} == {"a": (3.0, 2), "b": (2.5, 1)}
+    await asyncio.sleep(0.06)  # the window has closed
+    items = [
+        (sku, raw, Event(f"agg:{start}:{sku}", "agg", sku, 1, total, "t", n).to_json())
+        for sku, (raw, total, n) in window.skus.items()
+    ]
+    code, moved, _ = await quota.flush(key, 0.05, items[:1])
+    assert (code, moved) == (1, 1)
+    # A fold now opens a new window: the sealed one takes no more lines for "a".
+    assert (await quota.fold("batch-2", {"a": (1.0, 1)}, 0.05, 60, 1000))[0] == 1
+    assert len(await quota.windows()) == 2
+    code, moved, _ = await quota.flush(key, 0.05, items)  # a retry of the whole window
+    assert (code, moved) == (1, 1)  # only "b" was left to move
+    assert await r.xlen(STREAM) == 2
+    assert [k for k, _ in await quota.windows()] != [key]  # the flushed window is gone
+    assert (await quota.flush(key, 0.05, items))[0] == 2
+    await r.aclose()

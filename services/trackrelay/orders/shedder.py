@@ -160,7 +160,11 @@ class StreamIngress:
     ) -> bool:
         totals = fold_lines([_line(ev) for _, ev in members])
         code, self.used = await self.quota.fold(
-            fold_token, totals, self.settings.aggregate_window, FOLD_MEMORY_SECONDS
+            fold_token,
+            totals,
+            self.settings.aggregate_window,
+            FOLD_MEMORY_SECONDS,
+            self.settings.aggregate_flush_lag,
         )
         if code == 0:
             return False  # no room even for the counters: the rows wait in the outbox
