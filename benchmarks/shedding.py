@@ -1,0 +1,394 @@
+"""Shedding under a storage quota: every policy and the automatic mode, side by side.
+
+Zipf-distributed SKU load (10,000 SKUs, exponent 1.1) arrives at 10x what
+analytics can take, for ``--seconds``, with a queue quota that holds a small
+fraction of the backlog. Each policy gets its own Redis (``noeviction``,
+``maxmemory`` above the quota), order store, relay process, forwarder and
+analytics simulator; orders are written through the store's real order path.
+Once the load stops, analytics drains what the queue still holds (up to
+``--drain`` seconds). Then popularity as analytics computes it (sum of
+``qty * weight`` per SKU) is compared with the truth from the order database.
+
+    .venv/bin/python benchmarks/shedding.py [--seconds 120] [--capacity 100] [--quota 2MiB]
+
+Per policy: the largest queue memory / quota of the per-second exact samples,
+lines shed for good, Jaccard of the top-100 SKUs, relative error of the total
+quantity and the largest relative error over the true top-100. Prints a table,
+writes benchmarks/results/shedding.json and benchmarks/plots/shedding-memory.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import collections
+import itertools
+import json
+import random
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from benchmarks.harness import table, write_json
+from trackrelay import budget
+from trackrelay.constants import AGG_WINDOWS_KEY, RELAY_STATS_PREFIX, STREAM
+from trackrelay.control.shedding import parse_size
+from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.local.runner import redis_maxmemory
+from trackrelay.orders import migrate, store
+from trackrelay.orders.models import OrderRequest
+from trackrelay.orders.schema import order_lines
+from trackrelay.quota import exact_usage
+from trackrelay.runtime.ports import free_port
+from trackrelay.settings import resolve_database_url
+
+PLOTS = Path(__file__).resolve().parent / "plots"
+POLICIES: dict[str, dict[str, str]] = {
+    "none": {"TRACKRELAY_SHEDDING": "none"},
+    "sample": {"TRACKRELAY_SHEDDING": "sample"},
+    "aggregate": {"TRACKRELAY_SHEDDING": "aggregate"},
+    "evict": {"TRACKRELAY_SHEDDING": "evict"},
+    "drop_new": {"TRACKRELAY_SHEDDING": "drop_new"},
+    "auto": {"TRACKRELAY_SHEDDING": "auto"},
+    "auto, sampling band": {"TRACKRELAY_SHEDDING": "auto", "TRACKRELAY_SHED_SAMPLE_AT": "0.5"},
+}
+"""Each run's shedding settings: the policies, the automatic mode, and the automatic mode
+with a sampling band from 50 % of the quota (the default ladder has none)."""
+SKUS = 10_000
+EXPONENT = 1.1
+TOP = 100
+BATCH = 100
+LANES = 2
+"""The forwarder's batch size and lanes: at most BATCH x LANES entries pending at once."""
+
+
+class Zipf:
+    """SKU ranks 1..n drawn with probability proportional to rank^-s."""
+
+    def __init__(self, n: int, s: float, rng: random.Random) -> None:
+        self.cumulative = list(itertools.accumulate(1.0 / k**s for k in range(1, n + 1)))
+        self.rng = rng
+
+    def sku(self) -> str:
+        rank = bisect.bisect(self.cumulative, self.rng.random() * self.cumulative[-1])
+        return f"sku-{rank + 1:05d}"
+
+
+def http(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@dataclass
+class Run:
+    policy: str
+    workdir: Path
+    capacity: float
+    quota: int
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    procs: list[Any] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.redis_server = EmbeddedRedis(
+            self.workdir / "redis", maxmemory=redis_maxmemory(self.quota)
+        ).start()
+        self.db = resolve_database_url(None, self.workdir)
+        migrate.upgrade(self.db)
+        sim_port = free_port()
+        self.sim_url = f"http://127.0.0.1:{sim_port}"
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.procs.append(
+            spawn_role(
+                ["analytics-sim", "--port", str(sim_port), "--rate", f"{self.capacity:g}"],
+                {},
+                logs / "sim.log",
+            )
+        )
+        wait_http(f"{self.sim_url}/healthz", 30, self.procs[-1])
+        common = {"TRACKRELAY_REDIS_URL": self.redis_server.url}
+        self.procs.append(
+            spawn_role(
+                ["relay", "--no-migrate", "--owner", "bench-relay"],
+                common
+                | {
+                    "TRACKRELAY_DATABASE_URL": self.db,
+                    "TRACKRELAY_QUEUE_QUOTA": str(self.quota),
+                    "TRACKRELAY_QUEUE_READ_AHEAD": str(BATCH * LANES),
+                }
+                | POLICIES[self.policy],
+                logs / "relay.log",
+            )
+        )
+        self.procs.append(
+            spawn_role(
+                ["forwarder"],
+                common
+                | {
+                    "TRACKRELAY_ANALYTICS_URL": self.sim_url,
+                    "TRACKRELAY_BATCH_SIZE": str(BATCH),
+                    "TRACKRELAY_CONCURRENCY": str(LANES),
+                    "TRACKRELAY_METRICS_PORT": str(free_port()),
+                },
+                logs / "forwarder.log",
+            )
+        )
+
+    def stop(self) -> None:
+        stop_all(self.procs)
+        self.redis_server.stop()
+
+    async def sample(self, r: Redis, t: float, phase: str) -> dict[str, Any]:
+        used = await exact_usage(r)
+        views = await budget.read_stats(r, RELAY_STATS_PREFIX)
+        view = next(iter(views.values()), {})
+        row = {
+            "t": round(t, 1),
+            "phase": phase,
+            "share": used / self.quota,
+            "policy": view.get("policy"),
+            "p": view.get("p"),
+            "shed": view.get("shed", {}),
+            "stream": await r.xlen(STREAM),
+            "windows": await r.zcard(AGG_WINDOWS_KEY),
+        }
+        self.samples.append(row)
+        return row
+
+
+async def load(
+    engine: Any, zipf: Zipf, rng: random.Random, lines_per_s: float, seconds: float
+) -> int:
+    """Orders of 1-4 lines (qty 1-3) at ``lines_per_s``, through the order path; lines written."""
+    written = 0
+    sem = asyncio.Semaphore(32)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(n: int, lines: list[tuple[str, int]]) -> None:
+        req = OrderRequest.model_validate(
+            {
+                "customer_id": f"shopper-{n}",
+                "items": [{"sku": s, "qty": q, "price": 100} for s, q in lines],
+            }
+        )
+        async with sem:
+            await store.create_order(engine, req, None)
+
+    start = time.monotonic()
+    n = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        while written < lines_per_s * elapsed:
+            lines = [(zipf.sku(), rng.randint(1, 3)) for _ in range(rng.randint(1, 4))]
+            n += 1
+            written += len(lines)
+            task = asyncio.create_task(one(n, lines))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.sleep(0.02)
+    await asyncio.gather(*tasks)
+    return written
+
+
+async def truth(engine: Any) -> dict[str, float]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(order_lines.c.sku, func.sum(order_lines.c.qty)).group_by(order_lines.c.sku)
+        )
+        return {sku: float(q) for sku, q in rows}
+
+
+def top(pop: dict[str, float], n: int) -> set[str]:
+    return {sku for sku, _ in sorted(pop.items(), key=lambda kv: (-kv[1], kv[0]))[:n]}
+
+
+async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[str, Any]:
+    await asyncio.to_thread(run.start)
+    r = Redis.from_url(run.redis_server.url)
+    engine = store.make_engine(run.db)
+    try:
+        await asyncio.sleep(2.0)  # relay and forwarder connect
+        rng = random.Random(seed)
+        zipf = Zipf(SKUS, EXPONENT, rng)
+        started = time.monotonic()
+        producing = asyncio.create_task(load(engine, zipf, rng, 10 * run.capacity, seconds))
+        while not producing.done():
+            await run.sample(r, time.monotonic() - started, "load")
+            await asyncio.sleep(1.0)
+        lines = await producing
+        load_s = time.monotonic() - started
+        drained_at = None
+        while time.monotonic() - started < load_s + drain:
+            row = await run.sample(r, time.monotonic() - started, "drain")
+            outbox = await store.count_outbox(engine)
+            if outbox == 0 and row["stream"] == 0 and row["windows"] == 0:
+                drained_at = time.monotonic() - started - load_s
+                break
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)  # the last push lands; the relay publishes its counts
+        final = await run.sample(r, time.monotonic() - started, "end")
+        outbox_left = await store.count_outbox(engine)
+        real = await truth(engine)
+        pop = http(f"{run.sim_url}/v1/popularity?top=100000")
+        state = http(f"{run.sim_url}/admin/state")
+    finally:
+        await r.aclose()
+        await engine.dispose()
+        run.stop()
+    seen = {t["sku"]: float(t["qty"]) for t in pop["top"]}
+    true_top, seen_top = top(real, TOP), top(seen, TOP)
+    total_true = sum(real.values())
+    shed = collections.Counter[str]()
+    for key, n in final["shed"].items():
+        shed[key.split(":")[2]] += n
+    lost = sum(n for reason, n in shed.items() if reason != "folded")
+    return {
+        "policy": run.policy,
+        "lines": lines,
+        "offered_lines_per_s": round(lines / load_s, 1),
+        "max_memory_over_quota": round(max(s["share"] for s in run.samples), 3),
+        "samples": len(run.samples),
+        "lines_shed": int(lost),
+        "lines_folded": int(shed["folded"]),
+        "shed_by_reason": dict(shed),
+        "events_delivered": state["accepted"],
+        "lines_delivered": state["lines"],
+        "outbox_left": outbox_left,
+        "drain_seconds": None if drained_at is None else round(drained_at, 1),
+        "jaccard_top100": round(len(true_top & seen_top) / len(true_top | seen_top), 3),
+        "total_qty_error": round(abs(sum(seen.values()) - total_true) / total_true, 4),
+        "max_top100_error": round(
+            max(abs(seen.get(sku, 0.0) - real[sku]) / real[sku] for sku in true_top), 3
+        ),
+        "policies_seen": sorted({s["policy"] for s in run.samples if s["policy"]}),
+    }
+
+
+def plot(runs: list[Run]) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for run in runs:
+        ax.plot([s["t"] for s in run.samples], [s["share"] for s in run.samples], label=run.policy)
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="quota")
+    ax.set_xlabel("seconds (load, then drain)")
+    ax.set_ylabel("queue memory / quota (exact, every second)")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Queue memory against the quota, Zipf({EXPONENT}) over {SKUS:,} SKUs at 10x")
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    path = PLOTS / "shedding-memory.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+TARGETS = {
+    "memory": "memory / quota <= 1.0 at every sample, every policy",
+    "auto_jaccard": "auto: top-100 Jaccard >= 0.98",
+    "auto_total": "auto: total quantity error <= 1%",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=120.0, help="seconds of load per policy")
+    ap.add_argument("--capacity", type=float, default=100.0, help="analytics events/s")
+    ap.add_argument("--quota", default="1MiB", help="queue quota (default 1MiB)")
+    ap.add_argument("--drain", type=float, default=150.0, help="longest drain after the load")
+    ap.add_argument("--only", help="comma-separated runs, e.g. auto,none (default: all)")
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+    quota = parse_size(args.quota)
+    policies = args.only.split(",") if args.only else list(POLICIES)
+    unknown = set(policies) - set(POLICIES)
+    if unknown:
+        sys.exit(f"unknown runs {sorted(unknown)}: choose from {list(POLICIES)}")
+    runs, results = [], []
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+        for policy in policies:
+            print(
+                f"-- {policy}: {args.seconds:g} s of load at 10x {args.capacity:g} ev/s", flush=True
+            )
+            run = Run(policy, Path(tempfile.mkdtemp(dir=tmp)), args.capacity, quota)
+            results.append(asyncio.run(run_policy(run, args.seconds, args.drain, args.seed)))
+            runs.append(run)
+    cols = [
+        "policy",
+        "lines/s",
+        "max mem/quota",
+        "lines shed",
+        "folded",
+        "delivered ev",
+        "outbox left",
+        "drain s",
+        "top-100 Jaccard",
+        "total qty err",
+        "max top-100 err",
+    ]
+    rows = [
+        [
+            x["policy"],
+            x["offered_lines_per_s"],
+            x["max_memory_over_quota"],
+            x["lines_shed"],
+            x["lines_folded"],
+            x["events_delivered"],
+            x["outbox_left"],
+            x["drain_seconds"] if x["drain_seconds"] is not None else "-",
+            x["jaccard_top100"],
+            f"{100 * x['total_qty_error']:.2f}%",
+            f"{100 * x['max_top100_error']:.1f}%",
+        ]
+        for x in results
+    ]
+    title = (
+        f"Shedding: {args.seconds:g} s at 10x analytics ({args.capacity:g} ev/s), "
+        f"quota {args.quota}, Zipf({EXPONENT}) over {SKUS:,} SKUs"
+    )
+    print(table(title, cols, rows), flush=True)
+    checks = []
+    for x in results:
+        checks.append((TARGETS["memory"] + f" [{x['policy']}]", x["max_memory_over_quota"] <= 1.0))
+        if x["policy"] == "auto":
+            checks.append((TARGETS["auto_jaccard"], x["jaccard_top100"] >= 0.98))
+            checks.append((TARGETS["auto_total"], x["total_qty_error"] <= 0.01))
+    print()
+    for what, ok in checks:
+        print(f"{'met   ' if ok else 'MISSED'} {what}")
+    png = plot(runs)
+    path = write_json(
+        "shedding",
+        {
+            "seconds": args.seconds,
+            "capacity": args.capacity,
+            "quota": quota,
+            "skus": SKUS,
+            "exponent": EXPONENT,
+            "results": results,
+            "targets": [{"target": w, "met": ok} for w, ok in checks],
+            "samples": {run.policy: run.samples for run in runs},
+            "plot": png.name if png else None,
+        },
+    )
+    print(f"\nJSON: {path}" + (f"\nplot: {png}" if png else ""))
+
+
+if __name__ == "__main__":
+    main()
