@@ -106,6 +106,12 @@ def _quota_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sample-p", dest="sample_p", type=float, help="keep probability of sample")
     p.add_argument(
+        "--queue-read-ahead",
+        dest="queue_read_ahead",
+        type=int,
+        help="entries forwarders may hold at once, kept free under the quota (default 4000)",
+    )
+    p.add_argument(
         "--aggregate-window", dest="aggregate_window", type=float, help="seconds per aggregate"
     )
 

@@ -138,6 +138,7 @@ def _script(body: str) -> str:
         text = text.replace(name, value)
     return text
 
+
 _MEASURE = _script(
     """
 if ARGV[4] == '1' then sample() end

@@ -35,3 +35,22 @@ def test_sqlite_file_names_only_real_files() -> None:
     assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
     assert sqlite_file("sqlite+aiosqlite:///file:x?mode=memory&uri=true") is None
     assert sqlite_file("postgresql+asyncpg://u@h/db") is None
+
+
+def test_the_queue_quota_reads_sizes_and_bad_shedding_settings_say_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("TRACKRELAY_QUEUE_QUOTA", "64MiB")
+    monkeypatch.setenv("TRACKRELAY_SHEDDING", "aggregate")
+    settings = OrderSettings()
+    assert settings.queue_quota == 64 * 1024 * 1024 and settings.shedding == "aggregate"
+    monkeypatch.setenv("TRACKRELAY_QUEUE_QUOTA", "lots")
+    with pytest.raises(ValidationError, match="queue_quota"):
+        OrderSettings()
+    monkeypatch.setenv("TRACKRELAY_QUEUE_QUOTA", "1MiB")
+    with pytest.raises(ValidationError, match="shedding must be one of"):
+        OrderSettings(shedding="thin")
+    with pytest.raises(ValidationError, match="sample_at <= aggregate_at < evict_at"):
+        OrderSettings(shed_aggregate_at=0.95)

@@ -27,7 +27,7 @@ from trackrelay.runtime.ports import free_port
 from trackrelay.runtime.redact import redact_url
 from trackrelay.runtime.serve import serve_until_signal
 from trackrelay.runtime.signals import stop_on_signals
-from trackrelay.settings import OrderSettings, SimulatorSettings
+from trackrelay.settings import ForwarderSettings, OrderSettings, SimulatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,12 @@ async def up(
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     children: list[subprocess.Popen[bytes]] = []
+    if "queue_read_ahead" not in settings.model_fields_set:
+        # What the forwarders started here can hold at once: room the quota keeps for them.
+        fwd = ForwarderSettings()
+        settings = settings.model_copy(
+            update={"queue_read_ahead": forwarders * fwd.concurrency * fwd.batch_size}
+        )
     with queue_redis(settings) as redis_url:
         try:
             ready = await prepare_store(settings, redis_url)
@@ -224,6 +230,12 @@ async def up(
             )
             print(f"trackrelay up: queue      {redact_url(redis_url)}")
             print(f"trackrelay up: store      {redact_url(settings.resolved_database_url())}")
+            if settings.queue_quota is not None or settings.outbox_quota is not None:
+                print(
+                    f"trackrelay up: quota      queue {settings.queue_quota or 'none'} bytes, "
+                    f"outbox {settings.outbox_quota or 'no limit'} rows, "
+                    f"shedding {settings.shedding}"
+                )
             print(f"trackrelay up: logs       {logs}/  (Ctrl-C stops everything)")
             extras = asyncio.Event()
             shoppers = Shoppers(base, load) if load > 0 else None
