@@ -24,7 +24,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 demo: venv
-	$(BIN)/trackrelay up --load 20
+	$(BIN)/trackrelay up --load 20 --queue-quota 16MiB --outbox-quota 100000
 
 up: venv
 	$(BIN)/trackrelay up
@@ -37,6 +37,7 @@ bench: venv
 	$(BIN)/python benchmarks/order_path.py
 	$(BIN)/python benchmarks/forwarder.py
 	$(BIN)/python benchmarks/adaptive.py
+	$(BIN)/python benchmarks/shedding.py
 
 clean:
 	rm -rf $(VENV) .trackrelay .pytest_cache .mypy_cache .ruff_cache
