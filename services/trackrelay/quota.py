@@ -44,8 +44,8 @@ ENTRY_OVERHEAD = 48
 """Bytes a stream entry costs beyond its payload (listpack entry, id delta, node share)."""
 FIELD_OVERHEAD = 80
 """Bytes a new SKU costs in a window hash beyond its name (entry, value, table slot)."""
-SEAL_FIELD = "\0sealed"
-"""Set in a window once its flush begins (SKUs never hold control characters)."""
+SHARDS = 128
+"""Hashes per aggregation window: a SKU's counter lives in one, chosen by a hash of its name."""
 PEL_COST = 640
 """What MEMORY USAGE (Redis 7.0) counts for one pending entry: its estimate of the
 consumer group's radix trees assumes 30 children per node, several times the real cost."""
@@ -74,7 +74,10 @@ local function measure(samples)
   local stream = usage(KEYS[1], samples)
   local total = stream
   for i = 2, #KEYS do total = total + usage(KEYS[i], samples) end
-  for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do total = total + usage(w, samples) end
+  for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    total = total + usage(w, samples)
+    for i = 0, SHARDS - 1 do total = total + usage(w .. ':' .. i, samples) end
+  end
   -- What one more entry really costs, learned once the stream's fixed part is spread thin.
   local n = redis.call('XLEN', KEYS[1])
   if n >= 100 then per = stream / n else per = 0 end
@@ -116,6 +119,13 @@ local function fits(need, extra)
 end
 if not bytes or now_ms - at >= interval or bytes + added > limit * NEAR_CAP then sample(false) end
 local function used() return bytes + added end
+local function shard_of(sku)
+  -- A string hash, then Knuth's multiplicative scramble, whose high bits pick the shard.
+  local h = 0
+  for i = 1, #sku do h = (h * 31 + string.byte(sku, i)) % 1000003 end
+  h = (h * 2654435761) % 4294967296
+  return math.floor(h * SHARDS / 4294967296)
+end
 local function cost(payload, overhead) return math.max(#payload + overhead, per) * SLACK end
 local function save()
   redis.call('HSET', KEYS[4], 'bytes', bytes, 'at', at, 'added', added, 'per', per)
@@ -127,7 +137,8 @@ _CONSTANTS = {
     "STEP": str(STEP),
     "PEL_COST": str(PEL_COST),
     "GROUP_NAME": CONSUMER_GROUP,
-    "SEAL": "'\\0sealed'",
+    "SEAL": "'\\0sealed'",  # set in a window's base key once its flush begins
+    "SHARDS": str(SHARDS),
 }
 
 
@@ -232,32 +243,42 @@ if not key then
   start = now_ms
   key = prefix .. now_ms
 end
+-- A window is SHARDS small hashes (base:0 .. base:N-1): each stays a compact listpack
+-- up to 128 SKUs, where one big hash table would cost three to four times as much.
 local need = #token + 32
-local fresh = 0
+local fresh = {}
 for i = 10, #ARGV, 3 do
-  if redis.call('HEXISTS', key, ARGV[i]) == 0 then
-    need = need + #ARGV[i] + overhead
-    fresh = fresh + 1
+  local shard = key .. ':' .. shard_of(ARGV[i])
+  if redis.call('HEXISTS', shard, ARGV[i]) == 0 then
+    fresh[shard] = (fresh[shard] or 0) + 1
+    need = need + #ARGV[i] + 32
   end
 end
--- A hash table doubles its buckets (8 bytes each, both tables while rehashing).
+-- Past 128 fields a shard turns into a hash table (about FIELD bytes a field, and a
+-- bucket array that doubles: 8 bytes a bucket, both arrays while rehashing).
 local function buckets(n) local b = 4 while b < n do b = b * 2 end return b end
-local n0 = redis.call('HLEN', key)
-if n0 + fresh > 128 and buckets(n0 + fresh) > buckets(n0) then
-  need = need + 16 * buckets(n0 + fresh)
+for shard, k in pairs(fresh) do
+  local n0 = redis.call('HLEN', shard)
+  if n0 + k > 128 then
+    local converted = n0 + k  -- the whole shard moves into a table, once
+    if n0 > 128 then converted = k end
+    need = need + converted * overhead
+    if n0 <= 128 or buckets(n0 + k) > buckets(n0) then need = need + 16 * buckets(n0 + k) end
+  end
 end
 if not fits(need, 0) then save(); return {0, used()} end
 if start then redis.call('ZADD', KEYS[3], start, key) end
 for i = 10, #ARGV, 3 do
+  local shard = key .. ':' .. shard_of(ARGV[i])
   local q, n = 0, 0
-  local v = redis.call('HGET', key, ARGV[i])
+  local v = redis.call('HGET', shard, ARGV[i])
   if v then
     local sp = string.find(v, ' ')
     q, n = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
   end
   q = q + tonumber(ARGV[i + 1])
   n = n + tonumber(ARGV[i + 2])
-  redis.call('HSET', key, ARGV[i], string.format('%.17g %d', q, n))
+  redis.call('HSET', shard, ARGV[i], string.format('%.17g %d', q, n))
 end
 redis.call('HSET', KEYS[5], token, now_ms + ttl_ms)
 added = added + need
@@ -279,14 +300,17 @@ if not fits(need, (#ARGV - 7) / 3) then save(); return {0, 0, used()} end
 redis.call('HSET', key, SEAL, 1)
 local moved = 0
 for i = 8, #ARGV, 3 do
-  if redis.call('HGET', key, ARGV[i]) == ARGV[i + 1] then
+  local shard = key .. ':' .. shard_of(ARGV[i])
+  if redis.call('HGET', shard, ARGV[i]) == ARGV[i + 1] then
     redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
-    redis.call('HDEL', key, ARGV[i])
+    redis.call('HDEL', shard, ARGV[i])
     added = added + cost(ARGV[i + 2], overhead)
     moved = moved + 1
   end
 end
-if redis.call('HLEN', key) <= 1 then
+local left = 0
+for i = 0, SHARDS - 1 do left = left + redis.call('EXISTS', key .. ':' .. i) end
+if left == 0 then
   redis.call('DEL', key)
   redis.call('ZREM', KEYS[3], key)
 end
@@ -397,16 +421,18 @@ class QueueQuota:
         return [(_text(key), int(score)) for key, score in rows]
 
     async def read_window(self, key: str, start_ms: int, limit: int) -> Window:
-        """About ``limit`` SKUs of a window (one HSCAN page: a small window whole)."""
-        reply: Any = await self.redis.hscan(key, 0, count=limit)
-        raw: dict[Any, Any] = reply[1]
-        skus = {}
-        for sku, value in raw.items():
-            if sku in (SEAL_FIELD, SEAL_FIELD.encode()):
-                continue
-            text = _text(value)
-            total, _, lines = text.partition(" ")
-            skus[_text(sku)] = (text, float(total), int(lines))
+        """Up to about ``limit`` SKUs of a window (whole shards, in shard order)."""
+        skus: dict[str, tuple[str, float, int]] = {}
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(SHARDS):
+            pipe.hgetall(f"{key}:{shard}")
+        for raw in await pipe.execute():
+            for sku, value in raw.items():
+                text = _text(value)
+                total, _, lines = text.partition(" ")
+                skus[_text(sku)] = (text, float(total), int(lines))
+            if len(skus) >= limit:
+                break
         return Window(key, start_ms, skus)
 
     async def flush(
@@ -425,11 +451,13 @@ class QueueQuota:
 
 async def exact_usage(redis: Redis) -> int:
     """MEMORY USAGE of every key the quota covers, counted exactly (SAMPLES 0): for checks."""
-    keys = list(QUOTA_KEYS) + [_text(k) for k in await redis.zrange(AGG_WINDOWS_KEY, 0, -1)]
-    total = 0
+    keys = list(QUOTA_KEYS)
+    for window in await redis.zrange(AGG_WINDOWS_KEY, 0, -1):
+        keys += [_text(window)] + [f"{_text(window)}:{shard}" for shard in range(SHARDS)]
+    pipe = redis.pipeline(transaction=False)
     for key in keys:
-        total += int(await redis.memory_usage(key, samples=0) or 0)
-    return total
+        pipe.memory_usage(key, samples=0)
+    return sum(int(n or 0) for n in await pipe.execute())
 
 
 def _text(value: Any) -> str:

@@ -32,6 +32,7 @@ from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.runner import redis_maxmemory
 from trackrelay.orders import store
 from trackrelay.orders.app import create_app
+from trackrelay.quota import SHARDS
 from trackrelay.runtime.ports import free_port
 from trackrelay.settings import OrderSettings
 
@@ -43,7 +44,9 @@ SKUS = [f"sku-{n:02d}" for n in range(30)]
 def queue_bytes(r: redis.Redis) -> int:
     """MEMORY USAGE of every key the quota covers, counted exactly (independent of the gauge)."""
     windows: Any = r.zrange(AGG_WINDOWS_KEY, 0, -1)
-    keys = list(QUOTA_KEYS) + [k.decode() for k in windows]
+    keys = list(QUOTA_KEYS)
+    for w in windows:
+        keys += [w.decode()] + [f"{w.decode()}:{shard}" for shard in range(SHARDS)]
     return sum(int(r.memory_usage(k, samples=0) or 0) for k in keys)
 
 
