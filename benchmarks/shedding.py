@@ -61,10 +61,10 @@ POLICIES: dict[str, dict[str, str]] = {
     "evict": {"TRACKRELAY_SHEDDING": "evict"},
     "drop_new": {"TRACKRELAY_SHEDDING": "drop_new"},
     "auto": {"TRACKRELAY_SHEDDING": "auto"},
-    "auto, sampling band": {"TRACKRELAY_SHEDDING": "auto", "TRACKRELAY_SHED_SAMPLE_AT": "0.5"},
+    "auto, sampling band": {"TRACKRELAY_SHEDDING": "auto", "TRACKRELAY_SHED_SAMPLE_AT": "0.3"},
 }
 """Each run's shedding settings: the policies, the automatic mode, and the automatic mode
-with a sampling band from 50 % of the quota (the default ladder has none)."""
+with a sampling band from 30 % of the quota (the default ladder has none)."""
 SKUS = 10_000
 EXPONENT = 1.1
 TOP = 100

@@ -226,18 +226,13 @@ _FOLD = _script(
 local overhead, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local token, ttl_ms, prefix = ARGV[6], tonumber(ARGV[7]), ARGV[8]
 if redis.call('HEXISTS', KEYS[5], token) == 1 then save(); return {2, used()} end
-local flush_lag = tonumber(ARGV[9])
 local cur = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local key, start
 if cur[1] and redis.call('HEXISTS', cur[1], SEAL) == 0 then
-  -- The newest window stays open for window_ms, and past that for as long as the
-  -- stream has no room for its aggregates: the longer it stays open, the more
-  -- lines each of its counters stands for.
-  local pending = 0
-  local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], 'GROUP_NAME')
-  if ok and p[1] then pending = tonumber(p[1]) end
-  local unread = redis.call('XLEN', KEYS[1]) - pending
-  if now_ms - tonumber(cur[2]) < window_ms or unread >= flush_lag then key = cur[1] end
+  -- One window is open at a time, until its flush begins: at least window_ms, and
+  -- for as long as the stream or an older window's flush keeps analytics busy. The
+  -- longer it stays open, the more lines each of its counters stands for.
+  key = cur[1]
 end
 if not key then
   start = now_ms
@@ -247,7 +242,7 @@ end
 -- up to 128 SKUs, where one big hash table would cost three to four times as much.
 local need = #token + 32
 local fresh = {}
-for i = 10, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local shard = key .. ':' .. shard_of(ARGV[i])
   if redis.call('HEXISTS', shard, ARGV[i]) == 0 then
     fresh[shard] = (fresh[shard] or 0) + 1
@@ -268,7 +263,7 @@ for shard, k in pairs(fresh) do
 end
 if not fits(need, 0) then save(); return {0, used()} end
 if start then redis.call('ZADD', KEYS[3], start, key) end
-for i = 10, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local shard = key .. ':' .. shard_of(ARGV[i])
   local q, n = 0, 0
   local v = redis.call('HGET', shard, ARGV[i])
@@ -392,7 +387,6 @@ class QueueQuota:
         totals: dict[str, tuple[float, int]],
         window_s: float,
         ttl_s: float,
-        flush_lag: int,
     ) -> tuple[int, int]:
         """Add per-SKU ``(qty * weight, lines)`` to the open window, once per ``token``.
 
@@ -404,7 +398,6 @@ class QueueQuota:
             token,
             int(ttl_s * 1000),
             AGG_WINDOW_PREFIX,
-            flush_lag,
         ]
         for sku, (total, lines) in totals.items():
             args += [sku, repr(float(total)), lines]

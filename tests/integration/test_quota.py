@@ -188,7 +188,9 @@ def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
         analytics.start()
         ids, truth = post_orders(client, ORDERS)
         if policy not in ("sample", "aggregate"):  # those two thin the load itself
-            assert memory.peak > 0.5 * QUOTA, "the load never pressed on the quota"
+            # The automatic mode starts aggregating at 40 %: it must have got there.
+            pressed = 0.35 if policy == "auto" else 0.5
+            assert memory.peak > pressed * QUOTA, "the load never pressed on the quota"
         analytics.rate = None  # analytics recovers: everything still queued drains
         wait_for(
             lambda: (
@@ -292,8 +294,8 @@ async def test_a_retried_fold_counts_once_and_a_flush_moves_each_sku_once(
     r = Redis.from_url(redis_server.url)
     quota = QueueQuota(r, 10 * 2**20)
     totals = {"a": (3.0, 2), "b": (2.5, 1)}
-    assert (await quota.fold("batch-1", totals, 0.05, 60, 1000))[0] == 1
-    assert (await quota.fold("batch-1", totals, 0.05, 60, 1000))[0] == 2  # already folded
+    assert (await quota.fold("batch-1", totals, 0.05, 60))[0] == 1
+    assert (await quota.fold("batch-1", totals, 0.05, 60))[0] == 2  # already folded
     [(key, start)] = await quota.windows()
     window = await quota.read_window(key, start, 100)
     assert {sku: v[1:] for sku, v in window.skus.items()} == {"a": (3.0, 2), "b": (2.5, 1)}
@@ -305,7 +307,7 @@ async def test_a_retried_fold_counts_once_and_a_flush_moves_each_sku_once(
     code, moved, _ = await quota.flush(key, 0.05, items[:1])
     assert (code, moved) == (1, 1)
     # A fold now opens a new window: the sealed one takes no more lines for "a".
-    assert (await quota.fold("batch-2", {"a": (1.0, 1)}, 0.05, 60, 1000))[0] == 1
+    assert (await quota.fold("batch-2", {"a": (1.0, 1)}, 0.05, 60))[0] == 1
     assert len(await quota.windows()) == 2
     code, moved, _ = await quota.flush(key, 0.05, items)  # a retry of the whole window
     assert (code, moved) == (1, 1)  # only "b" was left to move

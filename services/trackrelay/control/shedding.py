@@ -121,15 +121,15 @@ class Thresholds:
     """Pressure (used / quota) at which each level starts, and the hysteresis band.
 
     By default sampling has no band of its own (``sample_at == aggregate_at``): past
-    60 % of the quota the automatic mode aggregates, which keeps popularity exact,
+    40 % of the quota the automatic mode aggregates, which keeps popularity exact,
     where sampling only keeps it unbiased. ``benchmarks/shedding.py`` measures both
     ladders: thinning at 10x load sheds most lines within seconds of starting and
     costs the top-100 list its accuracy. Set ``sample_at`` below ``aggregate_at``
     for a sampling band (per-event data kept for longer, at that price).
     """
 
-    sample_at: float = 0.6
-    aggregate_at: float = 0.6
+    sample_at: float = 0.4
+    aggregate_at: float = 0.4
     evict_at: float = 0.9
     hysteresis: float = 0.2
     min_p: float = 0.25

@@ -164,7 +164,6 @@ class StreamIngress:
             totals,
             self.settings.aggregate_window,
             FOLD_MEMORY_SECONDS,
-            self.settings.aggregate_flush_lag,
         )
         if code == 0:
             return False  # no room even for the counters: the rows wait in the outbox
