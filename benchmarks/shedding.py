@@ -274,7 +274,7 @@ async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[
     }
 
 
-def plot(runs: list[Run]) -> Path | None:
+def plot(series: dict[str, list[dict[str, Any]]]) -> Path | None:
     try:
         import matplotlib
 
@@ -283,8 +283,8 @@ def plot(runs: list[Run]) -> Path | None:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(10, 5))
-    for run in runs:
-        ax.plot([s["t"] for s in run.samples], [s["share"] for s in run.samples], label=run.policy)
+    for policy, samples in series.items():
+        ax.plot([s["t"] for s in samples], [s["share"] for s in samples], label=policy)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="quota")
     ax.set_xlabel("seconds (load, then drain)")
     ax.set_ylabel("queue memory / quota (exact, every second)")
@@ -314,13 +314,19 @@ def main() -> None:
     ap.add_argument("--drain", type=float, default=150.0, help="longest drain after the load")
     ap.add_argument("--only", help="comma-separated runs, e.g. auto,none (default: all)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument(
+        "--with-earlier",
+        type=Path,
+        help="a shedding.json of an earlier run (same load): its runs not run now join the table",
+    )
     args = ap.parse_args()
     quota = parse_size(args.quota)
     policies = args.only.split(",") if args.only else list(POLICIES)
     unknown = set(policies) - set(POLICIES)
     if unknown:
         sys.exit(f"unknown runs {sorted(unknown)}: choose from {list(POLICIES)}")
-    runs, results = [], []
+    runs: list[Run] = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         for policy in policies:
             print(
@@ -329,6 +335,14 @@ def main() -> None:
             run = Run(policy, Path(tempfile.mkdtemp(dir=tmp)), args.capacity, quota)
             results.append(asyncio.run(run_policy(run, args.seconds, args.drain, args.seed)))
             runs.append(run)
+    series = {run.policy: run.samples for run in runs}
+    if args.with_earlier:
+        earlier = json.loads(args.with_earlier.read_text())
+        for x in earlier["results"]:
+            if x["policy"] not in series:
+                results.append(x | {"earlier_run": earlier["machine"]["when"]})
+                series[x["policy"]] = earlier["samples"][x["policy"]]
+        results.sort(key=lambda x: list(POLICIES).index(x["policy"]))
     cols = [
         "policy",
         "lines/s",
@@ -372,7 +386,7 @@ def main() -> None:
     print()
     for what, ok in checks:
         print(f"{'met   ' if ok else 'MISSED'} {what}")
-    png = plot(runs)
+    png = plot({x["policy"]: series[x["policy"]] for x in results})
     path = write_json(
         "shedding",
         {
@@ -383,7 +397,7 @@ def main() -> None:
             "exponent": EXPONENT,
             "results": results,
             "targets": [{"target": w, "met": ok} for w, ok in checks],
-            "samples": {run.policy: run.samples for run in runs},
+            "samples": series,
             "plot": png.name if png else None,
         },
     )
