@@ -83,6 +83,10 @@ class Event:
             raise ValueError(f"event lacks field {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(f"event has a field of the wrong type: {exc}") from exc
-        if event.lines < 1 or event.qty < 1 or not event.weight > 0:
-            raise ValueError("event needs qty >= 1, weight > 0 and lines >= 1")
         return event
+
+    def problem(self) -> str | None:
+        """Why popularity cannot count this event (``from_json`` checks shape, not ranges)."""
+        if self.qty < 1 or not self.weight > 0 or self.lines < 1:
+            return "an event needs qty >= 1, weight > 0 and lines >= 1"
+        return None

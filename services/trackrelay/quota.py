@@ -8,8 +8,9 @@ atomic, so the quota holds however many relays run at once:
   forwarder holds, those lie at or before the group's last-delivered id),
   refuse the rest (``drop``) or leave them in the outbox (``hold``);
 - ``fold``: add a batch's per-SKU totals to the one open aggregation window
-  (``SHARDS`` small hashes per window), once per outbox batch (its token is remembered until the relay
-  has deleted the rows, so a fold retried after a crash never counts twice);
+  (``SHARDS`` small hashes per window), once per outbox batch (its token is
+  remembered until the relay has deleted the rows, so a fold retried after a
+  crash never counts twice);
 - ``flush``: move SKUs of a closed window into the stream as one event each,
   with a stable id, HDEL-ing each SKU as its event is added: exactly once.
 

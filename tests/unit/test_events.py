@@ -50,5 +50,5 @@ def test_an_order_line_event_leaves_lines_out_and_reads_back_as_one() -> None:
     ev = Event("o:0", "o", "sku", 2, 1.0, "2026-01-01T00:00:00.000Z")
     assert "lines" not in ev.to_dict()
     assert Event.from_json(ev.to_json()).lines == 1
-    with pytest.raises(ValueError, match="lines"):
-        Event.from_json(ev.to_json().replace("}", ',"lines":0}'))
+    assert ev.problem() is None
+    assert "lines" in (Event.from_json(ev.to_json().replace("}", ',"lines":0}')).problem() or "")

@@ -75,9 +75,10 @@ def _line(ev: Event) -> Line:
 
 def _decode(payload: str) -> Event | None:
     try:
-        return Event.from_json(payload)
+        event = Event.from_json(payload)
     except ValueError:
         return None  # passed on untouched: the forwarder dead-letters what analytics refuses
+    return None if event.problem() else event
 
 
 @dataclass(slots=True)

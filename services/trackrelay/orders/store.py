@@ -414,9 +414,10 @@ def _thinnable(now: float, after_id: int, limit: int) -> Any:
 
 def _decode(payload: str) -> Event | None:
     try:
-        return Event.from_json(payload)
+        event = Event.from_json(payload)
     except ValueError:
         return None  # not ours to judge here: the forwarder dead-letters it
+    return None if event.problem() else event
 
 
 async def sample_outbox(

@@ -14,11 +14,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("outbox", sa.Column("fold_token", sa.String(96), nullable=True))
-    if op.get_bind().dialect.name == "postgresql":
+    # Batch mode: SQLite cannot alter a column in place (the table is copied there).
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(sa.Column("fold_token", sa.String(96), nullable=True))
         # Aggregate ids ("agg:<window>:<sku>") are longer than order-line ids.
-        op.alter_column("outbox", "event_id", type_=sa.String(200))
+        batch.alter_column("event_id", type_=sa.String(200), existing_nullable=False)
 
 
 def downgrade() -> None:
-    op.drop_column("outbox", "fold_token")
+    with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("fold_token")
+        batch.alter_column("event_id", type_=sa.String(64), existing_nullable=False)
