@@ -67,7 +67,8 @@ class Shoppers:
                         await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """Bytes as B, KiB or MiB with one decimal."""
     for unit in ("B", "KiB", "MiB"):
         if abs(n) < 1024 or unit == "MiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -83,7 +84,7 @@ def shedding_parts(relays: dict[str, dict[str, Any]]) -> list[str]:
             share = view["queue_bytes"] / view["queue_quota"]
             policy = view["policy"] + (f" p={view['p']:.2f}" if view["policy"] == "sample" else "")
             parts.append(
-                f"queue {_size(view['queue_bytes'])}/{_size(view['queue_quota'])} "
+                f"queue {human_size(view['queue_bytes'])}/{human_size(view['queue_quota'])} "
                 f"({share:.0%}) shedding {policy}"
             )
         if "outbox_quota" in view:

@@ -17,7 +17,7 @@ import uvicorn
 
 from trackrelay.analytics_sim.app import create_app as create_sim_app
 from trackrelay.local.embedded_redis import EmbeddedRedis
-from trackrelay.local.live import Shoppers, report
+from trackrelay.local.live import Shoppers, human_size, report
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.orders import startup, store
 from trackrelay.orders.app import create_app
@@ -232,7 +232,8 @@ async def up(
             print(f"trackrelay up: store      {redact_url(settings.resolved_database_url())}")
             if settings.queue_quota is not None or settings.outbox_quota is not None:
                 print(
-                    f"trackrelay up: quota      queue {settings.queue_quota or 'none'} bytes, "
+                    "trackrelay up: quota      queue "
+                    f"{human_size(settings.queue_quota) if settings.queue_quota else 'none'}, "
                     f"outbox {settings.outbox_quota or 'no limit'} rows, "
                     f"shedding {settings.shedding}"
                 )
