@@ -231,10 +231,10 @@ async def up(
             print(f"trackrelay up: queue      {redact_url(redis_url)}")
             print(f"trackrelay up: store      {redact_url(settings.resolved_database_url())}")
             if settings.queue_quota is not None or settings.outbox_quota is not None:
+                queue = human_size(settings.queue_quota) if settings.queue_quota else "none"
+                rows = f"{settings.outbox_quota} rows" if settings.outbox_quota else "no limit"
                 print(
-                    "trackrelay up: quota      queue "
-                    f"{human_size(settings.queue_quota) if settings.queue_quota else 'none'}, "
-                    f"outbox {settings.outbox_quota or 'no limit'} rows, "
+                    f"trackrelay up: quota      queue {queue}, outbox {rows}, "
                     f"shedding {settings.shedding}"
                 )
             print(f"trackrelay up: logs       {logs}/  (Ctrl-C stops everything)")
