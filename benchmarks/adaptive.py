@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import RESULTS, add_events, table, write_json
+from benchmarks.harness import RESULTS, add_events, http, table, write_json
 from trackrelay.constants import BUDGET_KEY, CONSUMER_GROUP, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.control.percentile import percentile
 from trackrelay.local.embedded_redis import EmbeddedRedis
@@ -131,13 +130,6 @@ def scenarios(quick: bool) -> list[Scenario]:
             "4 replicas, budget 0.8C", 24 * scale, 60, replicas=4, budget=0.8, only_adaptive=True
         ),
     ]
-
-
-def http(url: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
 
 
 @dataclass

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,14 @@ def wrk(
         "p99_ms": round(_ms(p99.group(1)), 2) if p99 else float("nan"),
         "failed_pct": round(100.0 * (non2xx + n_timeouts) / max(1, total + n_timeouts), 1),
     }
+
+
+def http(url: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
+    """GET ``url`` (POST ``body`` as JSON when given); the JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -29,7 +29,6 @@ import random
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from benchmarks.harness import table, write_json
+from benchmarks.harness import http, table, write_json
 from trackrelay import budget
 from trackrelay.constants import AGG_WINDOWS_KEY, RELAY_STATS_PREFIX, STREAM
 from trackrelay.control.shedding import parse_size
@@ -83,11 +82,6 @@ class Zipf:
     def sku(self) -> str:
         rank = bisect.bisect(self.cumulative, self.rng.random() * self.cumulative[-1])
         return f"sku-{rank + 1:05d}"
-
-
-def http(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 @dataclass

@@ -26,6 +26,11 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rfc3339_ms(epoch_ms: int) -> str:
+    """RFC 3339 (UTC, milliseconds) of an epoch time in milliseconds."""
+    return rfc3339(datetime.fromtimestamp(epoch_ms / 1000, UTC))
+
+
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -90,3 +95,16 @@ class Event:
         if self.qty < 1 or not self.weight > 0 or self.lines < 1:
             return "an event needs qty >= 1, weight > 0 and lines >= 1"
         return None
+
+
+def countable(payload: str | bytes) -> Event | None:
+    """The event in ``payload`` if popularity can count it, else None.
+
+    Shedding passes what it cannot read on untouched: the forwarder dead-letters
+    what analytics refuses.
+    """
+    try:
+        event = Event.from_json(payload)
+    except ValueError:
+        return None
+    return None if event.problem() else event

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trackrelay.control.shedding import Thresholds
+from trackrelay.control.shedding import Thresholds, parse_size
 
 _CONFIG = SettingsConfigDict(env_prefix="TRACKRELAY_", extra="ignore")
 
@@ -87,8 +87,6 @@ class RelaySettings(BaseSettings):
     @field_validator("queue_quota", mode="before")
     @classmethod
     def _size(cls, value: object) -> object:
-        from trackrelay.control.shedding import parse_size
-
         if value in ("", None):
             return None
         return parse_size(value) if isinstance(value, str) else value

@@ -150,6 +150,16 @@ def lost(counts: dict[tuple[str, str, str], float]) -> int:
     return int(sum(n for (_, _, reason), n in counts.items() if reason != "folded"))
 
 
+def wait_accounted(client: TestClient, analytics: SlowAnalytics, lines: int) -> None:
+    """Wait until every one of ``lines`` order lines is delivered or counted as shed."""
+    wait_for(
+        lambda: analytics.lines() + lost(shed_counts(client)) == lines,
+        10,
+        "every line delivered or counted as shed",
+        lambda: f"delivered {analytics.lines()}, shed {shed_counts(client)}",
+    )
+
+
 def outbox_rows(client: TestClient) -> int:
     engine = client.app.state.engine  # type: ignore[attr-defined]
     return int(client.portal.call(store.count_outbox, engine))  # type: ignore[union-attr]
@@ -203,12 +213,7 @@ def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
         )
         read_back(client, ids)
         lines = 2 * ORDERS
-        wait_for(
-            lambda: analytics.lines() + lost(shed_counts(client)) == lines,
-            10,
-            "every line delivered or counted as shed",
-            lambda: f"delivered {analytics.lines()}, shed {shed_counts(client)}",
-        )
+        wait_accounted(client, analytics, lines)
         counts = shed_counts(client)
         errors = re.findall(
             r'trackrelay_relay_errors_total\{component="redis"\} (\S+)', client.get("/metrics").text
@@ -267,12 +272,7 @@ def test_the_outbox_stays_within_its_quota_while_redis_is_down(
         analytics = SlowAnalytics(server.url, rate=None)
         analytics.start()
         wait_for(lambda: outbox_rows(client) == 0, 30, "the outbox drained")
-        wait_for(
-            lambda: analytics.lines() + lost(shed_counts(client)) == 1200,
-            10,
-            "every line delivered or counted as shed",
-            lambda: f"delivered {analytics.lines()}, shed {shed_counts(client)}",
-        )
+        wait_accounted(client, analytics, 1200)
         analytics.done.set()
         analytics.join()
     server.stop()

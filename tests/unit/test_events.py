@@ -52,3 +52,12 @@ def test_an_order_line_event_leaves_lines_out_and_reads_back_as_one() -> None:
     assert Event.from_json(ev.to_json()).lines == 1
     assert ev.problem() is None
     assert "lines" in (Event.from_json(ev.to_json().replace("}", ',"lines":0}')).problem() or "")
+
+
+def test_only_countable_events_are_decoded_for_shedding() -> None:
+    from trackrelay.events import Event, countable
+
+    ev = Event("o:0", "o", "sku", 2, 1.0, "2026-01-01T00:00:00.000Z")
+    assert countable(ev.to_json()) == ev
+    assert countable("not json") is None
+    assert countable(ev.to_json().replace('"qty":2', '"qty":0')) is None

@@ -14,9 +14,12 @@ from trackrelay.control.shedding import (
     Policy,
     Shedding,
     Thresholds,
+    admit_mode,
+    aggregate_event,
     aggregate_id,
     aggregate_qty,
     automatic,
+    choose,
     fold,
     fold_lines,
     hash_fraction,
@@ -242,3 +245,26 @@ def test_an_integral_total_is_sent_with_weight_one() -> None:
 )
 def test_the_outbox_is_trimmed_to_its_evict_level(rows: int, excess: int) -> None:
     assert outbox_excess(rows, 1000, Thresholds()) == excess
+
+
+def test_the_configured_policy_holds_and_auto_follows_pressure() -> None:
+    th = Thresholds()
+    assert choose("sample", 0.3, 0.99, Shedding(), th) == Shedding(Policy.SAMPLE, 0.3)
+    assert choose("evict", 0.3, 0.0, Shedding(), th) == Shedding(Policy.EVICT)
+    assert choose("auto", 0.3, 0.95, Shedding(), th) == automatic(0.95, Shedding(), th)
+    with pytest.raises(ValueError):
+        choose("thin", 0.3, 0.5, Shedding(), th)
+
+
+def test_only_evict_and_drop_new_act_at_the_cap() -> None:
+    assert admit_mode(Policy.EVICT) == "evict"
+    assert admit_mode(Policy.DROP_NEW) == "drop"
+    for policy in (Policy.NONE, Policy.SAMPLE, Policy.AGGREGATE):
+        assert admit_mode(policy) == "hold"
+
+
+def test_an_aggregate_event_carries_the_total_its_lines_and_a_stable_id() -> None:
+    ev = aggregate_event("sku-1", 1700, 7.5, 4, "2026-01-01T00:00:00.000Z")
+    assert ev.event_id == aggregate_id("sku-1", 1700) and ev.order_id == "agg:1700"
+    assert ev.qty * ev.weight == pytest.approx(7.5) and ev.lines == 4
+    assert ev.problem() is None

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from trackrelay.events import Event
+
 
 class Policy(StrEnum):
     NONE = "none"
@@ -186,6 +188,12 @@ def automatic(pressure: float, previous: Shedding, th: Thresholds | None = None)
     return Shedding(policy, p)
 
 
+def aggregate_event(sku: str, window: int | str, total: float, lines: int, stamp: str) -> Event:
+    """The one event a window sends for a SKU: ``qty * weight`` is the window's total."""
+    qty, weight = aggregate_qty(total)
+    return Event(aggregate_id(sku, window), f"agg:{window}", sku, qty, weight, stamp, lines)
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """What shedding needs of one analytics event."""
@@ -229,6 +237,25 @@ def plan(shedding: Shedding, batch: list[Line]) -> Plan:
         else:
             out.send[i] = None
     return out
+
+
+def choose(
+    mode: str, sample_p: float, pressure: float, previous: Shedding, th: Thresholds
+) -> Shedding:
+    """The shedding in force: the automatic mode's from pressure, or the configured policy."""
+    if mode == "auto":
+        return automatic(pressure, previous, th)
+    policy = Policy(mode)
+    return Shedding(policy, sample_p if policy is Policy.SAMPLE else 1.0)
+
+
+def admit_mode(policy: Policy) -> str:
+    """What the stream does with an event that does not fit under the quota.
+
+    ``evict`` makes room, ``drop_new`` refuses it; every other policy holds it
+    back in the outbox until forwarders have made room.
+    """
+    return {Policy.EVICT: "evict", Policy.DROP_NEW: "drop"}.get(policy, "hold")
 
 
 def fold_lines(batch: list[Line]) -> dict[str, tuple[float, int]]:

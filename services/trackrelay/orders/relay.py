@@ -31,7 +31,7 @@ from trackrelay.control.lease import grant, still_held
 from trackrelay.identity import process_name
 from trackrelay.orders import store
 from trackrelay.orders.metrics import OrderMetrics
-from trackrelay.orders.shedder import Counts, OutboxGuard, StreamIngress, unread
+from trackrelay.orders.shedder import Counts, OutboxGuard, StreamIngress
 from trackrelay.quota import QueueQuota
 from trackrelay.runtime.errors import brief
 from trackrelay.runtime.retry import Backoff, pause
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 VIEW_TTL = 5.0
 """Seconds a relay's published view outlives its last refresh (refreshed every second)."""
+FLUSH_EVERY = 0.25
+"""Seconds between looks for aggregation windows to flush."""
 FULL_WAIT = 0.1
 """Seconds between attempts while the queue is at its quota (forwarders are making room)."""
 
@@ -116,9 +118,11 @@ class OutboxRelay:
     ) -> int:
         try:
             outcome = await ingress.relay(rows, token)
-        finally:
-            # Whatever is still claimed (held back, or a failure half way) is free again.
-            await store.release_claim(self.engine, token)
+        except BaseException:
+            await store.release_claim(self.engine, token)  # a failure half way: free the rest
+            raise
+        if outcome.held:
+            await store.release_claim(self.engine, token)  # held back: any relay may retry
         if outcome.held and not self.full:
             log.warning(
                 "relay: the queue is at its quota (%d of %d bytes); events wait in the outbox",
@@ -189,13 +193,14 @@ class OutboxRelay:
                 await guard
 
     async def _relay_loop(self, stop: asyncio.Event) -> None:
-        last_stats = 0.0
+        last_stats = last_flush = 0.0
         while not stop.is_set():
             wait = self.settings.relay_idle_seconds
             try:
                 moved = await self.run_once()
-                if self.ingress is not None:
-                    await self.ingress.flush_due(await unread(self.redis))
+                if self.ingress is not None and self.clock() - last_flush >= FLUSH_EVERY:
+                    last_flush = self.clock()
+                    await self.ingress.flush_due()
                 self.backoff.succeeded()
                 if self.full:
                     wait = max(wait, FULL_WAIT)

@@ -13,7 +13,6 @@ import collections
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,15 +23,15 @@ from trackrelay.control.shedding import (
     Policy,
     Shedding,
     Thresholds,
-    aggregate_id,
-    aggregate_qty,
-    automatic,
+    admit_mode,
+    aggregate_event,
     fold_lines,
     outbox_excess,
     plan,
     pressure,
 )
-from trackrelay.events import Event, rfc3339
+from trackrelay.control.shedding import choose as shedding_in_force
+from trackrelay.events import Event, countable, rfc3339_ms
 from trackrelay.orders import store
 from trackrelay.orders.store import OutboxRow
 from trackrelay.quota import QueueQuota
@@ -47,9 +46,6 @@ FLUSH_CHUNK = 200
 SAMPLE_CHUNK = 1000
 """Outbox rows one thinning transaction looks at."""
 
-ADMIT_MODE = {Policy.EVICT: "evict", Policy.DROP_NEW: "drop"}
-"""What the stream does with an event that does not fit; every other policy holds it back."""
-
 
 class Counts(collections.Counter[tuple[str, str, str]]):
     """Order lines shed, by (where, policy, reason): where is ``stream`` or ``outbox``.
@@ -62,23 +58,13 @@ class Counts(collections.Counter[tuple[str, str, str]]):
 
 
 def choose(settings: RelaySettings, used_share: float, previous: Shedding) -> Shedding:
-    """The policy in force: the configured one, or the automatic mode's from pressure."""
-    if settings.shedding == "auto":
-        return automatic(used_share, previous, settings.thresholds())
-    policy = Policy(settings.shedding)
-    return Shedding(policy, settings.sample_p if policy is Policy.SAMPLE else 1.0)
+    return shedding_in_force(
+        settings.shedding, settings.sample_p, used_share, previous, settings.thresholds()
+    )
 
 
 def _line(ev: Event) -> Line:
     return Line(ev.event_id, ev.sku, ev.qty, ev.weight, ev.lines)
-
-
-def _decode(payload: str) -> Event | None:
-    try:
-        event = Event.from_json(payload)
-    except ValueError:
-        return None  # passed on untouched: the forwarder dead-letters what analytics refuses
-    return None if event.problem() else event
 
 
 @dataclass(slots=True)
@@ -121,7 +107,7 @@ class StreamIngress:
         folds: dict[str, list[tuple[OutboxRow, Event]]] = collections.defaultdict(list)
         fresh: list[tuple[OutboxRow, Event | None]] = []
         for row in rows:
-            ev = _decode(row.payload)
+            ev = countable(row.payload)
             if row.fold_token is not None and ev is not None:
                 folds[row.fold_token].append((row, ev))  # a fold that did not finish: redo it
             else:
@@ -181,7 +167,7 @@ class StreamIngress:
     async def _admit(
         self, send: list[tuple[OutboxRow, str, int]], token: str, shedding: Shedding
     ) -> tuple[int, bool]:
-        mode = ADMIT_MODE.get(shedding.policy, "hold")
+        mode = admit_mode(shedding.policy)
         admitted = await self.quota.admit([payload for _, payload, _ in send], mode)
         self.used = admitted.used
         done = [row.id for (row, _, _), s in zip(send, admitted.status, strict=True) if s != 0]
@@ -194,25 +180,26 @@ class StreamIngress:
         queued = sum(1 for s in admitted.status if s > 0)
         return queued, any(s == 0 for s in admitted.status)
 
-    async def flush_due(self, redis_lag: int) -> int:
+    async def flush_due(self) -> int:
         """Move closed windows' aggregates into the stream while forwarders keep up.
 
-        ``redis_lag``: events in the stream no forwarder has read yet. Flushing
-        only while it is below ``aggregate_flush_lag`` keeps aggregates in their
-        compact form until analytics can take them.
+        Only while fewer than ``aggregate_flush_lag`` events wait unread: until then
+        aggregates stay in their compact form. No window, no further look.
         """
-        room = self.settings.aggregate_flush_lag - redis_lag
+        windows = await self.quota.windows()
+        if not windows:
+            return 0
+        room = self.settings.aggregate_flush_lag - await unread(self.quota.redis)
         moved = 0
-        for key, start in await self.quota.windows():
+        for key, start in windows:
             if room <= 0:
                 break
             window = await self.quota.read_window(key, start, room)
-            items = []
-            for sku, (raw, total, count) in list(window.skus.items())[:room]:
-                qty, weight = aggregate_qty(total)
-                stamp = rfc3339_ms(start)
-                ev = Event(aggregate_id(sku, start), f"agg:{start}", sku, qty, weight, stamp, count)
-                items.append((sku, raw, ev.to_json()))
+            stamp = rfc3339_ms(start)
+            items = [
+                (sku, raw, aggregate_event(sku, start, total, count, stamp).to_json())
+                for sku, (raw, total, count) in list(window.skus.items())[:room]
+            ]
             for i in range(0, max(1, len(items)), FLUSH_CHUNK):
                 code, n, self.used = await self.quota.flush(
                     key, self.settings.aggregate_window, items[i : i + FLUSH_CHUNK]
@@ -222,10 +209,6 @@ class StreamIngress:
                 if code in (0, 3):
                     return moved  # no room yet, or the window is still open
         return moved
-
-
-def rfc3339_ms(epoch_ms: int) -> str:
-    return rfc3339(datetime.fromtimestamp(epoch_ms / 1000, UTC))
 
 
 class OutboxGuard:

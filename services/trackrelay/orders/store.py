@@ -23,12 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from trackrelay.control.lease import Lease
 from trackrelay.control.shedding import (
     Line,
-    aggregate_id,
-    aggregate_qty,
+    aggregate_event,
     fold_lines,
     resampled_weight,
 )
-from trackrelay.events import Event, event_id_for, rfc3339
+from trackrelay.events import Event, countable, event_id_for, rfc3339
 from trackrelay.orders.models import OrderLine, OrderRequest, OrderResponse
 from trackrelay.orders.pg_writer import ORDER_WITH_OUTBOX, PgOrderWriter
 from trackrelay.orders.schema import order_lines, orders, outbox
@@ -396,7 +395,7 @@ async def remove_outbox(
             .returning(outbox.c.payload)
         )
         payloads = [row.payload for row in result]
-    lines = sum(ev.lines if (ev := _decode(p)) is not None else 1 for p in payloads)
+    lines = sum(ev.lines if (ev := countable(p)) is not None else 1 for p in payloads)
     return len(payloads), lines
 
 
@@ -410,14 +409,6 @@ def _thinnable(now: float, after_id: int, limit: int) -> Any:
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-
-
-def _decode(payload: str) -> Event | None:
-    try:
-        event = Event.from_json(payload)
-    except ValueError:
-        return None  # not ours to judge here: the forwarder dead-letters it
-    return None if event.problem() else event
 
 
 async def sample_outbox(
@@ -436,7 +427,7 @@ async def sample_outbox(
         reweighted = []
         for row in rows:
             last = max(last, int(row.id))
-            ev = _decode(row.payload)
+            ev = countable(row.payload)
             if ev is None or ev.lines != 1:
                 continue
             weight = resampled_weight(ev.event_id, ev.weight, p)
@@ -473,7 +464,7 @@ async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int,
     """
     async with engine.begin() as conn:
         rows = (await conn.execute(_thinnable(now, 0, limit))).all()
-        decoded = [(row, _decode(row.payload)) for row in rows]
+        decoded = [(row, countable(row.payload)) for row in rows]
         events = [(row, ev) for row, ev in decoded if ev is not None]
         totals = fold_lines(
             [Line(ev.event_id, ev.sku, ev.qty, ev.weight, ev.lines) for _, ev in events]
@@ -485,8 +476,7 @@ async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int,
         created = min(float(row.created_at) for row, _ in events)
         aggregates = []
         for sku, (total, lines) in totals.items():
-            qty, weight = aggregate_qty(total)
-            agg = Event(aggregate_id(sku, window), f"agg:{window}", sku, qty, weight, stamp, lines)
+            agg = aggregate_event(sku, window, total, lines, stamp)
             aggregates.append(
                 {"event_id": agg.event_id, "payload": agg.to_json(), "created_at": created}
             )
