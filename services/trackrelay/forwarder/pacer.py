@@ -50,6 +50,8 @@ _STATS_WINDOW = 30.0
 """Seconds of pushes the published latency percentiles and outcome counts cover."""
 _RATE_WINDOW = 10.0
 """Seconds over which the published events/s is averaged."""
+_RECENT_WINDOW = 5.0
+"""Seconds of pushes the ``recent`` block covers: what the controller judges health on."""
 
 
 BUDGET_RECHECK = 0.5
@@ -363,4 +365,18 @@ class Pacer:
             "outcomes": dict(outcomes),
             "events_per_second": accepted / _RATE_WINDOW,
             "window_seconds": _STATS_WINDOW,
+            "recent": self._window(now, _RECENT_WINDOW),
+        }
+
+    def _window(self, now: float, seconds: float) -> dict[str, Any]:
+        """Pushes that ended in the last ``seconds``: count, p99, outcomes, accepted events/s."""
+        pushes = [p for p in self._pushes if p.at >= now - seconds]
+        latencies = [p.latency for p in pushes if p.latency is not None]
+        accepted = sum(p.events for p in pushes if p.outcome == Outcome.ACCEPTED)
+        return {
+            "window_seconds": seconds,
+            "pushes": len(pushes),
+            "latency_p99": percentile(latencies, 0.99),
+            "outcomes": dict(collections.Counter(p.outcome for p in pushes)),
+            "events_per_second": accepted / seconds,
         }

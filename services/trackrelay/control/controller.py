@@ -1,0 +1,350 @@
+"""The controller: rate budget, forwarder replicas and shedding from what is observed (pure).
+
+``decide(spec, observation, state, now) -> (decision, state)`` over plain data.
+Local mode (``trackrelay up``) and the operator differ only in how they
+observe and how they act on the decision; this module is the one place that
+decides.
+
+- **Budget** (events/s shared by every forwarder): multiplied by ``increase``
+  while analytics is healthy and there is backlog, by ``decrease`` on every
+  unhealthy tick, always within ``[budget_min, budget_max]``. Healthy means the
+  forwarders' recent push p99 is within ``latency_target``, errors plus 429s are
+  at most ``max_error_share`` of pushes, no breaker is open or probing, and the
+  health probe (when configured) answers.
+- **Replicas**: enough to carry the delivered rate plus the backlog within
+  ``drain_seconds`` at the measured per-replica rate, with the
+  Kubernetes HPA's stabilisation (a scale-up must be wanted for the whole
+  ``scale_up_window``, a scale-down for the whole ``scale_down_window``), never
+  up while analytics is unhealthy, and never more than the budget can use:
+  ``ceil(budget / per_replica)``. A lag-only autoscaler scales a sick analytics'
+  backlog up; this one lowers the budget and with it the replicas.
+- **Shedding**: the storage-quota issue's automatic mode (``control.shedding``)
+  from queue memory over quota, with its hysteresis; or the fixed policy configured.
+- **Fail static**: with no observation, or one older than ``stale_after``, the
+  last decision holds, and the decision says why. Nothing scales to zero and
+  the budget never jumps on missing data.
+
+Every change carries a short reason ("budget 800 -> 400 ev/s: analytics p99 2.3 s > 500 ms").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from trackrelay.control.shedding import Policy, Shedding, Thresholds, choose, pressure
+
+_LEARN = 0.3
+"""Weight of a new per-replica rate measurement (exponential moving average)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What the user asks of the controller (the AnalyticsPipeline spec, or ``up``'s flags)."""
+
+    budget_min: float = 20.0
+    budget_max: float = 5000.0
+    budget_initial: float = 1000.0
+    increase: float = 1.5
+    decrease: float = 0.5
+    latency_target: float = 0.5
+    """Seconds: the forwarders' recent push p99 above this is unhealthy."""
+    max_error_share: float = 0.05
+    """Share of pushes failed (error, timeout) or answered 429 beyond which analytics is sick."""
+    replicas_min: int = 1
+    replicas_max: int = 4
+    scale_up_window: float = 4.0
+    scale_down_window: float = 30.0
+    drain_seconds: float = 30.0
+    """Backlog should be delivered within this many seconds (when the budget allows)."""
+    replica_rate: float = 200.0
+    """Events/s one forwarder is assumed to deliver until it has been measured."""
+    stale_after: float = 10.0
+    """Seconds after which an observation is too old to act on."""
+    shedding: str = "auto"
+    sample_p: float = 0.1
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this spec, by field name (empty when valid)."""
+        out = []
+        if not 0 < self.budget_min <= self.budget_max:
+            out.append("budget: need 0 < min <= max")
+        if not self.budget_min <= self.budget_initial <= self.budget_max:
+            out.append("budget.initial: must lie within [min, max]")
+        if not self.increase > 1:
+            out.append("budget.increase: must be > 1")
+        if not 0 < self.decrease < 1:
+            out.append("budget.decrease: must be in (0, 1)")
+        if not 0 < self.replicas_min <= self.replicas_max:
+            out.append("replicas: need 0 < min <= max")
+        if not self.latency_target > 0:
+            out.append("latency_target: must be > 0")
+        if not 0 <= self.max_error_share <= 1:
+            out.append("max_error_share: must be in [0, 1]")
+        for name in ("scale_up_window", "scale_down_window"):
+            if getattr(self, name) < 0:
+                out.append(f"{name}: must be >= 0")
+        for name in ("drain_seconds", "replica_rate", "stale_after"):
+            if not getattr(self, name) > 0:
+                out.append(f"{name}: must be > 0")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderView:
+    """One forwarder's published statistics over its recent window."""
+
+    name: str
+    pushes: int = 0
+    latency_p99: float | None = None
+    errors: int = 0
+    """Pushes that failed: 5xx, timeouts, connection errors."""
+    throttled: int = 0
+    """Pushes answered 429."""
+    breaker: str = "closed"
+    events_per_second: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    at: float
+    lag: int
+    """Stream entries not yet delivered to the consumer group."""
+    pending: int
+    """Entries delivered to a forwarder and not yet acknowledged."""
+    forwarders: tuple[ForwarderView, ...] = ()
+    queue_bytes: int | None = None
+    queue_quota: int | None = None
+    probe_ok: bool | None = None
+    """The analytics health probe's answer (None: no probe configured)."""
+
+    @property
+    def backlog(self) -> int:
+        return self.lag + self.pending
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    healthy: bool | None
+    """None: nothing to judge by (no pushes and no probe)."""
+    why: str
+    p99: float | None = None
+    error_share: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    budget: float
+    replicas: int
+    shedding: Shedding = field(default_factory=Shedding)
+    per_replica: float = 200.0
+    history: tuple[tuple[float, int], ...] = ()
+    """Replica recommendations (time, count) within the longer stabilisation window."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    budget: float
+    replicas: int
+    shedding: Shedding
+    health: Health
+    backlog: int | None
+    per_replica: float
+    usable_replicas: int
+    """The most replicas the budget can use."""
+    held: bool = False
+    """Fail static: the observation was missing or stale, the last decision holds."""
+    reasons: tuple[str, ...] = ()
+
+
+def initial_state(spec: Spec, replicas: int | None = None) -> State:
+    start = spec.replicas_min if replicas is None else replicas
+    return State(
+        budget=spec.budget_initial,
+        replicas=min(spec.replicas_max, max(spec.replicas_min, start)),
+        per_replica=spec.replica_rate,
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def assess(spec: Spec, obs: Observation) -> Health:
+    """Whether analytics is healthy, from the forwarders' recent pushes, breakers and probe."""
+    if obs.probe_ok is False:
+        return Health(False, "analytics health probe failing")
+    pushes = sum(f.pushes for f in obs.forwarders)
+    bad = sum(f.errors + f.throttled for f in obs.forwarders)
+    throttled = sum(f.throttled for f in obs.forwarders)
+    share = bad / pushes if pushes else 0.0
+    p99s = [f.latency_p99 for f in obs.forwarders if f.latency_p99 is not None]
+    p99 = max(p99s) if p99s else None
+    tripped = sorted({f.breaker for f in obs.forwarders if f.breaker != "closed"})
+    if tripped:
+        n = sum(f.breaker != "closed" for f in obs.forwarders)
+        return Health(False, f"breaker {'/'.join(tripped)} on {n} forwarder(s)", p99, share)
+    if pushes and share > spec.max_error_share:
+        kind = "429s" if throttled * 2 >= bad else "errors"
+        why = f"analytics {kind} {share:.0%} of pushes > {spec.max_error_share:.0%}"
+        return Health(False, why, p99, share)
+    if p99 is not None and p99 > spec.latency_target:
+        why = f"analytics p99 {_ms(p99)} > {_ms(spec.latency_target)}"
+        return Health(False, why, p99, share)
+    if not pushes:
+        if obs.probe_ok:
+            return Health(True, "health probe answers", None, 0.0)
+        return Health(None, "no pushes to judge by", None, 0.0)
+    return Health(True, f"analytics p99 {_ms(p99 or 0.0)}, errors {share:.0%}", p99, share)
+
+
+def usable_replicas(spec: Spec, budget: float, per_replica: float) -> int:
+    """The most replicas a budget can keep busy (at least ``replicas_min``)."""
+    fit = math.ceil(budget / per_replica - 1e-9) if per_replica > 0 else spec.replicas_max
+    return min(spec.replicas_max, max(spec.replicas_min, fit))
+
+
+def _budget(spec: Spec, state: State, health: Health, backlog: int) -> tuple[float, str | None]:
+    old = state.budget
+    if health.healthy is False:
+        new = max(spec.budget_min, min(spec.budget_max, old * spec.decrease))
+    elif health.healthy and backlog > 0:
+        new = min(spec.budget_max, max(spec.budget_min, old * spec.increase))
+    else:
+        new = min(spec.budget_max, max(spec.budget_min, old))
+    if new == old:
+        return old, None
+    why = health.why if health.healthy is False else f"healthy with backlog {backlog}"
+    return new, f"budget {old:.0f} -> {new:.0f} ev/s: {why}"
+
+
+def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> float:
+    """Learn what one replica delivers, from ticks where replicas (not the budget) limit.
+
+    Only a busy, healthy tick measures capacity: with little backlog a replica
+    delivers what arrives, and under a binding budget it delivers its share.
+    """
+    busy = [f for f in obs.forwarders if f.pushes > 0]
+    if not busy or not health.healthy:
+        return state.per_replica
+    rate = sum(f.events_per_second for f in busy)
+    if rate <= 0 or rate >= 0.9 * state.budget or obs.lag < rate:
+        return state.per_replica
+    measured = rate / len(busy)
+    return max(1.0, (1 - _LEARN) * state.per_replica + _LEARN * measured)
+
+
+def _replicas(
+    spec: Spec,
+    state: State,
+    obs: Observation,
+    health: Health,
+    budget: float,
+    per_replica: float,
+    now: float,
+) -> tuple[int, tuple[tuple[float, int], ...], str | None]:
+    delivered = sum(f.events_per_second for f in obs.forwarders)
+    demand = delivered + obs.backlog / spec.drain_seconds
+    wanted = min(spec.replicas_max, max(spec.replicas_min, math.ceil(demand / per_replica - 1e-9)))
+    keep = max(spec.scale_up_window, spec.scale_down_window)
+    history = (*((t, n) for t, n in state.history if now - t <= keep), (now, wanted))
+    old = state.replicas
+    target = old
+    # A change must be wanted over its whole window: until the recommendations
+    # reach back that far, the current count stands in for the ones not yet made.
+    covered = max((now - t for t, _ in history), default=0.0)
+    up = [n for t, n in history if now - t <= spec.scale_up_window]
+    down = [n for t, n in history if now - t <= spec.scale_down_window]
+    if covered < spec.scale_up_window:
+        up.append(old)
+    if covered < spec.scale_down_window:
+        down.append(old)
+    why = f"backlog {obs.backlog} and {delivered:.0f} ev/s at {per_replica:.0f} ev/s per replica"
+    if min(up) > old:
+        if health.healthy:
+            target = min(up)
+        else:
+            why = ""
+    elif max(down) < old:
+        target = max(down)
+    usable = usable_replicas(spec, budget, per_replica)
+    if target > usable:
+        target = usable
+        why = f"budget {budget:.0f} ev/s can use {usable} at {per_replica:.0f} ev/s per replica"
+    target = min(spec.replicas_max, max(spec.replicas_min, target))
+    if target == old:
+        return old, history, None
+    return target, history, f"replicas {old} -> {target}: {why}"
+
+
+def _shedding(spec: Spec, state: State, obs: Observation) -> tuple[Shedding, str | None]:
+    if obs.queue_bytes is None or not obs.queue_quota:
+        new = choose(spec.shedding, spec.sample_p, 0.0, state.shedding, spec.thresholds)
+        share = 0.0
+    else:
+        share = pressure(obs.queue_bytes, obs.queue_quota)
+        new = choose(spec.shedding, spec.sample_p, share, state.shedding, spec.thresholds)
+    if new == state.shedding:
+        return new, None
+    return (
+        new,
+        f"shedding {describe(state.shedding)} -> {describe(new)}: queue at {share:.0%} of quota",
+    )
+
+
+def describe(s: Shedding) -> str:
+    return f"sample p={s.p:.2f}" if s.policy is Policy.SAMPLE else s.policy.value
+
+
+def hold(spec: Spec, state: State, why: str) -> Decision:
+    """The last decision, unchanged: what fail static means."""
+    return Decision(
+        budget=state.budget,
+        replicas=state.replicas,
+        shedding=state.shedding,
+        health=Health(None, why),
+        backlog=None,
+        per_replica=state.per_replica,
+        usable_replicas=usable_replicas(spec, state.budget, state.per_replica),
+        held=True,
+        reasons=(f"holding the last decision: {why}",),
+    )
+
+
+def decide(
+    spec: Spec, obs: Observation | None, state: State, now: float, missing: str = "no observation"
+) -> tuple[Decision, State]:
+    """One tick: the decision for ``obs`` and the state to pass to the next tick.
+
+    ``missing`` says why ``obs`` is None (Redis unreachable, ...), for the reason.
+    """
+    if obs is None:
+        return hold(spec, state, missing), state
+    if now - obs.at > spec.stale_after:
+        return hold(spec, state, f"observation {now - obs.at:.0f} s old"), state
+    health = assess(spec, obs)
+    budget, budget_why = _budget(spec, state, health, obs.backlog)
+    per_replica = _per_replica(spec, state, obs, health)
+    replicas, history, replicas_why = _replicas(spec, state, obs, health, budget, per_replica, now)
+    shedding, shedding_why = _shedding(spec, state, obs)
+    reasons = tuple(r for r in (budget_why, replicas_why, shedding_why) if r)
+    decision = Decision(
+        budget=budget,
+        replicas=replicas,
+        shedding=shedding,
+        health=health,
+        backlog=obs.backlog,
+        per_replica=per_replica,
+        usable_replicas=usable_replicas(spec, budget, per_replica),
+        reasons=reasons,
+    )
+    new_state = replace(
+        state,
+        budget=budget,
+        replicas=replicas,
+        shedding=shedding,
+        per_replica=per_replica,
+        history=history,
+    )
+    return decision, new_state

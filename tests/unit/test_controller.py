@@ -1,0 +1,263 @@
+"""The controller's decisions: budget, replicas, shedding, fail static (pure, no I/O)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trackrelay.control.controller import (
+    ForwarderView,
+    Observation,
+    Spec,
+    State,
+    assess,
+    decide,
+    initial_state,
+    usable_replicas,
+)
+from trackrelay.control.shedding import Policy
+
+SPEC = Spec(
+    budget_min=20,
+    budget_max=4000,
+    budget_initial=800,
+    replicas_min=1,
+    replicas_max=6,
+    scale_up_window=4,
+    scale_down_window=20,
+    replica_rate=200,
+)
+
+
+def fwd(
+    p99: float = 0.05,
+    pushes: int = 50,
+    errors: int = 0,
+    throttled: int = 0,
+    breaker: str = "closed",
+    rate: float = 100.0,
+    name: str = "f0",
+) -> ForwarderView:
+    return ForwarderView(name, pushes, p99, errors, throttled, breaker, rate)
+
+
+def obs(
+    at: float,
+    lag: int = 0,
+    pending: int = 0,
+    forwarders: tuple[ForwarderView, ...] = (),
+    queue_bytes: int | None = None,
+    quota: int | None = None,
+) -> Observation:
+    return Observation(at, lag, pending, forwarders or (fwd(),), queue_bytes, quota)
+
+
+def run(
+    observations: list[Observation | None], spec: Spec = SPEC, state: State | None = None
+) -> list[tuple[float, int, str, bool]]:
+    state = state or initial_state(spec)
+    out = []
+    for i, o in enumerate(observations):
+        now = o.at if o is not None else float(i)
+        d, state = decide(spec, o, state, now)
+        out.append((d.budget, d.replicas, d.shedding.policy.value, d.held))
+    return out
+
+
+def test_budget_halves_with_a_reason_when_analytics_p99_is_over_target() -> None:
+    d, _ = decide(SPEC, obs(0, lag=500, forwarders=(fwd(p99=2.3),)), initial_state(SPEC), 0)
+    assert d.budget == 400
+    assert d.health.healthy is False
+    assert d.reasons[0] == "budget 800 -> 400 ev/s: analytics p99 2.3 s > 500 ms"
+
+
+def test_budget_grows_while_healthy_with_backlog_and_holds_without_backlog() -> None:
+    d, state = decide(SPEC, obs(0, lag=500), initial_state(SPEC), 0)
+    assert d.budget == 1200 and "healthy with backlog 500" in d.reasons[0]
+    d, _ = decide(SPEC, obs(1, lag=0), state, 1)
+    assert d.budget == 1200 and not any("budget" in r for r in d.reasons)
+
+
+def test_429s_errors_and_open_breakers_are_unhealthy() -> None:
+    many_429 = assess(SPEC, obs(0, forwarders=(fwd(pushes=20, throttled=5),)))
+    assert many_429.healthy is False and "429s 25%" in many_429.why
+    errors = assess(SPEC, obs(0, forwarders=(fwd(pushes=20, errors=3),)))
+    assert errors.healthy is False and "errors 15%" in errors.why
+    tripped = assess(SPEC, obs(0, forwarders=(fwd(), fwd(breaker="open", name="f1"))))
+    assert tripped.healthy is False and "breaker open on 1 forwarder" in tripped.why
+    idle = assess(SPEC, obs(0, forwarders=(fwd(pushes=0, p99=None),)))
+    assert idle.healthy is None
+
+
+def test_probe_failure_is_unhealthy_even_without_pushes() -> None:
+    o = Observation(0, 10, 0, (), probe_ok=False)
+    d, _ = decide(SPEC, o, initial_state(SPEC), 0)
+    assert d.budget == 400 and "probe" in d.reasons[0]
+
+
+def test_missing_or_stale_observation_holds_the_last_decision_and_says_so() -> None:
+    state = State(budget=600, replicas=3, per_replica=200)
+    d, after = decide(SPEC, None, state, 5, missing="redis unreachable: connection refused")
+    assert (d.budget, d.replicas, d.held) == (600, 3, True)
+    assert after == state
+    assert d.reasons == ("holding the last decision: redis unreachable: connection refused",)
+    d, _ = decide(SPEC, obs(0, lag=10_000, forwarders=(fwd(p99=9),)), state, 60)
+    assert (d.budget, d.replicas, d.held) == (600, 3, True)
+    assert "60 s old" in d.reasons[0]
+
+
+def test_replicas_scale_up_for_backlog_after_the_up_window() -> None:
+    state = State(budget=4000, replicas=1, per_replica=200)
+    busy = (fwd(rate=200),)
+    results = []
+    for t in range(6):
+        d, state = decide(SPEC, obs(t, lag=30_000, forwarders=busy), state, t)
+        results.append(d.replicas)
+    assert results[0] == 1  # one tick of wanting more is not enough
+    assert results[-1] > 1
+    assert any(r.startswith("replicas 1 -> ") for r in d.reasons) or results[-2] > 1
+
+
+def test_no_scaling_up_into_a_sick_analytics() -> None:
+    state = State(budget=4000, replicas=1, per_replica=200)
+    sick = (fwd(p99=3.0, rate=50),)
+    for t in range(10):
+        d, state = decide(SPEC, obs(t, lag=50_000, forwarders=sick), state, t)
+        assert d.replicas == 1
+    assert d.budget < 4000
+
+
+def test_replicas_never_exceed_what_the_budget_can_use() -> None:
+    state = State(budget=300, replicas=1, per_replica=200)
+    for t in range(10):
+        d, state = decide(SPEC, obs(t, lag=0, forwarders=(fwd(rate=150),)), state, t)
+    # healthy, no backlog: budget holds at 300; 300 / 200 -> at most 2 replicas.
+    assert d.usable_replicas == 2
+    state = State(budget=300, replicas=6, per_replica=200)
+    d, _ = decide(SPEC, obs(0, lag=90_000, forwarders=(fwd(rate=150),)), state, 0)
+    assert d.replicas <= math.ceil(d.budget / d.per_replica)
+    assert "can use" in " ".join(d.reasons)
+
+
+def test_scale_down_waits_for_the_down_window() -> None:
+    state = State(budget=4000, replicas=4, per_replica=200)
+    seen = []
+    for t in range(30):
+        d, state = decide(SPEC, obs(t, lag=0, forwarders=(fwd(rate=10),)), state, t)
+        seen.append(d.replicas)
+    assert seen[0] == 4  # the earlier recommendations in the window were 4
+    assert seen[-1] == 1
+
+
+def test_shedding_follows_queue_pressure_with_hysteresis() -> None:
+    quota = 1_000_000
+    levels = [0.1, 0.5, 0.95, 0.85, 0.6, 0.1]
+    policies = run([obs(t, queue_bytes=int(q * quota), quota=quota) for t, q in enumerate(levels)])
+    assert [p for _, _, p, _ in policies] == [
+        "none",
+        "aggregate",
+        "evict",
+        "evict",  # 0.85 is inside the hysteresis band below 0.9
+        "aggregate",
+        "none",
+    ]
+
+
+def test_a_fixed_policy_is_passed_through() -> None:
+    spec = Spec(shedding="sample", sample_p=0.3)
+    d, _ = decide(spec, obs(0, queue_bytes=10, quota=100), initial_state(spec), 0)
+    assert d.shedding.policy is Policy.SAMPLE and d.shedding.p == 0.3
+
+
+def test_spec_problems_name_the_field() -> None:
+    bad = Spec(budget_min=100, budget_max=10, replicas_min=3, replicas_max=2, decrease=1.5)
+    problems = " | ".join(bad.problems())
+    assert "budget: need 0 < min <= max" in problems
+    assert "replicas: need 0 < min <= max" in problems
+    assert "budget.decrease" in problems
+    assert Spec().problems() == []
+
+
+# -- properties ------------------------------------------------------------------------
+
+views = st.builds(
+    ForwarderView,
+    name=st.sampled_from(["a", "b", "c"]),
+    pushes=st.integers(0, 200),
+    latency_p99=st.none() | st.floats(0, 10),
+    errors=st.integers(0, 20),
+    throttled=st.integers(0, 20),
+    breaker=st.sampled_from(["closed", "closed", "open", "half_open"]),
+    events_per_second=st.floats(0, 5000),
+)
+observations = st.builds(
+    Observation,
+    at=st.just(0.0),
+    lag=st.integers(0, 1_000_000),
+    pending=st.integers(0, 10_000),
+    forwarders=st.lists(views, max_size=4).map(tuple),
+    queue_bytes=st.none() | st.integers(0, 2_000_000),
+    queue_quota=st.none() | st.just(1_000_000),
+    probe_ok=st.none() | st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.none() | observations, min_size=1, max_size=40))
+def test_bounds_always_hold(seq: list[Observation | None]) -> None:
+    state = initial_state(SPEC)
+    for t, o in enumerate(seq):
+        if o is not None:
+            o = Observation(
+                float(t), o.lag, o.pending, o.forwarders, o.queue_bytes, o.queue_quota, o.probe_ok
+            )
+        d, state = decide(SPEC, o, state, float(t))
+        assert SPEC.budget_min <= d.budget <= SPEC.budget_max
+        assert SPEC.replicas_min <= d.replicas <= SPEC.replicas_max
+        assert d.replicas <= max(SPEC.replicas_min, math.ceil(d.budget / d.per_replica))
+        assert d.replicas == usable_replicas(SPEC, d.budget, d.per_replica) or (
+            d.replicas < d.usable_replicas
+        )
+        assert d.per_replica > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1_000, 200_000),
+    st.floats(50, 1000),
+    st.lists(st.floats(-0.1, 0.1), min_size=60, max_size=60),
+)
+def test_no_flapping_under_noisy_but_steady_inputs(
+    backlog: int, rate: float, noise: list[float]
+) -> None:
+    state = State(budget=SPEC.budget_max, replicas=1, per_replica=200)
+    replicas = []
+    for t, n in enumerate(noise):
+        o = obs(float(t), lag=int(backlog * (1 + n)), forwarders=(fwd(rate=rate * (1 + n)),))
+        d, state = decide(SPEC, o, state, float(t))
+        replicas.append(d.replicas)
+    steps = [b - a for a, b in itertools.pairwise(replicas) if b != a]
+    # Settling may take several steps, but always in one direction: never up then down.
+    assert all(s > 0 for s in steps) or all(s < 0 for s in steps)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 15), st.integers(1, 40), st.integers(1, 10_000))
+def test_budget_falls_on_every_unhealthy_tick_and_recovers_after(
+    sick: int, well: int, backlog: int
+) -> None:
+    state = initial_state(SPEC)
+    t = 0.0
+    for _ in range(sick):
+        before = state.budget
+        d, state = decide(SPEC, obs(t, lag=backlog, forwarders=(fwd(p99=2.0),)), state, t)
+        assert d.budget < before or d.budget == SPEC.budget_min
+        t += 1
+    for _ in range(well):
+        before = state.budget
+        d, state = decide(SPEC, obs(t, lag=backlog, forwarders=(fwd(p99=0.05),)), state, t)
+        assert d.budget > before or d.budget == SPEC.budget_max
+        t += 1
