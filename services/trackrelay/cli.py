@@ -352,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", dest="sim_max_body_bytes", type=int, help="413 beyond")
     p.add_argument("--scenario", dest="sim_scenario", help="JSON/YAML file of timed phases")
     p.add_argument("--seed", dest="sim_seed", type=int)
+    p.add_argument(
+        "--journal", dest="sim_journal", help="file that keeps accepted events across restarts"
+    )
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser(

@@ -48,3 +48,11 @@ RELAY_STATS_PREFIX: Final = "trackrelay:relay:"
 
 QUOTA_KEYS: Final = (STREAM, DLQ_STREAM, AGG_WINDOWS_KEY, QUOTA_GAUGE_KEY, AGG_FOLDS_KEY)
 """The fixed keys the queue quota covers (plus every window hash in ``AGG_WINDOWS_KEY``)."""
+
+SHEDDING_KEY: Final = "trackrelay:shedding"
+"""Live configuration: the shedding policy the controller decided, JSON ``{"policy", "p"}``.
+
+Relays follow it when present; without it each relay decides from its own settings."""
+
+CONTROLLER_KEY: Final = "trackrelay:controller"
+"""The local controller's last decision, observation and reasons (JSON), for ``status``."""

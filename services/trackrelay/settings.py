@@ -258,6 +258,9 @@ class SimulatorSettings(BaseSettings):
     """Bodies larger than this are answered 413; 0 means no limit."""
     sim_scenario: Path | None = None
     sim_seed: int = 0
+    sim_journal: Path | None = None
+    """Append every accepted event (id, SKU, qty x weight, lines) here and replay it at start,
+    so counts and duplicate detection survive a restart, as a real analytics store's would."""
 
 
 def sqlite_file(database_url: str) -> Path | None:

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
@@ -87,6 +88,12 @@ class SimState:
                 del self.timeline[min(self.timeline)]
         return self.timeline[key]
 
+    def count(self, event_id: str, sku: str, amount: float, lines: int) -> None:
+        """Count one new event (the caller checked it is not a duplicate)."""
+        self.seen.add(event_id)
+        self.popularity[sku] += amount  # type: ignore[assignment]  # Counter of floats
+        self.lines += lines
+
     def current_fault(self, now: float) -> Fault:
         if self.schedule is not None:
             return self.schedule.fault_at(now - self.schedule_started)
@@ -119,6 +126,33 @@ class SimState:
             },
             "distinct_skus": len(self.popularity),
         }
+
+
+class _Journal:
+    """Accepted events, one JSON array of records per accepted request, replayed at start."""
+
+    def __init__(self, path: Path, state: SimState) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            with path.open() as f:
+                for line in f:
+                    try:
+                        records = json.loads(line)
+                    except ValueError:
+                        break  # a line cut short by a crash: what came before it counts
+                    for event_id, sku, amount, lines in records:
+                        if event_id not in state.seen:
+                            state.count(event_id, sku, amount, lines)
+                            state.accepted += 1
+        self.file = path.open("a", encoding="utf-8")
+
+    def write(self, records: list[tuple[str, str, float, int]]) -> None:
+        self.file.write(json.dumps(records) + "\n")
+        self.file.flush()  # in the kernel: survives the process being killed
+
+    def clear(self) -> None:
+        self.file.truncate(0)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -185,6 +219,8 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         registry=registry,
     )
 
+    journal = _Journal(settings.sim_journal, state) if settings.sim_journal else None
+
     app = FastAPI(title="trackrelay analytics simulator", version="0.1.0")
     app.state.sim = state
 
@@ -235,14 +271,21 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                 await asyncio.sleep(delay)
             if verdict.status != 200:
                 return answer(verdict, {"detail": f"analytics is {fault.mode.value}"}, arrived)
-            new = 0
+            counted = []
             for ev in checked.good:
                 if ev["event_id"] in state.seen:
                     continue
-                state.seen.add(ev["event_id"])
-                state.popularity[ev["sku"]] += ev["qty"] * float(ev.get("weight", 1.0))
-                state.lines += int(ev.get("lines", 1))
-                new += 1
+                record = (
+                    ev["event_id"],
+                    ev["sku"],
+                    ev["qty"] * float(ev.get("weight", 1.0)),
+                    int(ev.get("lines", 1)),
+                )
+                state.count(*record)
+                counted.append(record)
+            if journal is not None and counted:
+                journal.write(counted)  # before the answer: what we say we have, we keep
+            new = len(counted)
             dupes = len(ids) - new
             state.accepted += new
             state.second(arrived).accepted += new
@@ -326,6 +369,8 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         state.requests.clear()
         state.accepted = state.lines = state.duplicates = state.overlaps = 0
         state.timeline.clear()
+        if journal is not None:
+            journal.clear()
         return state.snapshot(time.monotonic())
 
     @app.get("/healthz")

@@ -158,6 +158,23 @@ class Shedding:
     """Keep probability for ``sample`` (1 otherwise)."""
 
 
+def live_shedding(data: object) -> Shedding:
+    """A controller-decided shedding from its JSON form; ``ValueError`` saying what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError("live shedding must be a JSON object")
+    try:
+        policy = Policy(str(data.get("policy")))
+    except ValueError:
+        raise ValueError(
+            f"live shedding policy {data.get('policy')!r}: not one of "
+            + ", ".join(p.value for p in Policy)
+        ) from None
+    p = data.get("p", 1.0)
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p <= 1:
+        raise ValueError(f"live shedding p {p!r}: must be a number in (0, 1]")
+    return Shedding(policy, float(p) if policy is Policy.SAMPLE else 1.0)
+
+
 def _level(pressure: float, th: Thresholds) -> int:
     return max(i for i, policy in enumerate(_ORDER) if pressure >= th.starts(policy))
 

@@ -10,6 +10,7 @@ and counts every event it sheds by where, policy and reason.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackrelay import streams
+from trackrelay.constants import SHEDDING_KEY
 from trackrelay.control.shedding import (
     Line,
     Policy,
@@ -26,6 +28,7 @@ from trackrelay.control.shedding import (
     admit_mode,
     aggregate_event,
     fold_lines,
+    live_shedding,
     outbox_excess,
     plan,
     pressure,
@@ -87,6 +90,9 @@ class StreamIngress:
         self.settings = settings
         self.counts = counts
         self.shedding = Shedding()
+        self.live: Shedding | None = None
+        """The controller's decision (``SHEDDING_KEY``), which overrides our own when set."""
+        self._bad_live: bytes | str | None = None
         self.used = 0
 
     @property
@@ -94,11 +100,19 @@ class StreamIngress:
         return pressure(self.used, self.quota.quota)
 
     def decide(self) -> Shedding:
-        self.shedding = choose(self.settings, self.share, self.shedding)
+        own = choose(self.settings, self.share, self.shedding)
+        self.shedding = self.live if self.live is not None else own
         return self.shedding
 
     async def refresh(self) -> None:
         self.used = await self.quota.used()
+        raw = await self.quota.redis.get(SHEDDING_KEY)
+        try:
+            self.live = None if raw is None else live_shedding(json.loads(raw))
+        except ValueError as exc:
+            if raw != self._bad_live:  # once per bad value, not every second
+                log.warning("relay: ignoring %s: %s", SHEDDING_KEY, exc)
+            self._bad_live, self.live = raw, None
         self.decide()
 
     async def relay(self, rows: Sequence[OutboxRow], token: str) -> Outcome:
