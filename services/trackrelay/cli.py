@@ -25,6 +25,8 @@ from pydantic_settings import BaseSettings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from trackrelay.local.stack import StackOptions
+
 Handler = Callable[[argparse.Namespace], int]
 QueueWork = Callable[["Redis"], Awaitable[None]]
 S = TypeVar("S", bound=BaseSettings)
@@ -33,7 +35,16 @@ log = logging.getLogger("trackrelay")
 
 COMMAND_ARGS = {"command", "func", "log_level"}
 """Namespace entries that are not settings of any command."""
-NOT_SETTINGS = {"owner", "forwarders", "load", "analytics_url_up", "action", "count", "value"}
+NOT_SETTINGS = {
+    "owner",
+    "forwarders",
+    "load",
+    "analytics_url_up",
+    "action",
+    "count",
+    "value",
+    "json",
+}
 """Flags that steer a command itself rather than a settings field."""
 
 
@@ -116,6 +127,38 @@ def _quota_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _control_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--forwarders",
+        type=int,
+        help="forwarder processes at start (default: --min-forwarders); the controller scales",
+    )
+    p.add_argument("--min-forwarders", dest="replicas_min", type=int, help="default 1")
+    p.add_argument("--max-forwarders", dest="replicas_max", type=int, help="default 4")
+    p.add_argument(
+        "--budget", dest="budget_initial", type=float, help="starting budget, events/s (1000)"
+    )
+    p.add_argument("--budget-min", dest="budget_min", type=float, help="events/s (default 20)")
+    p.add_argument("--budget-max", dest="budget_max", type=float, help="events/s (5000)")
+    p.add_argument(
+        "--latency-target",
+        dest="latency_target",
+        type=float,
+        help="analytics push p99 (seconds) above which the budget falls (default 0.5)",
+    )
+    p.add_argument("--health-url", dest="health_url", help="analytics health URL to probe")
+    p.add_argument(
+        "--control-interval", dest="interval", type=float, help="seconds per tick (default 1)"
+    )
+    p.add_argument(
+        "--no-control",
+        dest="enabled",
+        action="store_const",
+        const=False,
+        help="no controller: fixed forwarders, no budget",
+    )
+
+
 def cmd_orders(args: argparse.Namespace) -> int:
     from trackrelay.local.runner import serve_orders, serve_orders_workers
     from trackrelay.settings import OrderSettings
@@ -149,18 +192,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from trackrelay.local.runner import up
-    from trackrelay.settings import OrderSettings
+def stack_options(args: argparse.Namespace) -> StackOptions:
+    """What ``up`` and ``demo`` start: store, quota and controller settings from the flags."""
+    from trackrelay.local.stack import StackOptions
+    from trackrelay.settings import ControllerSettings, OrderSettings
 
-    return asyncio.run(
-        up(
-            settings_for(OrderSettings, args),
-            analytics_url=args.analytics_url_up,
-            forwarders=args.forwarders,
-            load=args.load,
-        )
+    control = settings_for(ControllerSettings, args)
+    if args.forwarders is not None and args.forwarders > control.replicas_max:
+        control = control.model_copy(update={"replicas_max": args.forwarders})
+    forwarders = control.replicas_min if args.forwarders is None else args.forwarders
+    return StackOptions(
+        settings=settings_for(OrderSettings, args),
+        control=control,
+        analytics_url=args.analytics_url_up,
+        forwarders=max(forwarders, control.replicas_min if control.enabled else 0),
     )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from trackrelay.local import up
+
+    return asyncio.run(up.up(stack_options(args), load=args.load))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from trackrelay.local import up
+    from trackrelay.settings import StoreSettings
+
+    return up.status(settings_for(StoreSettings, args), as_json=args.json)
 
 
 def cmd_forwarder(args: argparse.Namespace) -> int:
@@ -287,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="analytics_url_up",
         help="analytics base URL (default: built-in simulator)",
     )
-    p.add_argument("--forwarders", type=int, default=2, help="forwarder processes")
     _quota_flags(p)
+    _control_flags(p)
     p.add_argument(
         "--load",
         type=float,
@@ -296,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic orders per second, with a status line (default: none)",
     )
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("status", help="what `trackrelay up` decided, observed and restarted")
+    p.add_argument("--data-dir", dest="data_dir", help="the data directory `up` runs in")
+    p.add_argument("--json", action="store_true", help="the raw status as JSON")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("forwarder", help="push events from the stream to analytics")
     p.add_argument("--redis-url", dest="redis_url")

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trackrelay.control.controller import Spec
 from trackrelay.control.shedding import Thresholds, parse_size
 
 _CONFIG = SettingsConfigDict(env_prefix="TRACKRELAY_", extra="ignore")
@@ -271,3 +272,66 @@ def sqlite_file(database_url: str) -> Path | None:
     if not path or path == ":memory:" or "mode=memory" in database_url:
         return None
     return Path(path)
+
+
+class ControllerSettings(BaseSettings):
+    """The controller in local mode (``trackrelay up``): ``TRACKRELAY_CONTROL_*``.
+
+    The operator reads the same fields from the AnalyticsPipeline's spec instead.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TRACKRELAY_CONTROL_", extra="ignore")
+
+    enabled: bool = True
+    """Off: no controller; the forwarders run at the count given, with no budget."""
+    interval: PositiveFloat = 1.0
+    """Seconds between observe -> decide -> act ticks."""
+    budget_min: PositiveFloat = 20.0
+    budget_max: PositiveFloat = 5000.0
+    budget_initial: PositiveFloat = 1000.0
+    budget_increase: float = Field(default=1.5, gt=1)
+    budget_decrease: float = Field(default=0.5, gt=0, lt=1)
+    budget_in_use: float = Field(default=0.5, gt=0, le=1)
+    """The budget grows only while forwarders deliver at least this share of it."""
+    latency_target: PositiveFloat = 0.5
+    max_error_share: float = Field(default=0.05, ge=0, le=1)
+    replicas_min: PositiveInt = 1
+    replicas_max: PositiveInt = 4
+    scale_up_window: float = Field(default=4.0, ge=0)
+    scale_down_window: float = Field(default=30.0, ge=0)
+    drain_seconds: PositiveFloat = 30.0
+    replica_rate: PositiveFloat = 200.0
+    health_url: str | None = None
+    """An analytics health URL probed every tick (optional)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ControllerSettings:
+        if self.budget_min > self.budget_max:
+            raise ValueError("control budget_min must be <= budget_max")
+        if not self.budget_min <= self.budget_initial <= self.budget_max:
+            raise ValueError("control budget_initial must lie within [budget_min, budget_max]")
+        if self.replicas_min > self.replicas_max:
+            raise ValueError("control replicas_min must be <= replicas_max")
+        return self
+
+    def spec(self, relay: RelaySettings) -> Spec:
+        """The controller's spec, with the shedding mode and thresholds the relay uses."""
+        return Spec(
+            budget_min=self.budget_min,
+            budget_max=self.budget_max,
+            budget_initial=self.budget_initial,
+            increase=self.budget_increase,
+            decrease=self.budget_decrease,
+            in_use=self.budget_in_use,
+            latency_target=self.latency_target,
+            max_error_share=self.max_error_share,
+            replicas_min=self.replicas_min,
+            replicas_max=self.replicas_max,
+            scale_up_window=self.scale_up_window,
+            scale_down_window=self.scale_down_window,
+            drain_seconds=self.drain_seconds,
+            replica_rate=self.replica_rate,
+            shedding=relay.shedding,
+            sample_p=relay.sample_p,
+            thresholds=relay.thresholds(),
+        )

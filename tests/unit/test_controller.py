@@ -75,10 +75,16 @@ def test_budget_halves_with_a_reason_when_analytics_p99_is_over_target() -> None
 
 
 def test_budget_grows_while_healthy_with_backlog_and_holds_without_backlog() -> None:
-    d, state = decide(SPEC, obs(0, lag=500), initial_state(SPEC), 0)
-    assert d.budget == 1200 and "healthy with backlog 500" in d.reasons[0]
-    d, _ = decide(SPEC, obs(1, lag=0), state, 1)
+    d, state = decide(SPEC, obs(0, lag=500, forwarders=(fwd(rate=700),)), initial_state(SPEC), 0)
+    assert d.budget == 1200
+    assert d.reasons[0] == "budget 800 -> 1200 ev/s: healthy, backlog 500, 700 ev/s delivered"
+    d, _ = decide(SPEC, obs(1, lag=0, forwarders=(fwd(rate=700),)), state, 1)
     assert d.budget == 1200 and not any("budget" in r for r in d.reasons)
+
+
+def test_a_budget_nobody_uses_does_not_grow() -> None:
+    d, _ = decide(SPEC, obs(0, lag=500, forwarders=(fwd(rate=100),)), initial_state(SPEC), 0)
+    assert d.budget == 800 and d.reasons == ()
 
 
 def test_429s_errors_and_open_breakers_are_unhealthy() -> None:
@@ -258,6 +264,7 @@ def test_budget_falls_on_every_unhealthy_tick_and_recovers_after(
         t += 1
     for _ in range(well):
         before = state.budget
-        d, state = decide(SPEC, obs(t, lag=backlog, forwarders=(fwd(p99=0.05),)), state, t)
+        busy = (fwd(p99=0.05, rate=before),)  # the forwarders use the budget they have
+        d, state = decide(SPEC, obs(t, lag=backlog, forwarders=busy), state, t)
         assert d.budget > before or d.budget == SPEC.budget_max
         t += 1

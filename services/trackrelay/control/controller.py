@@ -6,7 +6,8 @@ observe and how they act on the decision; this module is the one place that
 decides.
 
 - **Budget** (events/s shared by every forwarder): multiplied by ``increase``
-  while analytics is healthy and there is backlog, by ``decrease`` on every
+  while analytics is healthy, there is backlog and the forwarders use at least
+  ``in_use`` of the budget, by ``decrease`` on every
   unhealthy tick, always within ``[budget_min, budget_max]``. Healthy means the
   forwarders' recent push p99 is within ``latency_target``, errors plus 429s are
   at most ``max_error_share`` of pushes, no breaker is open or probing, and the
@@ -47,6 +48,8 @@ class Spec:
     budget_initial: float = 1000.0
     increase: float = 1.5
     decrease: float = 0.5
+    in_use: float = 0.5
+    """The budget grows only while the forwarders deliver at least this share of it."""
     latency_target: float = 0.5
     """Seconds: the forwarders' recent push p99 above this is unhealthy."""
     max_error_share: float = 0.05
@@ -74,6 +77,8 @@ class Spec:
             out.append("budget.initial: must lie within [min, max]")
         if not self.increase > 1:
             out.append("budget.increase: must be > 1")
+        if not 0 < self.in_use <= 1:
+            out.append("budget.in_use: must be in (0, 1]")
         if not 0 < self.decrease < 1:
             out.append("budget.decrease: must be in (0, 1)")
         if not 0 < self.replicas_min <= self.replicas_max:
@@ -205,17 +210,29 @@ def usable_replicas(spec: Spec, budget: float, per_replica: float) -> int:
     return min(spec.replicas_max, max(spec.replicas_min, fit))
 
 
-def _budget(spec: Spec, state: State, health: Health, backlog: int) -> tuple[float, str | None]:
+def _budget(spec: Spec, state: State, health: Health, obs: Observation) -> tuple[float, str | None]:
+    """Multiplicative decrease when sick; increase when healthy, backlogged and budget-bound.
+
+    Growing a budget nobody uses only stores up a burst for later (TCP's
+    congestion-window validation, RFC 7661): the budget grows only while the
+    forwarders deliver at least ``in_use`` of it.
+    """
     old = state.budget
+    delivered = sum(f.events_per_second for f in obs.forwarders)
+    bound = delivered >= spec.in_use * old
     if health.healthy is False:
         new = max(spec.budget_min, min(spec.budget_max, old * spec.decrease))
-    elif health.healthy and backlog > 0:
+    elif health.healthy and obs.backlog > 0 and bound:
         new = min(spec.budget_max, max(spec.budget_min, old * spec.increase))
     else:
         new = min(spec.budget_max, max(spec.budget_min, old))
     if new == old:
         return old, None
-    why = health.why if health.healthy is False else f"healthy with backlog {backlog}"
+    why = (
+        health.why
+        if health.healthy is False
+        else f"healthy, backlog {obs.backlog}, {delivered:.0f} ev/s delivered"
+    )
     return new, f"budget {old:.0f} -> {new:.0f} ev/s: {why}"
 
 
@@ -324,7 +341,7 @@ def decide(
     if now - obs.at > spec.stale_after:
         return hold(spec, state, f"observation {now - obs.at:.0f} s old"), state
     health = assess(spec, obs)
-    budget, budget_why = _budget(spec, state, health, obs.backlog)
+    budget, budget_why = _budget(spec, state, health, obs)
     per_replica = _per_replica(spec, state, obs, health)
     replicas, history, replicas_why = _replicas(spec, state, obs, health, budget, per_replica, now)
     shedding, shedding_why = _shedding(spec, state, obs)

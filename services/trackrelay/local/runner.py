@@ -10,24 +10,21 @@ import asyncio
 import contextlib
 import logging
 import os
-import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import uvicorn
 
 from trackrelay.analytics_sim.app import create_app as create_sim_app
 from trackrelay.local.embedded_redis import EmbeddedRedis
-from trackrelay.local.live import Shoppers, human_size, report
-from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.local.processes import spawn_role, stop_all
 from trackrelay.orders import startup, store
 from trackrelay.orders.app import create_app
 from trackrelay.orders.relay import OutboxRelay
 from trackrelay.runtime import redis_client
-from trackrelay.runtime.ports import free_port
 from trackrelay.runtime.redact import redact_url
 from trackrelay.runtime.serve import serve_until_signal
 from trackrelay.runtime.signals import stop_on_signals
-from trackrelay.settings import ForwarderSettings, OrderSettings, SimulatorSettings
+from trackrelay.settings import OrderSettings, SimulatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -157,99 +154,8 @@ async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
     return 0
 
 
-async def _after_ready(
-    base: str, job: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
-) -> None:
-    await asyncio.to_thread(wait_http, f"{base}/readyz", 60)
-    await job(stop)
-
-
 async def serve_simulator(settings: SimulatorSettings) -> int:
     app = create_sim_app(settings)
     # A hanging request must not hold the simulator's shutdown for an hour.
     await serve_until_signal(app, settings.sim_host, settings.sim_port, "warning", grace=1)
-    return 0
-
-
-async def up(
-    settings: OrderSettings, analytics_url: str | None, forwarders: int, load: float = 0.0
-) -> int:
-    """The whole stack on this machine: order service + relay, forwarders, analytics.
-
-    With ``load`` > 0, synthetic shoppers post that many orders per second and a
-    status line is printed every few seconds.
-    """
-    logs = settings.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    children: list[subprocess.Popen[bytes]] = []
-    if "queue_read_ahead" not in settings.model_fields_set:
-        # What the forwarders started here can hold at once: room the quota keeps for them.
-        fwd = ForwarderSettings()
-        settings = settings.model_copy(
-            update={"queue_read_ahead": forwarders * fwd.concurrency * fwd.batch_size}
-        )
-    with queue_redis(settings) as redis_url:
-        try:
-            ready = await prepare_store(settings, redis_url)
-            sim_url: str | None = None
-            if analytics_url is None:
-                sim_port = free_port()
-                analytics_url = f"http://127.0.0.1:{sim_port}"
-                sim = spawn_role(
-                    ["analytics-sim", "--port", str(sim_port)], {}, logs / "analytics-sim.log"
-                )
-                children.append(sim)
-                await asyncio.to_thread(wait_http, f"{analytics_url}/healthz", 30, sim)
-                sim_url = analytics_url
-                print(
-                    f"trackrelay up: analytics  {analytics_url} (built-in simulator; "
-                    f"popularity at {analytics_url}/v1/popularity)"
-                )
-            else:
-                print(f"trackrelay up: analytics  {redact_url(analytics_url)}")
-            for n in range(forwarders):
-                port = free_port()
-                children.append(
-                    spawn_role(
-                        ["forwarder"],
-                        {
-                            "TRACKRELAY_REDIS_URL": redis_url,
-                            "TRACKRELAY_ANALYTICS_URL": analytics_url,
-                            "TRACKRELAY_METRICS_PORT": str(port),
-                            "TRACKRELAY_CONSUMER_NAME": f"local-forwarder-{n}",
-                        },
-                        logs / f"forwarder-{n}.log",
-                    )
-                )
-                print(f"trackrelay up: forwarder  #{n} metrics http://127.0.0.1:{port}/metrics")
-            app = create_app(ready, redis_url=redis_url)
-            base = f"http://{settings.host}:{settings.port}"
-            print(
-                f"trackrelay up: order API  {base}/v1/orders  (docs {base}/docs, "
-                f"metrics {base}/metrics)"
-            )
-            print(f"trackrelay up: queue      {redact_url(redis_url)}")
-            print(f"trackrelay up: store      {redact_url(settings.resolved_database_url())}")
-            if settings.queue_quota is not None or settings.outbox_quota is not None:
-                queue = human_size(settings.queue_quota) if settings.queue_quota else "none"
-                rows = f"{settings.outbox_quota} rows" if settings.outbox_quota else "no limit"
-                print(
-                    f"trackrelay up: quota      queue {queue}, outbox {rows}, "
-                    f"shedding {settings.shedding}"
-                )
-            print(f"trackrelay up: logs       {logs}/  (Ctrl-C stops everything)")
-            extras = asyncio.Event()
-            shoppers = Shoppers(base, load) if load > 0 else None
-            tasks = [asyncio.create_task(report(redis_url, shoppers, sim_url, extras))]
-            if shoppers is not None:
-                print(f"trackrelay up: load       {load:g} synthetic orders/s")
-                tasks.append(asyncio.create_task(_after_ready(base, shoppers.run, extras)))
-            try:
-                await serve_until_signal(app, settings.host, settings.port, "warning")
-            finally:
-                extras.set()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            stop_all(children)
-    print("trackrelay up: stopped")
     return 0

@@ -1,0 +1,122 @@
+"""The control loop: observe -> ``decide`` -> act, on an interval (local mode and the operator).
+
+Observation and actuation are passed in; the loop keeps the controller's state,
+the last decision and observation, and a log of the reasons for every change.
+A failed observation becomes a held decision (fail static); a failed action is
+logged and retried on the next tick, which decides again from fresh data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from trackrelay.control.controller import (
+    Decision,
+    Observation,
+    Spec,
+    State,
+    decide,
+    describe,
+    initial_state,
+)
+from trackrelay.runtime.errors import brief
+
+log = logging.getLogger(__name__)
+
+Observe = Callable[[], Awaitable[Observation]]
+Act = Callable[[Decision], Awaitable[None]]
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        spec: Spec,
+        observe: Observe,
+        act: Act,
+        interval: float = 1.0,
+        state: State | None = None,
+        clock: Callable[[], float] = time.time,
+        keep: int = 200,
+    ) -> None:
+        problems = spec.problems()
+        if problems:
+            raise ValueError("controller spec: " + "; ".join(problems))
+        self.spec = spec
+        self.observe = observe
+        self.act = act
+        self.interval = interval
+        self.state = state or initial_state(spec)
+        self.clock = clock
+        self.decision: Decision | None = None
+        self.observation: Observation | None = None
+        self.reasons: collections.deque[tuple[float, str]] = collections.deque(maxlen=keep)
+        """Every change's reason with its time (wall clock), newest last."""
+        self.ticks = 0
+
+    async def tick(self) -> Decision:
+        now = self.clock()
+        missing = "no observation"
+        try:
+            self.observation = await self.observe()
+        except Exception as exc:  # any failure to observe means: hold, and say why
+            self.observation = None
+            missing = f"cannot observe ({brief(exc)})"
+        decision, self.state = decide(self.spec, self.observation, self.state, now, missing)
+        held_before = self.decision is not None and self.decision.held
+        self.decision = decision
+        self.ticks += 1
+        if decision.held:
+            if not held_before:
+                self._record(now, decision.reasons[0])
+            return decision
+        if held_before:
+            self._record(now, "observing again: deciding from fresh data")
+        for reason in decision.reasons:
+            self._record(now, reason)
+        try:
+            await self.act(decision)
+        except Exception as exc:  # the next tick decides and acts again
+            self._record(now, f"could not act: {brief(exc)}")
+        return decision
+
+    def _record(self, now: float, reason: str) -> None:
+        log.info("controller: %s", reason)
+        self.reasons.append((now, reason))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+
+    def status(self, reasons: int = 10) -> dict[str, Any]:
+        """The last decision, observation and reasons as JSON-able data."""
+        d = self.decision
+        decision = None
+        if d is not None:
+            decision = {
+                "budget": round(d.budget, 1),
+                "replicas": d.replicas,
+                "usable_replicas": d.usable_replicas,
+                "per_replica": round(d.per_replica, 1),
+                "shedding": describe(d.shedding),
+                "policy": d.shedding.policy.value,
+                "p": d.shedding.p,
+                "healthy": d.health.healthy,
+                "health": d.health.why,
+                "backlog": d.backlog,
+                "held": d.held,
+            }
+        return {
+            "at": self.clock(),
+            "decision": decision,
+            "observation": None if self.observation is None else asdict(self.observation),
+            "reasons": [[t, r] for t, r in list(self.reasons)[-reasons:]],
+        }
