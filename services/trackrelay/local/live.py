@@ -8,9 +8,11 @@ status line shows orders, outbox, stream, pending and what analytics counted.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
+import time
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from redis.asyncio import Redis
 
 from trackrelay import budget, streams
 from trackrelay.constants import RELAY_STATS_PREFIX
+from trackrelay.control.percentile import percentile
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +40,70 @@ def random_order(rng: random.Random, customer: int) -> dict[str, Any]:
 
 
 class Shoppers:
-    """Post ``rate`` orders per second to ``api``; counts what was accepted."""
+    """Post ``rate`` orders per second to ``api``; keeps the ids of accepted orders.
 
-    def __init__(self, api: str, rate: float, seed: int = 1) -> None:
+    ``rate`` may be changed while running (the demo's phases). Each answer's
+    latency is kept with its time, for orders/s and p99 over recent seconds.
+    """
+
+    def __init__(self, api: str, rate: float, seed: int = 1, lanes: int = 4) -> None:
         self.api = api.rstrip("/") + "/v1/orders"
         self.rate = rate
         self.rng = random.Random(seed)
+        self.lanes = lanes
         self.accepted = 0
         self.refused = 0
+        self.ids: list[str] = []
+        self.answers: collections.deque[tuple[float, float]] = collections.deque(maxlen=100_000)
+        """(time.monotonic() at the answer, seconds it took) of accepted orders."""
+        self._n = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Send until ``stop``; ``lanes`` requests may be in flight, so one slow answer
+        does not hold the rate down (an open-loop load, as shoppers are)."""
         loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient(timeout=5) as client:
-            n = 0
-            started = loop.time()
+        limits = httpx.Limits(max_connections=self.lanes)
+        async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+            lanes = asyncio.Semaphore(self.lanes)
+            pending: set[asyncio.Task[None]] = set()
+            next_at = loop.time()
             while not stop.is_set():
-                n += 1
-                try:
-                    r = await client.post(self.api, json=random_order(self.rng, n))
-                    if r.status_code in (200, 201):
-                        self.accepted += 1
-                    else:
-                        self.refused += 1
-                except httpx.HTTPError:
-                    self.refused += 1
-                delay = started + n / self.rate - loop.time()
+                await lanes.acquire()
+                task = asyncio.create_task(self._one(client, lanes))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                next_at += 1.0 / max(self.rate, 0.1)
+                delay = next_at - loop.time()
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=delay)
+                else:
+                    next_at = loop.time()  # behind: do not burst to catch up
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _one(self, client: httpx.AsyncClient, lanes: asyncio.Semaphore) -> None:
+        self._n += 1
+        body = random_order(self.rng, self._n)
+        started = time.monotonic()
+        try:
+            r = await client.post(self.api, json=body)
+            if r.status_code in (200, 201):
+                self.accepted += 1
+                self.ids.append(r.json()["order_id"])
+                self.answers.append((time.monotonic(), time.monotonic() - started))
+            else:
+                self.refused += 1
+        except (httpx.HTTPError, ValueError, KeyError):
+            self.refused += 1
+        finally:
+            lanes.release()
+
+    def recent(self, seconds: float = 5.0) -> tuple[float, float | None]:
+        """Accepted orders/s and their p99 answer time (seconds) over the last ``seconds``."""
+        since = time.monotonic() - seconds
+        latencies = sorted(lat for at, lat in self.answers if at >= since)
+        return len(latencies) / seconds, percentile(latencies, 0.99)
 
 
 def human_size(n: float) -> str:

@@ -221,6 +221,7 @@ class LocalStack:
         }
         log_path = self.logs / f"forwarder-{n}.log"
         self.supervisor.start(f"{FORWARDER}{n}", lambda: spawn_role(["forwarder"], env, log_path))
+        self.say(f"forwarder  #{n} metrics http://127.0.0.1:{port}/metrics")
 
     def forwarder_count(self) -> int:
         return len(self.supervisor.names(FORWARDER))

@@ -1,0 +1,122 @@
+"""``trackrelay up`` supervises its children: each one killed under load comes back, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from trackrelay.local.live import Shoppers
+from trackrelay.local.stack import LocalStack, StackOptions, read_status
+from trackrelay.orders import store
+from trackrelay.runtime.ports import free_port
+from trackrelay.settings import ControllerSettings, OrderSettings
+
+FORWARDER_ENV = {
+    # Entries a killed forwarder held are taken over after 10 s, not the default 30 s.
+    "TRACKRELAY_CLAIM_IDLE": "10",
+    "TRACKRELAY_CLAIM_INTERVAL": "1",
+    "TRACKRELAY_PUSH_TIMEOUT": "2",
+    "TRACKRELAY_REDIS_TIMEOUT": "2",
+}
+
+
+def options(tmp_path: Path) -> StackOptions:
+    return StackOptions(
+        settings=OrderSettings(data_dir=tmp_path / "data", port=free_port()),
+        control=ControllerSettings(replicas_min=2, replicas_max=2, interval=0.5),
+        forwarders=2,
+        forwarder_env=FORWARDER_ENV,
+        quiet=True,
+    )
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+def zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def accounted(stack: LocalStack, lines: int, timeout: float) -> dict[str, object]:
+    """Wait until the outbox and stream are empty and analytics counted ``lines`` events."""
+    engine = store.make_engine(stack.options.settings.resolved_database_url())
+    assert stack.redis is not None
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            deadline = time.monotonic() + timeout
+            while True:
+                state = (await client.get(f"{stack.sim_url}/admin/state")).json()
+                outbox = await store.count_outbox(engine)
+                stream = await stack.redis.xlen("trackrelay:events")
+                if state["accepted"] >= lines and outbox == 0 and stream == 0:
+                    return dict(state)
+                assert time.monotonic() < deadline, (
+                    f"not accounted for: analytics {state['accepted']} of {lines}, "
+                    f"outbox {outbox}, stream {stream}"
+                )
+                await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()
+
+
+async def test_every_child_killed_under_load_is_reaped_restarted_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    async with LocalStack(options(tmp_path)) as stack:
+        stop_load = asyncio.Event()
+        shoppers = Shoppers(stack.api, rate=25)
+        load = asyncio.create_task(shoppers.run(stop_load))
+        try:
+            for name in ("redis", "relay", "forwarder-0", "analytics-sim"):
+                await asyncio.sleep(2)
+                child = stack.supervisor.children[name]
+                assert child.process is not None
+                pid, before = child.process.pid, child.restarts
+                os.kill(pid, signal.SIGKILL)
+                await until(
+                    lambda c=child, b=before: c.restarts == b + 1 and c.running,  # type: ignore[misc]
+                    40,
+                    f"{name} was not restarted",
+                )
+                assert not zombie(pid), f"{name} (pid {pid}) left a zombie"
+            await asyncio.sleep(3)
+        finally:
+            stop_load.set()
+            await load
+        assert shoppers.accepted > 200 and shoppers.refused == 0
+        engine = store.make_engine(stack.options.settings.resolved_database_url())
+        try:
+            assert await store.missing_orders(engine, shoppers.ids) == []
+            lines = await store.count_lines(engine)
+            truth = await store.popularity(engine)
+        finally:
+            await engine.dispose()
+        state = await accounted(stack, lines, timeout=90)
+        assert state["accepted"] == lines  # every event once: duplicates are dropped
+        async with httpx.AsyncClient() as client:
+            seen = (await client.get(f"{stack.sim_url}/v1/popularity?top=1000")).json()
+        assert {t["sku"]: t["qty"] for t in seen["top"]} == truth
+        await asyncio.sleep(1.2)  # the next status write
+        status = read_status(stack.data_dir)
+        assert status["restarts"] == 4
+        assert {n: c["restarts"] for n, c in status["children"].items()} == {
+            "redis": 1,
+            "analytics-sim": 1,
+            "relay": 1,
+            "forwarder-0": 1,
+            "forwarder-1": 0,
+        }
