@@ -1,4 +1,4 @@
-"""``trackrelay up`` supervises its children: each one killed under load comes back, nothing lost."""
+"""`trackrelay up` supervises its children: each one killed under load comes back, none lost."""
 
 from __future__ import annotations
 
