@@ -44,6 +44,10 @@ NOT_SETTINGS = {
     "count",
     "value",
     "json",
+    "duration",
+    "scenario",
+    "no_live",
+    "report_dir",
 }
 """Flags that steer a command itself rather than a settings field."""
 
@@ -215,6 +219,40 @@ def cmd_up(args: argparse.Namespace) -> int:
     return asyncio.run(up.up(stack_options(args), load=args.load))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trackrelay.local import demo, scenario
+    from trackrelay.local.view import LiveView, PlainView
+    from trackrelay.runtime.ports import free_port
+    from trackrelay.settings import ControllerSettings, OrderSettings
+
+    story = scenario.load(Path(args.scenario)) if args.scenario else scenario.DEFAULT
+    if args.duration is not None:
+        story = story.scaled(args.duration)
+    given = settings_for(OrderSettings, args)
+    settings = demo.demo_settings(given, given.model_fields_set)
+    if args.port is None:
+        settings = settings.model_copy(update={"port": free_port()})
+    defaults = demo.DEMO_CONTROL.model_dump(exclude_unset=False)
+    flags = {k: v for k, v in vars(args).items() if k in ControllerSettings.model_fields}
+    control = ControllerSettings(
+        **{**defaults, **{k: v for k, v in flags.items() if v is not None}}
+    )
+    options = demo.DemoOptions(
+        settings=settings,
+        control=control,
+        scenario=story,
+        live=not args.no_live,
+        report_dir=Path(args.report_dir),
+    )
+    view = LiveView() if options.live else PlainView()
+    summary = asyncio.run(demo.Demo(options, view).run())
+    out = options.report_dir
+    print(demo.summary_text(summary, out))
+    return 0 if summary["lost_orders"] == 0 else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from trackrelay.local import up
     from trackrelay.settings import StoreSettings
@@ -355,6 +393,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic orders per second, with a status line (default: none)",
     )
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "demo",
+        help="the story on one machine: analytics slow, down, overloaded, recovering; a report",
+    )
+    _store_flags(p)
+    _server_flags(p, "order API port (default: a free one)")
+    _quota_flags(p)
+    _control_flags(p)
+    p.add_argument(
+        "--duration", type=float, help="seconds the story takes (default 120; phases scale)"
+    )
+    p.add_argument("--scenario", help="a JSON or YAML file of phases instead of the built-in")
+    p.add_argument("--no-live", dest="no_live", action="store_true", help="plain lines (CI, logs)")
+    p.add_argument(
+        "--report-dir",
+        dest="report_dir",
+        default="demo-report",
+        help="where summary.json and report.html go (default demo-report/)",
+    )
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="what `trackrelay up` decided, observed and restarted")
     p.add_argument("--data-dir", dest="data_dir", help="the data directory `up` runs in")

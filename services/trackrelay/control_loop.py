@@ -43,7 +43,7 @@ class ControlLoop:
         interval: float = 1.0,
         state: State | None = None,
         clock: Callable[[], float] = time.time,
-        keep: int = 200,
+        keep: int = 2000,
     ) -> None:
         problems = spec.problems()
         if problems:

@@ -33,7 +33,7 @@ SPEC = Spec(
 
 
 def fwd(
-    p99: float = 0.05,
+    p99: float | None = 0.05,
     pushes: int = 50,
     errors: int = 0,
     throttled: int = 0,

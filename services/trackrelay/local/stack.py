@@ -234,7 +234,7 @@ class LocalStack:
                 await asyncio.to_thread(self._start_forwarder, n)
         for n in running:
             if n >= replicas:
-                await self.supervisor.retire(f"{FORWARDER}{n}")
+                self.supervisor.retire(f"{FORWARDER}{n}")
 
     # -- the controller's observe and act -----------------------------------------------
 

@@ -56,6 +56,8 @@ class Supervisor:
         self.stable_after = stable_after
         self.clock = clock
         self.children: dict[str, Child] = {}
+        self.retiring: list[tuple[subprocess.Popen[bytes], float]] = []
+        """Children stopped on purpose, not yet exited: (process, when to SIGKILL)."""
         self.events: list[str] = []
         """What happened, newest last: exits and restarts, for the status line and log."""
 
@@ -74,6 +76,7 @@ class Supervisor:
 
     def check(self) -> list[Child]:
         """Reap exited children and schedule their restarts; the children due for one now."""
+        self._reap_retired()
         now = self.clock()
         due = []
         for child in self.children.values():
@@ -118,11 +121,27 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
 
-    async def retire(self, name: str, timeout: float = 15.0) -> None:
-        """Stop a child on purpose (SIGTERM, then SIGKILL): it is not restarted."""
+    def retire(self, name: str, grace: float = 15.0) -> None:
+        """Stop a child on purpose: SIGTERM now, SIGKILL after ``grace``; never restarted.
+
+        Does not wait: ``check`` reaps it, so a forwarder finishing its last push
+        does not hold up the controller's tick.
+        """
         child = self.children.pop(name, None)
-        if child is not None and child.process is not None:
-            await asyncio.to_thread(_stop, [child.process], timeout)
+        if child is not None and child.process is not None and child.process.poll() is None:
+            child.process.terminate()
+            self.retiring.append((child.process, self.clock() + grace))
+
+    def _reap_retired(self) -> None:
+        now = self.clock()
+        still = []
+        for proc, deadline in self.retiring:
+            if proc.poll() is not None:
+                continue
+            if now >= deadline:
+                proc.kill()
+            still.append((proc, deadline))
+        self.retiring = still
 
     def names(self, prefix: str = "") -> list[str]:
         return [n for n in self.children if n.startswith(prefix)]
@@ -148,7 +167,9 @@ class Supervisor:
         order = list(reversed(self.children.values()))
         first = [c.process for c in order if c.name not in last and c.process is not None]
         final = [c.process for c in order if c.name in last and c.process is not None]
+        first += [proc for proc, _ in self.retiring]
         self.children.clear()
+        self.retiring = []
         _stop(first, timeout)
         _stop(final, timeout)
 
