@@ -24,7 +24,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 demo: venv
-	$(BIN)/trackrelay up --load 20 --queue-quota 16MiB --outbox-quota 100000
+	$(BIN)/trackrelay demo
 
 up: venv
 	$(BIN)/trackrelay up

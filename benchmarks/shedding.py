@@ -36,7 +36,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redis.asyncio import Redis
-from sqlalchemy import func, select
 
 from benchmarks.harness import http, table, write_json
 from trackrelay import budget
@@ -44,10 +43,10 @@ from trackrelay.constants import AGG_WINDOWS_KEY, RELAY_STATS_PREFIX, STREAM
 from trackrelay.control.shedding import parse_size
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.local.report import jaccard_top
 from trackrelay.local.runner import redis_maxmemory
 from trackrelay.orders import migrate, store
 from trackrelay.orders.models import OrderRequest
-from trackrelay.orders.schema import order_lines
 from trackrelay.quota import exact_usage
 from trackrelay.runtime.ports import free_port
 from trackrelay.settings import resolve_database_url
@@ -194,14 +193,6 @@ async def load(
     return written
 
 
-async def truth(engine: Any) -> dict[str, float]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(order_lines.c.sku, func.sum(order_lines.c.qty)).group_by(order_lines.c.sku)
-        )
-        return {sku: float(q) for sku, q in rows}
-
-
 def top(pop: dict[str, float], n: int) -> set[str]:
     return {sku for sku, _ in sorted(pop.items(), key=lambda kv: (-kv[1], kv[0]))[:n]}
 
@@ -232,7 +223,7 @@ async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[
         await asyncio.sleep(1.5)  # the last push lands; the relay publishes its counts
         final = await run.sample(r, time.monotonic() - started, "end")
         outbox_left = await store.count_outbox(engine)
-        real = await truth(engine)
+        real = await store.popularity(engine)
         pop = http(f"{run.sim_url}/v1/popularity?top=100000")
         state = http(f"{run.sim_url}/admin/state")
     finally:
@@ -240,7 +231,7 @@ async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[
         await engine.dispose()
         run.stop()
     seen = {t["sku"]: float(t["qty"]) for t in pop["top"]}
-    true_top, seen_top = top(real, TOP), top(seen, TOP)
+    true_top = top(real, TOP)
     total_true = sum(real.values())
     shed = collections.Counter[str]()
     for key, n in final["shed"].items():
@@ -259,7 +250,7 @@ async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[
         "lines_delivered": state["lines"],
         "outbox_left": outbox_left,
         "drain_seconds": None if drained_at is None else round(drained_at, 1),
-        "jaccard_top100": round(len(true_top & seen_top) / len(true_top | seen_top), 3),
+        "jaccard_top100": round(jaccard_top(real, seen, TOP), 3),
         "total_qty_error": round(abs(sum(seen.values()) - total_true) / total_true, 4),
         "max_top100_error": round(
             max(abs(seen.get(sku, 0.0) - real[sku]) / real[sku] for sku in true_top), 3

@@ -11,21 +11,24 @@ from pydantic_settings import BaseSettings
 
 from trackrelay import cli
 from trackrelay.settings import (
+    ControllerSettings,
     ForwarderSettings,
     OrderSettings,
     SimulatorSettings,
     StoreSettings,
 )
 
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "orders": OrderSettings,
-    "relay": OrderSettings,
-    "migrate": StoreSettings,
-    "up": OrderSettings,
-    "forwarder": ForwarderSettings,
-    "analytics-sim": SimulatorSettings,
-    "dlq": StoreSettings,
-    "budget": StoreSettings,
+SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
+    "orders": (OrderSettings,),
+    "relay": (OrderSettings,),
+    "migrate": (StoreSettings,),
+    "up": (OrderSettings, ControllerSettings),
+    "demo": (OrderSettings, ControllerSettings),
+    "status": (StoreSettings,),
+    "forwarder": (ForwarderSettings,),
+    "analytics-sim": (SimulatorSettings,),
+    "dlq": (StoreSettings,),
+    "budget": (StoreSettings,),
 }
 TEXT = {
     "redis_url": "redis://example:6380/1",
@@ -40,6 +43,8 @@ NUMBERS = {
     "retry_ratio": 0.5,
     "budget_tolerance": 0.05,
     "sample_p": 0.5,
+    "budget_initial": 100.0,
+    "budget_max": 3000.0,
 }
 
 
@@ -100,35 +105,45 @@ def test_flag_reaches_its_setting(
     if dest in cli.NOT_SETTINGS:
         assert getattr(args, dest) == expected
         return
-    cls = SETTINGS[command]
-    assert dest in cls.model_fields, f"{command} {flag}: no setting {dest!r} to reach"
-    value = getattr(cli.settings_for(cls, args), dest)
+    owners = [cls for cls in SETTINGS[command] if dest in cls.model_fields]
+    assert owners, f"{command} {flag}: no setting {dest!r} to reach"
+    value = getattr(cli.settings_for(owners[-1], args), dest)
     if isinstance(value, Path):
         value = str(value)
     assert value == expected, f"{command} {flag}"
 
 
 def test_command_arguments_reach_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trackrelay.local import runner
+    from trackrelay.local import runner, up
+    from trackrelay.local.stack import StackOptions
 
     seen: dict[str, Any] = {}
 
-    async def fake_up(
-        settings: OrderSettings, analytics_url: str | None, forwarders: int, load: float
-    ) -> int:
-        seen.update(analytics_url=analytics_url, forwarders=forwarders, load=load)
+    async def fake_up(options: StackOptions, load: float) -> int:
+        seen.update(
+            analytics_url=options.analytics_url,
+            forwarders=options.forwarders,
+            most=options.control.replicas_max,
+            load=load,
+        )
         return 0
 
     async def fake_relay(settings: OrderSettings, owner: str | None = None) -> int:
         seen["owner"] = owner
         return 0
 
-    monkeypatch.setattr(runner, "up", fake_up)
+    monkeypatch.setattr(up, "up", fake_up)
     monkeypatch.setattr(runner, "run_relay", fake_relay)
-    argv = ["up", "--analytics-url", "http://a:1", "--forwarders", "4", "--load", "7"]
+    argv = ["up", "--analytics-url", "http://a:1", "--forwarders", "6", "--load", "7"]
     assert cli.main(argv) == 0
     assert cli.main(["relay", "--owner", "relay-9"]) == 0
-    assert seen == {"analytics_url": "http://a:1", "forwarders": 4, "load": 7.0, "owner": "relay-9"}
+    assert seen == {
+        "analytics_url": "http://a:1",
+        "forwarders": 6,
+        "most": 6,  # more at start than the default maximum raises the maximum
+        "load": 7.0,
+        "owner": "relay-9",
+    }
 
 
 def test_bad_configuration_is_one_clear_message(capsys: pytest.CaptureFixture[str]) -> None:

@@ -246,8 +246,10 @@ def test_no_flapping_under_noisy_but_steady_inputs(
         d, state = decide(SPEC, o, state, float(t))
         replicas.append(d.replicas)
     steps = [b - a for a, b in itertools.pairwise(replicas) if b != a]
-    # Settling may take several steps, but always in one direction: never up then down.
-    assert all(s > 0 for s in steps) or all(s < 0 for s in steps)
+    reversals = sum(1 for a, b in itertools.pairwise(steps) if (a > 0) != (b > 0))
+    # Settling while the per-replica rate is learned may overshoot once; flapping
+    # (up, down, up, ...) across a boundary is what must never happen.
+    assert reversals <= 1, replicas
 
 
 @settings(max_examples=100, deadline=None)

@@ -37,6 +37,8 @@ from trackrelay.control.shedding import Policy, Shedding, Thresholds, choose, pr
 
 _LEARN = 0.3
 """Weight of a new per-replica rate measurement (exponential moving average)."""
+_DEADBAND = 0.1
+"""A per-replica estimate moves only when the new average differs by more than this share."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +251,12 @@ def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> 
     if rate <= 0 or rate >= 0.9 * state.budget or obs.lag < rate:
         return state.per_replica
     measured = rate / len(busy)
-    return max(1.0, (1 - _LEARN) * state.per_replica + _LEARN * measured)
+    learned = (1 - _LEARN) * state.per_replica + _LEARN * measured
+    if abs(learned - state.per_replica) < _DEADBAND * state.per_replica:
+        # Noise: keep the estimate, so the replicas the budget can use do not
+        # flicker across a boundary (a property test found 5 <-> 6 flapping).
+        return state.per_replica
+    return max(1.0, learned)
 
 
 def _replicas(
