@@ -348,7 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trackrelay", description="Keep taking orders when analytics is slow."
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG shows tracebacks on failure")
+    parser.add_argument(
+        "--log-level",
+        help="INFO by default (WARNING for demo, whose view shows the reasons); "
+        "DEBUG shows tracebacks on failure",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("orders", help="run the order service (and its outbox relay)")
@@ -500,13 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
     try:
         logging.basicConfig(
-            level=args.log_level.upper(),
+            level=level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
     except ValueError:
-        parser.error(f"--log-level: unknown level {args.log_level!r}")
+        parser.error(f"--log-level: unknown level {level!r}")
     for noisy in ("alembic", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     name = f"trackrelay {args.command}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -270,3 +271,16 @@ def test_budget_falls_on_every_unhealthy_tick_and_recovers_after(
         d, state = decide(SPEC, obs(t, lag=backlog, forwarders=busy), state, t)
         assert d.budget > before or d.budget == SPEC.budget_max
         t += 1
+
+
+def test_the_rate_per_replica_is_learned_only_on_clean_busy_ticks() -> None:
+    state = State(budget=4000, replicas=2, per_replica=200)
+    busy = (fwd(rate=500, name="a"), fwd(rate=500, name="b"))
+    d, _ = decide(SPEC, obs(0, lag=20_000, forwarders=busy), state, 0)
+    assert d.per_replica == pytest.approx(0.7 * 200 + 0.3 * 500)
+    throttled = (fwd(rate=30, throttled=1, name="a"), fwd(rate=30, name="b"))
+    d, _ = decide(SPEC, obs(0, lag=20_000, forwarders=throttled), state, 0)
+    assert d.per_replica == 200  # analytics set that pace, not the replicas
+    idle = (fwd(rate=30, name="a"),)
+    d, _ = decide(SPEC, obs(0, lag=10, forwarders=idle), state, 0)
+    assert d.per_replica == 200  # little backlog: a replica delivers what arrives

@@ -241,11 +241,13 @@ def _budget(spec: Spec, state: State, health: Health, obs: Observation) -> tuple
 def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> float:
     """Learn what one replica delivers, from ticks where replicas (not the budget) limit.
 
-    Only a busy, healthy tick measures capacity: with little backlog a replica
-    delivers what arrives, and under a binding budget it delivers its share.
+    Only a busy, healthy, clean tick measures capacity: with little backlog a
+    replica delivers what arrives, under a binding budget it delivers its share,
+    and with 429s or failures about it analytics is the limit.
     """
     busy = [f for f in obs.forwarders if f.pushes > 0]
-    if not busy or not health.healthy:
+    if not busy or not health.healthy or any(f.errors or f.throttled for f in busy):
+        # Any 429 or failure says analytics, not the replicas, sets the pace.
         return state.per_replica
     rate = sum(f.events_per_second for f in busy)
     if rate <= 0 or rate >= 0.9 * state.budget or obs.lag < rate:
