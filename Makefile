@@ -40,4 +40,4 @@ bench: venv
 	$(BIN)/python benchmarks/shedding.py
 
 clean:
-	rm -rf $(VENV) .trackrelay .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .trackrelay demo-report .pytest_cache .mypy_cache .ruff_cache
