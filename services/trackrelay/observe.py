@@ -25,7 +25,7 @@ def forwarder_view(name: str, stats: dict[str, Any]) -> ForwarderView:
     """One forwarder's published statistics as the controller reads them (its recent window)."""
     recent = stats.get("recent") or stats
     outcomes = recent.get("outcomes") or {}
-    p99 = recent.get("latency_p99")
+    p99, p50 = recent.get("latency_p99"), recent.get("latency_p50")
     return ForwarderView(
         name=name,
         pushes=int(recent.get("pushes", 0)),
@@ -34,6 +34,8 @@ def forwarder_view(name: str, stats: dict[str, Any]) -> ForwarderView:
         throttled=int(outcomes.get(Outcome.OVERLOADED.value, 0)),
         breaker=str(stats.get("breaker", "closed")),
         events_per_second=float(recent.get("events_per_second", 0.0)),
+        window=float(stats.get("limit_events") or 0.0),
+        latency_p50=None if p50 is None else float(p50),
     )
 
 

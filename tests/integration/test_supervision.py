@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
+from trackrelay import cli
 from trackrelay.local.live import Shoppers
 from trackrelay.local.stack import LocalStack, StackOptions, read_status
 from trackrelay.orders import store
@@ -74,7 +76,7 @@ async def accounted(stack: LocalStack, lines: int, timeout: float) -> dict[str, 
 
 
 async def test_every_child_killed_under_load_is_reaped_restarted_and_nothing_is_lost(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with LocalStack(options(tmp_path)) as stack:
         stop_load = asyncio.Event()
@@ -120,3 +122,10 @@ async def test_every_child_killed_under_load_is_reaped_restarted_and_nothing_is_
             "forwarder-0": 1,
             "forwarder-1": 0,
         }
+        assert cli.main(["status", "--data-dir", str(stack.data_dir)]) == 0
+        printed = capsys.readouterr().out
+        assert "redis            pid" in printed and ", 1 restarts" in printed
+        assert "forwarder-1" in printed and "budget" in printed
+    # Once up has stopped, status says so and exits 1.
+    assert cli.main(["status", "--data-dir", str(stack.data_dir)]) == 1
+    assert "is not running" in capsys.readouterr().out

@@ -13,7 +13,8 @@ decides.
   at most ``max_error_share`` of pushes, no breaker is open or probing, and the
   health probe (when configured) answers.
 - **Replicas**: enough to carry the delivered rate plus the backlog within
-  ``drain_seconds`` at the measured per-replica rate, with the
+  ``drain_seconds`` at what one replica can deliver (its window over its push
+  latency, Little's law), with the
   Kubernetes HPA's stabilisation (a scale-up must be wanted for the whole
   ``scale_up_window``, a scale-down for the whole ``scale_down_window``), never
   up while analytics is unhealthy, and never more than the budget can use:
@@ -111,6 +112,9 @@ class ForwarderView:
     """Pushes answered 429."""
     breaker: str = "closed"
     events_per_second: float = 0.0
+    window: float = 0.0
+    """Events the forwarder may have in flight (its adaptive limit); 0: unknown."""
+    latency_p50: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,20 +243,20 @@ def _budget(spec: Spec, state: State, health: Health, obs: Observation) -> tuple
 
 
 def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> float:
-    """Learn what one replica delivers, from ticks where replicas (not the budget) limit.
+    """What one replica can deliver: its window over its push latency (Little's law).
 
-    Only a busy, healthy, clean tick measures capacity: with little backlog a
-    replica delivers what arrives, under a binding budget it delivers its share,
-    and with 429s or failures about it analytics is the limit.
+    A forwarder keeps at most ``window`` events in flight and a push takes about
+    its median latency, so a replica can deliver ``window / p50`` events/s,
+    whatever the budget or the backlog let it deliver now (and never less than
+    it was seen to deliver). The window is the forwarder's adaptive limit, so it
+    already shrinks when analytics pushes back. Learned on healthy ticks only,
+    smoothed, and moved only past a dead band.
     """
-    busy = [f for f in obs.forwarders if f.pushes > 0]
-    if not busy or not health.healthy or any(f.errors or f.throttled for f in busy):
-        # Any 429 or failure says analytics, not the replicas, sets the pace.
+    seen = [f for f in obs.forwarders if f.window > 0 and f.latency_p50]
+    if not seen or not health.healthy:
         return state.per_replica
-    rate = sum(f.events_per_second for f in busy)
-    if rate <= 0 or rate >= 0.9 * state.budget or obs.lag < rate:
-        return state.per_replica
-    measured = rate / len(busy)
+    capacity = [max(f.window / (f.latency_p50 or 1.0), f.events_per_second) for f in seen]
+    measured = sum(capacity) / len(capacity)
     learned = (1 - _LEARN) * state.per_replica + _LEARN * measured
     if abs(learned - state.per_replica) < _DEADBAND * state.per_replica:
         # Noise: keep the estimate, so the replicas the budget can use do not

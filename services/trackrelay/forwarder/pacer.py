@@ -376,6 +376,7 @@ class Pacer:
         return {
             "window_seconds": seconds,
             "pushes": len(pushes),
+            "latency_p50": percentile(latencies, 0.5),
             "latency_p99": percentile(latencies, 0.99),
             "outcomes": dict(collections.Counter(p.outcome for p in pushes)),
             "events_per_second": accepted / seconds,

@@ -35,9 +35,10 @@ from trackrelay.runtime.signals import stop_on_signals
 from trackrelay.settings import ControllerSettings, OrderSettings
 
 DEMO_FORWARDER_ENV = {
-    # Small pushes and few lanes, so one forwarder's pace shows and scaling out matters.
+    # Small pushes, one lane: a forwarder carries 25 events per push, so at 300 ms a
+    # push it delivers about 80 ev/s and draining a backlog takes more than one.
     "TRACKRELAY_BATCH_SIZE": "25",
-    "TRACKRELAY_CONCURRENCY": "2",
+    "TRACKRELAY_CONCURRENCY": "1",
     "TRACKRELAY_PUSH_TIMEOUT": "2",
     "TRACKRELAY_REDIS_TIMEOUT": "2",
     "TRACKRELAY_CLAIM_IDLE": "10",

@@ -159,8 +159,9 @@ DEFAULT = Scenario(
             "recovery",
             26,
             40,
-            {"mode": "slow", "latency": 0.1},
-            note="analytics is back: the budget grows, forwarders scale out, the backlog drains",
+            {"mode": "slow", "latency": 0.3},
+            note="analytics is back at 300 ms a push: the budget grows, forwarders scale out "
+            "as far as it lets them, the backlog drains",
         ),
     )
 )

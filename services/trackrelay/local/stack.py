@@ -205,6 +205,8 @@ class LocalStack:
                 await task
         self._tasks.clear()
         await asyncio.to_thread(self.supervisor.stop_all, ("redis",))
+        if (self.data_dir / STATUS_FILE).exists():
+            self.write_status(stopped=True)
         if self._client is not None:
             await self._client.aclose()
         if self.redis is not None:
@@ -277,10 +279,11 @@ class LocalStack:
         }
         return out
 
-    def write_status(self) -> None:
+    def write_status(self, stopped: bool = False) -> None:
         path = self.data_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1, default=str))
+        data = self.status() | {"stopped": stopped}
+        tmp.write_text(json.dumps(data, indent=1, default=str))
         tmp.replace(path)
 
 

@@ -139,7 +139,7 @@ def status(settings: StoreSettings, as_json: bool = False) -> int:
     except ValueError as exc:
         print(f"trackrelay status: {settings.data_dir}/status.json is unreadable ({exc})")
         return 1
-    running = _alive(int(data.get("pid", 0)))
+    running = not data.get("stopped") and _alive(int(data.get("pid", 0)))
     if not running:
         pid = data.get("pid")
         print(f"trackrelay status: trackrelay up (pid {pid}) is not running; its last status:")
