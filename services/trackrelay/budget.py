@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from trackrelay.constants import BUDGET_CLOCK_KEY, BUDGET_KEY, FORWARDER_STATS_PREFIX
 
 _RESERVE = """
-local rate = tonumber(redis.call('GET', KEYS[1]) or '')
+local rate = tonumber(ARGV[2]) or tonumber(redis.call('GET', KEYS[1]) or '')
 if not rate or rate <= 0 then return {'-1', '0'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -42,16 +42,23 @@ return {string.format('%.6f', free_at - now), tostring(rate)}
 """
 
 
-async def reserve(redis: Redis, events: int) -> tuple[float, float | None]:
+async def reserve(
+    redis: Redis, events: int, rate: float | None = None
+) -> tuple[float, float | None]:
     """Reserve ``events`` of the shared budget: (seconds to wait, the budget) or (0, None).
 
+    ``rate`` is the budget when it comes from elsewhere (a ConfigMap); without it
+    the script reads ``BUDGET_KEY``. Either way every replica shares one clock.
     The budget is None when none is set: nothing was reserved and nothing limits.
     """
-    wait, rate = await redis.eval(_RESERVE, 2, BUDGET_KEY, BUDGET_CLOCK_KEY, str(events))
-    budget = float(rate)
-    if budget <= 0:
+    given = "" if rate is None else f"{rate:g}"
+    wait, rate_used = await redis.eval(
+        _RESERVE, 2, BUDGET_KEY, BUDGET_CLOCK_KEY, str(events), given
+    )
+    rate = float(rate_used)
+    if rate <= 0:
         return 0.0, None
-    return max(0.0, float(wait)), budget
+    return max(0.0, float(wait)), rate
 
 
 def parse_budget(text: str) -> float:

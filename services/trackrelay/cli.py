@@ -48,6 +48,11 @@ NOT_SETTINGS = {
     "scenario",
     "no_live",
     "report_dir",
+    "namespace",
+    "all_namespaces",
+    "peering",
+    "priority",
+    "liveness",
 }
 """Flags that steer a command itself rather than a settings field."""
 
@@ -253,6 +258,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["lost_orders"] == 0 else 1
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    """The Kubernetes operator (kopf): every AnalyticsPipeline in the namespaces given."""
+    try:
+        import kopf
+
+        import trackrelay_operator  # noqa: F401  (registers the handlers)
+    except ImportError as exc:
+        raise ValueError(
+            f"the operator needs its extra: pip install 'trackrelay[operator]' ({exc})"
+        ) from None
+    if not args.namespace and not args.all_namespaces:
+        raise ValueError("say which namespaces to watch: --namespace NS (repeatable) or -A")
+    if (args.log_level or "INFO").upper() != "DEBUG":
+        # kopf logs every handler run at INFO; the controller's reasons are what matter.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=args.all_namespaces,
+            namespaces=args.namespace or (),
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            priority=args.priority,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from trackrelay.local import up
     from trackrelay.settings import StoreSettings
@@ -418,6 +451,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="where summary.json and report.html go (default demo-report/)",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "operator", help="the Kubernetes operator: steers every AnalyticsPipeline it watches"
+    )
+    p.add_argument("--namespace", "-n", action="append", help="namespace to watch (repeatable)")
+    p.add_argument(
+        "--all-namespaces", "-A", dest="all_namespaces", action="store_true", help="cluster-wide"
+    )
+    p.add_argument(
+        "--peering",
+        help="kopf peering name, so replicas of the operator do not fight (default: standalone)",
+    )
+    p.add_argument("--priority", type=int, help="peering priority (default: random)")
+    p.add_argument(
+        "--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz (default: none)"
+    )
+    p.set_defaults(func=cmd_operator)
 
     p = sub.add_parser("status", help="what `trackrelay up` decided, observed and restarted")
     p.add_argument("--data-dir", dest="data_dir", help="the data directory `up` runs in")

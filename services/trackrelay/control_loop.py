@@ -59,6 +59,8 @@ class ControlLoop:
         self.reasons: collections.deque[tuple[float, str]] = collections.deque(maxlen=keep)
         """Every change's reason with its time (wall clock), newest last."""
         self.ticks = 0
+        self.recorded = 0
+        """Reasons recorded since the start (``reasons`` keeps only the latest)."""
 
     async def tick(self) -> Decision:
         now = self.clock()
@@ -89,6 +91,7 @@ class ControlLoop:
     def _record(self, now: float, reason: str) -> None:
         log.info("controller: %s", reason)
         self.reasons.append((now, reason))
+        self.recorded += 1
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -59,6 +59,9 @@ class RelaySettings(BaseSettings):
     queue_quota: PositiveInt | None = None
     """Bytes the queue may use in Redis (``64MiB``, ``512KiB`` or bytes). None: no quota,
     no shedding at the stream."""
+    live_configmap: str | None = None
+    """``namespace/name`` of the ConfigMap the operator writes the shedding policy to
+    (watched through the API). None: the Redis key the local controller sets."""
     outbox_quota: PositiveInt | None = None
     """Outbox rows allowed to wait for the stream (Redis down or full). None: no limit."""
     shedding: str = "auto"
@@ -196,6 +199,10 @@ class ForwarderSettings(BaseSettings):
     max_batch_bytes: PositiveInt | None = None
     """Body size limit for one push; None: learned from analytics' 413 answers."""
     consumer_name: str | None = None
+    live_configmap: str | None = None
+    """``namespace/name`` of the ConfigMap the operator writes the budget to (watched through
+    the API). None: the budget is the Redis key ``trackrelay budget`` and the local
+    controller set."""
     host: str = "127.0.0.1"
     """Address of the health and metrics endpoint."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

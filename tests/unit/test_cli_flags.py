@@ -25,6 +25,7 @@ SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
     "up": (OrderSettings, ControllerSettings),
     "demo": (OrderSettings, ControllerSettings),
     "status": (StoreSettings,),
+    "operator": (),
     "forwarder": (ForwarderSettings,),
     "analytics-sim": (SimulatorSettings,),
     "dlq": (StoreSettings,),
@@ -102,6 +103,8 @@ def test_flag_reaches_its_setting(
             expected = TEXT.get(dest, f"/tmp/{dest}")
         argv += [flag, str(expected)]
     args = cli.build_parser().parse_args(argv)
+    if isinstance(action, argparse._AppendAction):
+        expected = [expected]
     if dest in cli.NOT_SETTINGS:
         assert getattr(args, dest) == expected
         return

@@ -39,6 +39,7 @@ from trackrelay.control.percentile import percentile
 from trackrelay.control.push_outcome import Outcome, PushResult
 from trackrelay.control.retry_budget import RetryBudget
 from trackrelay.forwarder.metrics import ForwarderMetrics
+from trackrelay.live_config import ConfigMapLive
 from trackrelay.settings import ForwarderSettings
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,12 @@ class Pacer:
         redis: Redis,
         metrics: ForwarderMetrics,
         clock: Clock = time.monotonic,
+        live: ConfigMapLive | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
+        self.live = live
+        """The budget's source in a cluster (the operator's ConfigMap); None: Redis."""
         self.metrics = metrics
         self.clock = clock
         self.adaptive = settings.adaptive
@@ -265,6 +269,17 @@ class Pacer:
         seconds (a budget set meanwhile applies within that time), not on every push.
         """
         now = self.clock()
+        if self.live is not None:
+            rate = self.live.budget()
+            if rate is None:
+                self.budget = None
+                self.metrics.budget.set(0.0)
+                return 0.0
+            wait, self.budget = await budget.reserve(self.redis, events, rate)
+            self.metrics.budget.set(self.budget or 0.0)
+            if wait > 0:
+                self.metrics.budget_wait.inc(wait)
+            return wait
         if self.budget is None and now < self._budget_checked + BUDGET_RECHECK:
             return 0.0
         self._budget_checked = now

@@ -76,6 +76,7 @@ from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.forwarder.pacer import Gate, Pacer
 from trackrelay.identity import process_name
+from trackrelay.live_config import ConfigMapLive
 from trackrelay.runtime.retry import Backoff, pause
 from trackrelay.settings import ForwarderSettings
 from trackrelay.streams import DeadLetterEntry, Entry
@@ -159,7 +160,8 @@ class Forwarder:
         self.consumer = consumer or settings.consumer_name or process_name()
         self.metrics = metrics or ForwarderMetrics()
         self.clock = clock
-        self.pacer = Pacer(settings, redis, self.metrics, clock)
+        live = ConfigMapLive(settings.live_configmap).start() if settings.live_configmap else None
+        self.pacer = Pacer(settings, redis, self.metrics, clock, live=live)
         self.last_accepted_at: float | None = None
         """When analytics last accepted a push from this process (evidence against poison)."""
         self.byte_budget: int | None = settings.max_batch_bytes

@@ -29,6 +29,7 @@ from trackrelay import budget, streams
 from trackrelay.constants import RELAY_STATS_PREFIX
 from trackrelay.control.lease import grant, still_held
 from trackrelay.identity import process_name
+from trackrelay.live_config import ConfigMapLive
 from trackrelay.orders import store
 from trackrelay.orders.metrics import OrderMetrics
 from trackrelay.orders.shedder import Counts, OutboxGuard, StreamIngress
@@ -77,7 +78,10 @@ class OutboxRelay:
                 sample_interval=settings.quota_sample_interval,
                 read_ahead=settings.queue_read_ahead,
             )
-            self.ingress = StreamIngress(engine, quota, settings, self.counts)
+            live = (
+                ConfigMapLive(settings.live_configmap).start() if settings.live_configmap else None
+            )
+            self.ingress = StreamIngress(engine, quota, settings, self.counts, live)
         self.guard: OutboxGuard | None = None
         if settings.outbox_quota is not None:
             self.guard = OutboxGuard(engine, settings, self.counts)

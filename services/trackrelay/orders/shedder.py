@@ -35,6 +35,7 @@ from trackrelay.control.shedding import (
 )
 from trackrelay.control.shedding import choose as shedding_in_force
 from trackrelay.events import Event, countable, rfc3339_ms
+from trackrelay.live_config import ConfigMapLive
 from trackrelay.orders import store
 from trackrelay.orders.store import OutboxRow
 from trackrelay.quota import QueueQuota
@@ -83,9 +84,16 @@ class StreamIngress:
     """Applies the shedding policy to the relay's claimed batches, within the queue quota."""
 
     def __init__(
-        self, engine: AsyncEngine, quota: QueueQuota, settings: RelaySettings, counts: Counts
+        self,
+        engine: AsyncEngine,
+        quota: QueueQuota,
+        settings: RelaySettings,
+        counts: Counts,
+        live: ConfigMapLive | None = None,
     ) -> None:
         self.engine = engine
+        self.configmap = live
+        """The policy's source in a cluster (the operator's ConfigMap); None: Redis."""
         self.quota = quota
         self.settings = settings
         self.counts = counts
@@ -106,6 +114,10 @@ class StreamIngress:
 
     async def refresh(self) -> None:
         self.used = await self.quota.used()
+        if self.configmap is not None:
+            self.live = self.configmap.shedding()
+            self.decide()
+            return
         raw = await self.quota.redis.get(SHEDDING_KEY)
         try:
             self.live = None if raw is None else live_shedding(json.loads(raw))

@@ -1,0 +1,159 @@
+"""Every Kubernetes call the operator makes, in one adapter (the official client, sync).
+
+The handlers call these through ``asyncio.to_thread``. What the operator
+touches, and so what its RBAC (``manifests/rbac/operator.yaml``) allows: the
+pipelines and their status, the ConfigMap it manages, the Secret with the
+Redis URL (read), the forwarder Deployment's scale subresource, HPAs (read, to
+leave an HPA-managed Deployment alone) and Events.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+from typing import Any
+
+from trackrelay.runtime.configmap import BUDGET, SHEDDING
+from trackrelay_operator.spec import GROUP, PLURAL, VERSION
+
+MANAGED_BY = "trackrelay-operator"
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kube:
+    def __init__(self, api_client: Any = None) -> None:
+        from kubernetes import client, config
+
+        if api_client is None:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+            api_client = client.ApiClient()
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.autoscaling = client.AutoscalingV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._client = client
+
+    # -- reads ------------------------------------------------------------------------
+
+    def redis_url(self, namespace: str, secret: str, key: str) -> str:
+        """The queue's Redis URL from a Secret; ``LookupError`` saying what is missing."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            s = self.core.read_namespaced_secret(secret, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise LookupError(f"Secret {namespace}/{secret} not found") from None
+            raise
+        raw = (s.data or {}).get(key)
+        if raw is None:
+            raise LookupError(f"Secret {namespace}/{secret} has no key {key!r}")
+        return base64.b64decode(raw).decode()
+
+    def hpa_for(self, namespace: str, deployment: str) -> str | None:
+        """The HorizontalPodAutoscaler that scales this Deployment, if any."""
+        for hpa in self.autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items:
+            ref = hpa.spec.scale_target_ref
+            if ref.kind == "Deployment" and ref.name == deployment and hpa.metadata is not None:
+                return str(hpa.metadata.name)
+        return None
+
+    def replicas(self, namespace: str, deployment: str) -> int:
+        scale = self.apps.read_namespaced_deployment_scale(deployment, namespace)
+        return int(scale.spec.replicas or 0) if scale.spec is not None else 0
+
+    def configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            cm = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(cm.data or {})
+
+    # -- writes -----------------------------------------------------------------------
+
+    def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+        self.apps.patch_namespaced_deployment_scale(
+            deployment, namespace, {"spec": {"replicas": replicas}}
+        )
+
+    def ensure_configmap(
+        self, namespace: str, name: str, initial: dict[str, str], owner: dict[str, Any]
+    ) -> dict[str, str]:
+        """The ConfigMap's data, created with ``initial`` if it does not exist.
+
+        An existing ConfigMap keeps its values: after an operator restart the
+        forwarders go on with their last configuration (fail static).
+        """
+        data = self.configmap_data(namespace, name)
+        if data is not None:
+            return data
+        meta = self._client.V1ObjectMeta(
+            name=name,
+            labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+            owner_references=[
+                self._client.V1OwnerReference(
+                    api_version=f"{GROUP}/{VERSION}",
+                    kind=owner["kind"],
+                    name=owner["metadata"]["name"],
+                    uid=owner["metadata"]["uid"],
+                )
+            ],
+        )
+        self.core.create_namespaced_config_map(
+            namespace, self._client.V1ConfigMap(metadata=meta, data=initial)
+        )
+        return dict(initial)
+
+    def write_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.core.patch_namespaced_config_map(name, namespace, {"data": data})
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+        )
+
+    def event(self, owner: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
+        """A core/v1 Event on the pipeline (``kubectl describe`` shows it)."""
+        meta = owner["metadata"]
+        stamp = datetime.datetime.now(datetime.UTC)
+        body = self._client.CoreV1Event(
+            metadata=self._client.V1ObjectMeta(generate_name=f"{meta['name']}."),
+            involved_object=self._client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=owner["kind"],
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=kind,
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+            source=self._client.V1EventSource(component=MANAGED_BY),
+            reporting_component=MANAGED_BY,
+        )
+        self.core.create_namespaced_event(meta["namespace"], body)
+
+
+def live_data(budget: float, policy: str, p: float) -> dict[str, str]:
+    """The ConfigMap data forwarders and relays read (``trackrelay.live_config``)."""
+    import json
+
+    return {
+        BUDGET: f"{budget:g}",
+        SHEDDING: json.dumps({"policy": policy, "p": p}),
+        "updated": now_rfc3339(),
+    }

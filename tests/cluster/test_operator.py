@@ -1,0 +1,517 @@
+"""The AnalyticsPipeline CRD, the operator's RBAC, and the operator against a real API server.
+
+A real kube-apiserver (no node), a real Redis, the analytics simulator and
+local forwarder processes that read the operator's ConfigMap through the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from kubernetes import client
+
+from tests.cluster.conftest import Cluster
+from trackrelay.constants import EVENT_FIELD, FORWARDER_STATS_PREFIX, STREAM
+from trackrelay.events import Event
+from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.runtime.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+GROUP, VERSION, PLURAL = "trackrelay.io", "v1alpha1", "analyticspipelines"
+
+
+def namespace(cluster: Cluster) -> str:
+    name = f"op-{uuid.uuid4().hex[:8]}"
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: Cluster) -> Cluster:
+    for path in ("crds/analyticspipelines.trackrelay.io.yaml", "crds/kopf-peering.yaml"):
+        applied = cluster.plane.kubectl("apply", "-f", str(MANIFESTS / path))
+        assert applied.returncode == 0, applied.stderr
+    waited = cluster.plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/analyticspipelines.trackrelay.io",
+        "--timeout=30s",
+    )
+    assert waited.returncode == 0, waited.stderr
+    return cluster
+
+
+def until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(every)
+
+
+# -- the resource ----------------------------------------------------------------------
+
+
+def test_the_examples_apply_and_get_their_defaults(crd: Cluster) -> None:
+    ns = namespace(crd)
+    for example in ("minimal", "full"):
+        applied = crd.plane.kubectl(
+            "apply", "-n", ns, "-f", str(MANIFESTS / f"examples/{example}.yaml")
+        )
+        assert applied.returncode == 0, applied.stderr
+    obj: Any = crd.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "shop")
+    spec = obj["spec"]
+    assert spec["budget"] == {
+        "min": 20,
+        "max": 5000,
+        "initial": 1000,
+        "increase": 1.5,
+        "decrease": 0.5,
+    }
+    assert spec["replicas"]["max"] == 4 and spec["queue"]["shedding"]["policy"] == "auto"
+    assert spec["redis"]["secretRef"]["key"] == "url"
+    listed = crd.plane.kubectl("get", "analyticspipelines", "-n", ns)
+    assert listed.returncode == 0
+    header = listed.stdout.splitlines()[0].split()
+    assert header == ["NAME", "BUDGET", "REPLICAS", "POLICY", "HEALTH", "BACKLOG", "AGE"]
+
+
+BAD_SPECS = [
+    ({"budget": {"min": "lots"}}, ["spec.budget.min", "must be of type number"]),
+    (
+        {"budget": {"min": 100, "max": 10, "initial": 50}},
+        ["spec.budget.min", "budget.min must be <= budget.max"],
+    ),
+    (
+        {"replicas": {"min": 5, "max": 2}},
+        ["spec.replicas.min", "replicas.min must be <= replicas.max"],
+    ),
+    (
+        {"queue": {"shedding": {"policy": "shred"}}},
+        ["spec.queue.shedding.policy", "Unsupported value"],
+    ),
+    ({"queue": {"quota": "lots"}}, ["spec.queue.quota"]),
+    ({"budget": {"decrease": 1.5}}, ["spec.budget.decrease"]),
+    ({"configMap": None}, ["spec.configMap", "Required value"]),
+]
+
+
+@pytest.mark.parametrize(("change", "says"), BAD_SPECS, ids=lambda v: str(v)[:40])
+def test_an_invalid_spec_is_refused_by_the_api_server_naming_the_field(
+    crd: Cluster, change: dict[str, Any], says: list[str]
+) -> None:
+    ns = namespace(crd)
+    body = yaml.safe_load((MANIFESTS / "examples/minimal.yaml").read_text())
+    for key, value in change.items():
+        if value is None:
+            del body["spec"][key]
+        else:
+            body["spec"][key] = value
+    refused = crd.plane.kubectl("apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump(body))
+    assert refused.returncode != 0
+    assert 'The AnalyticsPipeline "shop" is invalid' in refused.stderr
+    for text in says:
+        assert text in refused.stderr, refused.stderr
+
+
+# -- RBAC ------------------------------------------------------------------------------
+
+CAN = [
+    ("get", "analyticspipelines.trackrelay.io"),
+    ("watch", "analyticspipelines.trackrelay.io"),
+    ("patch", "analyticspipelines.trackrelay.io/status"),
+    ("create", "configmaps"),
+    ("patch", "configmaps"),
+    ("get", "secrets"),
+    ("get", "deployments.apps"),
+    ("patch", "deployments.apps/scale"),
+    ("update", "analyticspipelines.trackrelay.io/status"),
+    ("list", "horizontalpodautoscalers.autoscaling"),
+    ("create", "events"),
+    ("patch", "kopfpeerings.kopf.dev"),
+]
+CANNOT = [
+    ("delete", "analyticspipelines.trackrelay.io"),
+    ("update", "deployments.apps"),
+    ("delete", "deployments.apps/scale"),
+    ("create", "analyticspipelines.trackrelay.io"),
+    ("delete", "configmaps"),
+    ("list", "secrets"),
+    ("create", "secrets"),
+    ("patch", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("create", "pods"),
+    ("patch", "horizontalpodautoscalers.autoscaling"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+]
+
+
+def test_the_operator_service_account_can_do_exactly_what_it_needs(crd: Cluster) -> None:
+    home = namespace(crd)
+    rbac = (MANIFESTS / "rbac/operator.yaml").read_text().replace("trackrelay-system", home)
+    applied = crd.plane.kubectl("apply", "-f", "-", stdin=rbac)
+    assert applied.returncode == 0, applied.stderr
+    who = f"system:serviceaccount:{home}:trackrelay-operator"
+    elsewhere = namespace(crd)
+    answers = {}
+    for verb, resource in CAN + CANNOT:
+        kind, _, sub = resource.partition("/")
+        extra = [f"--subresource={sub}"] if sub else []
+        r = crd.plane.kubectl("auth", "can-i", verb, kind, *extra, "-n", elsewhere, "--as", who)
+        answers[(verb, resource)] = r.stdout.strip()
+    assert {k: v for k, v in answers.items() if k in CAN and v != "yes"} == {}
+    assert {k: v for k, v in answers.items() if k in CANNOT and v != "no"} == {}
+
+
+# -- the operator ----------------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    cluster: Cluster
+    ns: str
+    redis_url: str
+    sim: str
+    r: redis.Redis
+    env: dict[str, str]
+    logs: Path
+    operator: subprocess.Popen[bytes] | None = None
+    liveness: str = ""
+
+    def pipeline(self) -> dict[str, Any]:
+        obj: Any = self.cluster.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, "shop"
+        )
+        return dict(obj)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.pipeline().get("status") or {})
+
+    def live(self) -> dict[str, str]:
+        try:
+            return dict(
+                self.cluster.core.read_namespaced_config_map("shop-live", self.ns).data or {}
+            )
+        except client.exceptions.ApiException:
+            return {}
+
+    def replicas(self) -> int:
+        dep: Any = self.cluster.apps.read_namespaced_deployment("forwarders", self.ns)
+        return int(dep.spec.replicas)
+
+    def events(self) -> list[str]:
+        items = self.cluster.core.list_namespaced_event(self.ns).items
+        return [f"{e.reason}: {e.message}" for e in items if e.involved_object.name == "shop"]
+
+    def fault(self, body: dict[str, Any]) -> None:
+        import urllib.request
+
+        req = urllib.request.Request(
+            f"{self.sim}/admin/fault", data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=5):
+            pass
+
+    def accepted(self) -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.sim}/admin/state", timeout=5) as r:
+            return int(json.loads(r.read())["accepted"])
+
+    def publish(self, n: int, start: int = 0) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for i in range(start, start + n):
+            ev = Event(f"e-{i}", f"o-{i}", f"sku-{i % 40}", 1, 1.0, "2026-11-29T00:00:00.000Z")
+            pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
+        pipe.execute()
+
+    def start_operator(self) -> None:
+        self.liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        self.operator = spawn_role(
+            ["operator", "-n", self.ns, "--liveness", self.liveness],
+            self.env,
+            self.logs / "operator.log",
+        )
+
+
+@pytest.fixture
+def rig(crd: Cluster, tmp_path: Path) -> Iterator[Rig]:
+    ns = namespace(crd)
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    sim_port = free_port()
+    sim = f"http://127.0.0.1:{sim_port}"
+    env = {**crd.plane.env(), "KUBECONFIG": str(crd.plane.kubeconfig)}
+    children = [spawn_role(["analytics-sim", "--port", str(sim_port)], {}, tmp_path / "sim.log")]
+    r = redis.Redis.from_url(server.url)
+    rig = Rig(crd, ns, server.url, sim, r, env, tmp_path)
+    try:
+        wait_http(f"{sim}/healthz", 30, children[0])
+        secret = client.V1Secret(
+            metadata=client.V1ObjectMeta(name="queue"),
+            data={"url": base64.b64encode(server.url.encode()).decode()},
+        )
+        crd.core.create_namespaced_secret(ns, secret)
+        labels = {"app": "forwarders"}
+        crd.apps.create_namespaced_deployment(
+            ns,
+            client.V1Deployment(
+                metadata=client.V1ObjectMeta(name="forwarders"),
+                spec=client.V1DeploymentSpec(
+                    replicas=1,
+                    selector=client.V1LabelSelector(match_labels=labels),
+                    template=client.V1PodTemplateSpec(
+                        metadata=client.V1ObjectMeta(labels=labels),
+                        spec=client.V1PodSpec(
+                            containers=[client.V1Container(name="f", image="trackrelay:test")]
+                        ),
+                    ),
+                ),
+            ),
+        )
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AnalyticsPipeline",
+            "metadata": {"name": "shop"},
+            "spec": {
+                "forwarders": {"deployment": "forwarders"},
+                "configMap": "shop-live",
+                "redis": {"secretRef": {"name": "queue"}},
+                "analytics": {"latencyTargetSeconds": 0.5},
+                "budget": {"min": 10, "max": 1000, "initial": 400},
+                "replicas": {
+                    "min": 1,
+                    "max": 3,
+                    "scaleUpWindowSeconds": 2,
+                    "scaleDownWindowSeconds": 120,
+                },
+                "queue": {"quota": "1MiB"},
+                "reconcileIntervalSeconds": 1,
+            },
+        }
+        crd.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        rig.fault({"mode": "slow", "latency": 0.3})  # healthy (under 500 ms), one push at a time
+        rig.start_operator()
+        until(lambda: rig.live().get("budget"), 30, "the operator creates the ConfigMap")
+        forwarder_env = {
+            "TRACKRELAY_REDIS_URL": server.url,
+            "TRACKRELAY_ANALYTICS_URL": sim,
+            "TRACKRELAY_LIVE_CONFIGMAP": f"{ns}/shop-live",
+            "TRACKRELAY_BATCH_SIZE": "10",
+            "TRACKRELAY_CONCURRENCY": "1",
+            "TRACKRELAY_BUDGET_TOLERANCE": "0.2",
+            "KUBECONFIG": str(crd.plane.kubeconfig),
+        }
+        children.append(
+            spawn_role(["forwarder", "--consumer-name", "fw-0"], forwarder_env, tmp_path / "fw.log")
+        )
+        yield rig
+    finally:
+        procs = [*children, *([rig.operator] if rig.operator else [])]
+        stop_all(procs)
+        r.close()
+        server.stop()
+
+
+def test_the_operator_steers_budget_replicas_and_shedding_and_fails_static(rig: Rig) -> None:
+    # Backlog with a healthy (300 ms) analytics: the forwarders' replicas rise, never above
+    # what the budget can use.
+    rig.publish(1500)
+    seen: list[tuple[int, int]] = []
+
+    def risen() -> bool:
+        st = rig.status()
+        if "usableReplicas" in st:
+            seen.append((rig.replicas(), st["usableReplicas"]))
+        return rig.replicas() > 1
+
+    until(risen, 60, "replicas rise with backlog and healthy analytics")
+    assert all(replicas <= usable for replicas, usable in seen), seen
+    assert any(e.startswith("ReplicasChanged: replicas 1 -> ") for e in rig.events())
+
+    # Analytics slow: the ConfigMap's budget falls, and status and Events say why.
+    before = float(rig.live()["budget"])
+    rig.fault({"mode": "slow", "latency": 1.5})
+    until(lambda: float(rig.live()["budget"]) < before / 2, 60, "the budget falls")
+    st = rig.status()
+    assert st["health"] == "Unhealthy" and "p99" in st["healthReason"]
+    healthy = next(c for c in st["conditions"] if c["type"] == "AnalyticsHealthy")
+    assert healthy["status"] == "False" and "> 500 ms" in healthy["message"]
+    assert any(
+        e.startswith("BudgetChanged: budget ") and "analytics p99" in e for e in rig.events()
+    )
+    described = rig.cluster.plane.kubectl("describe", "analyticspipeline", "shop", "-n", rig.ns)
+    assert "BudgetChanged" in described.stdout
+    listed = rig.cluster.plane.kubectl("get", "analyticspipelines", "-n", rig.ns)
+    assert "Unhealthy" in listed.stdout
+    (rig.logs / "kubectl-get.txt").write_text(listed.stdout)  # the README shows these
+    (rig.logs / "kubectl-describe.txt").write_text(described.stdout)
+
+    # The liveness endpoint answers while the watch sees events.
+    with urllib.request.urlopen(rig.liveness, timeout=5) as r:
+        probe = json.loads(r.read())
+    assert probe["watch"]["pipelines"] == 1 and probe["watch"]["last_event_seconds"] < 10
+
+    # Memory pressure: the queue passes 40 % of its quota and the policy switches.
+    rig.publish(6000, start=10_000)
+    until(
+        lambda: (
+            json.loads(rig.live().get("shedding", "{}")).get("policy") in ("aggregate", "evict")
+        ),
+        30,
+        "the shedding policy switches under memory pressure",
+    )
+    st = rig.status()
+    shedding = next(c for c in st["conditions"] if c["type"] == "Shedding")
+    assert shedding["status"] == "True" and st["queueBytes"] > 0.4 * st["queueQuota"]
+
+    # The operator dies: the forwarders keep going on the last configuration.
+    assert rig.operator is not None
+    rig.operator.send_signal(signal.SIGKILL)
+    rig.operator.wait(10)
+    last = rig.live()
+    rig.fault({"mode": "healthy"})
+    delivered = rig.accepted()
+    until(lambda: rig.accepted() > delivered + 50, 30, "forwarders keep delivering")
+    assert rig.live() == last  # nobody changed it
+
+    def forwarder_budget() -> float:
+        return float(json.loads(rig.r.get(FORWARDER_STATS_PREFIX + "fw-0") or "{}")["budget"])
+
+    # The forwarder paces by the last budget the operator wrote (its next stats carry it).
+    until(lambda: forwarder_budget() == float(last["budget"]), 10, "the last budget holds")
+    time.sleep(2)
+    assert forwarder_budget() == float(last["budget"])
+
+
+def test_a_deployment_managed_by_an_hpa_is_left_alone(rig: Rig) -> None:
+    hpa = client.V1HorizontalPodAutoscaler(
+        metadata=client.V1ObjectMeta(name="forwarders-hpa"),
+        spec=client.V1HorizontalPodAutoscalerSpec(
+            scale_target_ref=client.V1CrossVersionObjectReference(
+                api_version="apps/v1", kind="Deployment", name="forwarders"
+            ),
+            min_replicas=1,
+            max_replicas=5,
+        ),
+    )
+    rig.cluster.plane.kubectl("version")  # warm
+    client.AutoscalingV1Api(rig.cluster.api).create_namespaced_horizontal_pod_autoscaler(
+        rig.ns, hpa
+    )
+    rig.publish(3000)
+    until(lambda: rig.status().get("hpa") == "forwarders-hpa", 30, "status names the HPA")
+    # The controller wants more forwarders for this backlog, and does not get them.
+    until(lambda: rig.status().get("desiredReplicas", 0) > 1, 30, "the controller wants more")
+    time.sleep(3)
+    assert rig.replicas() == 1 and rig.status()["replicas"] == 1
+    ready = next(c for c in rig.status()["conditions"] if c["type"] == "Ready")
+    assert "HorizontalPodAutoscaler forwarders-hpa" in ready["message"]
+    assert os.path.exists(rig.logs / "operator.log")
+
+
+def test_when_observations_fail_nothing_is_scaled_down_and_the_status_says_why(rig: Rig) -> None:
+    rig.cluster.apps.patch_namespaced_deployment_scale(
+        "forwarders", rig.ns, {"spec": {"replicas": 3}}
+    )
+    until(lambda: rig.status().get("budget"), 30, "a first decision")
+    # Redis goes away: nothing can be observed.
+    rig.r.shutdown(nosave=True)
+
+    def holding() -> bool:
+        conditions = rig.status().get("conditions", [])
+        ready: dict[str, Any] = next((c for c in conditions if c["type"] == "Ready"), {})
+        return ready.get("reason") == "Holding"
+
+    until(holding, 30, "the status says the operator holds")
+    st = rig.status()
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and "cannot observe" in degraded["message"]
+    assert any(
+        e.startswith("Holding: holding the last decision: cannot observe") for e in rig.events()
+    )
+    time.sleep(3)
+    assert rig.replicas() == 3  # no scale-down on missing data
+
+
+def test_two_operators_with_peering_do_not_fight(crd: Cluster, tmp_path: Path) -> None:
+    ns = namespace(crd)
+    peering = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": {"name": "trackrelay"},
+    }
+    crd.custom.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", peering)
+    env = {**crd.plane.env(), "KUBECONFIG": str(crd.plane.kubeconfig)}
+    procs = [
+        spawn_role(
+            ["operator", "-n", ns, "--peering", "trackrelay", "--priority", str(prio)],
+            env,
+            tmp_path / f"operator-{prio}.log",
+        )
+        for prio in (10, 20)
+    ]
+    try:
+        until(
+            lambda: "Pausing operations in favour of" in (tmp_path / "operator-10.log").read_text(),
+            30,
+            "the lower-priority operator pauses",
+        )
+        assert "Pausing operations" not in (tmp_path / "operator-20.log").read_text()
+    finally:
+        stop_all(procs)
+
+
+def test_the_live_configmap_is_followed_through_the_api_and_kept_when_broken(
+    crd: Cluster,
+) -> None:
+    from trackrelay.control.shedding import Policy
+    from trackrelay.live_config import ConfigMapLive
+    from trackrelay.runtime.configmap import ConfigMapWatch
+
+    ns = namespace(crd)
+    cm = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="live"),
+        data={"budget": "400", "shedding": '{"policy": "none", "p": 1}'},
+    )
+    crd.core.create_namespaced_config_map(ns, cm)
+    watch = ConfigMapWatch(f"{ns}/live", api=crd.core)
+    live = ConfigMapLive(f"{ns}/live", watch=watch).start()
+    try:
+        until(lambda: live.budget() == 400, 10, "the first read")
+        patch = {"data": {"budget": "150", "shedding": '{"policy": "sample", "p": 0.5}'}}
+        started = time.monotonic()
+        crd.core.patch_namespaced_config_map("live", ns, patch)
+        until(lambda: live.budget() == 150, 5, "the change arrives", every=0.05)
+        assert time.monotonic() - started < 2.0  # a watch, not the kubelet's volume refresh
+        shedding = live.shedding()
+        assert shedding is not None and shedding.policy is Policy.SAMPLE and shedding.p == 0.5
+        # Garbage in the ConfigMap: ignored, the last good values stay.
+        crd.core.patch_namespaced_config_map(
+            "live", ns, {"data": {"budget": "fast", "shedding": '{"policy": "shred"}'}}
+        )
+        until(lambda: (live.watch.data or {}).get("budget") == "fast", 5, "the bad change")
+        assert live.budget() == 150 and live.shedding() == shedding
+        # Deleted: fail static.
+        crd.core.delete_namespaced_config_map("live", ns)
+        time.sleep(1)
+        assert live.budget() == 150
+    finally:
+        live.watch.stop()
