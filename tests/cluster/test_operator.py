@@ -344,19 +344,29 @@ def test_the_operator_steers_budget_replicas_and_shedding_and_fails_static(rig: 
 
     until(risen, 60, "replicas rise with backlog and healthy analytics")
     assert all(replicas <= usable for replicas, usable in seen), seen
-    assert any(e.startswith("ReplicasChanged: replicas 1 -> ") for e in rig.events())
+    until(
+        lambda: any(e.startswith("ReplicasChanged: replicas 1 -> ") for e in rig.events()),
+        10,
+        "an Event says why the replicas changed",
+    )
 
     # Analytics slow: the ConfigMap's budget falls, and status and Events say why.
     before = float(rig.live()["budget"])
     rig.fault({"mode": "slow", "latency": 1.5})
     until(lambda: float(rig.live()["budget"]) < before / 2, 60, "the budget falls")
+    # The ConfigMap is written first, then the status, then the Events.
+    until(lambda: rig.status().get("health") == "Unhealthy", 10, "the status says unhealthy")
+    until(
+        lambda: any(
+            e.startswith("BudgetChanged: budget ") and "analytics p99" in e for e in rig.events()
+        ),
+        10,
+        "an Event says why the budget fell",
+    )
     st = rig.status()
     assert st["health"] == "Unhealthy" and "p99" in st["healthReason"]
     healthy = next(c for c in st["conditions"] if c["type"] == "AnalyticsHealthy")
     assert healthy["status"] == "False" and "> 500 ms" in healthy["message"]
-    assert any(
-        e.startswith("BudgetChanged: budget ") and "analytics p99" in e for e in rig.events()
-    )
     described = rig.cluster.plane.kubectl("describe", "analyticspipeline", "shop", "-n", rig.ns)
     assert "BudgetChanged" in described.stdout
     listed = rig.cluster.plane.kubectl("get", "analyticspipelines", "-n", rig.ns)
@@ -378,9 +388,15 @@ def test_the_operator_steers_budget_replicas_and_shedding_and_fails_static(rig: 
         30,
         "the shedding policy switches under memory pressure",
     )
+
+    def shedding_reported() -> bool:
+        conditions = rig.status().get("conditions", [])
+        return any(c["type"] == "Shedding" and c["status"] == "True" for c in conditions)
+
+    # The ConfigMap is written first, the status right after it.
+    until(shedding_reported, 10, "the status reports shedding")
     st = rig.status()
-    shedding = next(c for c in st["conditions"] if c["type"] == "Shedding")
-    assert shedding["status"] == "True" and st["queueBytes"] > 0.4 * st["queueQuota"]
+    assert st["queueBytes"] > 0.4 * st["queueQuota"]
 
     # The operator dies: the forwarders keep going on the last configuration.
     assert rig.operator is not None
@@ -444,8 +460,12 @@ def test_when_observations_fail_nothing_is_scaled_down_and_the_status_says_why(r
     st = rig.status()
     degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True" and "cannot observe" in degraded["message"]
-    assert any(
-        e.startswith("Holding: holding the last decision: cannot observe") for e in rig.events()
+    until(
+        lambda: any(
+            e.startswith("Holding: holding the last decision: cannot observe") for e in rig.events()
+        ),
+        10,
+        "a Warning Event says the operator holds",
     )
     time.sleep(3)
     assert rig.replicas() == 3  # no scale-down on missing data
@@ -460,21 +480,40 @@ def test_two_operators_with_peering_do_not_fight(crd: Cluster, tmp_path: Path) -
     }
     crd.custom.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", peering)
     env = {**crd.plane.env(), "KUBECONFIG": str(crd.plane.kubeconfig)}
-    procs = [
-        spawn_role(
-            ["operator", "-n", ns, "--peering", "trackrelay", "--priority", str(prio)],
-            env,
-            tmp_path / f"operator-{prio}.log",
+
+    def start(priority: int) -> subprocess.Popen[bytes]:
+        args = ["--log-level", "DEBUG", "operator", "-n", ns, "--peering", "trackrelay"]
+        args += ["--priority", str(priority)]
+        return spawn_role(args, env, tmp_path / f"operator-{priority}.log")
+
+    def log(priority: int) -> str:
+        return (tmp_path / f"operator-{priority}.log").read_text()
+
+    def announced() -> bool:
+        obj: Any = crd.custom.get_namespaced_custom_object(
+            "kopf.dev", "v1", ns, "kopfpeerings", "trackrelay"
         )
-        for prio in (10, 20)
-    ]
+        return bool(obj.get("status"))
+
+    # The first replica takes the lead; a second one joining with a lower priority stands by.
+    procs = [start(20)]
     try:
         until(
-            lambda: "Pausing operations in favour of" in (tmp_path / "operator-10.log").read_text(),
+            announced,
             30,
-            "the lower-priority operator pauses",
+            "the first operator announces itself in the peering object",
         )
-        assert "Pausing operations" not in (tmp_path / "operator-20.log").read_text()
+        until(lambda: "Resuming operations" in log(20), 30, "the first operator acts")
+        procs.append(start(10))
+        until(lambda: "Starting the watch-stream for kopfpeerings" in log(10), 30, "joined")
+        # A pipeline appears: only the leader handles it; the other stays paused (kopf
+        # starts every operator paused and resumes it only when no peer outranks it).
+        body = yaml.safe_load((MANIFESTS / "examples/minimal.yaml").read_text())
+        crd.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        until(lambda: "Handler 'validate' succeeded" in log(20), 30, "the leader handles it")
+        time.sleep(3)
+        assert "Handler 'validate'" not in log(10)
+        assert "Resuming operations" not in log(10)
     finally:
         stop_all(procs)
 
