@@ -20,12 +20,20 @@ import httpx
 import kopf
 from redis.asyncio import Redis
 
-from trackrelay.control.controller import Decision, Observation, describe, initial_state
+from trackrelay.control.controller import (
+    Decision,
+    Observation,
+    State,
+    initial_state,
+    within,
+)
+from trackrelay.control.shedding import Shedding, choose
 from trackrelay.control_loop import ControlLoop
 from trackrelay.observe import observe
 from trackrelay.runtime.configmap import BUDGET
 from trackrelay_operator.kube import Kube, live_data, now_rfc3339
 from trackrelay_operator.spec import GROUP, PLURAL, VERSION, Pipeline, parse
+from trackrelay_operator.status import condition, event_reason, pipeline_status
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +70,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 90
 
 
-def _condition(
-    old: list[dict[str, Any]], kind: str, ok: bool | None, reason: str, message: str
-) -> dict[str, Any]:
-    status = {True: "True", False: "False", None: "Unknown"}[ok]
-    previous = next((c for c in old if c.get("type") == kind), None)
-    since = (
-        previous.get("lastTransitionTime")
-        if previous is not None and previous.get("status") == status
-        else now_rfc3339()
-    )
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message[:512],
-        "lastTransitionTime": since,
-    }
-
-
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -93,12 +82,15 @@ async def validate(
         pipeline = parse(dict(spec))
     except ValueError as exc:
         patch.status["conditions"] = [
-            _condition(conditions, "Degraded", True, "InvalidSpec", str(exc)),
-            _condition(conditions, "Ready", False, "InvalidSpec", str(exc)),
+            condition(conditions, "Degraded", True, "InvalidSpec", str(exc)),
+            condition(conditions, "Ready", False, "InvalidSpec", str(exc)),
         ]
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
     c = pipeline.controller
-    initial = live_data(c.budget_initial, "none" if c.shedding == "auto" else c.shedding, 1.0)
+    # What the controller itself would decide with an empty queue.
+    initial = live_data(
+        c.budget_initial, choose(c.shedding, c.sample_p, 0.0, Shedding(), c.thresholds)
+    )
     await asyncio.to_thread(
         kube().ensure_configmap,
         body["metadata"]["namespace"],
@@ -171,35 +163,28 @@ class PipelineRunner:
     async def _prepare(self) -> Pipeline:
         pipeline = parse(dict(self.body["spec"]))
         if self.loop is None or self.pipeline is None or pipeline != self.pipeline:
-            state = self.loop.state if self.loop is not None else await self._first_state(pipeline)
             spec = pipeline.controller
-            state = state.__class__(
-                budget=min(spec.budget_max, max(spec.budget_min, state.budget)),
-                replicas=min(spec.replicas_max, max(spec.replicas_min, state.replicas)),
-                shedding=state.shedding,
-                per_replica=state.per_replica,
-                history=state.history,
-            )
             old = self.loop
+            state = (
+                within(spec, old.state) if old is not None else await self._first_state(pipeline)
+            )
             self.loop = ControlLoop(spec, self._observe, self._act, pipeline.interval, state=state)
-            if old is not None:
+            if old is not None:  # a new spec: the same history goes on
                 self.loop.reasons.extend(old.reasons)
+                self.loop.recorded = old.recorded
             self.pipeline = pipeline
         return pipeline
 
-    async def _first_state(self, pipeline: Pipeline) -> Any:
+    async def _first_state(self, pipeline: Pipeline) -> State:
         """Start from what is running: the Deployment's replicas, the ConfigMap's budget."""
         spec = pipeline.controller
         replicas = await self.call(self.kube.replicas, self.namespace, pipeline.deployment)
-        state = initial_state(spec, replicas=replicas)
         data = await self.call(self.kube.configmap_data, self.namespace, pipeline.configmap)
         try:
             budget = float((data or {}).get(BUDGET, "") or spec.budget_initial)
         except ValueError:
             budget = spec.budget_initial
-        return state.__class__(
-            budget=budget, replicas=state.replicas, per_replica=state.per_replica
-        )
+        return initial_state(spec, replicas=replicas, budget=budget)
 
     async def _connect(self, pipeline: Pipeline) -> Redis:
         url = await self.call(
@@ -220,7 +205,7 @@ class PipelineRunner:
     async def _act(self, decision: Decision) -> None:
         assert self.pipeline is not None
         p = self.pipeline
-        data = live_data(decision.budget, decision.shedding.policy.value, decision.shedding.p)
+        data = live_data(decision.budget, decision.shedding)
         await self.call(self.kube.write_configmap, self.namespace, p.configmap, data)
         if self.hpa is None:
             current = await self.call(self.kube.replicas, self.namespace, p.deployment)
@@ -254,8 +239,8 @@ class PipelineRunner:
         old = list((self.body.get("status") or {}).get("conditions") or [])
         status = {
             "conditions": [
-                _condition(old, "Degraded", True, reason, message),
-                _condition(old, "Ready", False, reason, message),
+                condition(old, "Degraded", True, reason, message),
+                condition(old, "Ready", False, reason, message),
             ],
             "lastDecisionTime": now_rfc3339(),
         }
@@ -269,79 +254,20 @@ class PipelineRunner:
 
     async def _report(self, d: Decision) -> None:
         assert self.loop is not None
-        o = self.loop.observation
-        old = list((self.body.get("status") or {}).get("conditions") or [])
-        health = {True: "Healthy", False: "Unhealthy", None: "Unknown"}[d.health.healthy]
-        shedding = d.shedding.policy.value not in ("none",)
-        conditions = [
-            _condition(
-                old,
-                "Ready",
-                not d.held,
-                "Holding" if d.held else "Reconciled",
-                d.reasons[0] if d.held else "deciding from fresh observations",
-            ),
-            _condition(old, "AnalyticsHealthy", d.health.healthy, health, d.health.why),
-            _condition(
-                old,
-                "Shedding",
-                shedding,
-                "Shedding" if shedding else "NotShedding",
-                f"policy {describe(d.shedding)}",
-            ),
-            _condition(
-                old,
-                "Degraded",
-                d.held,
-                "ObservationFailed" if d.held else "AsExpected",
-                d.reasons[0] if d.held else "",
-            ),
-        ]
-        status: dict[str, Any] = {
-            "budget": round(d.budget, 1),
-            "replicas": d.replicas if self.hpa is None else self.hpa_replicas,
-            "desiredReplicas": d.replicas,
-            "usableReplicas": d.usable_replicas,
-            "policy": describe(d.shedding),
-            "sampleP": d.shedding.p,
-            "health": health,
-            "healthReason": d.health.why,
-            "hpa": self.hpa,
-            "lastDecisionTime": now_rfc3339(),
-            "lastReasons": [r for _, r in list(self.loop.reasons)[-5:]],
-            "observedGeneration": self.body["metadata"].get("generation"),
-            "conditions": conditions,
-        }
-        if o is not None:
-            status |= {
-                "backlog": o.backlog,
-                "queueBytes": o.queue_bytes,
-                "queueQuota": o.queue_quota,
-            }
-        if self.hpa is not None:
-            conditions[0]["message"] = (
-                f"replicas are managed by HorizontalPodAutoscaler {self.hpa}: left alone"
-            )
+        status = pipeline_status(
+            d,
+            self.loop.observation,
+            old=list((self.body.get("status") or {}).get("conditions") or []),
+            reasons=[r for _, r in list(self.loop.reasons)[-5:]],
+            generation=self.body["metadata"].get("generation"),
+            hpa=self.hpa,
+            hpa_replicas=self.hpa_replicas,
+        )
         try:
             await self.call(self.kube.patch_status, self.namespace, self.name, status)
-            fresh = self.loop.recorded - self.reported
-            for _, text in list(self.loop.reasons)[-fresh:] if fresh > 0 else []:
+            for _, text in self.loop.reasons_since(self.reported):
                 kind = "Warning" if text.startswith(("holding", "could not")) else "Normal"
-                await self.call(self.kube.event, dict(self.body), _event_reason(text), text, kind)
+                await self.call(self.kube.event, dict(self.body), event_reason(text), text, kind)
             self.reported = self.loop.recorded
         except Exception as exc:
             log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)
-
-
-def _event_reason(text: str) -> str:
-    for prefix, reason in (
-        ("budget", "BudgetChanged"),
-        ("replicas", "ReplicasChanged"),
-        ("shedding", "SheddingChanged"),
-        ("holding", "Holding"),
-        ("observing again", "Observing"),
-        ("could not", "ActionFailed"),
-    ):
-        if text.startswith(prefix):
-            return reason
-    return "Decision"

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import os
 from typing import Any
 
+from trackrelay.control.shedding import Shedding, live_form
 from trackrelay.runtime.configmap import BUDGET, SHEDDING
 from trackrelay_operator.spec import GROUP, PLURAL, VERSION
 
@@ -148,12 +150,10 @@ class Kube:
         self.core.create_namespaced_event(meta["namespace"], body)
 
 
-def live_data(budget: float, policy: str, p: float) -> dict[str, str]:
+def live_data(budget: float, shedding: Shedding) -> dict[str, str]:
     """The ConfigMap data forwarders and relays read (``trackrelay.live_config``)."""
-    import json
-
     return {
         BUDGET: f"{budget:g}",
-        SHEDDING: json.dumps({"policy": policy, "p": p}),
+        SHEDDING: json.dumps(live_form(shedding)),
         "updated": now_rfc3339(),
     }

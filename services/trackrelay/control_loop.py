@@ -88,6 +88,11 @@ class ControlLoop:
             self._record(now, f"could not act: {brief(exc)}")
         return decision
 
+    def reasons_since(self, recorded: int) -> list[tuple[float, str]]:
+        """The reasons recorded after the first ``recorded`` (a previous ``self.recorded``)."""
+        fresh = self.recorded - recorded
+        return list(self.reasons)[-fresh:] if fresh > 0 else []
+
     def _record(self, now: float, reason: str) -> None:
         log.info("controller: %s", reason)
         self.reasons.append((now, reason))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.cluster.test_operator import MANIFESTS
-from trackrelay_operator import handlers
+from trackrelay_operator import handlers, status
 from trackrelay_operator.spec import parse
 
 
@@ -61,18 +61,18 @@ def test_a_bad_spec_admitted_anyway_names_its_field(change: dict[str, Any], mess
 
 def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     old = [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
-    same = handlers._condition(old, "Ready", True, "Reconciled", "ok")
+    same = status.condition(old, "Ready", True, "Reconciled", "ok")
     assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
-    flipped = handlers._condition(old, "Ready", False, "Holding", "redis down")
+    flipped = status.condition(old, "Ready", False, "Holding", "redis down")
     assert flipped["lastTransitionTime"] != "2026-01-01T00:00:00Z"
     assert flipped["status"] == "False" and flipped["reason"] == "Holding"
 
 
 def test_each_reason_becomes_an_event_reason() -> None:
-    assert handlers._event_reason("budget 800 -> 400 ev/s: x") == "BudgetChanged"
-    assert handlers._event_reason("replicas 1 -> 2: x") == "ReplicasChanged"
-    assert handlers._event_reason("shedding none -> aggregate: x") == "SheddingChanged"
-    assert handlers._event_reason("holding the last decision: x") == "Holding"
+    assert status.event_reason("budget 800 -> 400 ev/s: x") == "BudgetChanged"
+    assert status.event_reason("replicas 1 -> 2: x") == "ReplicasChanged"
+    assert status.event_reason("shedding none -> aggregate: x") == "SheddingChanged"
+    assert status.event_reason("holding the last decision: x") == "Holding"
 
 
 def test_liveness_fails_only_when_pipelines_exist_and_the_watch_is_silent() -> None:

@@ -169,12 +169,24 @@ class Decision:
     reasons: tuple[str, ...] = ()
 
 
-def initial_state(spec: Spec, replicas: int | None = None) -> State:
-    start = spec.replicas_min if replicas is None else replicas
-    return State(
-        budget=spec.budget_initial,
-        replicas=min(spec.replicas_max, max(spec.replicas_min, start)),
-        per_replica=spec.replica_rate,
+def initial_state(spec: Spec, replicas: int | None = None, budget: float | None = None) -> State:
+    """Where the controller starts: what is running (replicas, budget) if known, within bounds."""
+    return within(
+        spec,
+        State(
+            budget=spec.budget_initial if budget is None else budget,
+            replicas=spec.replicas_min if replicas is None else replicas,
+            per_replica=spec.replica_rate,
+        ),
+    )
+
+
+def within(spec: Spec, state: State) -> State:
+    """``state`` with its budget and replicas brought within ``spec``'s bounds (a new spec)."""
+    return replace(
+        state,
+        budget=min(spec.budget_max, max(spec.budget_min, state.budget)),
+        replicas=min(spec.replicas_max, max(spec.replicas_min, state.replicas)),
     )
 
 

@@ -158,6 +158,12 @@ class Shedding:
     """Keep probability for ``sample`` (1 otherwise)."""
 
 
+def live_form(s: Shedding) -> dict[str, object]:
+    """A shedding decision as the controller writes it to live configuration (``live_shedding``
+    reads it back)."""
+    return {"policy": s.policy.value, "p": s.p}
+
+
 def live_shedding(data: object) -> Shedding:
     """A controller-decided shedding from its JSON form; ``ValueError`` saying what is wrong."""
     if not isinstance(data, dict):

@@ -269,21 +269,17 @@ class Pacer:
         seconds (a budget set meanwhile applies within that time), not on every push.
         """
         now = self.clock()
-        if self.live is not None:
+        rate: float | None = None
+        if self.live is not None:  # the operator's ConfigMap: the watch already holds it
             rate = self.live.budget()
             if rate is None:
                 self.budget = None
                 self.metrics.budget.set(0.0)
                 return 0.0
-            wait, self.budget = await budget.reserve(self.redis, events, rate)
-            self.metrics.budget.set(self.budget or 0.0)
-            if wait > 0:
-                self.metrics.budget_wait.inc(wait)
-            return wait
-        if self.budget is None and now < self._budget_checked + BUDGET_RECHECK:
+        elif self.budget is None and now < self._budget_checked + BUDGET_RECHECK:
             return 0.0
         self._budget_checked = now
-        wait, self.budget = await budget.reserve(self.redis, events)
+        wait, self.budget = await budget.reserve(self.redis, events, rate)
         self.metrics.budget.set(self.budget or 0.0)
         if wait > 0:
             self.metrics.budget_wait.inc(wait)

@@ -93,6 +93,8 @@ class Demo:
         self.samples: list[dict[str, Any]] = []
         self.started = 0.0
         self.reasons: list[tuple[float, str]] = []
+        self._shown = 0
+        """Controller reasons shown so far (``ControlLoop.recorded`` when last shown)."""
 
     async def _apply(self, client: httpx.AsyncClient, sim: str, phase: Phase) -> None:
         for path, body in (("/admin/fault", phase.fault), ("/admin/capacity", phase.capacity)):
@@ -110,6 +112,7 @@ class Demo:
                 for key, n in view.get("shed", {}).items():
                     shed[key] = shed.get(key, 0) + int(n)
         p99s = [f.latency_p99 for f in obs.forwarders if f.latency_p99 is not None] if obs else []
+        lost, folded = report.shed_lines(shed)
         quota = obs.queue_quota if obs else None
         share = (
             obs.queue_bytes / obs.queue_quota
@@ -140,13 +143,21 @@ class Demo:
             "healthy": d.health.healthy if d else None,
             "health": d.health.why if d else None,
             "held": d.held if d else None,
-            "shed_folded": sum(n for k, n in shed.items() if k.endswith(":folded")),
-            "shed_lost": sum(n for k, n in shed.items() if not k.endswith(":folded")),
+            "shed_folded": folded,
+            "shed_lost": lost,
             "shed": shed,
             "restarts": stack.supervisor.restarts(),
         }
         self.samples.append(row)
         return row
+
+    async def _show(self, stack: LocalStack, shoppers: Shoppers, phase: str) -> None:
+        """Record this second's sample and show it with the reasons recorded since the last."""
+        row = await self._sample(stack, shoppers, phase)
+        assert stack.loop is not None
+        reasons = stack.loop.reasons_since(self._shown)
+        self._shown = stack.loop.recorded
+        self.view.update(row, reasons, self.options.scenario.seconds)
 
     async def run(self) -> dict[str, Any]:
         opts = self.options
@@ -173,7 +184,6 @@ class Demo:
             async with httpx.AsyncClient(timeout=5) as client:
                 self.started = time.time()
                 current = -1
-                seen_reasons = 0
                 with self.view:
                     while not interrupted.is_set():
                         elapsed = time.time() - self.started
@@ -185,11 +195,7 @@ class Demo:
                             await self._apply(client, stack.sim_url, phase)
                             shoppers.rate = phase.load
                             self.view.phase(index, len(scenario.phases), phase)
-                        row = await self._sample(stack, shoppers, phase.name)
-                        assert stack.loop is not None
-                        reasons = list(stack.loop.reasons)
-                        self.view.update(row, reasons[seen_reasons:], scenario.seconds)
-                        seen_reasons = len(reasons)
+                        await self._show(stack, shoppers, phase.name)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(interrupted.wait(), timeout=1.0)
                     stop_load.set()
@@ -201,17 +207,13 @@ class Demo:
                     engine = store.make_engine(settings.resolved_database_url())
                     try:
                         while time.time() < deadline and not interrupted.is_set():
-                            row = await self._sample(stack, shoppers, "drain")
-                            assert stack.loop is not None
-                            reasons = list(stack.loop.reasons)
-                            self.view.update(row, reasons[seen_reasons:], scenario.seconds)
-                            seen_reasons = len(reasons)
+                            await self._show(stack, shoppers, "drain")
                             left = await _left(stack, engine)
                             if not any(left.values()):
                                 break
                             await asyncio.sleep(1.0)
                         await asyncio.sleep(1.5)  # the relay publishes its last counts
-                        row = await self._sample(stack, shoppers, "drain")
+                        await self._sample(stack, shoppers, "drain")
                         summary = await self._account(stack, shoppers, client, engine)
                         self.reasons = list(stack.loop.reasons) if stack.loop else []
                     finally:

@@ -106,6 +106,10 @@ class Shoppers:
         return len(latencies) / seconds, percentile(latencies, 0.99)
 
 
+HEALTH_WORDS = {True: "healthy", False: "unhealthy", None: "unknown"}
+"""The controller's verdict on analytics (``Health.healthy``) in status lines and views."""
+
+
 def human_size(n: float) -> str:
     """Bytes as B, KiB or MiB with one decimal."""
     for unit in ("B", "KiB", "MiB"):

@@ -26,6 +26,16 @@ def jaccard_top(truth: dict[str, float], seen: dict[str, float], k: int = 100) -
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
+def shed_lines(shed: dict[str, int]) -> tuple[int, int]:
+    """(lines lost, lines folded) from the relays' ``where:policy:reason`` counts.
+
+    Folded lines still reach analytics, inside exact aggregates; every other
+    reason (sampled, evicted, refused) is a line analytics never sees as such.
+    """
+    folded = sum(n for k, n in shed.items() if k.endswith(":folded"))
+    return sum(shed.values()) - folded, folded
+
+
 def summarize(
     *,
     orders_accepted: int,
@@ -40,8 +50,7 @@ def summarize(
     left: dict[str, int],
 ) -> dict[str, Any]:
     """What the run proved: nothing lost, what analytics got, how well popularity held."""
-    lost_lines = sum(n for k, n in shed.items() if not k.endswith(":folded"))
-    folded = sum(n for k, n in shed.items() if k.endswith(":folded"))
+    lost_lines, folded = shed_lines(shed)
     shares = [s["queue_share"] for s in samples if s.get("queue_share") is not None]
     total_true, total_seen = sum(truth.values()), sum(seen.values())
     budgets = [s["budget"] for s in samples if s.get("budget") is not None]

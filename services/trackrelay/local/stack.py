@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from trackrelay import budget
 from trackrelay.constants import SHEDDING_KEY
 from trackrelay.control.controller import Decision, Observation, Spec, initial_state
+from trackrelay.control.shedding import live_form
 from trackrelay.control_loop import ControlLoop
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.live import human_size
@@ -252,8 +253,7 @@ class LocalStack:
     async def _act(self, decision: Decision) -> None:
         assert self.redis is not None
         await budget.set_budget(self.redis, decision.budget)
-        live = {"policy": decision.shedding.policy.value, "p": decision.shedding.p}
-        await self.redis.set(SHEDDING_KEY, json.dumps(live))
+        await self.redis.set(SHEDDING_KEY, json.dumps(live_form(decision.shedding)))
         await self.scale(decision.replicas)
 
     async def _control(self) -> None:

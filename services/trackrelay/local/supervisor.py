@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trackrelay.control.backoff import ceiling
+from trackrelay.local.processes import stop_all as stop_processes
 
 log = logging.getLogger(__name__)
 
@@ -170,18 +171,5 @@ class Supervisor:
         first += [proc for proc, _ in self.retiring]
         self.children.clear()
         self.retiring = []
-        _stop(first, timeout)
-        _stop(final, timeout)
-
-
-def _stop(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_processes(first, timeout)
+        stop_processes(final, timeout)

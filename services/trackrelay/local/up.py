@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from trackrelay.local.live import Shoppers, status_line
+from trackrelay.local.live import HEALTH_WORDS, Shoppers, status_line
 from trackrelay.local.stack import LocalStack, StackOptions, read_status
 from trackrelay.runtime.signals import stop_on_signals
 from trackrelay.settings import StoreSettings
@@ -24,7 +25,7 @@ def controller_parts(status: dict[str, Any]) -> list[str]:
     parts = []
     d = status.get("decision")
     if d is not None:
-        health = {True: "healthy", False: "unhealthy", None: "unknown"}[d["healthy"]]
+        health = HEALTH_WORDS[d["healthy"]]
         held = " (holding)" if d["held"] else ""
         parts.append(
             f"budget {d['budget']:.0f} ev/s, forwarders {status['forwarders']}"
@@ -85,7 +86,7 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     if d is None:
         lines.append("controller: off")
     else:
-        health = {True: "healthy", False: "unhealthy", None: "unknown"}[d["healthy"]]
+        health = HEALTH_WORDS[d["healthy"]]
         lines += [
             "decision:",
             f"  budget       {d['budget']:.0f} events/s",
@@ -129,8 +130,6 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
 
 def status(settings: StoreSettings, as_json: bool = False) -> int:
     """Print what ``trackrelay up`` in ``settings.data_dir`` decided and observed last."""
-    import json
-
     try:
         data = read_status(settings.data_dir)
     except FileNotFoundError:

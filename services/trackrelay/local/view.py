@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from trackrelay.local.live import human_size
+from trackrelay.local.live import HEALTH_WORDS, human_size
 from trackrelay.local.scenario import Phase
 
 
@@ -41,7 +41,7 @@ def _ms(v: float | None) -> str:
 
 
 def _health(row: dict[str, Any]) -> str:
-    h = {True: "healthy", False: "unhealthy", None: "unknown"}[row.get("healthy")]
+    h = HEALTH_WORDS[row.get("healthy")]
     return h + (" (holding)" if row.get("held") else "")
 
 
