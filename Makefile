@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint demo up cluster-tools bench clean
+.PHONY: venv test test-e2e e2e-cluster e2e-down lint demo up cluster-tools bench clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
-	PATH="$$(tests/cluster/control-plane.sh --print):$$PATH" $(BIN)/pytest -q $(PYTEST_ARGS)
+	PATH="$$(tests/cluster/control-plane.sh --print):$$PATH" $(BIN)/pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+# The e2e tier: a kind cluster with a node image built here (root, podman, mmdebstrap).
+e2e-cluster:
+	tests/e2e/kind-cluster.sh up
+
+e2e-down:
+	tests/e2e/kind-cluster.sh down
+
+test-e2e: venv e2e-cluster
+	$(BIN)/pytest -q -m e2e tests/e2e $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check services operator tests benchmarks

@@ -5,6 +5,10 @@
 #
 #   tests/cluster/control-plane.sh          build unless the stamp is present
 #   tests/cluster/control-plane.sh --print  print the bin directory and exit
+#   tests/cluster/control-plane.sh --release  print the pinned Kubernetes release
+#   tests/cluster/control-plane.sh --node-binaries DIR
+#       build the node components (kubelet, kubeadm, kube-scheduler,
+#       kube-proxy) from the same pins into DIR (used by tests/e2e/)
 #
 # Versions are pinned by tests/cluster/tools/{k8s,helm}/go.mod and go.sum.
 set -euo pipefail
@@ -18,27 +22,37 @@ stamp="$bin/.stamp"
 want="k8s=$K8S_RELEASE helm=$HELM_RELEASE sum=$(cat "$here"/tools/k8s/go.sum "$here"/tools/helm/go.sum | sha256sum | cut -c1-16)"
 
 if [ "${1:-}" = "--print" ]; then echo "$bin"; exit 0; fi
+if [ "${1:-}" = "--release" ]; then echo "$K8S_RELEASE"; exit 0; fi
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+if [ "${1:-}" != "--node-binaries" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "control-plane: cached binaries in $bin (delete $stamp to rebuild)"
   exit 0
 fi
 
 command -v go >/dev/null || { echo "control-plane: 'go' is not on PATH; install Go >= 1.25" >&2; exit 1; }
-mkdir -p "$bin"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 ldflags="-s -w"
 k8s_ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=$K8S_RELEASE -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=35 -X k8s.io/client-go/pkg/version.gitVersion=$K8S_RELEASE"
 
-build() { # name, module dir, package, extra ldflags
-  local name=$1 dir=$2 pkg=$3 flags=$4 t0
+build() { # name, module dir, package, extra ldflags[, output dir]
+  local name=$1 dir=$2 pkg=$3 flags=$4 out=${5:-$bin} t0
   t0=$(date +%s)
   echo "control-plane: building $name ($pkg) ..."
-  (cd "$here/tools/$dir" && go build -trimpath -ldflags "$flags" -o "$bin/$name.tmp" "$pkg")
-  mv "$bin/$name.tmp" "$bin/$name"
+  (cd "$here/tools/$dir" && go build -trimpath -ldflags "$flags" -o "$out/$name.tmp" "$pkg")
+  mv "$out/$name.tmp" "$out/$name"
   echo "control-plane: built $name in $(( $(date +%s) - t0 ))s"
 }
 
+if [ "${1:-}" = "--node-binaries" ]; then
+  out=${2:?usage: control-plane.sh --node-binaries DIR}
+  mkdir -p "$out"
+  for name in kubelet kubeadm kube-scheduler kube-proxy; do
+    build "$name" k8s "k8s.io/kubernetes/cmd/$name" "$k8s_ldflags" "$out"
+  done
+  exit 0
+fi
+
+mkdir -p "$bin"
 total0=$(date +%s)
 build etcd k8s ./cmd/etcd "$ldflags"
 build kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
