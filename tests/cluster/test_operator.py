@@ -25,6 +25,7 @@ import yaml
 from kubernetes import client
 
 from tests.cluster.conftest import Cluster
+from tests.support.rbac import disallowed_answers
 from trackrelay.constants import EVENT_FIELD, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.events import Event
 from trackrelay.local.embedded_redis import EmbeddedRedis
@@ -134,35 +135,6 @@ def test_an_invalid_spec_is_refused_by_the_api_server_naming_the_field(
 
 # -- RBAC ------------------------------------------------------------------------------
 
-CAN = [
-    ("get", "analyticspipelines.trackrelay.io"),
-    ("watch", "analyticspipelines.trackrelay.io"),
-    ("patch", "analyticspipelines.trackrelay.io/status"),
-    ("create", "configmaps"),
-    ("patch", "configmaps"),
-    ("get", "secrets"),
-    ("get", "deployments.apps"),
-    ("patch", "deployments.apps/scale"),
-    ("update", "analyticspipelines.trackrelay.io/status"),
-    ("list", "horizontalpodautoscalers.autoscaling"),
-    ("create", "events"),
-    ("patch", "kopfpeerings.kopf.dev"),
-]
-CANNOT = [
-    ("delete", "analyticspipelines.trackrelay.io"),
-    ("update", "deployments.apps"),
-    ("delete", "deployments.apps/scale"),
-    ("create", "analyticspipelines.trackrelay.io"),
-    ("delete", "configmaps"),
-    ("list", "secrets"),
-    ("create", "secrets"),
-    ("patch", "deployments.apps"),
-    ("delete", "deployments.apps"),
-    ("create", "pods"),
-    ("patch", "horizontalpodautoscalers.autoscaling"),
-    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
-]
-
 
 def test_the_operator_service_account_can_do_exactly_what_it_needs(crd: Cluster) -> None:
     home = namespace(crd)
@@ -170,15 +142,7 @@ def test_the_operator_service_account_can_do_exactly_what_it_needs(crd: Cluster)
     applied = crd.plane.kubectl("apply", "-f", "-", stdin=rbac)
     assert applied.returncode == 0, applied.stderr
     who = f"system:serviceaccount:{home}:trackrelay-operator"
-    elsewhere = namespace(crd)
-    answers = {}
-    for verb, resource in CAN + CANNOT:
-        kind, _, sub = resource.partition("/")
-        extra = [f"--subresource={sub}"] if sub else []
-        r = crd.plane.kubectl("auth", "can-i", verb, kind, *extra, "-n", elsewhere, "--as", who)
-        answers[(verb, resource)] = r.stdout.strip()
-    assert {k: v for k, v in answers.items() if k in CAN and v != "yes"} == {}
-    assert {k: v for k, v in answers.items() if k in CANNOT and v != "no"} == {}
+    assert disallowed_answers(crd.plane.kubectl, who, namespace(crd)) == {}
 
 
 # -- the operator ----------------------------------------------------------------------

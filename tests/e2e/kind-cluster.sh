@@ -5,6 +5,9 @@
 #   tests/e2e/kind-cluster.sh build    build (once, cached) the tools, images and node image
 #   tests/e2e/kind-cluster.sh up       build, then create the cluster unless it is running
 #   tests/e2e/kind-cluster.sh down     delete the cluster and its podman network
+#   tests/e2e/kind-cluster.sh app-images   build trackrelay's image (../../Dockerfile), and
+#                                      PostgreSQL and Redis images, from Debian; load them
+#                                      into the running cluster with `kind load image-archive`
 #   tests/e2e/kind-cluster.sh env      print KUBECONFIG=..., KIND=..., PATH additions (for eval)
 #   tests/e2e/kind-cluster.sh --print  print the cache directory
 #
@@ -282,10 +285,61 @@ build() {
   build_kubernetes
   build_pause
   rootfs node minbase "systemd,dbus,containerd,runc,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,curl,jq,procps"
-  rootfs slim minbase "python3,iptables,conntrack,ca-certificates"
+  rootfs slim minbase "python3,python3-venv,iptables,conntrack,ca-certificates"
   build_images
   build_node
   log "everything built or cached in $(elapsed "$t0") (cache: $cache)"
+}
+
+# The chart's images, for the e2e tier: trackrelay's own Dockerfile on the slim
+# Debian image (the official Python image cannot be pulled here), and PostgreSQL
+# and Redis from Debian's packages, each run as uid 999 like the official images.
+APP_TAG=e2e
+TRACKRELAY_IMAGE=localhost/trackrelay/trackrelay:$APP_TAG
+POSTGRES_IMAGE=localhost/trackrelay/postgres:15-bookworm
+REDIS_IMAGE=localhost/trackrelay/redis:7-bookworm
+app_images() {
+  build
+  cluster_exists || die "cluster $CLUSTER is not running: run '$0 up' first"
+  local t0; t0=$(date +%s)
+  # the service user exists before its package installs, so the package keeps uid 999
+  local uid999='echo "$0:x:999:999:$0:/var/lib/$0:/usr/sbin/nologin" >> "$1/etc/passwd"; echo "$0:x:999:" >> "$1/etc/group"'
+  rootfs_with_user postgres "postgresql-15" "$uid999"
+  rootfs_with_user redis "redis-server" "$uid999"
+  if ! done_already app-base "$(cat "$cache"/.stamp-rootfs-postgres "$cache"/.stamp-rootfs-redis)"; then
+    podman import -q --change "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/bin:/bin" \
+      --change "USER 999" "$cache/rootfs-postgres.tar" "$POSTGRES_IMAGE" >/dev/null
+    podman import -q --change "ENV PATH=/usr/local/bin:/usr/bin:/bin" --change "USER 999" \
+      "$cache/rootfs-redis.tar" "$REDIS_IMAGE" >/dev/null
+    save_image "$POSTGRES_IMAGE" app-postgres
+    save_image "$REDIS_IMAGE" app-redis
+    mark_done app-base "$(cat "$cache"/.stamp-rootfs-postgres "$cache"/.stamp-rootfs-redis)"
+  fi
+  log "building $TRACKRELAY_IMAGE from the Dockerfile on $SLIM_IMAGE ..."
+  local secret=()
+  # a TLS-intercepting proxy's CA, for pip inside the build (a build secret: not in the image)
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && secret=(--secret id=ca,src=/etc/ssl/certs/ca-certificates.crt)
+  podman build -q --pull=never --build-arg "BASE_IMAGE=$SLIM_IMAGE" "${secret[@]}" \
+    -t "$TRACKRELAY_IMAGE" "$repo" >/dev/null
+  save_image "$TRACKRELAY_IMAGE" app-trackrelay
+  local name
+  for name in app-postgres app-redis app-trackrelay; do
+    "$bin/kind" load image-archive "$cache/images/$name.tar" --name "$CLUSTER" >/dev/null
+  done
+  log "app images built and loaded in $(elapsed "$t0"): $TRACKRELAY_IMAGE $POSTGRES_IMAGE $REDIS_IMAGE"
+}
+
+rootfs_with_user() { # name, packages, essential hook creating the service user first
+  local name=$1 packages=$2 hook=${3//\$0/$1} out="$cache/rootfs-$1.tar"
+  done_already "rootfs-$name" "$DEBIAN_SUITE $packages uid999" && return
+  local t0; t0=$(date +%s)
+  log "making the $name Debian root filesystem with mmdebstrap ..."
+  mmdebstrap --quiet --variant=minbase --include="$packages" \
+    --essential-hook="$hook" --customize-hook='chroot "$1" apt-get clean' \
+    "$DEBIAN_SUITE" "$cache/rootfs-$name.partial.tar"
+  mv "$cache/rootfs-$name.partial.tar" "$out"
+  mark_done "rootfs-$name" "$DEBIAN_SUITE $packages uid999"
+  log "$name root filesystem made in $(elapsed "$t0")"
 }
 
 cluster_exists() { "$bin/kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
@@ -339,6 +393,7 @@ case "${1:-}" in
   build) build ;;
   up) up ;;
   down) down ;;
+  app-images) app_images ;;
   env)
     echo "KUBECONFIG=$kubeconfig"
     echo "KIND=$bin/kind"
@@ -346,10 +401,13 @@ case "${1:-}" in
     echo "KIND_NODE_IMAGE=$NODE_IMAGE"
     echo "E2E_SLIM_IMAGE=$SLIM_IMAGE"
     echo "E2E_CACHE=$cache"
+    echo "E2E_TRACKRELAY_IMAGE=$TRACKRELAY_IMAGE"
+    echo "E2E_POSTGRES_IMAGE=$POSTGRES_IMAGE"
+    echo "E2E_REDIS_IMAGE=$REDIS_IMAGE"
     echo "KUBECTL=$("$control_plane" --print)/kubectl"
     echo "KIND_EXPERIMENTAL_PROVIDER=$KIND_EXPERIMENTAL_PROVIDER"
     echo "KIND_EXPERIMENTAL_PODMAN_NETWORK=$KIND_EXPERIMENTAL_PODMAN_NETWORK"
     ;;
   --print) echo "$cache" ;;
-  *) echo "usage: $0 build|up|down|env|--print" >&2; exit 2 ;;
+  *) echo "usage: $0 build|up|down|app-images|env|--print" >&2; exit 2 ;;
 esac

@@ -1,0 +1,149 @@
+{{/* Names and labels, as `helm create` lays them out. */}}
+{{- define "trackrelay.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "trackrelay.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "trackrelay.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels; call with (dict "ctx" $ "component" "orders"). */}}
+{{- define "trackrelay.labels" -}}
+helm.sh/chart: {{ include "trackrelay.chart" .ctx }}
+{{ include "trackrelay.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: trackrelay
+{{- end }}
+
+{{- define "trackrelay.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "trackrelay.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "trackrelay.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "trackrelay.liveConfigMap" -}}
+{{ include "trackrelay.fullname" . }}-live
+{{- end }}
+
+{{- define "trackrelay.redisSecret" -}}
+{{ include "trackrelay.fullname" . }}-redis
+{{- end }}
+
+{{- define "trackrelay.databaseSecret" -}}
+{{ include "trackrelay.fullname" . }}-database
+{{- end }}
+
+{{- define "trackrelay.forwarderName" -}}
+{{ include "trackrelay.fullname" . }}-forwarder
+{{- end }}
+
+{{- define "trackrelay.workloadServiceAccount" -}}
+{{ include "trackrelay.fullname" . }}-workload
+{{- end }}
+
+{{- define "trackrelay.analyticsUrl" -}}
+{{- if .Values.simulator.enabled -}}
+http://{{ include "trackrelay.fullname" . }}-simulator:{{ .Values.simulator.port }}
+{{- else -}}
+{{ required "analytics.url is required unless simulator.enabled is true" .Values.analytics.url }}
+{{- end }}
+{{- end }}
+
+{{- define "trackrelay.healthUrl" -}}
+{{- if .Values.analytics.healthUrl -}}
+{{ .Values.analytics.healthUrl }}
+{{- else if .Values.simulator.enabled -}}
+{{ include "trackrelay.analyticsUrl" . }}/healthz
+{{- end }}
+{{- end }}
+
+{{/* A password kept across upgrades: the value given, else the Secret's, else a new one. */}}
+{{- define "trackrelay.password" -}}
+{{- $given := index . "given" -}}
+{{- if $given -}}
+{{ $given }}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret -}}
+{{- if and $existing (index $existing.data "password") -}}
+{{ index $existing.data "password" | b64dec }}
+{{- else -}}
+{{ randAlphaNum 32 }}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* Environment every trackrelay process shares. */}}
+{{- define "trackrelay.commonEnv" -}}
+- name: TRACKRELAY_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "trackrelay.redisSecret" . }}
+      key: url
+- name: TRACKRELAY_LIVE_CONFIGMAP
+  value: {{ printf "%s/%s" .Release.Namespace (include "trackrelay.liveConfigMap" .) | quote }}
+- name: TRACKRELAY_DATA_DIR
+  value: /tmp/trackrelay
+{{- end }}
+
+{{- define "trackrelay.databaseEnv" -}}
+- name: TRACKRELAY_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "trackrelay.databaseSecret" . }}
+      key: url
+{{- end }}
+
+{{- define "trackrelay.relayEnv" -}}
+- name: TRACKRELAY_QUEUE_QUOTA
+  value: "{{ .Values.queue.quotaMiB }}MiB"
+{{- end }}
+
+{{/* Pod-level settings of every trackrelay pod. */}}
+{{- define "trackrelay.podSpec" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "trackrelay.tmpVolume" -}}
+- name: tmp
+  emptyDir: {}
+{{- end }}
+
+{{- define "trackrelay.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}

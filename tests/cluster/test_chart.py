@@ -1,0 +1,340 @@
+"""The Helm chart: lint, the schema, what the templates render, and an install on the API server.
+
+The API server has no node, so nothing here runs a pod (tests/e2e does): these
+tests check what is rendered, that the server accepts every object in strict
+validation, that an install creates them all, and what the operator's RBAC
+allows. Hooks (the migration Job, the helm test pod) need running pods, so the
+install here skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from tests.cluster.conftest import Cluster
+from tests.support.rbac import disallowed_answers
+from trackrelay.forwarder.metrics import ForwarderMetrics
+from trackrelay.orders.metrics import OrderMetrics
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "trackrelay"
+MANIFESTS = REPO / "manifests"
+ALL_OPTIONS = CHART / "ci" / "all-options-values.yaml"
+SIMULATOR = CHART / "ci" / "simulator-values.yaml"
+KUBE_VERSION = "1.35.4"
+# Prometheus Operator kinds: no CRD for them on the test API server
+NOT_ON_THIS_SERVER = {"ServiceMonitor", "PrometheusRule"}
+
+
+def helm(cluster: Cluster, *args: str) -> str:
+    done = cluster.plane.helm(*args)
+    assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stderr}"
+    return done.stdout
+
+
+def render(cluster: Cluster, *args: str, namespace: str = "shop") -> list[dict[str, Any]]:
+    out = helm(
+        cluster,
+        "template",
+        "shop",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+        *args,
+    )
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    specs = {}
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+            specs[f"{d['kind']}/{d['metadata']['name']}"] = d["spec"]["template"]["spec"]
+        elif d["kind"] == "Pod":
+            specs[f"Pod/{d['metadata']['name']}"] = d["spec"]
+    return specs
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+# -- lint and schema -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+def test_helm_lint_is_clean_in_strict_mode(cluster: Cluster, values: Path) -> None:
+    out = helm(cluster, "lint", "--strict", str(CHART), "-f", str(values))
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("queue.quotaMiB=0", "at '/queue/quotaMiB': minimum: got 0, want 1"),
+        ("orders.workers=0", "at '/orders/workers'"),
+        ("redis.appendfsync=sometimes", "at '/redis/appendfsync': value must be one of"),
+        ("forwarder.replicas=two", "at '/forwarder/replicas': got string, want integer"),
+        ("pipeline.shedding.policy=random", "at '/pipeline/shedding/policy'"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
+        ("database.externalUrl=mysql://x", "at '/database/externalUrl'"),
+        ("replicas=3", "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_the_schema_refuses_bad_values_naming_them(
+    cluster: Cluster, setting: str, says: str
+) -> None:
+    done = cluster.plane.helm(
+        "template",
+        "shop",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        str(SIMULATOR),
+        "--set",
+        setting,
+    )
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert says in done.stderr, done.stderr
+
+
+def test_analytics_url_is_required_without_the_simulator(cluster: Cluster) -> None:
+    done = cluster.plane.helm("template", "shop", str(CHART), "--kube-version", KUBE_VERSION)
+    assert done.returncode != 0
+    assert "analytics.url is required unless simulator.enabled is true" in done.stderr
+
+
+# -- what the templates render ---------------------------------------------------------
+
+
+def test_the_queue_quota_sets_redis_maxmemory_the_relays_and_the_pipeline(
+    cluster: Cluster,
+) -> None:
+    docs = render(cluster, "-f", str(ALL_OPTIONS))  # quota 100 MiB, headroom 128 MiB
+    conf = by_kind(docs, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
+    assert "maxmemory 228mb" in conf.splitlines()
+    assert "maxmemory-policy noeviction" in conf.splitlines()
+    assert "appendonly yes" in conf.splitlines()
+    assert "appendfsync always" in conf.splitlines()
+    pipeline = by_kind(docs, "AnalyticsPipeline")["shop-trackrelay"]["spec"]
+    assert pipeline["queue"]["quota"] == "100MiB"
+    for name in ("shop-trackrelay-orders", "shop-trackrelay-relay"):
+        container = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        assert env_of(container)["TRACKRELAY_QUEUE_QUOTA"] == "100MiB"
+    default = render(cluster, "-f", str(SIMULATOR))
+    conf = by_kind(default, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
+    assert "maxmemory 128mb" in conf.splitlines()  # 64 MiB quota + 64 MiB headroom
+
+
+@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+def test_every_container_is_non_root_read_only_and_capability_free(
+    cluster: Cluster, values: Path
+) -> None:
+    specs = pod_specs(render(cluster, "-f", str(values)))
+    assert len(specs) >= 6
+    for where, spec in specs.items():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            sc = container.get("securityContext", {})
+            label = f"{where}/{container['name']}"
+            assert sc.get("runAsNonRoot") is True, label
+            assert sc.get("readOnlyRootFilesystem") is True, label
+            assert sc.get("allowPrivilegeEscalation") is False, label
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], label
+            assert sc.get("runAsUser", 0) > 0, label
+
+
+@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+def test_long_running_containers_have_probes_and_resources(cluster: Cluster, values: Path) -> None:
+    docs = render(cluster, "-f", str(values))
+    workloads = {**by_kind(docs, "Deployment"), **by_kind(docs, "StatefulSet")}
+    assert workloads
+    for name, workload in workloads.items():
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            assert container["resources"]["requests"], name
+            assert "memory" in container["resources"].get("limits", {}), name
+            if name.endswith("-relay"):
+                continue  # the relay serves no HTTP; a stuck relay's lease lapses for another
+            assert "livenessProbe" in container, name
+            if not name.endswith("-operator"):
+                assert "readinessProbe" in container, name
+    orders = by_kind(docs, "Deployment")["shop-trackrelay-orders"]["spec"]["template"]["spec"]
+    probes = orders["containers"][0]
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_the_rbac_is_exactly_the_manifests(cluster: Cluster) -> None:
+    docs = render(cluster, "-f", str(SIMULATOR))
+    manifests = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((MANIFESTS / "rbac" / "operator.yaml").read_text())
+        if d and d["kind"] == "ClusterRole"
+    }
+    role = by_kind(docs, "ClusterRole")["shop-trackrelay-operator"]
+    assert role["rules"] == manifests["trackrelay-operator"]["rules"]
+    reader = by_kind(docs, "Role")["shop-trackrelay-live-config-reader"]
+    assert reader["rules"] == manifests["trackrelay-live-config-reader"]["rules"]
+    binding = by_kind(docs, "ClusterRoleBinding")["shop-trackrelay-operator"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "shop-trackrelay-operator", "namespace": "shop"}
+    ]
+
+
+def test_the_crds_are_the_manifests() -> None:
+    for path in (MANIFESTS / "crds").glob("*.yaml"):
+        assert (CHART / "crds" / path.name).read_text() == path.read_text()
+
+
+def test_secrets_carry_the_urls_the_services_and_the_pipeline_read(cluster: Cluster) -> None:
+    docs = render(cluster, "-f", str(ALL_OPTIONS))
+    secrets = by_kind(docs, "Secret")
+    redis_url = secrets["shop-trackrelay-redis"]["stringData"]["url"]
+    assert redis_url == "redis://:a-fixed-password@shop-trackrelay-redis:6379/0"
+    database = secrets["shop-trackrelay-database"]["stringData"]
+    assert database == {"url": "postgresql://shop:secret@orders-db.example:5432/shop"}
+    assert "shop-trackrelay-postgresql" not in by_kind(docs, "StatefulSet")
+    pipeline = by_kind(docs, "AnalyticsPipeline")["shop-trackrelay"]["spec"]
+    assert pipeline["redis"]["secretRef"] == {"name": "shop-trackrelay-redis", "key": "url"}
+    generated = by_kind(render(cluster, "-f", str(SIMULATOR)), "Secret")
+    password = generated["shop-trackrelay-redis"]["stringData"]["password"]
+    assert len(password) == 32 and password.isalnum()
+
+
+def test_the_dashboard_and_the_alerts_ask_for_metrics_the_services_export(
+    cluster: Cluster,
+) -> None:
+    exported: set[str] = set()
+    for make in (OrderMetrics, ForwarderMetrics):
+        registry = CollectorRegistry()
+        make(registry=registry)
+        for family in registry.collect():  # labelled families have no samples yet
+            suffixes = SERIES_SUFFIXES.get(family.type, [""])
+            exported.update(family.name + suffix for suffix in suffixes)
+    docs = render(cluster, "-f", str(ALL_OPTIONS))
+    dashboard = json.loads(
+        by_kind(docs, "ConfigMap")["shop-trackrelay-dashboard"]["data"]["trackrelay.json"]
+    )
+    rules = by_kind(docs, "PrometheusRule")["shop-trackrelay"]["spec"]["groups"][0]["rules"]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [r["expr"] for r in rules]
+    asked = {name for e in exprs for name in _metric_names(e)}
+    ours = {n for n in asked if n.startswith("trackrelay_")}
+    assert ours - exported == set()
+    assert asked - ours == {"kube_deployment_status_replicas"}  # from kube-state-metrics
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("orders", "p99", "backlog", "budget", "replicas", "shedding", "latency"):
+        assert topic in titles
+
+
+SERIES_SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+
+
+def _metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\b((?:trackrelay|kube)_[a-z0-9_]+)", expr))
+
+
+# -- against the API server ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+def test_the_api_server_accepts_every_object_in_strict_validation(
+    cluster: Cluster, values: Path
+) -> None:
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        applied = cluster.plane.kubectl("apply", "-f", str(path))
+        assert applied.returncode == 0, applied.stderr
+    ns = f"chart-{uuid.uuid4().hex[:6]}"
+    assert cluster.plane.kubectl("create", "namespace", ns).returncode == 0
+    # pods (the helm test pod) need the namespace's default service account, which
+    # the controller-manager creates a moment later, or this does first
+    cluster.plane.kubectl("create", "serviceaccount", "default", "-n", ns)
+    rendered = render(cluster, "-f", str(values), namespace=ns)
+    docs = [d for d in rendered if d["kind"] not in NOT_ON_THIS_SERVER]
+    checked = cluster.plane.kubectl(
+        "apply",
+        "-n",
+        ns,
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(docs),
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.count("(server dry run)") == len(docs)
+
+
+def test_helm_install_creates_everything_and_uninstall_keeps_only_the_crd(
+    cluster: Cluster,
+) -> None:
+    ns = f"shop-{uuid.uuid4().hex[:6]}"
+    installed = cluster.plane.helm(
+        "install",
+        "shop",
+        str(CHART),
+        "--namespace",
+        ns,
+        "--create-namespace",
+        "-f",
+        str(SIMULATOR),
+        "--no-hooks",
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert "kubectl -n " + ns + " get analyticspipelines" in installed.stdout  # NOTES.txt
+    manifest = helm(cluster, "get", "manifest", "shop", "--namespace", ns)
+    docs = [d for d in yaml.safe_load_all(manifest) if d]
+    assert len(docs) >= 20
+    for d in docs:
+        scope = [] if d["kind"] in ("ClusterRole", "ClusterRoleBinding") else ["-n", ns]
+        got = cluster.plane.kubectl("get", d["kind"], d["metadata"]["name"], *scope)
+        assert got.returncode == 0, (d["kind"], d["metadata"]["name"], got.stderr)
+    # the operator's service account: exactly what the manifests allow
+    who = f"system:serviceaccount:{ns}:shop-trackrelay-operator"
+    assert disallowed_answers(cluster.plane.kubectl, who, ns) == {}
+    # the workloads' service account reads the live ConfigMap, and nothing else
+    workload = f"system:serviceaccount:{ns}:shop-trackrelay-workload"
+    for verb, resource, expected in [
+        ("watch", "configmaps", "yes"),
+        ("get", "configmaps", "yes"),
+        ("patch", "configmaps", "no"),
+        ("get", "secrets", "no"),
+        ("list", "pods", "no"),
+    ]:
+        r = cluster.plane.kubectl("auth", "can-i", verb, resource, "-n", ns, "--as", workload)
+        assert r.stdout.strip() == expected, (verb, resource, r.stdout, r.stderr)
+    # uninstall: the CRD stays, the release's objects go
+    uninstalled = cluster.plane.helm("uninstall", "shop", "--namespace", ns, "--wait")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    assert cluster.plane.kubectl("get", "crd", "analyticspipelines.trackrelay.io").returncode == 0
+    left = cluster.plane.kubectl(
+        "get",
+        "deployments,statefulsets,services,jobs,poddisruptionbudgets,configmaps,secrets,"
+        "serviceaccounts,roles,rolebindings,analyticspipelines",
+        "-n",
+        ns,
+        "-l",
+        "app.kubernetes.io/instance=shop",
+        "-o",
+        "name",
+    )
+    assert left.returncode == 0, left.stderr
+    assert left.stdout.split() == []
+    for kind in ("clusterrole", "clusterrolebinding"):
+        gone = cluster.plane.kubectl("get", kind, "shop-trackrelay-operator")
+        assert gone.returncode != 0

@@ -1,0 +1,339 @@
+"""``helm install`` of the whole bundle in the kind cluster, with images built here.
+
+The chart runs as a user would run it: PostgreSQL, Redis, the order service, the
+forwarders, the simulator as analytics and the operator, every pod from an image
+built on this machine (trackrelay's own Dockerfile on a Debian base; PostgreSQL
+and Redis from Debian's packages) and loaded with ``kind load image-archive``.
+Traffic comes from a client pod inside the cluster, to the cluster's Services.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.kind import KindCluster, script, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "trackrelay"
+RELEASE = "shop"
+FULLNAME = "shop-trackrelay"
+QUOTA_MIB = 1
+INITIAL_BUDGET = 400
+
+# what the client pod runs: the order API and the simulator's admin API, by Service name
+CLIENT = r"""
+import json, sys, time, urllib.request, uuid
+
+def call(method, url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+command, args = sys.argv[1], json.loads(sys.argv[2])
+if command == "orders":  # create orders, read each back, print ids and lines
+    made = []
+    for i in range(args["count"]):
+        items = [{"sku": f"sku-{(i * 7 + j) % args['skus']}", "qty": 1 + j % 3, "price": 100}
+                 for j in range(args["lines"])]
+        body = {"customer_id": f"c-{args['tag']}-{i}", "items": items}
+        order = call("POST", args["orders"] + "/v1/orders", body)
+        made.append(order["order_id"])
+        if args.get("every"):
+            time.sleep(args["every"])
+    read = [call("GET", args["orders"] + "/v1/orders/" + o)["order_id"] for o in made]
+    print(json.dumps({"created": made, "read": read}))
+elif command == "get":
+    print(json.dumps(call("GET", args["url"])))
+elif command == "post":
+    print(json.dumps(call("POST", args["url"], args["body"])))
+"""
+
+
+@dataclass
+class Release:
+    cluster: KindCluster
+    ns: str
+    helm_bin: str
+    client_pod: str = "client"
+
+    def helm(
+        self, *args: str, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self.cluster.run(
+            self.helm_bin,
+            "--kubeconfig",
+            str(self.cluster.kubeconfig),
+            *args,
+            timeout=timeout,
+            check=check,
+        )
+
+    def client(self, command: str, timeout: float = 300, **args: Any) -> Any:
+        done = self.cluster.kubectl(
+            "exec",
+            "-n",
+            self.ns,
+            self.client_pod,
+            "--",
+            "python3",
+            "-c",
+            CLIENT,
+            command,
+            json.dumps(args),
+            timeout=timeout,
+        )
+        return json.loads(done.stdout)
+
+    def send_orders(self, **args: Any) -> subprocess.Popen[str]:
+        """``client("orders", ...)`` in the background, while the test does something else."""
+        argv = [self.cluster.kubectl_bin, "--kubeconfig", str(self.cluster.kubeconfig), "exec"]
+        argv += ["-n", self.ns, self.client_pod, "--", "python3", "-c", CLIENT, "orders"]
+        argv.append(json.dumps({**args, "orders": self.orders_url}))
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    @property
+    def orders_url(self) -> str:
+        return f"http://{FULLNAME}-orders"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://{FULLNAME}-simulator:8100"
+
+    def sim_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.client("get", url=self.sim_url + "/admin/state")
+        return state
+
+    def live(self) -> dict[str, str]:
+        live = self.cluster.get("configmap", f"{FULLNAME}-live", "-n", self.ns)
+        data: dict[str, str] = live.get("data") or {}
+        return data
+
+    def pipeline(self) -> dict[str, Any]:
+        obj: dict[str, Any] = self.cluster.get("analyticspipeline", FULLNAME, "-n", self.ns)
+        return obj
+
+    def ready_pods(self, component: str) -> list[str]:
+        pods = self.cluster.get(
+            "pods", "-n", self.ns, "-l", f"app.kubernetes.io/component={component}"
+        )["items"]
+        return [
+            p["metadata"]["name"]
+            for p in pods
+            if p["metadata"].get("deletionTimestamp") is None
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions", [])
+            )
+        ]
+
+
+@pytest.fixture(scope="module")
+def release(kind_cluster: KindCluster) -> Iterator[Release]:
+    script("app-images", timeout=1800)
+    env = dict(line.split("=", 1) for line in script("env").stdout.splitlines() if "=" in line)
+    ns = f"shop-{secrets.token_hex(3)}"
+    rel = Release(kind_cluster, ns, str(Path(kind_cluster.kubectl_bin).parent / "helm"))
+    image, tag = env["E2E_TRACKRELAY_IMAGE"].rsplit(":", 1)
+    pg_repo, pg_tag = env["E2E_POSTGRES_IMAGE"].rsplit(":", 1)
+    redis_repo, redis_tag = env["E2E_REDIS_IMAGE"].rsplit(":", 1)
+    values = [
+        f"image.repository={image}",
+        f"image.tag={tag}",
+        "image.pullPolicy=Never",
+        f"postgresql.image.repository={pg_repo}",
+        f"postgresql.image.tag={pg_tag}",
+        "postgresql.image.pullPolicy=Never",
+        "postgresql.persistence.enabled=false",
+        f"redis.image.repository={redis_repo}",
+        f"redis.image.tag={redis_tag}",
+        "redis.image.pullPolicy=Never",
+        "redis.persistence.enabled=false",
+        "redis.appendfsync=always",
+        "simulator.enabled=true",
+        "simulator.rate=400",
+        f"queue.quotaMiB={QUOTA_MIB}",
+        "orders.replicas=1",
+        f"pipeline.budget.initial={INITIAL_BUDGET}",
+        "pipeline.budget.min=10",
+        "pipeline.replicas.max=2",
+        "pipeline.reconcileIntervalSeconds=1",
+        "pipeline.latencyTargetSeconds=0.5",
+        "forwarder.latencyTarget=0.5",
+    ]
+    started = time.monotonic()
+    rel.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        ns,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "8m",
+        *[a for v in values for a in ("--set", v)],
+    )
+    print(f"\nhelm install --wait took {time.monotonic() - started:.0f}s")
+    kind_cluster.kubectl(
+        "run",
+        rel.client_pod,
+        "-n",
+        ns,
+        f"--image={env['E2E_TRACKRELAY_IMAGE']}",
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--command",
+        "--",
+        "python3",
+        "-c",
+        "import time; time.sleep(10**6)",
+    )
+    kind_cluster.kubectl(
+        "wait", "-n", ns, f"pod/{rel.client_pod}", "--for=condition=Ready", "--timeout=120s"
+    )
+    try:
+        yield rel
+    finally:
+        if rel.helm("status", RELEASE, "-n", ns, check=False).returncode == 0:
+            rel.helm("uninstall", RELEASE, "-n", ns, "--wait", check=False)
+        kind_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_every_pod_becomes_ready_and_helm_test_passes(release: Release) -> None:
+    for component in ("orders", "forwarder", "postgresql", "redis", "simulator", "operator"):
+        assert release.ready_pods(component), component  # helm install --wait saw to it
+    # the operator has written the live configuration the forwarders follow
+    wait_for("the operator's first ConfigMap write", lambda: "budget" in release.live())
+    tested = release.helm("test", RELEASE, "-n", release.ns, "--logs", timeout=300)
+    assert "Phase:          Succeeded" in tested.stdout, tested.stdout
+    assert "created and read back" in tested.stdout
+    # the migration hook ran before the services needed it
+    status = release.helm("status", RELEASE, "-n", release.ns).stdout
+    assert "STATUS: deployed" in status
+
+
+def test_orders_reach_analytics_exactly_once_though_a_forwarder_dies_mid_batch(
+    release: Release,
+) -> None:
+    before = release.sim_state()
+    # slow pushes keep batches in flight while the forwarder pod is deleted
+    release.client(
+        "post", url=release.sim_url + "/admin/fault", body={"mode": "slow", "latency": 0.3}
+    )
+    sender = release.send_orders(count=150, lines=4, skus=40, tag="kill", every=0.05)
+    try:
+        time.sleep(6)
+        victims = release.ready_pods("forwarder")
+        assert victims
+        release.cluster.kubectl(
+            "delete", "pod", "-n", release.ns, victims[0], "--grace-period=0", "--force"
+        )
+        out, err = sender.communicate(timeout=300)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+    assert sender.returncode == 0, err
+    made = json.loads(out)
+    assert len(made["created"]) == 150 and made["read"] == made["created"]
+    release.client("post", url=release.sim_url + "/admin/fault", body={"mode": "healthy"})
+    expected_lines = before["lines"] + 150 * 4
+
+    def delivered() -> dict[str, Any] | None:
+        state = release.sim_state()
+        return state if state["lines"] >= expected_lines else None
+
+    state = wait_for("analytics to count every line", delivered, timeout=240, every=2)
+    assert state["lines"] == expected_lines  # none lost, none counted twice
+    assert wait_for("a replacement forwarder", lambda: release.ready_pods("forwarder"))
+
+
+def test_slow_analytics_lowers_the_budget_and_the_pipeline_says_why(release: Release) -> None:
+    start = float(release.live()["budget"])
+    release.client(
+        "post", url=release.sim_url + "/admin/fault", body={"mode": "slow", "latency": 2}
+    )
+    sender = release.send_orders(count=300, lines=2, skus=40, tag="slow", every=0.1)
+    try:
+        lowered = wait_for(
+            "the operator to lower the budget in the ConfigMap",
+            lambda: (b := float(release.live()["budget"])) < start / 2 and b,
+            timeout=120,
+        )
+        assert lowered < start / 2
+        status = release.pipeline()["status"]
+        healthy = {c["type"]: c for c in status["conditions"]}["AnalyticsHealthy"]
+        assert healthy["status"] == "False"
+        assert "p99" in healthy["message"] or "latency" in healthy["message"], healthy
+        events = release.cluster.get(
+            "events",
+            "-n",
+            release.ns,
+            "--field-selector",
+            f"involvedObject.kind=AnalyticsPipeline,involvedObject.name={FULLNAME}",
+        )["items"]
+        assert any("budget" in e["message"] for e in events), [e["message"] for e in events]
+        described = release.cluster.kubectl(
+            "describe", "analyticspipeline", FULLNAME, "-n", release.ns
+        ).stdout
+        assert "AnalyticsHealthy" in described and "budget" in described.lower()
+    finally:
+        release.client("post", url=release.sim_url + "/admin/fault", body={"mode": "healthy"})
+        sender.kill()
+        sender.communicate(timeout=30)
+
+
+def test_a_full_quota_switches_the_shedding_policy(release: Release) -> None:
+    assert json.loads(release.live()["shedding"])["policy"] == "none"
+    release.client("post", url=release.sim_url + "/admin/fault", body={"mode": "down"})
+    try:
+        # analytics down: the stream fills towards the 1 MiB quota
+        release.client(
+            "orders",
+            count=120,
+            lines=80,
+            skus=500,
+            tag="fill",
+            orders=release.orders_url,
+            timeout=600,
+        )
+        policy = wait_for(
+            "the operator to switch the shedding policy",
+            lambda: (p := json.loads(release.live()["shedding"])["policy"]) != "none" and p,
+            timeout=120,
+        )
+        assert policy in ("sample", "aggregate", "evict", "drop_new")
+        shedding = {c["type"]: c for c in release.pipeline()["status"]["conditions"]}["Shedding"]
+        assert shedding["status"] == "True"
+    finally:
+        release.client("post", url=release.sim_url + "/admin/fault", body={"mode": "healthy"})
+
+
+def test_helm_uninstall_leaves_the_crd_and_nothing_else(release: Release) -> None:
+    release.helm("uninstall", RELEASE, "-n", release.ns, "--wait", timeout=300)
+    cluster = release.cluster
+    assert cluster.kubectl("get", "crd", "analyticspipelines.trackrelay.io").returncode == 0
+    left = cluster.kubectl(
+        "get",
+        "deployments,statefulsets,services,jobs,poddisruptionbudgets,configmaps,secrets,"
+        "serviceaccounts,roles,rolebindings,analyticspipelines",
+        "-n",
+        release.ns,
+        "-l",
+        f"app.kubernetes.io/instance={RELEASE}",
+        "-o",
+        "name",
+    ).stdout.split()
+    assert left == []
+    for kind in ("clusterrole", "clusterrolebinding"):
+        assert cluster.kubectl("get", kind, f"{FULLNAME}-operator", check=False).returncode != 0

@@ -1,0 +1,50 @@
+"""What the operator's service account may and may not do (manifests/rbac and the chart)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+CAN = [
+    ("get", "analyticspipelines.trackrelay.io"),
+    ("watch", "analyticspipelines.trackrelay.io"),
+    ("patch", "analyticspipelines.trackrelay.io/status"),
+    ("create", "configmaps"),
+    ("patch", "configmaps"),
+    ("get", "secrets"),
+    ("get", "deployments.apps"),
+    ("patch", "deployments.apps/scale"),
+    ("update", "analyticspipelines.trackrelay.io/status"),
+    ("list", "horizontalpodautoscalers.autoscaling"),
+    ("create", "events"),
+    ("patch", "kopfpeerings.kopf.dev"),
+]
+CANNOT = [
+    ("delete", "analyticspipelines.trackrelay.io"),
+    ("update", "deployments.apps"),
+    ("delete", "deployments.apps/scale"),
+    ("create", "analyticspipelines.trackrelay.io"),
+    ("delete", "configmaps"),
+    ("list", "secrets"),
+    ("create", "secrets"),
+    ("patch", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("create", "pods"),
+    ("patch", "horizontalpodautoscalers.autoscaling"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+]
+
+
+def disallowed_answers(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]], who: str, namespace: str
+) -> dict[tuple[str, str], str]:
+    """``kubectl auth can-i --as who`` for CAN and CANNOT: every answer that is wrong."""
+    wrong = {}
+    for verb, resource in CAN + CANNOT:
+        kind, _, sub = resource.partition("/")
+        extra = [f"--subresource={sub}"] if sub else []
+        r = kubectl("auth", "can-i", verb, kind, *extra, "-n", namespace, "--as", who)
+        answer = r.stdout.strip()
+        if answer != ("yes" if (verb, resource) in CAN else "no"):
+            wrong[(verb, resource)] = answer
+    return wrong
