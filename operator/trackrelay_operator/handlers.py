@@ -70,6 +70,28 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 90
 
 
+@kopf.on.cleanup()
+async def release_finalizers(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """At exit, release the pipelines kopf holds with its finalizer.
+
+    kopf puts a finalizer on every object with a daemon, and leaves it when the
+    operator exits: a pipeline deleted while no operator runs (``helm uninstall``
+    deletes both at once) would then hang in Terminating forever. The daemon holds
+    nothing to clean up (the forwarders go on with the last configuration), so a
+    pipeline needs no finalizer while no operator watches it; the next operator
+    adds it back when it resumes.
+    """
+    finalizer = settings.persistence.finalizer
+    for namespace, name in sorted(STEERED):
+        try:
+            released = await asyncio.to_thread(kube().release_finalizer, namespace, name, finalizer)
+        except Exception as exc:  # exiting: report, never raise
+            log.warning("could not release %s/%s: %s", namespace, name, exc)
+            continue
+        if released:
+            log.info("released %s/%s (finalizer %s)", namespace, name, finalizer)
+
+
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -119,10 +141,15 @@ def liveness(**_: Any) -> dict[str, Any]:
     return liveness_report()
 
 
+STEERED: set[tuple[str, str]] = set()
+"""Every pipeline this process ran a daemon for (its finalizers are released at exit)."""
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
 async def reconcile(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     Liveness.pipelines.add(key)
+    STEERED.add(key)
     try:
         await PipelineRunner(kube(), body).run(stopped)
     finally:

@@ -120,6 +120,29 @@ class Kube:
     def write_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
         self.core.patch_namespaced_config_map(name, namespace, {"data": data})
 
+    def release_finalizer(self, namespace: str, name: str, finalizer: str) -> bool:
+        """Remove ``finalizer`` from a pipeline (kopf's, added for the daemon); False if absent."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj: Any = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+            finalizers = list(obj["metadata"].get("finalizers") or [])
+            if finalizer not in finalizers:
+                return False
+            rest = [f for f in finalizers if f != finalizer]
+            version = obj["metadata"]["resourceVersion"]  # a change meanwhile: 409, not a loss
+            body = {"metadata": {"finalizers": rest, "resourceVersion": version}}
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, body
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):  # gone, or changed meanwhile: nothing to hold
+                return False
+            raise
+        return True
+
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}

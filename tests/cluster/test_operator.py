@@ -381,6 +381,31 @@ def test_the_operator_steers_budget_replicas_and_shedding_and_fails_static(rig: 
     assert forwarder_budget() == float(last["budget"])
 
 
+def test_a_pipeline_deleted_after_the_operator_stopped_is_not_stuck(rig: Rig) -> None:
+    """kopf holds every pipeline with a daemon by a finalizer; a SIGTERMed operator
+    releases it, so `helm uninstall` (operator and pipeline deleted together) completes."""
+
+    def finalizers() -> list[str]:
+        return list(rig.pipeline()["metadata"].get("finalizers") or [])
+
+    until(finalizers, 30, "kopf adds its finalizer while the daemon runs")
+    assert rig.operator is not None
+    rig.operator.send_signal(signal.SIGTERM)
+    assert rig.operator.wait(30) == 0
+    assert finalizers() == []
+    assert "released" in (rig.logs / "operator.log").read_text()
+    rig.cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, rig.ns, PLURAL, "shop")
+
+    def gone() -> bool:
+        try:
+            rig.pipeline()
+        except client.ApiException as exc:
+            return bool(exc.status == 404)
+        return False
+
+    until(gone, 10, "the pipeline is deleted with no operator running")
+
+
 def test_a_deployment_managed_by_an_hpa_is_left_alone(rig: Rig) -> None:
     hpa = client.V1HorizontalPodAutoscaler(
         metadata=client.V1ObjectMeta(name="forwarders-hpa"),

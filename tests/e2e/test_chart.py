@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.kind import KindCluster, script, wait_for
 
@@ -95,6 +96,28 @@ class Release:
         )
         return json.loads(done.stdout)
 
+    def diagnose(self) -> str:
+        """The pods, and the last log lines of every container that is not ready."""
+        out = [self.cluster.kubectl("get", "pods", "-n", self.ns, "-o", "wide", check=False).stdout]
+        pods = self.cluster.get("pods", "-n", self.ns)["items"]
+        for pod in pods:
+            for status in pod["status"].get("containerStatuses", []):
+                if not status.get("ready"):
+                    name = pod["metadata"]["name"]
+                    logs = self.cluster.kubectl(
+                        "logs",
+                        "-n",
+                        self.ns,
+                        name,
+                        "-c",
+                        status["name"],
+                        "--tail=30",
+                        "--previous" if status.get("restartCount") else "--tail=30",
+                        check=False,
+                    )
+                    out.append(f"--- {name}/{status['name']}:\n{logs.stdout}{logs.stderr}")
+        return "\n".join(out)
+
     def send_orders(self, **args: Any) -> subprocess.Popen[str]:
         """``client("orders", ...)`` in the background, while the test does something else."""
         argv = [self.cluster.kubectl_bin, "--kubeconfig", str(self.cluster.kubeconfig), "exec"]
@@ -139,7 +162,9 @@ class Release:
 
 
 @pytest.fixture(scope="module")
-def release(kind_cluster: KindCluster) -> Iterator[Release]:
+def release(
+    kind_cluster: KindCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
     script("app-images", timeout=1800)
     env = dict(line.split("=", 1) for line in script("env").stdout.splitlines() if "=" in line)
     ns = f"shop-{secrets.token_hex(3)}"
@@ -147,62 +172,66 @@ def release(kind_cluster: KindCluster) -> Iterator[Release]:
     image, tag = env["E2E_TRACKRELAY_IMAGE"].rsplit(":", 1)
     pg_repo, pg_tag = env["E2E_POSTGRES_IMAGE"].rsplit(":", 1)
     redis_repo, redis_tag = env["E2E_REDIS_IMAGE"].rsplit(":", 1)
-    values = [
-        f"image.repository={image}",
-        f"image.tag={tag}",
-        "image.pullPolicy=Never",
-        f"postgresql.image.repository={pg_repo}",
-        f"postgresql.image.tag={pg_tag}",
-        "postgresql.image.pullPolicy=Never",
-        "postgresql.persistence.enabled=false",
-        f"redis.image.repository={redis_repo}",
-        f"redis.image.tag={redis_tag}",
-        "redis.image.pullPolicy=Never",
-        "redis.persistence.enabled=false",
-        "redis.appendfsync=always",
-        "simulator.enabled=true",
-        "simulator.rate=400",
-        f"queue.quotaMiB={QUOTA_MIB}",
-        "orders.replicas=1",
-        f"pipeline.budget.initial={INITIAL_BUDGET}",
-        "pipeline.budget.min=10",
-        "pipeline.replicas.max=2",
-        "pipeline.reconcileIntervalSeconds=1",
-        "pipeline.latencyTargetSeconds=0.5",
-        "forwarder.latencyTarget=0.5",
-    ]
-    started = time.monotonic()
-    rel.helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        ns,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "8m",
-        *[a for v in values for a in ("--set", v)],
-    )
-    print(f"\nhelm install --wait took {time.monotonic() - started:.0f}s")
-    kind_cluster.kubectl(
-        "run",
-        rel.client_pod,
-        "-n",
-        ns,
-        f"--image={env['E2E_TRACKRELAY_IMAGE']}",
-        "--image-pull-policy=Never",
-        "--restart=Never",
-        "--command",
-        "--",
-        "python3",
-        "-c",
-        "import time; time.sleep(10**6)",
-    )
-    kind_cluster.kubectl(
-        "wait", "-n", ns, f"pod/{rel.client_pod}", "--for=condition=Ready", "--timeout=120s"
-    )
+    values = {
+        "image": {"repository": image, "tag": tag, "pullPolicy": "Never"},
+        "postgresql": {
+            "image": {"repository": pg_repo, "tag": pg_tag, "pullPolicy": "Never"},
+            "persistence": {"enabled": False},  # kind's node has no volume provisioner here
+        },
+        "redis": {
+            "image": {"repository": redis_repo, "tag": redis_tag, "pullPolicy": "Never"},
+            "persistence": {"enabled": False},
+            "appendfsync": "always",
+        },
+        "simulator": {"enabled": True, "rate": 400},
+        "queue": {"quotaMiB": QUOTA_MIB},
+        "orders": {"replicas": 1},
+        # small batches: the quota's room for pending entries stays well under 1 MiB
+        "forwarder": {"latencyTarget": 0.5, "batchSize": 50, "concurrency": 2},
+        "pipeline": {
+            "budget": {"min": 10, "max": 5000, "initial": INITIAL_BUDGET},
+            "replicas": {"min": 1, "max": 2},
+            "reconcileIntervalSeconds": 1,
+            "latencyTargetSeconds": 0.5,
+        },
+    }
+    values_file = tmp_path_factory.mktemp("helm") / "e2e-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
     try:
+        started = time.monotonic()
+        installed = rel.helm(
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            ns,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "5m",
+            "-f",
+            str(values_file),
+            check=False,
+        )
+        assert installed.returncode == 0, installed.stderr + rel.diagnose()
+        print(f"\nhelm install --wait took {time.monotonic() - started:.0f}s")
+        kind_cluster.kubectl(
+            "run",
+            rel.client_pod,
+            "-n",
+            ns,
+            f"--image={env['E2E_TRACKRELAY_IMAGE']}",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--command",
+            "--",
+            "python3",
+            "-c",
+            "import time; time.sleep(10**6)",
+        )
+        kind_cluster.kubectl(
+            "wait", "-n", ns, f"pod/{rel.client_pod}", "--for=condition=Ready", "--timeout=120s"
+        )
         yield rel
     finally:
         if rel.helm("status", RELEASE, "-n", ns, check=False).returncode == 0:
@@ -307,11 +336,16 @@ def test_a_full_quota_switches_the_shedding_policy(release: Release) -> None:
             orders=release.orders_url,
             timeout=600,
         )
-        policy = wait_for(
-            "the operator to switch the shedding policy",
-            lambda: (p := json.loads(release.live()["shedding"])["policy"]) != "none" and p,
-            timeout=120,
-        )
+
+        def switched() -> str | None:
+            policy: str = json.loads(release.live()["shedding"])["policy"]
+            return None if policy == "none" else policy
+
+        try:
+            policy = wait_for("the operator to switch the shedding policy", switched, timeout=120)
+        except AssertionError as exc:
+            status = release.pipeline().get("status", {})
+            raise AssertionError(f"{exc}; pipeline status {json.dumps(status)}") from None
         assert policy in ("sample", "aggregate", "evict", "drop_new")
         shedding = {c["type"]: c for c in release.pipeline()["status"]["conditions"]}["Shedding"]
         assert shedding["status"] == "True"

@@ -114,6 +114,10 @@ http://{{ include "trackrelay.fullname" . }}-simulator:{{ .Values.simulator.port
 {{- define "trackrelay.relayEnv" -}}
 - name: TRACKRELAY_QUEUE_QUOTA
   value: "{{ .Values.queue.quotaMiB }}MiB"
+# room the quota keeps for entries the forwarders will hold pending: at most every
+# forwarder's every lane with a full batch (local mode computes the same)
+- name: TRACKRELAY_QUEUE_READ_AHEAD
+  value: {{ mul .Values.pipeline.replicas.max .Values.forwarder.concurrency .Values.forwarder.batchSize | quote }}
 {{- end }}
 
 {{/* Pod-level settings of every trackrelay pod. */}}
