@@ -120,6 +120,21 @@ class Kube:
     def write_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
         self.core.patch_namespaced_config_map(name, namespace, {"data": data})
 
+    def pipelines(self, namespace: str, selector: str) -> list[str]:
+        listed: Any = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, label_selector=selector
+        )
+        return sorted(item["metadata"]["name"] for item in listed["items"])
+
+    def delete_pipeline(self, namespace: str, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     def release_finalizer(self, namespace: str, name: str, finalizer: str) -> bool:
         """Remove ``finalizer`` from a pipeline (kopf's, added for the daemon); False if absent."""
         from kubernetes.client.exceptions import ApiException
