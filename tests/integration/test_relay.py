@@ -89,13 +89,17 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
     producing = asyncio.create_task(insert_orders(engine, ORDERS, concurrency=4))
     kills_mid_batch = 0
     try:
-        for round_no in range(3):
+        for round_no in range(5):
             victim = spawn_role(["relay", "--owner", f"victim{round_no}"], env, log)
             others.append(victim)  # stopped in finally if the test fails before the kill
             held = await _wait_for_lease(engine, f"victim{round_no}/", timeout=30)
+            # Frozen the moment its lease shows (a batch takes milliseconds), then killed:
+            # a crash mid-batch, not a race with the batch's end.
+            victim.send_signal(signal.SIGSTOP)
+            holding = held and await _leased_rows(engine, f"victim{round_no}/")
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            if held and await _leased_rows(engine, f"victim{round_no}/"):
+            if holding:
                 kills_mid_batch += 1
         expected = await producing
         # A survivor (on SQLite, the only relay left) takes the dead relays' rows over.
