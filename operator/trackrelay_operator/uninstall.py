@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from trackrelay_operator.kube import Kube
+import kopf
 
-KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+from trackrelay_operator.kube import Kube
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     kube = Kube()
+    finalizer = kopf.OperatorSettings().persistence.finalizer  # the operator's, by default
     names = kube.pipelines(args.namespace, args.selector)
     for name in names:
         kube.delete_pipeline(args.namespace, name)
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.sleep(1)
         left = kube.pipelines(args.namespace, args.selector)
     for name in left:  # no operator let it go: nothing else will
-        if kube.release_finalizer(args.namespace, name, KOPF_FINALIZER):
+        if kube.release_finalizer(args.namespace, name, finalizer):
             print(f"released {args.namespace}/{name}: no operator answered", flush=True)
     print(f"{len(names)} pipeline(s) deleted", flush=True)
     return 0

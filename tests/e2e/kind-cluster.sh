@@ -120,16 +120,19 @@ build_pause() {
   log "pause built from $src"
 }
 
-rootfs() { # name, variant, packages (comma separated)
-  local name=$1 variant=$2 packages=$3 out="$cache/rootfs-$1.tar"
-  done_already "rootfs-$name" "$DEBIAN_SUITE $variant $packages" && return
+rootfs() { # name, variant, packages (comma separated)[, essential hook; $0 = name]
+  local name=$1 variant=$2 packages=$3 hook=${4:-} out="$cache/rootfs-$1.tar"
+  hook=${hook//\$0/$1}
+  local want="$DEBIAN_SUITE $variant $packages${hook:+ $hook}"
+  done_already "rootfs-$name" "$want" && return
   local t0; t0=$(date +%s)
   log "making the $name Debian root filesystem ($DEBIAN_SUITE, $variant) with mmdebstrap ..."
-  mmdebstrap --quiet --variant="$variant" --include="$packages" \
-    --customize-hook='chroot "$1" apt-get clean' \
+  local hooks=(--customize-hook='chroot "$1" apt-get clean')
+  [ -n "$hook" ] && hooks+=(--essential-hook="$hook")
+  mmdebstrap --quiet --variant="$variant" --include="$packages" "${hooks[@]}" \
     "$DEBIAN_SUITE" "$cache/rootfs-$name.partial.tar"  # mmdebstrap picks the format by suffix
   mv "$cache/rootfs-$name.partial.tar" "$out"
-  mark_done "rootfs-$name" "$DEBIAN_SUITE $variant $packages"
+  mark_done "rootfs-$name" "$want"
   log "$name root filesystem made in $(elapsed "$t0")"
 }
 
@@ -304,8 +307,8 @@ app_images() {
   local t0; t0=$(date +%s)
   # the service user exists before its package installs, so the package keeps uid 999
   local uid999='echo "$0:x:999:999:$0:/var/lib/$0:/usr/sbin/nologin" >> "$1/etc/passwd"; echo "$0:x:999:" >> "$1/etc/group"'
-  rootfs_with_user postgres "postgresql-15" "$uid999"
-  rootfs_with_user redis "redis-server" "$uid999"
+  rootfs postgres minbase "postgresql-15" "$uid999"
+  rootfs redis minbase "redis-server" "$uid999"
   if ! done_already app-base "$(cat "$cache"/.stamp-rootfs-postgres "$cache"/.stamp-rootfs-redis)"; then
     podman import -q --change "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/bin:/bin" \
       --change "USER 999" "$cache/rootfs-postgres.tar" "$POSTGRES_IMAGE" >/dev/null
@@ -327,19 +330,6 @@ app_images() {
     "$bin/kind" load image-archive "$cache/images/$name.tar" --name "$CLUSTER" >/dev/null
   done
   log "app images built and loaded in $(elapsed "$t0"): $TRACKRELAY_IMAGE $POSTGRES_IMAGE $REDIS_IMAGE"
-}
-
-rootfs_with_user() { # name, packages, essential hook creating the service user first
-  local name=$1 packages=$2 hook=${3//\$0/$1} out="$cache/rootfs-$1.tar"
-  done_already "rootfs-$name" "$DEBIAN_SUITE $packages uid999" && return
-  local t0; t0=$(date +%s)
-  log "making the $name Debian root filesystem with mmdebstrap ..."
-  mmdebstrap --quiet --variant=minbase --include="$packages" \
-    --essential-hook="$hook" --customize-hook='chroot "$1" apt-get clean' \
-    "$DEBIAN_SUITE" "$cache/rootfs-$name.partial.tar"
-  mv "$cache/rootfs-$name.partial.tar" "$out"
-  mark_done "rootfs-$name" "$DEBIAN_SUITE $packages uid999"
-  log "$name root filesystem made in $(elapsed "$t0")"
 }
 
 cluster_exists() { "$bin/kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; }

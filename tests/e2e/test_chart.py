@@ -147,18 +147,8 @@ class Release:
         return obj
 
     def ready_pods(self, component: str) -> list[str]:
-        pods = self.cluster.get(
-            "pods", "-n", self.ns, "-l", f"app.kubernetes.io/component={component}"
-        )["items"]
-        return [
-            p["metadata"]["name"]
-            for p in pods
-            if p["metadata"].get("deletionTimestamp") is None
-            and any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in p["status"].get("conditions", [])
-            )
-        ]
+        pods = self.cluster.ready_pods(self.ns, f"app.kubernetes.io/component={component}")
+        return [p["metadata"]["name"] for p in pods]
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +156,7 @@ def release(
     kind_cluster: KindCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
     script("app-images", timeout=1800)
-    env = dict(line.split("=", 1) for line in script("env").stdout.splitlines() if "=" in line)
+    env = kind_cluster.env  # the script's env, after app-images built what it names
     ns = f"shop-{secrets.token_hex(3)}"
     rel = Release(kind_cluster, ns, str(Path(kind_cluster.kubectl_bin).parent / "helm"))
     image, tag = env["E2E_TRACKRELAY_IMAGE"].rsplit(":", 1)

@@ -89,16 +89,7 @@ def echo_objects(image: str) -> list[dict[str, Any]]:
 
 
 def ready_pods(cluster: KindCluster, ns: str) -> list[dict[str, Any]]:
-    pods = cluster.get("pods", "-n", ns, "-l", "app.kubernetes.io/name=echo")["items"]
-    return [
-        p
-        for p in pods
-        if p["metadata"].get("deletionTimestamp") is None
-        and any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in p["status"].get("conditions", [])
-        )
-    ]
+    return cluster.ready_pods(ns, "app.kubernetes.io/name=echo")
 
 
 def ready_endpoints(cluster: KindCluster, ns: str) -> list[dict[str, Any]]:

@@ -88,6 +88,19 @@ class KindCluster:
     def get(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
+    def ready_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        """Pods matching ``selector`` that are Ready and not being deleted."""
+        pods = self.get("pods", "-n", ns, "-l", selector)["items"]
+        return [
+            p
+            for p in pods
+            if p["metadata"].get("deletionTimestamp") is None
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions", [])
+            )
+        ]
+
     def kind(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return self.run(self.kind_bin, *args, timeout=timeout)
 
