@@ -4,27 +4,38 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-e2e e2e-cluster e2e-down lint demo up cluster-tools bench clean
+.PHONY: venv setup setup-e2e test test-e2e e2e-cluster e2e-down lint demo up cluster-tools bench clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,operator]'
+	# setuptools' notice that an editable install of two package roots uses a finder
+	# is information, not a warning: the install prints nothing else
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e '.[dev,operator]'
 	touch $(STAMP)
 
-test: venv
-	PATH="$$(tests/cluster/control-plane.sh --print):$$PATH" $(BIN)/pytest -q -m "not e2e" $(PYTEST_ARGS)
+# What the suites need from the machine (Debian packages as root, the control-plane
+# binaries), once; elsewhere it stops with the command to run. tests/setup.sh says more.
+setup:
+	tests/setup.sh
+
+setup-e2e:
+	tests/setup.sh --e2e
+
+# Every test but e2e; a missing prerequisite stops the run, a skipped test fails it.
+test: setup venv
+	PATH="$$(tests/cluster/control-plane.sh --print):$$PATH" $(BIN)/pytest -q -m "not e2e" --durations=15 $(PYTEST_ARGS)
 
 # The e2e tier: a kind cluster with a node image built here (root, podman, mmdebstrap).
-e2e-cluster:
+e2e-cluster: setup-e2e
 	tests/e2e/kind-cluster.sh up
 
 e2e-down:
 	tests/e2e/kind-cluster.sh down
 
-test-e2e: venv e2e-cluster
+test-e2e: setup-e2e venv e2e-cluster
 	$(BIN)/pytest -q -m e2e tests/e2e $(PYTEST_ARGS)
 
 lint: venv

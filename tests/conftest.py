@@ -6,9 +6,53 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
-from tests.support.postgres import PostgresCluster, find_pg_bin
+from tests.support import prerequisites
+from tests.support.postgres import PostgresCluster
 from trackrelay.local.embedded_redis import EmbeddedRedis
+
+# Hypothesis' 200 ms deadline per example measures the machine, not the property.
+settings.register_profile("trackrelay", deadline=None)
+settings.load_profile("trackrelay")
+
+
+def _needs(item: pytest.Item) -> set[str]:
+    names = {str(arg) for mark in item.iter_markers("needs") for arg in mark.args}
+    if "postgres" in getattr(item, "fixturenames", ()) or item.get_closest_marker("postgres"):
+        names.add("postgres")
+    if item.get_closest_marker("cluster"):
+        names.add("control-plane")
+    return names
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Stop before any test when a selected test needs what this machine lacks."""
+    tests: dict[str, list[str]] = {}
+    for item in items:
+        for name in _needs(item):
+            tests.setdefault(name, []).append(item.nodeid)
+    lacking = prerequisites.missing(tests)
+    if lacking:
+        raise pytest.UsageError(prerequisites.message(lacking, tests))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    if skipped:
+        terminalreporter.write_line(
+            f"{skipped} test(s) skipped: a skipped test fails the run (nothing here may skip)",
+            red=True,
+        )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test fails the run: a suite that skips what it cannot find checks least."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -21,8 +65,6 @@ def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
-    if find_pg_bin() is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
     cluster = PostgresCluster(tmp_path_factory.mktemp("pg")).start()
     yield cluster
     cluster.stop()

@@ -24,6 +24,10 @@ want="k8s=$K8S_RELEASE helm=$HELM_RELEASE sum=$(cat "$here"/tools/k8s/go.sum "$h
 if [ "${1:-}" = "--print" ]; then echo "$bin"; exit 0; fi
 if [ "${1:-}" = "--release" ]; then echo "$K8S_RELEASE"; exit 0; fi
 
+# one build at a time: a second caller waits, then finds the stamp
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.lock"
+flock 9
 if [ "${1:-}" != "--node-binaries" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "control-plane: cached binaries in $bin (delete $stamp to rebuild)"
   exit 0

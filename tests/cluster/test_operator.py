@@ -301,10 +301,13 @@ def test_the_operator_steers_budget_replicas_and_shedding_and_fails_static(rig: 
     seen: list[tuple[int, int]] = []
 
     def risen() -> bool:
+        # the scale first, the status after: the operator scales before it reports, so
+        # a status read second is never older than the scale it is compared with
+        replicas = rig.replicas()
         st = rig.status()
         if "usableReplicas" in st:
-            seen.append((rig.replicas(), st["usableReplicas"]))
-        return rig.replicas() > 1
+            seen.append((replicas, st["usableReplicas"]))
+        return replicas > 1
 
     until(risen, 60, "replicas rise with backlog and healthy analytics")
     assert all(replicas <= usable for replicas, usable in seen), seen
@@ -527,15 +530,16 @@ def test_the_live_configmap_is_followed_through_the_api_and_kept_when_broken(
         patch = {"data": {"budget": "150", "shedding": '{"policy": "sample", "p": 0.5}'}}
         started = time.monotonic()
         crd.core.patch_namespaced_config_map("live", ns, patch)
-        until(lambda: live.budget() == 150, 5, "the change arrives", every=0.05)
-        assert time.monotonic() - started < 2.0  # a watch, not the kubelet's volume refresh
+        until(lambda: live.budget() == 150, 30, "the change arrives", every=0.05)
+        # a watch, not the kubelet's volume refresh (a minute or more): far under it
+        assert time.monotonic() - started < 15
         shedding = live.shedding()
         assert shedding is not None and shedding.policy is Policy.SAMPLE and shedding.p == 0.5
         # Garbage in the ConfigMap: ignored, the last good values stay.
         crd.core.patch_namespaced_config_map(
             "live", ns, {"data": {"budget": "fast", "shedding": '{"policy": "shred"}'}}
         )
-        until(lambda: (live.watch.data or {}).get("budget") == "fast", 5, "the bad change")
+        until(lambda: (live.watch.data or {}).get("budget") == "fast", 30, "the bad change")
         assert live.budget() == 150 and live.shedding() == shedding
         # Deleted: fail static.
         crd.core.delete_namespaced_config_map("live", ns)

@@ -67,16 +67,15 @@ preflight() {
   [ "$(id -u)" = 0 ] || die "run as root: kind's podman provider needs rootful podman"
   local tool
   for tool in podman mmdebstrap gcc go; do
-    command -v "$tool" >/dev/null || die "'$tool' is not installed (apt-get install podman mmdebstrap gcc libc6-dev; Go >= 1.25)"
+    command -v "$tool" >/dev/null || die "'$tool' is not installed: run tests/setup.sh --e2e"
   done
   # kind mounts /lib/modules into the node; this kernel may have none
   mkdir -p /lib/modules
-  local limits=/etc/containers/containers.conf
-  if ! grep -qs '^default_ulimits' "$limits"; then
-    die "podman's default ulimits exceed this host's (nofile, nproc); add to $limits:
-[containers]
-default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]"
-  fi
+  # podman's default ulimits exceed this host's (nofile, nproc), and crun refuses
+  # its hybrid cgroups: tests/setup.sh --e2e writes both settings and proves them
+  local conf=/etc/containers/containers.conf
+  grep -qs '^default_ulimits' "$conf" && grep -qsE '^runtime *= *"runc"' "$conf" ||
+    die "$conf lacks podman's runc runtime or this host's ulimits: run tests/setup.sh --e2e"
 }
 
 build_tools() {

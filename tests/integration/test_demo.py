@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/lib/chromium/chromium"
+from tests.support.prerequisites import CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +91,7 @@ def test_replicas_never_exceed_what_the_budget_can_use(demo_run: Path) -> None:
             assert s["decided"] <= s["usable"], s
 
 
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium package")
+@pytest.mark.needs("chromium")
 def test_the_report_loads_in_chromium_without_errors_and_its_plots_render(
     demo_run: Path,
 ) -> None:

@@ -146,10 +146,13 @@ def test_analytics_down_then_back_everything_delivered_no_hot_loop(
     )
     proc = spawn_role(["forwarder"], env, tmp_path / "f.log")
     try:
+        # counted from the first refusal: the process's start-up is no part of the window
+        wait_for(lambda: sim.state()["requests"].get("503", 0) >= 1, 30, "a first push")
+        first = sim.state()["requests"].get("503", 0)
         time.sleep(6)
-        refused = sim.state()["requests"].get("503", 0)
+        refused = sim.state()["requests"].get("503", 0) - first
         # Two lanes, each backing off from 0.2 s up to 2 s: a handful each, not hundreds.
-        assert 1 <= refused <= 30, f"{refused} pushes in 6 s against a down analytics"
+        assert refused <= 30, f"{refused} pushes in 6 s against a down analytics"
         assert sim.state()["accepted"] == 0
         sim.fault(mode="healthy")
         wait_for(lambda: sim.state()["accepted"] == 1_000, 30, "delivery after recovery")
@@ -158,9 +161,12 @@ def test_analytics_down_then_back_everything_delivered_no_hot_loop(
         stop_all([sim.proc])
         before = _metric(metrics_port, "trackrelay_push_failures_total")
         add_events(redis_server.url, 500, prefix="late")
+        metric = functools.partial(_metric, metrics_port, "trackrelay_push_failures_total")
+        wait_for(lambda: metric() > before, 30, "a first failed push")
+        first = metric()
         time.sleep(5)
-        failures = _metric(metrics_port, "trackrelay_push_failures_total") - before
-        assert 1 <= failures <= 30, f"{failures} failed pushes in 5 s: a hot loop"
+        failures = metric() - first
+        assert failures <= 30, f"{failures} failed pushes in 5 s: a hot loop"
         back = start_sim(port=port)
         wait_for(lambda: back.state()["accepted"] == 500, 30, "delivery after restart")
     finally:
@@ -272,8 +278,9 @@ def test_sigterm_during_a_hanging_push_exits_cleanly_and_acks_nothing(
     time.sleep(0.5)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(10) == 0
-    assert time.monotonic() - started < 5
+    assert proc.wait(20) == 0
+    # cut after its 1 s grace, not left to run out its 30 s push timeout
+    assert time.monotonic() - started < 15
     assert _pending(redis_server) == 50  # nothing acked that analytics did not accept
 
 

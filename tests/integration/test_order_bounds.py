@@ -114,10 +114,14 @@ def test_models_and_migrations_describe_the_same_schema(database_url: str) -> No
     assert asyncio.run(go()) == []
 
 
-async def test_migrations_wait_for_the_replica_that_holds_the_lock(database_url: str) -> None:
-    """While one replica migrates (holds the advisory lock), another waits, then finds head."""
-    if database_url.startswith("sqlite"):
-        pytest.skip("SQLite serialises writers; the advisory lock is PostgreSQL's")
+async def test_migrations_wait_for_the_replica_that_holds_the_lock(
+    postgres: PostgresCluster,
+) -> None:
+    """While one replica migrates (holds the advisory lock), another waits, then finds head.
+
+    PostgreSQL only: SQLite serialises writers and has no advisory lock.
+    """
+    database_url = postgres.create_database()
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)

@@ -137,16 +137,18 @@ async def test_abandoned_entries_behind_many_live_ones_are_taken_over(
     await r.xgroup_create(STREAM, CONSUMER_GROUP, id="0")
     read: Any = await r.xreadgroup(CONSUMER_GROUP, "dead", {STREAM: ">"}, count=1010)
     ids = [i for i, _ in read[0][1]]
-    await asyncio.sleep(3.2)  # all idle past CLAIM_IDLE...
-    await r.xclaim(STREAM, CONSUMER_GROUP, "live", 0, ids[:1000], justid=True)  # ...but these
+    # Ten abandoned entries behind 1000 live ones: idle times are set, not waited for, so
+    # the live ones cannot turn idle during the test however slow the machine is.
+    await r.xclaim(STREAM, CONSUMER_GROUP, "dead", 0, ids[1000:], idle=120_000, justid=True)
+    await r.xclaim(STREAM, CONSUMER_GROUP, "live", 0, ids[:1000], justid=True)
     settings = ForwarderSettings(
-        batch_size=10, claim_idle=3, push_timeout=1, redis_timeout=0.5, block_ms=100
+        batch_size=10, claim_idle=60, push_timeout=1, redis_timeout=0.5, block_ms=100
     )
     sink = HttpSink(sim.url, 1.0)
     stop = asyncio.Event()
     task = asyncio.create_task(Forwarder(r, sink, settings, consumer="rescuer").run(stop))
     try:
-        for _ in range(40):  # 2 s, well before the live entries turn idle
+        for _ in range(400):  # up to 20 s; the live entries stay busy for 60
             if (await asyncio.to_thread(sim.state))["accepted"] == 10:
                 break
             await asyncio.sleep(0.05)

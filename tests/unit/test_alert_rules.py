@@ -19,9 +19,7 @@ RULES = REPO / "charts" / "trackrelay" / "files" / "prometheus-rules.yaml"
 TESTS = REPO / "tests" / "promtool" / "trackrelay-rules.test.yaml"
 PROMTOOL = shutil.which("promtool")
 
-pytestmark = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)"
-)
+pytestmark = pytest.mark.needs("promtool")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

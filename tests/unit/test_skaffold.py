@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 SKAFFOLD_MODULE = "github.com/GoogleContainerTools/skaffold/v2@v2.16.1"
 SCHEMA_PATH = "docs-v2/content/en/schemas/v4beta13.json"
 
-pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs Go (module proxy)")
+pytestmark = pytest.mark.needs("go")
 
 
 @pytest.fixture(scope="module")
