@@ -25,8 +25,11 @@ setup-e2e:
 	tests/setup.sh --e2e
 
 # Every test but e2e; a missing prerequisite stops the run, a skipped test fails it.
+# Two workers, one test file each at a time: most tests wait on processes, not the CPU.
+TEST_WORKERS ?= 2
 test: setup venv
-	PATH="$$(tests/cluster/control-plane.sh --print):$$PATH" $(BIN)/pytest -q -m "not e2e" --durations=15 $(PYTEST_ARGS)
+	PATH="$$(tests/cluster/control-plane.sh --print):$$PATH" $(BIN)/pytest -q -m "not e2e" \
+	  -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # The e2e tier: a kind cluster with a node image built here (root, podman, mmdebstrap).
 e2e-cluster: setup-e2e

@@ -26,16 +26,37 @@ def _needs(item: pytest.Item) -> set[str]:
     return names
 
 
+LACKING = pytest.StashKey[str]()
+
+
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Stop before any test when a selected test needs what this machine lacks."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stop before any test when a selected test needs what this machine lacks.
+
+    In an xdist worker, which cannot stop the run cleanly, each such test fails
+    at set-up with the same message instead: an error either way, never a skip.
+    """
     tests: dict[str, list[str]] = {}
     for item in items:
         for name in _needs(item):
             tests.setdefault(name, []).append(item.nodeid)
     lacking = prerequisites.missing(tests)
-    if lacking:
-        raise pytest.UsageError(prerequisites.message(lacking, tests))
+    if not lacking:
+        return
+    text = prerequisites.message(lacking, tests)
+    if not hasattr(config, "workerinput"):
+        raise pytest.UsageError(text)
+    names = {p.name for p in lacking}
+    for item in items:
+        if _needs(item) & names:
+            item.stash[LACKING] = text
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    text = item.stash.get(LACKING, None)
+    if text is not None:
+        pytest.fail(text, pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

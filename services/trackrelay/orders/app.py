@@ -161,9 +161,11 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         redis = None
+        app.state.relay = None
         if settings.run_relay and queue_url is not None:
             redis = redis_client.connect(queue_url)
             relay = OutboxRelay(engine, redis, settings, metrics=metrics)
+            app.state.relay = relay
             tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
         try:
             yield

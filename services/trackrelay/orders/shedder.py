@@ -256,6 +256,9 @@ class OutboxGuard:
         self.counts = counts
         self.shedding = Shedding()
         self.rows = 0
+        self.checks = 0
+        """Checks completed: each brings the outbox within its quota, with room for the
+        next interval's arrivals if they are no more than twice the last one's."""
         self._thinned: tuple[int, float] = (0, 1.0)
         """Rows up to this id were thinned at this keep probability."""
 
@@ -264,6 +267,12 @@ class OutboxGuard:
         return self.settings.thresholds()
 
     async def check(self, now: float) -> Shedding:
+        try:
+            return await self._check(now)
+        finally:
+            self.checks += 1
+
+    async def _check(self, now: float) -> Shedding:
         rows = await store.count_outbox(self.engine)
         arriving = max(0, rows - self.rows)  # at least what came in since the last check
         self.rows = rows
