@@ -144,7 +144,7 @@ fi
 bindir=$("$here/cluster/control-plane.sh" --print)
 if [ ! -f "$bindir/.stamp" ]; then
   log "building the Kubernetes control-plane binaries once (etcd, kube-apiserver,"
-  log "kube-controller-manager, kubectl, helm) into $bindir: about 10 minutes cold on 2 cores"
+  log "kube-controller-manager, kubectl, helm) into $bindir: about 8 minutes cold on 2 cores"
 fi
 "$here/cluster/control-plane.sh"
 log "ready in $(( $(date +%s) - t_start ))s"

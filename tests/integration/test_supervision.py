@@ -8,11 +8,14 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from trackrelay import cli
+from trackrelay.constants import FORWARDER_STATS_PREFIX
 from trackrelay.local.live import Shoppers
 from trackrelay.local.stack import LocalStack, StackOptions, read_status
 from trackrelay.orders import store
@@ -26,6 +29,28 @@ FORWARDER_ENV = {
     "TRACKRELAY_PUSH_TIMEOUT": "2",
     "TRACKRELAY_REDIS_TIMEOUT": "2",
 }
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as r:
+            return bool(r.ping())
+    except redis.RedisError:
+        return False
+
+
+def all_started(stack: LocalStack) -> bool:
+    """The relay and both forwarders are past their start: the relay has logged the
+    line that follows its queue check, each forwarder has published its view."""
+    relay_log = stack.logs / "relay.log"
+    if not relay_log.exists() or " trackrelay.local.runner: relay " not in relay_log.read_text():
+        return False
+    try:
+        with redis.Redis.from_url(stack.redis_url, socket_timeout=1) as r:
+            forwarders: Any = r.keys(FORWARDER_STATS_PREFIX + "*")
+            return len(forwarders) >= 2
+    except redis.RedisError:
+        return False
 
 
 def options(tmp_path: Path) -> StackOptions:
@@ -83,6 +108,9 @@ async def test_every_child_killed_under_load_is_reaped_restarted_and_nothing_is_
         shoppers = Shoppers(stack.api, rate=25)
         load = asyncio.create_task(shoppers.run(stop_load))
         try:
+            # A child still starting when Redis dies exits and is restarted once more
+            # (start needs the queue): kills begin once every child is past its start.
+            await until(lambda: all_started(stack), 60, "every child started")
             for name in ("redis", "relay", "forwarder-0", "analytics-sim"):
                 await asyncio.sleep(2)
                 child = stack.supervisor.children[name]
@@ -95,6 +123,10 @@ async def test_every_child_killed_under_load_is_reaped_restarted_and_nothing_is_
                     f"{name} was not restarted",
                 )
                 assert not zombie(pid), f"{name} (pid {pid}) left a zombie"
+                # The next child killed restarts against a Redis that answers: a child
+                # started before its queue is back exits and is restarted once more
+                # (as it should), which would make the count below the machine's.
+                await until(lambda: redis_answers(stack.redis_url), 40, "redis answering")
             await asyncio.sleep(3)
             await until(lambda: shoppers.accepted > 200, 60, "200 orders through the kills")
         finally:
