@@ -36,9 +36,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     In an xdist worker, which cannot stop the run cleanly, each such test fails
     at set-up with the same message instead: an error either way, never a skip.
     """
+    needs = [(item, _needs(item)) for item in items]
     tests: dict[str, list[str]] = {}
-    for item in items:
-        for name in _needs(item):
+    for item, names in needs:
+        for name in names:
             tests.setdefault(name, []).append(item.nodeid)
     lacking = prerequisites.missing(tests)
     if not lacking:
@@ -46,9 +47,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     text = prerequisites.message(lacking, tests)
     if not hasattr(config, "workerinput"):
         raise pytest.UsageError(text)
-    names = {p.name for p in lacking}
-    for item in items:
-        if _needs(item) & names:
+    absent = {p.name for p in lacking}
+    for item, names in needs:
+        if names & absent:
             item.stash[LACKING] = text
 
 
