@@ -31,10 +31,10 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import RESULTS, add_events, http, table, write_json
-from trackrelay.constants import BUDGET_KEY, CONSUMER_GROUP, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.control.percentile import percentile
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.queue.keys import BUDGET_KEY, CONSUMER_GROUP, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.runtime.ports import free_port
 
 PLOTS = Path(__file__).resolve().parent / "plots"

@@ -25,9 +25,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import add_events, table, write_json
-from trackrelay.constants import CONSUMER_GROUP, STREAM
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.queue.keys import CONSUMER_GROUP, STREAM
 from trackrelay.runtime.ports import free_port
 
 

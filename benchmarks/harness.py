@@ -17,8 +17,8 @@ from typing import Any
 
 import redis
 
-from trackrelay.constants import EVENT_FIELD, STREAM
 from trackrelay.events import Event
+from trackrelay.queue.keys import EVENT_FIELD, STREAM
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.postgres import DURABLE_SETTINGS, FAST_SETTINGS, PostgresCluster
 
 from benchmarks.harness import REPO, require, table, write_json, wrk
+from trackrelay.config.settings import resolve_database_url
+from trackrelay.db.migrate import upgrade
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
-from trackrelay.orders.migrate import upgrade
 from trackrelay.runtime.ports import free_port
-from trackrelay.settings import resolve_database_url
 
 ORDER = json.dumps(
     {

@@ -23,9 +23,9 @@ def _no_events(*_args: object, **_kwargs: object) -> list[dict[str, object]]:
 def main() -> None:
     kind, port, database_url, redis_url, analytics_url = sys.argv[1:6]
     workers = int(sys.argv[6]) if len(sys.argv) > 6 else 1
+    from trackrelay.config.settings import OrderSettings, resolve_database_url
     from trackrelay.orders import store
     from trackrelay.orders.app import create_app
-    from trackrelay.settings import OrderSettings, resolve_database_url
 
     if kind == "bare" and workers > 1:
         os.environ["BENCH_DATABASE_URL"] = database_url

@@ -38,18 +38,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from redis.asyncio import Redis
 
 from benchmarks.harness import http, table, write_json
-from trackrelay import budget
-from trackrelay.constants import AGG_WINDOWS_KEY, RELAY_STATS_PREFIX, STREAM
+from trackrelay.config.settings import resolve_database_url
 from trackrelay.control.shedding import parse_size
+from trackrelay.db import engine as database
+from trackrelay.db import migrate
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.local.report import jaccard_top
 from trackrelay.local.runner import redis_maxmemory
-from trackrelay.orders import migrate, store
+from trackrelay.orders import audit, store
 from trackrelay.orders.models import OrderRequest
-from trackrelay.quota import exact_usage
+from trackrelay.queue import views
+from trackrelay.queue.keys import AGG_WINDOWS_KEY, RELAY_STATS_PREFIX, STREAM
+from trackrelay.queue.quota import exact_usage
+from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
-from trackrelay.settings import resolve_database_url
 
 PLOTS = Path(__file__).resolve().parent / "plots"
 POLICIES: dict[str, dict[str, str]] = {
@@ -144,8 +147,8 @@ class Run:
 
     async def sample(self, r: Redis, t: float, phase: str) -> dict[str, Any]:
         used = await exact_usage(r)
-        views = await budget.read_stats(r, RELAY_STATS_PREFIX)
-        view = next(iter(views.values()), {})
+        relays = await views.read_stats(r, RELAY_STATS_PREFIX)
+        view = next(iter(relays.values()), {})
         row = {
             "t": round(t, 1),
             "phase": phase,
@@ -200,7 +203,7 @@ def top(pop: dict[str, float], n: int) -> set[str]:
 async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[str, Any]:
     await asyncio.to_thread(run.start)
     r = Redis.from_url(run.redis_server.url)
-    engine = store.make_engine(run.db)
+    engine = database.make_engine(run.db)
     try:
         await asyncio.sleep(2.0)  # relay and forwarder connect
         rng = random.Random(seed)
@@ -215,15 +218,15 @@ async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[
         drained_at = None
         while time.monotonic() - started < load_s + drain:
             row = await run.sample(r, time.monotonic() - started, "drain")
-            outbox = await store.count_outbox(engine)
-            if outbox == 0 and row["stream"] == 0 and row["windows"] == 0:
+            left = await outbox.count_outbox(engine)
+            if left == 0 and row["stream"] == 0 and row["windows"] == 0:
                 drained_at = time.monotonic() - started - load_s
                 break
             await asyncio.sleep(1.0)
         await asyncio.sleep(1.5)  # the last push lands; the relay publishes its counts
         final = await run.sample(r, time.monotonic() - started, "end")
-        outbox_left = await store.count_outbox(engine)
-        real = await store.popularity(engine)
+        outbox_left = await outbox.count_outbox(engine)
+        real = await audit.popularity(engine)
         pop = http(f"{run.sim_url}/v1/popularity?top=100000")
         state = http(f"{run.sim_url}/admin/state")
     finally:

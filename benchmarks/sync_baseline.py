@@ -17,10 +17,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from trackrelay.db import engine as database
+from trackrelay.db.schema import order_lines, orders
 from trackrelay.events import Event, event_id_for, rfc3339
 from trackrelay.orders import store
 from trackrelay.orders.models import OrderRequest
-from trackrelay.orders.schema import order_lines, orders
 
 
 def create_sync_app(database_url: str, analytics_url: str, timeout: float = 2.0) -> FastAPI:
@@ -28,7 +29,7 @@ def create_sync_app(database_url: str, analytics_url: str, timeout: float = 2.0)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        state["engine"] = store.make_engine(database_url)
+        state["engine"] = database.make_engine(database_url)
         state["http"] = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=256))
         yield
         await state["http"].aclose()  # type: ignore[attr-defined]

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import kopf
-from redis.asyncio import Redis
 
+from trackrelay.config.configmap import BUDGET
 from trackrelay.control.controller import (
     Decision,
     Observation,
@@ -28,9 +28,10 @@ from trackrelay.control.controller import (
     within,
 )
 from trackrelay.control.shedding import Shedding, choose
-from trackrelay.control_loop import ControlLoop
-from trackrelay.observe import observe
-from trackrelay.runtime.configmap import BUDGET
+from trackrelay.loop.observe import observe
+from trackrelay.loop.shell import ControlLoop
+from trackrelay.queue import client
+from trackrelay.queue.client import Queue
 from trackrelay_operator.kube import Kube, live_data, now_rfc3339
 from trackrelay_operator.spec import GROUP, PLURAL, VERSION, Pipeline, parse
 from trackrelay_operator.status import condition, event_reason, pipeline_status
@@ -166,7 +167,7 @@ class PipelineRunner:
         self.name: str = body["metadata"]["name"]
         self.loop: ControlLoop | None = None
         self.pipeline: Pipeline | None = None
-        self.redis: Redis | None = None
+        self.redis: Queue | None = None
         self.redis_url: str | None = None
         self.http = httpx.AsyncClient(timeout=2)
         self.hpa: str | None = None
@@ -213,14 +214,14 @@ class PipelineRunner:
             budget = spec.budget_initial
         return initial_state(spec, replicas=replicas, budget=budget)
 
-    async def _connect(self, pipeline: Pipeline) -> Redis:
+    async def _connect(self, pipeline: Pipeline) -> Queue:
         url = await self.call(
             self.kube.redis_url, self.namespace, pipeline.redis_secret, pipeline.redis_key
         )
         if url != self.redis_url or self.redis is None:
             if self.redis is not None:
                 await self.redis.aclose()
-            self.redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            self.redis = client.connect(url, timeout=2)
             self.redis_url = url
         return self.redis
 

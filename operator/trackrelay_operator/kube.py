@@ -15,8 +15,8 @@ import json
 import os
 from typing import Any
 
+from trackrelay.config.configmap import BUDGET, SHEDDING
 from trackrelay.control.shedding import Shedding, live_form
-from trackrelay.runtime.configmap import BUDGET, SHEDDING
 from trackrelay_operator.spec import GROUP, PLURAL, VERSION
 
 MANAGED_BY = "trackrelay-operator"
@@ -189,7 +189,7 @@ class Kube:
 
 
 def live_data(budget: float, shedding: Shedding) -> dict[str, str]:
-    """The ConfigMap data forwarders and relays read (``trackrelay.live_config``)."""
+    """The ConfigMap data forwarders and relays read (``trackrelay.config.live``)."""
     return {
         BUDGET: f"{budget:g}",
         SHEDDING: json.dumps(live_form(shedding)),

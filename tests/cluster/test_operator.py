@@ -26,10 +26,10 @@ from kubernetes import client
 
 from tests.cluster.conftest import Cluster
 from tests.support.rbac import disallowed_answers
-from trackrelay.constants import EVENT_FIELD, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.events import Event
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.queue.keys import EVENT_FIELD, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.runtime.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -513,9 +513,9 @@ def test_two_operators_with_peering_do_not_fight(crd: Cluster, tmp_path: Path) -
 def test_the_live_configmap_is_followed_through_the_api_and_kept_when_broken(
     crd: Cluster,
 ) -> None:
+    from trackrelay.config.configmap import ConfigMapWatch
+    from trackrelay.config.live import ConfigMapLive
     from trackrelay.control.shedding import Policy
-    from trackrelay.live_config import ConfigMapLive
-    from trackrelay.runtime.configmap import ConfigMapWatch
 
     ns = namespace(crd)
     cm = client.V1ConfigMap(

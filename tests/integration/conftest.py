@@ -18,12 +18,13 @@ import redis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trackrelay.constants import EVENT_FIELD, STREAM
 from trackrelay.events import Event
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.orders import store
 from trackrelay.orders.models import OrderRequest
+from trackrelay.queue.keys import EVENT_FIELD, STREAM
+from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
 
 
@@ -68,7 +69,7 @@ async def stream_event_ids(redis: Redis) -> list[str]:
 async def wait_until_drained(engine: AsyncEngine, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while (stats := await store.outbox_stats(engine)).depth:
+    while (stats := await outbox.outbox_stats(engine)).depth:
         if loop.time() > deadline:
             raise AssertionError(f"outbox still holds {stats.depth} rows after {timeout}s")
         await asyncio.sleep(0.1)

@@ -20,9 +20,9 @@ from tests.integration.conftest import (
     run_cli,
     wait_for,
 )
-from trackrelay.constants import FORWARDER_STATS_PREFIX
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all
+from trackrelay.queue.keys import FORWARDER_STATS_PREFIX
 
 
 def timeline(sim: Sim, since: float) -> list[dict[str, Any]]:

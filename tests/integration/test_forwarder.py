@@ -30,14 +30,14 @@ from tests.integration.conftest import (
     run_cli,
     wait_for,
 )
-from trackrelay.constants import DLQ_STREAM, STREAM
+from trackrelay.config.settings import ForwarderSettings
 from trackrelay.events import Event
 from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all
+from trackrelay.queue.keys import DLQ_STREAM, STREAM
 from trackrelay.runtime.ports import free_port
-from trackrelay.settings import ForwarderSettings
 
 
 def test_several_forwarders_never_hold_the_same_event_at_once(

@@ -21,11 +21,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Connection
 
 from tests.support.postgres import PostgresCluster
-from trackrelay.orders import migrate, store
+from trackrelay.config.settings import OrderSettings, resolve_database_url
+from trackrelay.db import engine as database
+from trackrelay.db import migrate
+from trackrelay.db.schema import MIGRATION_LOCK_KEY, metadata
+from trackrelay.orders import audit
 from trackrelay.orders.app import create_app
 from trackrelay.orders.models import MAX_ITEMS_LIMIT, MAX_PRICE, MAX_QTY
-from trackrelay.orders.schema import MIGRATION_LOCK_KEY, metadata
-from trackrelay.settings import OrderSettings, resolve_database_url
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_what_a_store_cannot_hold_is_a_422_naming_the_field(
     r = client.post("/v1/orders", json=body)
     assert r.status_code == 422, r.text
     assert field in [e["loc"] for e in r.json()["detail"]]
-    assert client.portal.call(store.count_orders, client.app.state.engine) == 0  # type: ignore[attr-defined,union-attr]
+    assert client.portal.call(audit.count_orders, client.app.state.engine) == 0  # type: ignore[attr-defined,union-attr]
 
 
 def test_a_lone_surrogate_is_a_422(client: TestClient) -> None:
@@ -100,7 +102,7 @@ def test_ids_never_issued_are_404_without_a_lookup(client: TestClient) -> None:
 def test_models_and_migrations_describe_the_same_schema(database_url: str) -> None:
     url = resolve_database_url(database_url, Path("."))
     migrate.upgrade(url)
-    engine = store.make_engine(url)
+    engine = database.make_engine(url)
 
     def diff(conn: Connection) -> list[Any]:
         return list(compare_metadata(MigrationContext.configure(conn), metadata))
@@ -149,7 +151,7 @@ async def test_migrations_wait_for_the_replica_that_holds_the_lock(
 
 def test_sqlite_commits_durably(tmp_path: Path) -> None:
     """A 201 promises the order survives: synchronous=FULL on every pooled connection."""
-    engine = store.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
+    engine = database.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
 
     async def pragma() -> tuple[Any, Any]:
         async with engine.connect() as conn:

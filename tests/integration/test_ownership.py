@@ -20,9 +20,9 @@ from typing import Any
 import redis
 
 from tests.integration.conftest import Sim, add_events, fwd_env, queue_empty, wait_for
-from trackrelay.constants import CONSUMER_GROUP, STREAM
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.queue.keys import CONSUMER_GROUP, STREAM
 from trackrelay.runtime.ports import free_port
 
 CLAIM_IDLE = 3.0
@@ -127,9 +127,9 @@ async def test_abandoned_entries_behind_many_live_ones_are_taken_over(
 
     from redis.asyncio import Redis as AsyncRedis
 
+    from trackrelay.config.settings import ForwarderSettings
     from trackrelay.forwarder.sink import HttpSink
     from trackrelay.forwarder.worker import Forwarder
-    from trackrelay.settings import ForwarderSettings
 
     sim = start_sim()
     add_events(redis_server.url, 1010)

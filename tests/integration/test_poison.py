@@ -19,15 +19,15 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from tests.integration.conftest import Sim, add_events, fwd_env, queue_empty, wait_for
-from trackrelay.constants import DLQ_STREAM, EVENT_FIELD, STREAM
+from trackrelay.config.settings import ForwarderSettings
 from trackrelay.control.push_outcome import Outcome
 from trackrelay.events import Event
 from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
+from trackrelay.queue.keys import DLQ_STREAM, EVENT_FIELD, STREAM
 from trackrelay.runtime.ports import free_port
-from trackrelay.settings import ForwarderSettings
 
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "block_ms": 50, "split_after": 2}
 

@@ -28,14 +28,14 @@ import redis
 from fastapi.testclient import TestClient
 
 from tests.integration.conftest import wait_for
-from trackrelay.constants import AGG_WINDOWS_KEY, CONSUMER_GROUP, QUOTA_KEYS, STREAM
+from trackrelay.config.settings import OrderSettings
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.runner import redis_maxmemory
-from trackrelay.orders import store
 from trackrelay.orders.app import create_app
-from trackrelay.quota import SHARDS
+from trackrelay.queue.keys import AGG_WINDOWS_KEY, CONSUMER_GROUP, QUOTA_KEYS, STREAM
+from trackrelay.queue.quota import SHARDS
+from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
-from trackrelay.settings import OrderSettings
 
 QUOTA = 128 * 1024
 ORDERS = 1200
@@ -184,7 +184,7 @@ def wait_accounted(client: TestClient, analytics: SlowAnalytics, lines: int) -> 
 
 def outbox_rows(client: TestClient) -> int:
     engine = client.app.state.engine  # type: ignore[attr-defined]
-    return int(client.portal.call(store.count_outbox, engine))  # type: ignore[union-attr]
+    return int(client.portal.call(outbox.count_outbox, engine))  # type: ignore[union-attr]
 
 
 def read_back(client: TestClient, ids: list[str]) -> None:
@@ -341,7 +341,7 @@ async def test_a_retried_fold_counts_once_and_a_flush_moves_each_sku_once(
     from redis.asyncio import Redis
 
     from trackrelay.events import Event
-    from trackrelay.quota import QueueQuota
+    from trackrelay.queue.quota import QueueQuota
 
     r = Redis.from_url(redis_server.url)
     quota = QueueQuota(r, 10 * 2**20)

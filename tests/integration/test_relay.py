@@ -25,13 +25,15 @@ from tests.integration.conftest import (
     wait_for,
     wait_until_drained,
 )
+from trackrelay.config.settings import OrderSettings, resolve_database_url
+from trackrelay.db import engine as database
+from trackrelay.db import migrate
+from trackrelay.db.schema import outbox as outbox_table
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all
-from trackrelay.orders import migrate, store
 from trackrelay.orders.app import create_app
-from trackrelay.orders.relay import OutboxRelay
-from trackrelay.orders.schema import outbox
-from trackrelay.settings import OrderSettings, resolve_database_url
+from trackrelay.relay import outbox
+from trackrelay.relay.relay import OutboxRelay
 
 ORDERS = 10_000
 
@@ -47,7 +49,7 @@ async def test_every_row_reaches_the_stream_exactly_once(
     url = resolve_database_url(database_url, tmp_path)
     await asyncio.to_thread(migrate.upgrade, url)
     settings = OrderSettings(relay_batch_size=200)
-    engines = [store.make_engine(url) for _ in range(relays_for(database_url) + 1)]
+    engines = [database.make_engine(url) for _ in range(relays_for(database_url) + 1)]
     redis = Redis.from_url(redis_server.url)
     stop = asyncio.Event()
     relays = [OutboxRelay(e, redis, settings, owner=f"r{i}") for i, e in enumerate(engines[1:])]
@@ -73,7 +75,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
 ) -> None:
     url = resolve_database_url(database_url, tmp_path)
     await asyncio.to_thread(migrate.upgrade, url)
-    engine = store.make_engine(url)
+    engine = database.make_engine(url)
     env = {
         "TRACKRELAY_DATABASE_URL": database_url,
         "TRACKRELAY_REDIS_URL": redis_server.url,
@@ -111,7 +113,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
     redis = Redis.from_url(redis_server.url)
     seen = await stream_event_ids(redis)
     assert set(seen) == expected  # at least once: nothing lost, nothing left behind
-    assert await store.outbox_stats(engine) == store.OutboxStats(0, None)
+    assert await outbox.outbox_stats(engine) == outbox.OutboxStats(0, None)
     await redis.aclose()
     await engine.dispose()
 
@@ -119,7 +121,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
 async def _leased_rows(engine: AsyncEngine, prefix: str) -> int:
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(outbox.c.id).where(outbox.c.lease_token.like(prefix + "%"))
+            select(outbox_table.c.id).where(outbox_table.c.lease_token.like(prefix + "%"))
         )
         return len(rows.all())
 
@@ -140,7 +142,7 @@ def _post_orders(client: TestClient, count: int) -> list[int]:
 
 def _outbox_depth(client: TestClient) -> int:
     engine = client.app.state.engine  # type: ignore[attr-defined]
-    return client.portal.call(store.outbox_stats, engine).depth  # type: ignore[union-attr]
+    return client.portal.call(outbox.outbox_stats, engine).depth  # type: ignore[union-attr]
 
 
 def _xlen(url: str) -> int:

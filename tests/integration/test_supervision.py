@@ -15,12 +15,14 @@ import pytest
 import redis
 
 from trackrelay import cli
-from trackrelay.constants import FORWARDER_STATS_PREFIX
+from trackrelay.config.settings import ControllerSettings, OrderSettings
+from trackrelay.db import engine as database
 from trackrelay.local.live import Shoppers
 from trackrelay.local.stack import LocalStack, StackOptions, read_status
-from trackrelay.orders import store
+from trackrelay.orders import audit
+from trackrelay.queue.keys import FORWARDER_STATS_PREFIX
+from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
-from trackrelay.settings import ControllerSettings, OrderSettings
 
 FORWARDER_ENV = {
     # Entries a killed forwarder held are taken over after 10 s, not the default 30 s.
@@ -80,20 +82,20 @@ def zombie(pid: int) -> bool:
 
 async def accounted(stack: LocalStack, lines: int, timeout: float) -> dict[str, object]:
     """Wait until the outbox and stream are empty and analytics counted ``lines`` events."""
-    engine = store.make_engine(stack.options.settings.resolved_database_url())
+    engine = database.make_engine(stack.options.settings.resolved_database_url())
     assert stack.redis is not None
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             deadline = time.monotonic() + timeout
             while True:
                 state = (await client.get(f"{stack.sim_url}/admin/state")).json()
-                outbox = await store.count_outbox(engine)
+                left = await outbox.count_outbox(engine)
                 stream = await stack.redis.xlen("trackrelay:events")
-                if state["accepted"] >= lines and outbox == 0 and stream == 0:
+                if state["accepted"] >= lines and left == 0 and stream == 0:
                     return dict(state)
                 assert time.monotonic() < deadline, (
                     f"not accounted for: analytics {state['accepted']} of {lines}, "
-                    f"outbox {outbox}, stream {stream}"
+                    f"outbox {left}, stream {stream}"
                 )
                 await asyncio.sleep(0.5)
     finally:
@@ -133,11 +135,11 @@ async def test_every_child_killed_under_load_is_reaped_restarted_and_nothing_is_
             stop_load.set()
             await load
         assert shoppers.accepted > 200 and shoppers.refused == 0
-        engine = store.make_engine(stack.options.settings.resolved_database_url())
+        engine = database.make_engine(stack.options.settings.resolved_database_url())
         try:
-            assert await store.missing_orders(engine, shoppers.ids) == []
-            lines = await store.count_lines(engine)
-            truth = await store.popularity(engine)
+            assert await audit.missing_orders(engine, shoppers.ids) == []
+            lines = await audit.count_lines(engine)
+            truth = await audit.popularity(engine)
         finally:
             await engine.dispose()
         state = await accounted(stack, lines, timeout=90)

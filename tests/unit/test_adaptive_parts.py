@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from trackrelay.control.breaker import BreakerConfig, BreakerState, Mode, allow, record
 from trackrelay.control.limiter import LimiterConfig, LimiterState, band, chunk, observe, start
 from trackrelay.control.percentile import percentile
-from trackrelay.control.retry_budget import RetryBudget
+from trackrelay.control.retry_allowance import RetryBudget
 
 B = 100
 CFG = LimiterConfig(batch=B, min_limit=1, max_limit=800)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic_settings import BaseSettings
 
-from trackrelay import cli
-from trackrelay.settings import (
+import trackrelay.cli.commands as cli
+from trackrelay.config.settings import (
     ControllerSettings,
     ForwarderSettings,
     OrderSettings,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from trackrelay.forwarder.worker import triage
-from trackrelay.streams import Entry
+from trackrelay.queue.streams import Entry
 
 GOOD = b'{"event_id": "o:0", "order_id": "o", "sku": "s", "qty": 1}'
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from trackrelay.orders import store
+from trackrelay.config.settings import OrderSettings
+from trackrelay.orders import audit, store
 from trackrelay.orders.app import create_app
-from trackrelay.settings import OrderSettings
+from trackrelay.relay import outbox
 
 GOOD: dict[str, Any] = {"customer_id": "c-1", "items": [{"sku": "A", "qty": 2, "price": 150}]}
 
@@ -36,12 +37,12 @@ def client(settings: OrderSettings) -> Iterator[TestClient]:
 
 def stored_orders(client: TestClient) -> int:
     engine = client.app.state.engine  # type: ignore[attr-defined]
-    return client.portal.call(store.count_orders, engine)  # type: ignore[union-attr]
+    return client.portal.call(audit.count_orders, engine)  # type: ignore[union-attr]
 
 
 def stored_outbox(client: TestClient) -> int:
     engine = client.app.state.engine  # type: ignore[attr-defined]
-    stats = client.portal.call(store.outbox_stats, engine)  # type: ignore[union-attr]
+    stats = client.portal.call(outbox.outbox_stats, engine)  # type: ignore[union-attr]
     return stats.depth
 
 

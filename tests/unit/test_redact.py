@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
+from trackrelay.queue.client import RedisDurability
 from trackrelay.runtime.errors import StartupError, brief, describe
 from trackrelay.runtime.redact import redact_text, redact_url
-from trackrelay.runtime.redis_client import RedisDurability
 
 
 def test_urls_lose_their_password_and_keep_the_rest() -> None:

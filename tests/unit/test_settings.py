@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from trackrelay.settings import OrderSettings, resolve_database_url, sqlite_file
+from trackrelay.config.settings import OrderSettings, resolve_database_url, sqlite_file
 
 
 def test_database_urls_resolve_to_async_drivers(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from trackrelay.analytics_sim.app import create_app, load_scenario
-from trackrelay.settings import SimulatorSettings
+from trackrelay.config.settings import SimulatorSettings
 
 
 def ev(n: int, sku: str = "s", qty: int = 1, weight: float = 1.0) -> dict[str, Any]:

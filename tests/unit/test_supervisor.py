@@ -9,8 +9,8 @@ import time
 import pytest
 
 from trackrelay.control.controller import Decision, ForwarderView, Observation, Spec
-from trackrelay.control_loop import ControlLoop
 from trackrelay.local.supervisor import Supervisor
+from trackrelay.loop.shell import ControlLoop
 
 
 def short_lived(seconds: float) -> subprocess.Popen[bytes]:

@@ -30,8 +30,8 @@ from trackrelay.analytics_sim.model import (
     extra_latency,
     fault_verdict,
 )
+from trackrelay.config.settings import SimulatorSettings
 from trackrelay.control.percentile import percentile
-from trackrelay.settings import SimulatorSettings
 
 TIMELINE_SECONDS = 3600
 

@@ -1,4 +1,3 @@
-"""Pure decisions: leases, backoff, and (later) rate, scaling and shedding math.
-
-Nothing in this package performs I/O; an import-linter contract enforces it.
-"""
+"""Pure decisions: the controller, the limiter, shedding, leases, backoff, the breaker and
+the retry allowance. Plain data in, plain data out: nothing here performs I/O, and an
+import-linter contract keeps it so."""

@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 import logging
 
+from trackrelay.config.settings import ForwarderSettings
 from trackrelay.forwarder.health import create_health_app
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
-from trackrelay.runtime import redis_client
+from trackrelay.queue import client
 from trackrelay.runtime.redact import redact_url
 from trackrelay.runtime.serve import make_server
 from trackrelay.runtime.signals import stop_on_signals
-from trackrelay.settings import ForwarderSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ async def run_forwarder(settings: ForwarderSettings) -> int:
     if settings.analytics_url is None:
         raise ValueError("a forwarder needs TRACKRELAY_ANALYTICS_URL / --analytics-url")
     # Start needs the queue (a supervisor restarts us); once running, outages are ridden out.
-    await redis_client.check_queue(settings.redis_url, required=True)
-    redis = redis_client.connect(settings.redis_url, settings.redis_timeout)
+    await client.check_queue(settings.redis_url, required=True)
+    redis = client.connect(settings.redis_url, settings.redis_timeout)
     sink = HttpSink(settings.analytics_url, settings.push_timeout)
     forwarder = Forwarder(redis, sink, settings, metrics=ForwarderMetrics())
     log.info(

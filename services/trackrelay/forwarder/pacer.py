@@ -31,16 +31,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from redis.asyncio import Redis
-
-from trackrelay import budget
+from trackrelay.config.live import ConfigMapLive
+from trackrelay.config.settings import ForwarderSettings
 from trackrelay.control import breaker, limiter
 from trackrelay.control.percentile import percentile
 from trackrelay.control.push_outcome import Outcome, PushResult
-from trackrelay.control.retry_budget import RetryBudget
+from trackrelay.control.retry_allowance import RetryBudget
 from trackrelay.forwarder.metrics import ForwarderMetrics
-from trackrelay.live_config import ConfigMapLive
-from trackrelay.settings import ForwarderSettings
+from trackrelay.queue import rate_budget
+from trackrelay.queue.client import Queue
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class Pacer:
     def __init__(
         self,
         settings: ForwarderSettings,
-        redis: Redis,
+        redis: Queue,
         metrics: ForwarderMetrics,
         clock: Clock = time.monotonic,
         live: ConfigMapLive | None = None,
@@ -279,7 +278,7 @@ class Pacer:
         elif self.budget is None and now < self._budget_checked + BUDGET_RECHECK:
             return 0.0
         self._budget_checked = now
-        wait, self.budget = await budget.reserve(self.redis, events, rate)
+        wait, self.budget = await rate_budget.reserve(self.redis, events, rate)
         self.metrics.budget.set(self.budget or 0.0)
         if wait > 0:
             self.metrics.budget_wait.inc(wait)

@@ -61,10 +61,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
-
-from trackrelay import budget, streams
+from trackrelay.config.live import ConfigMapLive
+from trackrelay.config.settings import ForwarderSettings
 from trackrelay.control.poison import (
     FailureHistory,
     Step,
@@ -76,10 +74,10 @@ from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.forwarder.pacer import Gate, Pacer
 from trackrelay.identity import process_name
-from trackrelay.live_config import ConfigMapLive
+from trackrelay.queue import streams, views
+from trackrelay.queue.client import Queue, QueueError, QueueReplyError
+from trackrelay.queue.streams import DeadLetterEntry, Entry
 from trackrelay.runtime.retry import Backoff, pause
-from trackrelay.settings import ForwarderSettings
-from trackrelay.streams import DeadLetterEntry, Entry
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +144,7 @@ def wire_size(entry: Entry) -> int:
 class Forwarder:
     def __init__(
         self,
-        redis: Redis,
+        redis: Queue,
         sink: Sink,
         settings: ForwarderSettings,
         *,
@@ -221,13 +219,13 @@ class Forwarder:
                     return
                 backoff.succeeded()
                 self.redis_ok = True
-            except ResponseError as exc:
+            except QueueReplyError as exc:
                 if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 # The stream or group vanished (Redis restarted empty, key deleted).
                 log.warning("forwarder %s: consumer group missing; creating it", self.consumer)
                 await streams.ensure_group(self.redis)
-            except (RedisError, OSError) as exc:
+            except (QueueError, OSError) as exc:
                 self.redis_ok = False
                 self.metrics.failures.labels("redis").inc()
                 wait = backoff.failed()
@@ -267,7 +265,7 @@ class Forwarder:
     async def _stats_step(self, stop: asyncio.Event) -> bool:
         """Publish this forwarder's view for the controller (expires if the process dies)."""
         interval = self.settings.stats_interval
-        await budget.publish_stats(
+        await views.publish_stats(
             self.redis, self.consumer, self.pacer.snapshot(), ttl=5 * interval
         )
         await pause(stop, interval)
@@ -313,7 +311,7 @@ class Forwarder:
         try:
             async with self.pacer.taken_over(len(entries)):
                 await self.handle(entries, stop, checked_at=checked, redelivered=True)
-        except (RedisError, OSError) as exc:
+        except (QueueError, OSError) as exc:
             # The entries stay pending under this consumer and are claimed again later.
             log.warning("forwarder %s: taken-over batch set aside: %s", self.consumer, exc)
 

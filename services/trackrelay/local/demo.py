@@ -22,17 +22,19 @@ from typing import Any
 
 import httpx
 
-from trackrelay import budget
-from trackrelay.constants import AGG_WINDOWS_KEY, RELAY_STATS_PREFIX, STREAM
+from trackrelay.config.settings import ControllerSettings, OrderSettings
 from trackrelay.control.controller import describe
+from trackrelay.db import engine as database
 from trackrelay.local import report
 from trackrelay.local.live import Shoppers, human_size
 from trackrelay.local.scenario import DEFAULT, Phase, Scenario
 from trackrelay.local.stack import LocalStack, StackOptions
 from trackrelay.local.view import View
-from trackrelay.orders import store
+from trackrelay.orders import audit
+from trackrelay.queue import quota, streams, views
+from trackrelay.queue.keys import RELAY_STATS_PREFIX
+from trackrelay.relay import outbox
 from trackrelay.runtime.signals import stop_on_signals
-from trackrelay.settings import ControllerSettings, OrderSettings
 
 DEMO_FORWARDER_ENV = {
     # Small pushes, one lane: a forwarder carries 25 events per push, so at 300 ms a
@@ -108,7 +110,7 @@ class Demo:
         obs, d = stack.loop.observation, stack.loop.decision
         shed: dict[str, int] = {}
         with contextlib.suppress(Exception):
-            for view in (await budget.read_stats(stack.redis, RELAY_STATS_PREFIX)).values():
+            for view in (await views.read_stats(stack.redis, RELAY_STATS_PREFIX)).values():
                 for key, n in view.get("shed", {}).items():
                     shed[key] = shed.get(key, 0) + int(n)
         p99s = [f.latency_p99 for f in obs.forwarders if f.latency_p99 is not None] if obs else []
@@ -204,7 +206,7 @@ class Demo:
                         f"story over: {shoppers.accepted} orders accepted; the backlog drains"
                     )
                     deadline = time.time() + opts.drain
-                    engine = store.make_engine(settings.resolved_database_url())
+                    engine = database.make_engine(settings.resolved_database_url())
                     try:
                         while time.time() < deadline and not interrupted.is_set():
                             await self._show(stack, shoppers, "drain")
@@ -225,9 +227,9 @@ class Demo:
         self, stack: LocalStack, shoppers: Shoppers, client: httpx.AsyncClient, engine: Any
     ) -> dict[str, Any]:
         sim = stack.sim_url
-        missing = await store.missing_orders(engine, shoppers.ids)
-        truth = await store.popularity(engine)
-        lines = await store.count_lines(engine)
+        missing = await audit.missing_orders(engine, shoppers.ids)
+        truth = await audit.popularity(engine)
+        lines = await audit.count_lines(engine)
         analytics = (await client.get(f"{sim}/admin/state")).json()
         pop = (await client.get(f"{sim}/v1/popularity", params={"top": 100_000})).json()
         seen = {t["sku"]: float(t["qty"]) for t in pop["top"]}
@@ -264,9 +266,9 @@ async def _left(stack: LocalStack, engine: Any) -> dict[str, int]:
     assert stack.redis is not None
     with contextlib.suppress(Exception):
         return {
-            "outbox": await store.count_outbox(engine),
-            "stream": int(await stack.redis.xlen(STREAM)),
-            "windows": int(await stack.redis.zcard(AGG_WINDOWS_KEY)),
+            "outbox": await outbox.count_outbox(engine),
+            "stream": await streams.length(stack.redis),
+            "windows": await quota.window_count(stack.redis),
         }
     return {"outbox": -1, "stream": -1, "windows": -1}
 

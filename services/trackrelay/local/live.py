@@ -16,11 +16,12 @@ import time
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
-from trackrelay import budget, streams
-from trackrelay.constants import RELAY_STATS_PREFIX
 from trackrelay.control.percentile import percentile
+from trackrelay.queue import client as queue_client
+from trackrelay.queue import streams, views
+from trackrelay.queue.client import Queue
+from trackrelay.queue.keys import RELAY_STATS_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +143,14 @@ def shedding_parts(relays: dict[str, dict[str, Any]]) -> list[str]:
 
 
 async def status_line(
-    redis: Redis, shoppers: Shoppers | None, analytics_url: str | None, client: httpx.AsyncClient
+    redis: Queue, shoppers: Shoppers | None, analytics_url: str | None, client: httpx.AsyncClient
 ) -> str:
     stats = await streams.queue_stats(redis)
     parts = []
     if shoppers is not None:
         parts.append(f"orders accepted {shoppers.accepted} (refused {shoppers.refused})")
     parts.append(f"stream {stats.length} pending {stats.pending} dlq {stats.dlq}")
-    parts.extend(shedding_parts(await budget.read_stats(redis, RELAY_STATS_PREFIX)))
+    parts.extend(shedding_parts(await views.read_stats(redis, RELAY_STATS_PREFIX)))
     if analytics_url is not None:
         try:
             state = (await client.get(f"{analytics_url}/admin/state")).json()
@@ -170,7 +171,7 @@ async def report(
     stop: asyncio.Event,
     every: float = 5.0,
 ) -> None:
-    redis = Redis.from_url(redis_url)
+    redis = queue_client.connect(redis_url)
     async with httpx.AsyncClient(timeout=2) as client:
         try:
             while not stop.is_set():

@@ -15,16 +15,17 @@ from collections.abc import Iterator
 import uvicorn
 
 from trackrelay.analytics_sim.app import create_app as create_sim_app
+from trackrelay.config.settings import OrderSettings, SimulatorSettings
+from trackrelay.db import engine as database
+from trackrelay.db import startup
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all
-from trackrelay.orders import startup, store
 from trackrelay.orders.app import create_app
-from trackrelay.orders.relay import OutboxRelay
-from trackrelay.runtime import redis_client
+from trackrelay.queue import client
+from trackrelay.relay.relay import OutboxRelay
 from trackrelay.runtime.redact import redact_url
 from trackrelay.runtime.serve import serve_until_signal
 from trackrelay.runtime.signals import stop_on_signals
-from trackrelay.settings import OrderSettings, SimulatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ async def prepare_store(
     if settings.migrate_on_start:
         await startup.migrate_store(url)
     if redis_url is not None:
-        await redis_client.check_queue(redis_url, required=queue_required)
+        await client.check_queue(redis_url, required=queue_required)
     return settings.model_copy(update={"migrate_on_start": False})
 
 
@@ -136,8 +137,8 @@ async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
         raise ValueError("a standalone relay needs TRACKRELAY_REDIS_URL / --redis-url")
     await prepare_store(settings, settings.redis_url, queue_required=True)
     url = settings.resolved_database_url()
-    engine = store.make_engine(url)
-    redis = redis_client.connect(settings.redis_url)
+    engine = database.make_engine(url)
+    redis = client.connect(settings.redis_url)
     relay = OutboxRelay(engine, redis, settings, owner=owner)
     log.info(
         "relay %s: outbox %s -> %s",

@@ -28,24 +28,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
-from trackrelay import budget
-from trackrelay.constants import SHEDDING_KEY
+from trackrelay.config.settings import ControllerSettings, ForwarderSettings, OrderSettings
 from trackrelay.control.controller import Decision, Observation, Spec, initial_state
 from trackrelay.control.shedding import live_form
-from trackrelay.control_loop import ControlLoop
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.live import human_size
 from trackrelay.local.processes import spawn_role, wait_http
 from trackrelay.local.runner import prepare_store, redis_maxmemory, settings_env
 from trackrelay.local.supervisor import Supervisor
-from trackrelay.observe import observe
+from trackrelay.loop.observe import observe
+from trackrelay.loop.shell import ControlLoop
 from trackrelay.orders.app import create_app
+from trackrelay.queue import client, rate_budget
+from trackrelay.queue.client import Queue
+from trackrelay.queue.shedding import set_shedding
 from trackrelay.runtime.ports import free_port
 from trackrelay.runtime.redact import redact_url
 from trackrelay.runtime.serve import QuietServer, make_server
-from trackrelay.settings import ControllerSettings, ForwarderSettings, OrderSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class LocalStack:
         self.logs = settings.data_dir / "logs"
         self.supervisor = Supervisor()
         self.redis_url = settings.redis_url or ""
-        self.redis: Redis | None = None
+        self.redis: Queue | None = None
         self.sim_url: str | None = None
         self.analytics_url = options.analytics_url
         self.api = f"http://{settings.host}:{settings.port}"
@@ -124,7 +124,7 @@ class LocalStack:
             self.supervisor.start("redis", lambda: _started(server))
             self.redis_url = server.url
         ready = await prepare_store(settings, self.redis_url)
-        self.redis = Redis.from_url(self.redis_url, socket_timeout=2)
+        self.redis = client.connect(self.redis_url, timeout=2)
         if self.analytics_url is None:
             port = free_port()
             self.sim_url = self.analytics_url = f"http://127.0.0.1:{port}"
@@ -153,7 +153,7 @@ class LocalStack:
         for n in range(opts.forwarders):
             self._start_forwarder(n)
         if opts.control.enabled:
-            await budget.set_budget(self.redis, self.spec.budget_initial)
+            await rate_budget.set_budget(self.redis, self.spec.budget_initial)
             self._client = httpx.AsyncClient(timeout=2)
             self.loop = ControlLoop(
                 self.spec,
@@ -252,8 +252,8 @@ class LocalStack:
 
     async def _act(self, decision: Decision) -> None:
         assert self.redis is not None
-        await budget.set_budget(self.redis, decision.budget)
-        await self.redis.set(SHEDDING_KEY, json.dumps(live_form(decision.shedding)))
+        await rate_budget.set_budget(self.redis, decision.budget)
+        await set_shedding(self.redis, live_form(decision.shedding))
         await self.scale(decision.replicas)
 
     async def _control(self) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 
+from trackrelay.config.settings import StoreSettings
 from trackrelay.local.live import HEALTH_WORDS, Shoppers, status_line
 from trackrelay.local.stack import LocalStack, StackOptions, read_status
 from trackrelay.runtime.signals import stop_on_signals
-from trackrelay.settings import StoreSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,2 @@
-"""The order service: accept orders, store them with their outbox rows, relay the outbox."""
+"""The order service: the order API and the order store (an order and its outbox rows in
+one transaction). The relay it runs in-process lives in ``trackrelay.relay``."""

@@ -25,7 +25,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trackrelay.orders import migrate, store
+from trackrelay.config.settings import OrderSettings
+from trackrelay.db import engine as database
+from trackrelay.db import migrate
+from trackrelay.orders import store
 from trackrelay.orders.metrics import OrderMetrics
 from trackrelay.orders.models import (
     ORDER_ID_PATTERN,
@@ -36,10 +39,9 @@ from trackrelay.orders.models import (
     order_request_model,
 )
 from trackrelay.orders.pg_writer import PgOrderWriter
-from trackrelay.orders.relay import OutboxRelay
-from trackrelay.runtime import redis_client
+from trackrelay.queue import client
+from trackrelay.relay.relay import OutboxRelay
 from trackrelay.runtime.errors import brief
-from trackrelay.settings import OrderSettings
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
         on_postgres = database_url.startswith("postgresql")
         # On PostgreSQL the hot insert has a raw pool of its own (pg_writer.py); the
         # engine keeps reads, idempotency look-ups and the relay.
-        engine = store.make_engine(database_url, pool_size=5 if on_postgres else 20)
+        engine = database.make_engine(database_url, pool_size=5 if on_postgres else 20)
         app.state.engine = engine
         app.state.writer = (
             await PgOrderWriter.open(database_url, settings.db_pool_size) if on_postgres else None
@@ -163,8 +165,8 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
         redis = None
         app.state.relay = None
         if settings.run_relay and queue_url is not None:
-            redis = redis_client.connect(queue_url)
-            relay = OutboxRelay(engine, redis, settings, metrics=metrics)
+            redis = client.connect(queue_url)
+            relay = OutboxRelay(engine, redis, settings, metrics=metrics.relay)
             app.state.relay = relay
             tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
         try:
@@ -314,7 +316,7 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
     )
     async def readyz(request: Request) -> JSONResponse:
         try:
-            await store.ping(engine_of(request))
+            await database.ping(engine_of(request))
         except (SQLAlchemyError, OSError) as exc:
             log.warning("readyz: order store unreachable: %s", brief(exc))
             return JSONResponse({"status": "unready", "database": "unreachable"}, status_code=503)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from trackrelay.config.settings import OrderSettings
 from trackrelay.orders.app import create_app
-from trackrelay.settings import OrderSettings
 
 
 def create_from_env() -> FastAPI:

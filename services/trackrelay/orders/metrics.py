@@ -1,8 +1,10 @@
-"""Prometheus metrics of the order service and its relay, one registry per app."""
+"""Prometheus metrics of the order service, one registry per app; the relay it runs adds its own."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from trackrelay.relay.metrics import RelayMetrics
 
 
 class OrderMetrics:
@@ -27,41 +29,5 @@ class OrderMetrics:
             ["reason"],
             registry=r,
         )
-        self.outbox_depth = Gauge(
-            "trackrelay_outbox_depth", "Outbox rows not yet relayed to Redis.", registry=r
-        )
-        self.relay_lag = Gauge(
-            "trackrelay_relay_lag_seconds", "Age of the oldest outbox row.", registry=r
-        )
-        self.relay_published = Counter(
-            "trackrelay_relay_published_events",
-            "Events the relay moved into the stream.",
-            registry=r,
-        )
-        self.relay_errors = Counter(
-            "trackrelay_relay_errors",
-            "Relay rounds that failed, by component.",
-            ["component"],
-            registry=r,
-        )
-        self.shed = Counter(
-            "trackrelay_shed_lines",
-            "Order lines whose analytics events were shed at our ingress (never the orders), by"
-            " where (stream or outbox), policy and reason (sampled, evicted, refused; folded:"
-            " delivered inside an aggregate). An aggregate counts the lines it stands for.",
-            ["where", "policy", "reason"],
-            registry=r,
-        )
-        self.queue_bytes = Gauge(
-            "trackrelay_queue_bytes",
-            "Memory the queue's keys use in Redis, as the quota gauge estimates it.",
-            registry=r,
-        )
-        self.queue_quota = Gauge(
-            "trackrelay_queue_quota_bytes", "The queue's storage quota.", registry=r
-        )
-        self.keep_probability = Gauge(
-            "trackrelay_shedding_keep_probability",
-            "Sampling's keep probability at the stream (1: nothing sampled).",
-            registry=r,
-        )
+        self.relay = RelayMetrics(r)
+        """The in-process relay's metrics, on the same registry."""

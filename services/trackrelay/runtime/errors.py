@@ -6,7 +6,6 @@ traceback is logged only at ``--log-level DEBUG``.
 
 from __future__ import annotations
 
-from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from trackrelay.runtime.redact import redact_text
@@ -33,6 +32,11 @@ def root_cause(exc: BaseException) -> BaseException:
             return exc
 
 
+def _from_redis(exc: BaseException) -> bool:
+    """A redis-py error, known by its module so that runtime/ need not import ``redis``."""
+    return any(c.__module__.split(".")[0] == "redis" for c in type(exc).__mro__)
+
+
 def describe(exc: BaseException, *urls: str | None) -> str:
     """``exc`` as one line; the passwords of ``urls`` masked."""
     if isinstance(exc, StartupError):
@@ -41,7 +45,7 @@ def describe(exc: BaseException, *urls: str | None) -> str:
     what = ""
     if isinstance(exc, SQLAlchemyError):
         what = "order database: "
-    elif isinstance(exc, RedisError):
+    elif _from_redis(exc):
         what = "queue redis: "
     text = _first_line(str(cause)) or "(no message)"
     if isinstance(exc, SQLAlchemyError) and not isinstance(cause, OSError):

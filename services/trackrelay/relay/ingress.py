@@ -3,7 +3,7 @@
 Orders are never shed: an order and its outbox rows are committed together
 before anything here runs; only analytics events are sampled, folded, evicted
 or dropped. The decisions are ``control.shedding``'s; this module applies them
-with the quota's scripts (``trackrelay.quota``) and the store's outbox queries,
+with the quota's scripts (``trackrelay.queue.quota``) and the store's outbox queries,
 and counts every event it sheds by where, policy and reason.
 """
 
@@ -14,32 +14,29 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trackrelay import streams
-from trackrelay.constants import SHEDDING_KEY
+from trackrelay.config.live import ConfigMapLive
+from trackrelay.config.settings import RelaySettings
 from trackrelay.control.shedding import (
     Line,
-    Policy,
     Shedding,
-    Thresholds,
     admit_mode,
     aggregate_event,
     fold_lines,
     live_shedding,
-    outbox_excess,
     plan,
     pressure,
 )
 from trackrelay.control.shedding import choose as shedding_in_force
 from trackrelay.events import Event, countable, rfc3339_ms
-from trackrelay.live_config import ConfigMapLive
-from trackrelay.orders import store
-from trackrelay.orders.store import OutboxRow
-from trackrelay.quota import QueueQuota
-from trackrelay.settings import RelaySettings
+from trackrelay.queue import streams
+from trackrelay.queue.keys import SHEDDING_KEY
+from trackrelay.queue.quota import QueueQuota
+from trackrelay.queue.shedding import get_shedding
+from trackrelay.relay import outbox
+from trackrelay.relay.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +115,7 @@ class StreamIngress:
             self.live = self.configmap.shedding()
             self.decide()
             return
-        raw = await self.quota.redis.get(SHEDDING_KEY)
+        raw = await get_shedding(self.quota.redis)
         try:
             self.live = None if raw is None else live_shedding(json.loads(raw))
         except ValueError as exc:
@@ -148,10 +145,10 @@ class StreamIngress:
             send.append((row, payload, ev.lines))
         if todo.fold:
             ids = [decoded[i][0].id for i in todo.fold]
-            await store.mark_folded(self.engine, token, ids)
+            await outbox.mark_folded(self.engine, token, ids)
             folds[token].extend(decoded[i] for i in todo.fold)
         if todo.shed:
-            gone = await store.delete_published(
+            gone = await outbox.delete_published(
                 self.engine, token, [decoded[i][0].id for i in todo.shed]
             )
             self.counts["stream", shedding.policy.value, "sampled"] += gone
@@ -181,7 +178,7 @@ class StreamIngress:
         if code == 0:
             return False  # no room even for the counters: the rows wait in the outbox
         ids = [row.id for row, _ in members]
-        deleted = await store.delete_published(self.engine, token, ids)
+        deleted = await outbox.delete_published(self.engine, token, ids)
         if deleted == len(ids):
             await self.quota.forget_fold(fold_token)
         if code == 1:
@@ -197,7 +194,7 @@ class StreamIngress:
         admitted = await self.quota.admit([payload for _, payload, _ in send], mode)
         self.used = admitted.used
         done = [row.id for (row, _, _), s in zip(send, admitted.status, strict=True) if s != 0]
-        await store.delete_published(self.engine, token, done)
+        await outbox.delete_published(self.engine, token, done)
         refused = sum(n for (_, _, n), s in zip(send, admitted.status, strict=True) if s < 0)
         if admitted.evicted:
             self.counts["stream", shedding.policy.value, "evicted"] += admitted.evicted
@@ -215,7 +212,7 @@ class StreamIngress:
         windows = await self.quota.windows()
         if not windows:
             return 0
-        room = self.settings.aggregate_flush_lag - await unread(self.quota.redis)
+        room = self.settings.aggregate_flush_lag - await streams.unread(self.quota.redis)
         moved = 0
         for key, start in windows:
             if room <= 0:
@@ -235,91 +232,3 @@ class StreamIngress:
                 if code in (0, 3):
                     return moved  # no room yet, or the window is still open
         return moved
-
-
-class OutboxGuard:
-    """Keeps the outbox within its quota in rows, whatever Redis is doing.
-
-    Run by the relay on its own interval (it needs only the database). The
-    policy acts once pressure reaches the first level (``shed_sample_at``):
-    sample thins rows no relay holds, aggregate folds them into one row per SKU,
-    and past ``evict_at`` of the quota the oldest rows go (the newest for
-    ``drop_new``), so the order database is never the overflow.
-    """
-
-    def __init__(self, engine: AsyncEngine, settings: RelaySettings, counts: Counts) -> None:
-        if settings.outbox_quota is None:
-            raise ValueError("the outbox guard needs an outbox quota")
-        self.engine = engine
-        self.settings = settings
-        self.quota = settings.outbox_quota
-        self.counts = counts
-        self.shedding = Shedding()
-        self.rows = 0
-        self.checks = 0
-        """Checks completed: each brings the outbox within its quota, with room for the
-        next interval's arrivals if they are no more than twice the last one's."""
-        self._thinned: tuple[int, float] = (0, 1.0)
-        """Rows up to this id were thinned at this keep probability."""
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return self.settings.thresholds()
-
-    async def check(self, now: float) -> Shedding:
-        try:
-            return await self._check(now)
-        finally:
-            self.checks += 1
-
-    async def _check(self, now: float) -> Shedding:
-        rows = await store.count_outbox(self.engine)
-        arriving = max(0, rows - self.rows)  # at least what came in since the last check
-        self.rows = rows
-        share = pressure(self.rows, self.quota)
-        self.shedding = choose(self.settings, share, self.shedding)
-        policy = self.shedding.policy
-        if share < self.thresholds.sample_at:
-            self._thinned = (0, 1.0)
-            return self.shedding
-        excess = outbox_excess(self.rows, self.quota, self.thresholds, arriving)
-        if excess:
-            newest = policy is Policy.DROP_NEW
-            gone, lines = await store.remove_outbox(self.engine, excess, newest=newest, now=now)
-            self.counts["outbox", policy.value, "refused" if newest else "evicted"] += lines
-            self.rows -= gone
-        elif policy is Policy.SAMPLE:
-            await self._thin(now)
-        elif policy is Policy.AGGREGATE:
-            folded, written, lines = await store.fold_outbox(self.engine, 10 * SAMPLE_CHUNK, now)
-            self.counts["outbox", policy.value, "folded"] += lines
-            self.rows -= folded - written
-        return self.shedding
-
-    async def _thin(self, now: float) -> None:
-        p = self.shedding.p
-        after, done_p = self._thinned
-        if p < done_p:
-            after = 0  # a lower p: every row is judged again (kept rows stay consistent)
-        for _ in range(10):
-            last, shed = await store.sample_outbox(self.engine, p, after, SAMPLE_CHUNK, now)
-            self.counts["outbox", Policy.SAMPLE.value, "sampled"] += shed
-            self.rows -= shed
-            if last == after:
-                break
-            after = last
-        self._thinned = (after, p)
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "outbox_rows": self.rows,
-            "outbox_quota": self.quota,
-            "outbox_policy": self.shedding.policy.value,
-            "outbox_p": self.shedding.p,
-        }
-
-
-async def unread(redis: Any) -> int:
-    """Stream entries no forwarder has read yet (length minus pending)."""
-    stats = await streams.queue_stats(redis)
-    return max(0, stats.length - stats.pending)

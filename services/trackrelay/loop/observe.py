@@ -11,12 +11,12 @@ import time
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
-from trackrelay import budget, streams
 from trackrelay.control.controller import ForwarderView, Observation
 from trackrelay.control.push_outcome import Outcome
-from trackrelay.quota import exact_usage
+from trackrelay.queue import streams, views
+from trackrelay.queue.client import Queue
+from trackrelay.queue.quota import exact_usage
 
 _FAILED = (Outcome.FAILED.value, Outcome.EXPIRED.value)
 
@@ -48,14 +48,14 @@ async def probe(client: httpx.AsyncClient, url: str) -> bool:
 
 
 async def observe(
-    redis: Redis,
+    redis: Queue,
     queue_quota: int | None,
     health_url: str | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> Observation:
     """One observation; raises ``RedisError``/``OSError`` when Redis cannot be read."""
     stats = await streams.queue_stats(redis)
-    views = await budget.read_stats(redis)
+    published = await views.read_stats(redis)
     used = await exact_usage(redis) if queue_quota else None
     probe_ok = None
     if health_url is not None and client is not None:
@@ -64,7 +64,7 @@ async def observe(
         at=time.time(),
         lag=max(0, stats.length - stats.pending),
         pending=stats.pending,
-        forwarders=tuple(forwarder_view(n, v) for n, v in sorted(views.items())),
+        forwarders=tuple(forwarder_view(n, v) for n, v in sorted(published.items())),
         queue_bytes=used,
         queue_quota=queue_quota,
         probe_ok=probe_ok,

@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from trackrelay.settings import sqlite_file
+from trackrelay.config.settings import sqlite_file
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 

@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from trackrelay.constants import (
+from trackrelay.queue.keys import (
     CONSUMER_GROUP,
     DLQ_DELIVERIES_FIELD,
     DLQ_REASON_FIELD,
@@ -196,3 +196,14 @@ async def queue_stats(redis: Redis) -> QueueStats:
     except ResponseError:  # no group yet
         pending = 0
     return QueueStats(int(length), pending, int(dlq))
+
+
+async def unread(redis: Redis) -> int:
+    """Stream entries no forwarder has read yet (length minus pending)."""
+    stats = await queue_stats(redis)
+    return max(0, stats.length - stats.pending)
+
+
+async def length(redis: Redis) -> int:
+    """Entries in the stream, read or not."""
+    return int(await redis.xlen(STREAM))

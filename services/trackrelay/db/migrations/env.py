@@ -13,7 +13,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from trackrelay.orders.schema import MIGRATION_LOCK_KEY, metadata
+from trackrelay.db.schema import MIGRATION_LOCK_KEY, metadata
 
 
 def _run(connection: Connection) -> None:

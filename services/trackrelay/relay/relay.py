@@ -1,6 +1,6 @@
 """The outbox relay: moves outbox rows into the Redis Stream, then deletes them.
 
-Claim a batch under a lease (``store.claim_outbox``), XADD it in one pipeline,
+Claim a batch under a lease (``outbox.claim_outbox``), XADD it in one pipeline,
 delete exactly the rows Redis accepted, release the rest. When Redis is down or
 refuses writes (OOM at maxmemory), orders keep being accepted: the outbox grows
 and the relay retries with exponential backoff and full jitter.
@@ -20,23 +20,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trackrelay import budget, streams
-from trackrelay.constants import RELAY_STATS_PREFIX
+from trackrelay.config.live import ConfigMapLive
+from trackrelay.config.settings import RelaySettings
 from trackrelay.control.lease import grant, still_held
 from trackrelay.identity import process_name
-from trackrelay.live_config import ConfigMapLive
-from trackrelay.orders import store
-from trackrelay.orders.metrics import OrderMetrics
-from trackrelay.orders.shedder import Counts, OutboxGuard, StreamIngress
-from trackrelay.quota import QueueQuota
+from trackrelay.queue import streams, views
+from trackrelay.queue.client import Queue, QueueError
+from trackrelay.queue.keys import RELAY_STATS_PREFIX
+from trackrelay.queue.quota import QueueQuota
+from trackrelay.relay import outbox
+from trackrelay.relay.guard import OutboxGuard
+from trackrelay.relay.ingress import Counts, StreamIngress
+from trackrelay.relay.metrics import RelayMetrics
 from trackrelay.runtime.errors import brief
 from trackrelay.runtime.retry import Backoff, pause
-from trackrelay.settings import RelaySettings
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,11 @@ class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
-        redis: Redis,
+        redis: Queue,
         settings: RelaySettings,
         *,
         owner: str | None = None,
-        metrics: OrderMetrics | None = None,
+        metrics: RelayMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
@@ -89,7 +89,7 @@ class OutboxRelay:
     async def run_once(self) -> int:
         """One claim-publish-delete round; returns how many events reached the stream."""
         lease = grant(self.owner, self.clock(), self.settings.relay_lease_seconds)
-        rows = await store.claim_outbox(
+        rows = await outbox.claim_outbox(
             self.engine, lease, self.settings.relay_batch_size, self.clock()
         )
         if not rows:
@@ -101,16 +101,16 @@ class OutboxRelay:
             return await self._through_ingress(self.ingress, rows, lease.token)
         try:
             results = await streams.publish(self.redis, [row.payload for row in rows])
-        except RedisError:
-            await store.release_claim(self.engine, lease.token)
+        except QueueError:
+            await outbox.release_claim(self.engine, lease.token)
             raise
         accepted = [
             r.id for r, res in zip(rows, results, strict=True) if not isinstance(res, Exception)
         ]
         refused = [res for res in results if isinstance(res, Exception)]
-        await store.delete_published(self.engine, lease.token, accepted)
+        await outbox.delete_published(self.engine, lease.token, accepted)
         if refused:
-            await store.release_claim(self.engine, lease.token)
+            await outbox.release_claim(self.engine, lease.token)
         if self.metrics is not None:
             self.metrics.relay_published.inc(len(accepted))
         if refused:
@@ -118,15 +118,15 @@ class OutboxRelay:
         return len(accepted)
 
     async def _through_ingress(
-        self, ingress: StreamIngress, rows: list[store.OutboxRow], token: str
+        self, ingress: StreamIngress, rows: list[outbox.OutboxRow], token: str
     ) -> int:
         try:
             outcome = await ingress.relay(rows, token)
         except BaseException:
-            await store.release_claim(self.engine, token)  # a failure half way: free the rest
+            await outbox.release_claim(self.engine, token)  # a failure half way: free the rest
             raise
         if outcome.held:
-            await store.release_claim(self.engine, token)  # held back: any relay may retry
+            await outbox.release_claim(self.engine, token)  # held back: any relay may retry
         if outcome.held and not self.full:
             log.warning(
                 "relay: the queue is at its quota (%d of %d bytes); events wait in the outbox",
@@ -154,11 +154,11 @@ class OutboxRelay:
 
     async def refresh_stats(self) -> None:
         if self.ingress is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(QueueError, OSError):
                 await self.ingress.refresh()
         if self.ingress is not None or self.guard is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await budget.publish_stats(
+            with contextlib.suppress(QueueError, OSError):
+                await views.publish_stats(
                     self.redis, self.owner, self.view(), VIEW_TTL, prefix=RELAY_STATS_PREFIX
                 )
         if self.metrics is None:
@@ -171,7 +171,7 @@ class OutboxRelay:
             self.metrics.queue_bytes.set(self.ingress.used)
             self.metrics.queue_quota.set(self.ingress.quota.quota)
             self.metrics.keep_probability.set(self.ingress.shedding.p)
-        stats = await store.outbox_stats(self.engine)
+        stats = await outbox.outbox_stats(self.engine)
         self.metrics.outbox_depth.set(stats.depth)
         self.metrics.relay_lag.set(stats.lag(self.clock()))
 
@@ -210,7 +210,7 @@ class OutboxRelay:
                     wait = max(wait, FULL_WAIT)
                 elif moved >= self.settings.relay_batch_size:
                     wait = 0.0  # a full batch: more is waiting; otherwise let rows gather
-            except (RedisError, OSError) as exc:
+            except (QueueError, OSError) as exc:
                 wait = self._failed("redis", exc)
             except SQLAlchemyError as exc:
                 wait = self._failed("database", exc)

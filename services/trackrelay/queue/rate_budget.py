@@ -1,4 +1,4 @@
-"""The shared rate budget and the forwarders' published statistics (Redis adapter).
+"""The shared rate budget (Redis adapter).
 
 One budget in events/s for all forwarder replicas, enforced in Redis with a
 reservation form of GCRA (generic cell rate algorithm) in one Lua script that
@@ -21,12 +21,9 @@ No budget key means no limit beyond each forwarder's adaptive window.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from redis.asyncio import Redis
 
-from trackrelay.constants import BUDGET_CLOCK_KEY, BUDGET_KEY, FORWARDER_STATS_PREFIX
+from trackrelay.queue.keys import BUDGET_CLOCK_KEY, BUDGET_KEY
 
 _RESERVE = """
 local rate = tonumber(ARGV[2]) or tonumber(redis.call('GET', KEYS[1]) or '')
@@ -83,33 +80,3 @@ async def set_budget(redis: Redis, events_per_second: float | None) -> None:
 async def get_budget(redis: Redis) -> float | None:
     raw = await redis.get(BUDGET_KEY)
     return None if raw is None else float(raw)
-
-
-async def publish_stats(
-    redis: Redis,
-    consumer: str,
-    stats: dict[str, Any],
-    ttl: float,
-    prefix: str = FORWARDER_STATS_PREFIX,
-) -> None:
-    """Publish one process's view (JSON) for the controller; it expires with the process.
-
-    Forwarders publish under ``FORWARDER_STATS_PREFIX``, relays under ``RELAY_STATS_PREFIX``.
-    """
-    await redis.set(prefix + consumer, json.dumps(stats), px=int(ttl * 1000))
-
-
-async def read_stats(
-    redis: Redis, prefix: str = FORWARDER_STATS_PREFIX
-) -> dict[str, dict[str, Any]]:
-    """Every live process's published view under ``prefix``, by name."""
-    keys = [k async for k in redis.scan_iter(match=prefix + "*", count=200)]
-    if not keys:
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    for key, raw in zip(keys, await redis.mget(keys), strict=True):
-        if raw is None:
-            continue
-        name = key.decode() if isinstance(key, bytes) else str(key)
-        out[name[len(prefix) :]] = json.loads(raw)
-    return out

@@ -23,12 +23,11 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from trackrelay.local.stack import StackOptions
+    from trackrelay.queue.client import Queue
 
 Handler = Callable[[argparse.Namespace], int]
-QueueWork = Callable[["Redis"], Awaitable[None]]
+QueueWork = Callable[["Queue"], Awaitable[None]]
 S = TypeVar("S", bound=BaseSettings)
 
 log = logging.getLogger("trackrelay")
@@ -105,7 +104,7 @@ def parse_size(text: str) -> int:
 
 
 def _quota_flags(p: argparse.ArgumentParser) -> None:
-    from trackrelay.settings import SHEDDING_MODES
+    from trackrelay.config.settings import SHEDDING_MODES
 
     p.add_argument(
         "--queue-quota",
@@ -169,8 +168,8 @@ def _control_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_orders(args: argparse.Namespace) -> int:
+    from trackrelay.config.settings import OrderSettings
     from trackrelay.local.runner import serve_orders, serve_orders_workers
-    from trackrelay.settings import OrderSettings
 
     settings = settings_for(OrderSettings, args)
     if settings.workers > 1:
@@ -179,16 +178,16 @@ def cmd_orders(args: argparse.Namespace) -> int:
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
+    from trackrelay.config.settings import OrderSettings
     from trackrelay.local.runner import run_relay
-    from trackrelay.settings import OrderSettings
 
     return asyncio.run(run_relay(settings_for(OrderSettings, args), owner=args.owner))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from trackrelay.orders.startup import check_store, migrate_store
+    from trackrelay.config.settings import StoreSettings
+    from trackrelay.db.startup import check_store, migrate_store
     from trackrelay.runtime.redact import redact_url
-    from trackrelay.settings import StoreSettings
 
     url = settings_for(StoreSettings, args).resolved_database_url()
 
@@ -203,8 +202,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def stack_options(args: argparse.Namespace) -> StackOptions:
     """What ``up`` and ``demo`` start: store, quota and controller settings from the flags."""
+    from trackrelay.config.settings import ControllerSettings, OrderSettings
     from trackrelay.local.stack import StackOptions
-    from trackrelay.settings import ControllerSettings, OrderSettings
 
     control = settings_for(ControllerSettings, args)
     if args.forwarders is not None and args.forwarders > control.replicas_max:
@@ -227,10 +226,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from trackrelay.config.settings import ControllerSettings, OrderSettings
     from trackrelay.local import demo, scenario
     from trackrelay.local.view import LiveView, PlainView
     from trackrelay.runtime.ports import free_port
-    from trackrelay.settings import ControllerSettings, OrderSettings
 
     story = scenario.load(Path(args.scenario)) if args.scenario else scenario.DEFAULT
     if args.duration is not None:
@@ -287,22 +286,22 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from trackrelay.config.settings import StoreSettings
     from trackrelay.local import up
-    from trackrelay.settings import StoreSettings
 
     return up.status(settings_for(StoreSettings, args), as_json=args.json)
 
 
 def cmd_forwarder(args: argparse.Namespace) -> int:
+    from trackrelay.config.settings import ForwarderSettings
     from trackrelay.forwarder.main import run_forwarder
-    from trackrelay.settings import ForwarderSettings
 
     return asyncio.run(run_forwarder(settings_for(ForwarderSettings, args)))
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from trackrelay.config.settings import SimulatorSettings
     from trackrelay.local.runner import serve_simulator
-    from trackrelay.settings import SimulatorSettings
 
     return asyncio.run(serve_simulator(settings_for(SimulatorSettings, args)))
 
@@ -312,16 +311,16 @@ def on_queue(args: argparse.Namespace, command: str, body: QueueWork) -> int:
 
     The queue must answer (one clear line otherwise); the connection is closed after.
     """
-    from trackrelay.runtime import redis_client
-    from trackrelay.settings import StoreSettings
+    from trackrelay.config.settings import StoreSettings
+    from trackrelay.queue import client
 
     url = settings_for(StoreSettings, args).redis_url
     if url is None:
         raise ValueError(f"{command} needs TRACKRELAY_REDIS_URL / --redis-url")
 
     async def go() -> int:
-        await redis_client.check_queue(url, required=True)
-        redis = redis_client.connect(url)
+        await client.check_queue(url, required=True)
+        redis = client.connect(url)
         try:
             await body(redis)
         finally:
@@ -334,9 +333,9 @@ def on_queue(args: argparse.Namespace, command: str, body: QueueWork) -> int:
 def cmd_dlq(args: argparse.Namespace) -> int:
     import json
 
-    from trackrelay.forwarder import dlq
+    from trackrelay.queue import dlq
 
-    async def body(redis: Redis) -> None:
+    async def body(redis: Queue) -> None:
         if args.action == "list":
             for dead in await dlq.list_entries(redis, args.count or 100):
                 print(json.dumps(dead.as_dict()))
@@ -351,27 +350,27 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 def cmd_budget(args: argparse.Namespace) -> int:
     import json
 
-    from trackrelay import budget
+    from trackrelay.queue import rate_budget, views
 
     value: float | None = None
     if args.action == "set":
         if args.value is None:
             raise ValueError("budget set needs a value in events per second, e.g. 800")
-        value = budget.parse_budget(args.value)
+        value = rate_budget.parse_budget(args.value)
     elif args.value is not None:
         raise ValueError(f"budget {args.action} takes no value")
 
-    async def body(redis: Redis) -> None:
+    async def body(redis: Queue) -> None:
         if args.action == "set":
-            await budget.set_budget(redis, value)
+            await rate_budget.set_budget(redis, value)
             print(f"budget: {value:g} events/s shared by all forwarders")
         elif args.action == "clear":
-            await budget.set_budget(redis, None)
+            await rate_budget.set_budget(redis, None)
             print("budget: none (each forwarder's adaptive window alone)")
         else:
-            current = await budget.get_budget(redis)
+            current = await rate_budget.get_budget(redis)
             print(f"budget: {'none' if current is None else f'{current:g} events/s'}")
-            for name, view in sorted((await budget.read_stats(redis)).items()):
+            for name, view in sorted((await views.read_stats(redis)).items()):
                 print(f"forwarder {name}: {json.dumps(view, sort_keys=True)}")
 
     return on_queue(args, "budget", body)
@@ -598,7 +597,3 @@ def _urls(args: argparse.Namespace) -> list[str | None]:
     names = ("redis_url", "database_url", "analytics_url")
     given: list[str | None] = [getattr(args, n, None) for n in names]
     return given + [os.environ.get(f"TRACKRELAY_{n.upper()}") for n in names]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from trackrelay.constants import (
+from trackrelay.queue.keys import (
     DLQ_DELIVERIES_FIELD,
     DLQ_REASON_FIELD,
     DLQ_SOURCE_ID_FIELD,

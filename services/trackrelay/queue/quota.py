@@ -32,7 +32,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from trackrelay.constants import (
+from trackrelay.queue.keys import (
     AGG_FOLDS_KEY,
     AGG_WINDOW_PREFIX,
     AGG_WINDOWS_KEY,
@@ -456,3 +456,8 @@ async def exact_usage(redis: Redis) -> int:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def window_count(redis: Redis) -> int:
+    """Aggregation windows not yet flushed into the stream."""
+    return int(await redis.zcard(AGG_WINDOWS_KEY))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 
+from trackrelay.config.configmap import BUDGET, SHEDDING, ConfigMapWatch
 from trackrelay.control.shedding import Shedding, live_shedding
-from trackrelay.runtime.configmap import BUDGET, SHEDDING, ConfigMapWatch
 
 log = logging.getLogger(__name__)
 

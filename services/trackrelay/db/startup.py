@@ -12,7 +12,8 @@ import logging
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from trackrelay.orders import migrate, store
+from trackrelay.db import engine as database
+from trackrelay.db import migrate
 from trackrelay.runtime.errors import StartupError, describe
 from trackrelay.runtime.redact import redact_url
 
@@ -21,10 +22,10 @@ log = logging.getLogger(__name__)
 
 async def check_store(database_url: str, timeout: float = 10.0) -> None:
     """Fail with ``StartupError`` unless the order store answers within ``timeout``."""
-    engine = store.make_engine(database_url)
+    engine = database.make_engine(database_url)
     try:
         async with asyncio.timeout(timeout):
-            await store.ping(engine)
+            await database.ping(engine)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else describe(exc, database_url)
         raise StartupError(

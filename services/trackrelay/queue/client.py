@@ -19,6 +19,16 @@ from trackrelay.runtime.redact import redact_url
 
 log = logging.getLogger(__name__)
 
+Queue = Redis
+"""The queue connection every ``trackrelay.queue`` function takes. Outside this package
+it is a handle to pass back in: the commands themselves are issued here."""
+
+QueueError = RedisError
+"""Any failure of the queue's Redis: connection lost or refused, a timeout, an error reply."""
+
+QueueReplyError = ResponseError
+"""Redis answered with an error (a missing consumer group, a script refusing)."""
+
 
 class QueueRedisRefused(RuntimeError):
     """The queue Redis is configured so that it could lose queued events."""

@@ -1,0 +1,5 @@
+"""The ``trackrelay`` command line."""
+
+from trackrelay.cli.commands import main
+
+__all__ = ["main"]

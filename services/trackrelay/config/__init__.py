@@ -1,0 +1,1 @@
+"""Configuration: the settings of every command, and the live values the controller sets."""

@@ -1,0 +1,1 @@
+"""The order database: engine settings, schema, migrations and the start-up checks."""

@@ -1,0 +1,45 @@
+"""Published views: what each forwarder and relay tells the controller, under a TTL.
+
+Each process writes its own key (a prefix plus its name) and lets it expire with
+the process, so the controller reads only live processes and never a dead one's
+last word.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+
+from trackrelay.queue.keys import FORWARDER_STATS_PREFIX
+
+
+async def publish_stats(
+    redis: Redis,
+    consumer: str,
+    stats: dict[str, Any],
+    ttl: float,
+    prefix: str = FORWARDER_STATS_PREFIX,
+) -> None:
+    """Publish one process's view (JSON) for the controller; it expires with the process.
+
+    Forwarders publish under ``FORWARDER_STATS_PREFIX``, relays under ``RELAY_STATS_PREFIX``.
+    """
+    await redis.set(prefix + consumer, json.dumps(stats), px=int(ttl * 1000))
+
+
+async def read_stats(
+    redis: Redis, prefix: str = FORWARDER_STATS_PREFIX
+) -> dict[str, dict[str, Any]]:
+    """Every live process's published view under ``prefix``, by name."""
+    keys = [k async for k in redis.scan_iter(match=prefix + "*", count=200)]
+    if not keys:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, raw in zip(keys, await redis.mget(keys), strict=True):
+        if raw is None:
+            continue
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        out[name[len(prefix) :]] = json.loads(raw)
+    return out
