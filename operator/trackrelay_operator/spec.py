@@ -92,7 +92,7 @@ def parse(spec: Mapping[str, Any]) -> Pipeline:
         budget_initial=_number(budget, b, "initial", 1000),
         increase=_number(budget, b, "increase", 1.5),
         decrease=_number(budget, b, "decrease", 0.5),
-        latency_target=_number(analytics, a, "latencyTargetSeconds", 0.5),
+        p99_target=_number(analytics, a, "latencyTargetSeconds", 0.5),
         max_error_share=_number(analytics, a, "maxErrorShare", 0.05),
         replicas_min=rmin,
         replicas_max=rmax,

@@ -177,7 +177,7 @@ def release(
         "queue": {"quotaMiB": QUOTA_MIB},
         "orders": {"replicas": 1},
         # small batches: the quota's room for pending entries stays well under 1 MiB
-        "forwarder": {"latencyTarget": 0.5, "batchSize": 50, "concurrency": 2},
+        "forwarder": {"pushLatencyLimit": 0.5, "batchSize": 50, "concurrency": 2},
         "pipeline": {
             "budget": {"min": 10, "max": 5000, "initial": INITIAL_BUDGET},
             "replicas": {"min": 1, "max": 2},

@@ -140,7 +140,7 @@ async def test_413_lowers_the_batch_budget_and_dead_letters_an_event_too_big_alo
         return bool(await r.xlen(DLQ_STREAM) == 1 and await r.xlen(STREAM) == 0)
 
     fwd, r = await run_forwarder(redis_server, sink, done, batch_size=300)
-    assert fwd.byte_budget is not None and fwd.byte_budget <= 4000
+    assert fwd.push_byte_cap is not None and fwd.push_byte_cap <= 4000
     dead: Any = await r.xrange(DLQ_STREAM)
     assert Event.from_json(dead[0][1][b"e"]).event_id == "huge:0"
     assert b"HTTP 413" in dead[0][1][b"reason"]

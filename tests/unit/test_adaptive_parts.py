@@ -1,4 +1,4 @@
-"""The adaptive-delivery building blocks: limiter, breaker, retry budget (pure, properties)."""
+"""The adaptive-delivery building blocks: limiter, breaker, retry allowance (pure, properties)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from trackrelay.control.breaker import BreakerConfig, BreakerState, Mode, allow, record
 from trackrelay.control.limiter import LimiterConfig, LimiterState, band, chunk, observe, start
 from trackrelay.control.percentile import percentile
-from trackrelay.control.retry_allowance import RetryBudget
+from trackrelay.control.retry_allowance import RetryAllowance
 
 B = 100
 CFG = LimiterConfig(batch=B, min_limit=1, max_limit=800)
@@ -137,7 +137,7 @@ def test_a_light_load_does_not_grow_the_window() -> None:
     assert after.limit == state.limit
 
 
-def test_latency_target_shrinks_pushes_below_one_batch() -> None:
+def test_push_latency_limit_shrinks_pushes_below_one_batch() -> None:
     cfg = LimiterConfig(batch=B, max_limit=800, target=0.05)
     state, sizes = start(cfg), []
     for n in range(60):
@@ -200,7 +200,7 @@ def test_an_open_breaker_lets_at_most_one_probe_per_opening(
 
 @given(st.integers(0, 10_000), st.floats(0.01, 0.5))
 def test_retries_stay_a_fraction_of_first_attempts(firsts: int, ratio: float) -> None:
-    budget = RetryBudget(ratio=ratio, cap=10.0, tokens=10.0)
+    budget = RetryAllowance(ratio=ratio, cap=10.0, tokens=10.0)
     retries = 0
     for _ in range(firsts):
         budget = budget.first_attempt()

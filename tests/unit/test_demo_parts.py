@@ -57,7 +57,7 @@ def sample(t: float, **kw: object) -> dict[str, object]:
         "orders_per_s": 40.0,
         "order_p99": 0.008,
         "analytics_p99": 0.05,
-        "latency_target": 0.5,
+        "p99_target": 0.5,
         "budget": 400.0,
         "delivered": 80.0,
         "replicas": 1,

@@ -37,7 +37,7 @@ def test_the_full_example_is_read_field_by_field() -> None:
     p = parse(example("full"))
     assert p.queue_quota == 64 * 1024 * 1024
     assert p.health_url == "http://analytics.shop.svc:8100/healthz"
-    assert p.controller.thresholds.evict_at == 0.9 and p.controller.latency_target == 0.5
+    assert p.controller.thresholds.evict_at == 0.9 and p.controller.p99_target == 0.5
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 from trackrelay.control.poison import (
     FailureHistory,
     Step,
-    lowered_budget,
+    lowered_byte_cap,
     next_step,
     others_accepted,
-    split_to_budget,
+    split_to_byte_cap,
 )
 from trackrelay.control.push_outcome import Outcome, PushResult, classify
 
@@ -91,8 +91,8 @@ def test_an_outage_never_dead_letters(
     sizes=st.lists(st.integers(1, 5000), max_size=300),
     budget=st.one_of(st.none(), st.integers(1, 20_000)),
 )
-def test_split_to_budget_keeps_order_and_fits(sizes: list[int], budget: int | None) -> None:
-    runs = split_to_budget(sizes, budget)
+def test_split_to_byte_cap_keeps_order_and_fits(sizes: list[int], budget: int | None) -> None:
+    runs = split_to_byte_cap(sizes, budget)
     assert sum(runs) == len(sizes)
     assert all(r > 0 for r in runs)
     start = 0
@@ -106,7 +106,7 @@ def test_split_to_budget_keeps_order_and_fits(sizes: list[int], budget: int | No
 
 
 def test_a_413_halves_the_budget_only_downwards() -> None:
-    assert lowered_budget(None, 10_000) == 5_000
-    assert lowered_budget(6_000, 10_000) == 5_000
-    assert lowered_budget(4_000, 10_000) is None  # already lower: keep it
-    assert lowered_budget(None, 1) == 1
+    assert lowered_byte_cap(None, 10_000) == 5_000
+    assert lowered_byte_cap(6_000, 10_000) == 5_000
+    assert lowered_byte_cap(4_000, 10_000) is None  # already lower: keep it
+    assert lowered_byte_cap(None, 1) == 1

@@ -149,8 +149,8 @@ def _control_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-min", dest="budget_min", type=float, help="events/s (default 20)")
     p.add_argument("--budget-max", dest="budget_max", type=float, help="events/s (5000)")
     p.add_argument(
-        "--latency-target",
-        dest="latency_target",
+        "--p99-target",
+        dest="p99_target",
         type=float,
         help="analytics push p99 (seconds) above which the budget falls (default 0.5)",
     )
@@ -483,10 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="adaptive",
         action="store_const",
         const=False,
-        help="no adaptive window, breaker or retry budget: every lane pushes full batches",
+        help="no adaptive window, breaker or retry allowance: every lane pushes full batches",
     )
     p.add_argument(
-        "--latency-target", dest="latency_target", type=float, help="seconds a push may take"
+        "--push-latency-limit",
+        dest="push_latency_limit",
+        type=float,
+        help="seconds a push may take",
     )
     p.add_argument("--breaker-threshold", dest="breaker_threshold", type=int)
     p.add_argument("--breaker-open-max", dest="breaker_open_max", type=float)

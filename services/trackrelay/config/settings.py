@@ -167,8 +167,8 @@ class ForwarderSettings(BaseSettings):
     lane pushes full batches (fixed concurrency)."""
     adaptive: bool = True
     """Adapt the window to analytics' answers and latency (AIMD), with a circuit breaker
-    and a retry budget. Off: fixed concurrency, per-batch backoff only."""
-    latency_target: PositiveFloat | None = None
+    and a retry allowance. Off: fixed concurrency, per-batch backoff only."""
+    push_latency_limit: PositiveFloat | None = None
     """A push slower than this (seconds) counts as congestion: the window, and so the
     batch size, shrinks until one push fits. None: only the learned latency band."""
     breaker_threshold: PositiveInt = 5
@@ -177,7 +177,7 @@ class ForwarderSettings(BaseSettings):
     breaker_open_max: PositiveFloat = 2.0
     """Longest wait between probes while analytics is down."""
     retry_ratio: float = Field(default=0.2, ge=0, le=1)
-    """Retries allowed per first attempt (the retry budget), over a reserve of 10."""
+    """Retries allowed per first attempt (the retry allowance), over a reserve of 10."""
     budget_tolerance: float = Field(default=0.01, gt=0, le=1)
     """With a shared budget set, one push carries at most this share of a second's budget,
     which bounds any one-second window to ``budget * (1 + budget_tolerance)`` at the
@@ -300,7 +300,7 @@ class ControllerSettings(BaseSettings):
     budget_decrease: float = Field(default=0.5, gt=0, lt=1)
     budget_in_use: float = Field(default=0.5, gt=0, le=1)
     """The budget grows only while forwarders deliver at least this share of it."""
-    latency_target: PositiveFloat = 0.5
+    p99_target: PositiveFloat = 0.5
     max_error_share: float = Field(default=0.05, ge=0, le=1)
     replicas_min: PositiveInt = 1
     replicas_max: PositiveInt = 4
@@ -330,7 +330,7 @@ class ControllerSettings(BaseSettings):
             increase=self.budget_increase,
             decrease=self.budget_decrease,
             in_use=self.budget_in_use,
-            latency_target=self.latency_target,
+            p99_target=self.p99_target,
             max_error_share=self.max_error_share,
             replicas_min=self.replicas_min,
             replicas_max=self.replicas_max,

@@ -9,7 +9,7 @@ decides.
   while analytics is healthy, there is backlog and the forwarders use at least
   ``in_use`` of the budget, by ``decrease`` on every
   unhealthy tick, always within ``[budget_min, budget_max]``. Healthy means the
-  forwarders' recent push p99 is within ``latency_target``, errors plus 429s are
+  forwarders' recent push p99 is within ``p99_target``, errors plus 429s are
   at most ``max_error_share`` of pushes, no breaker is open or probing, and the
   health probe (when configured) answers.
 - **Replicas**: enough to carry the delivered rate plus the backlog within
@@ -53,7 +53,7 @@ class Spec:
     decrease: float = 0.5
     in_use: float = 0.5
     """The budget grows only while the forwarders deliver at least this share of it."""
-    latency_target: float = 0.5
+    p99_target: float = 0.5
     """Seconds: the forwarders' recent push p99 above this is unhealthy."""
     max_error_share: float = 0.05
     """Share of pushes failed (error, timeout) or answered 429 beyond which analytics is sick."""
@@ -86,8 +86,8 @@ class Spec:
             out.append("budget.decrease: must be in (0, 1)")
         if not 0 < self.replicas_min <= self.replicas_max:
             out.append("replicas: need 0 < min <= max")
-        if not self.latency_target > 0:
-            out.append("latency_target: must be > 0")
+        if not self.p99_target > 0:
+            out.append("p99_target: must be > 0")
         if not 0 <= self.max_error_share <= 1:
             out.append("max_error_share: must be in [0, 1]")
         for name in ("scale_up_window", "scale_down_window"):
@@ -212,8 +212,8 @@ def assess(spec: Spec, obs: Observation) -> Health:
         kind = "429s" if throttled * 2 >= bad else "errors"
         why = f"analytics {kind} {share:.0%} of pushes > {spec.max_error_share:.0%}"
         return Health(False, why, p99, share)
-    if p99 is not None and p99 > spec.latency_target:
-        why = f"analytics p99 {_ms(p99)} > {_ms(spec.latency_target)}"
+    if p99 is not None and p99 > spec.p99_target:
+        why = f"analytics p99 {_ms(p99)} > {_ms(spec.p99_target)}"
         return Health(False, why, p99, share)
     if not pushes:
         if obs.probe_ok:

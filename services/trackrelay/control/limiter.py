@@ -9,7 +9,7 @@ fall below one batch when one batch alone costs analytics too much.
 One ``observe`` per finished push of ``events`` events:
 
 - congestion (429/503, timeout, reset, or a push slower than the latency band
-  or the optional latency target): the window is multiplied by ``decrease``
+  or the optional push latency limit): the window is multiplied by ``decrease``
   (overload answers, failures) or ``latency_decrease`` (latency alone), and
   slow start ends;
 - success in slow start: the window grows by the events acknowledged (it

@@ -81,8 +81,8 @@ def next_step(
     return Step.SPLIT if batch_len > 1 else Step.DEAD_LETTER
 
 
-def lowered_budget(current: int | None, refused_bytes: int) -> int | None:
-    """The byte budget after analytics refused a body of ``refused_bytes`` (413).
+def lowered_byte_cap(current: int | None, refused_bytes: int) -> int | None:
+    """The push byte cap after analytics refused a body of ``refused_bytes`` (413).
 
     Half the refused size, never below 1 byte; None when that would not lower it.
     """
@@ -90,7 +90,7 @@ def lowered_budget(current: int | None, refused_bytes: int) -> int | None:
     return budget if current is None or budget < current else None
 
 
-def split_to_budget(sizes: list[int], budget: int | None) -> list[int]:
+def split_to_byte_cap(sizes: list[int], budget: int | None) -> list[int]:
     """Cut points that split a batch of events (their byte sizes) into runs under ``budget``.
 
     Returns the run lengths, in order. An event larger than the budget goes alone.

@@ -1,7 +1,7 @@
-"""A retry budget: retries stay a bounded fraction of first attempts (pure).
+"""A retry allowance: retries stay a bounded fraction of first attempts (pure).
 
 A failing analytics must never get a retry storm, however many batches a
-forwarder holds (Finagle's and gRPC's retry budgets work the same way).
+forwarder holds (Finagle's and gRPC's retry allowances work the same way).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
-class RetryBudget:
+class RetryAllowance:
     """Retries at most ``ratio`` of first attempts (plus a small reserve), as tokens.
 
     Each first attempt deposits ``ratio`` tokens (up to ``cap``); each retry needs
@@ -21,10 +21,10 @@ class RetryBudget:
     cap: float = 10.0
     tokens: float = 10.0
 
-    def first_attempt(self) -> RetryBudget:
+    def first_attempt(self) -> RetryAllowance:
         return replace(self, tokens=min(self.cap, self.tokens + self.ratio))
 
-    def try_retry(self) -> tuple[bool, RetryBudget]:
+    def try_retry(self) -> tuple[bool, RetryAllowance]:
         if self.tokens < 1.0:
             return False, self
         return True, replace(self, tokens=self.tokens - 1.0)

@@ -67,6 +67,6 @@ class ForwarderMetrics:
         )
         self.retries_denied = Counter(
             "trackrelay_retries_denied",
-            "Retries the retry budget held back (analytics failing more than it accepts).",
+            "Retries the retry allowance held back (analytics failing more than it accepts).",
             registry=r,
         )

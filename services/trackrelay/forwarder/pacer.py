@@ -1,17 +1,17 @@
-"""How fast a forwarder pushes: adaptive window, circuit breaker, retry budget, shared budget.
+"""How fast a forwarder pushes: adaptive window, circuit breaker, retry allowance, shared budget.
 
 The decisions are pure (``control/limiter.py``, ``control/breaker.py``,
-``control/retry_budget.py``); this module holds their state for one process,
+``control/retry_allowance.py``); this module holds their state for one process,
 turns them into waits, and keeps the statistics the forwarder publishes.
 
 - Lanes take a share of the window before they read (``window``), so no lane
   holds entries it may not push; a push is cut to ``push_size``.
 - ``gate`` asks the breaker before every push: send, send a single-event probe,
   or wait until the breaker lets a probe through.
-- Retries need a token from the retry budget (a probe does not: the breaker
+- Retries need a token from the retry allowance (a probe does not: the breaker
   already spaces probes).
 - ``reserve`` takes the push's events from the budget shared with every other
-  replica (``budget.py``) and says how long to wait for its slot.
+  replica (``queue/rate_budget.py``) and says how long to wait for its slot.
 
 With ``adaptive`` off (the benchmark's fixed strategies, or an operator's
 choice), every lane pushes full batches whenever it has them: only the shared
@@ -36,7 +36,7 @@ from trackrelay.config.settings import ForwarderSettings
 from trackrelay.control import breaker, limiter
 from trackrelay.control.percentile import percentile
 from trackrelay.control.push_outcome import Outcome, PushResult
-from trackrelay.control.retry_allowance import RetryBudget
+from trackrelay.control.retry_allowance import RetryAllowance
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.queue import rate_budget
 from trackrelay.queue.client import Queue
@@ -113,7 +113,7 @@ class Pacer:
         self.config = limiter.LimiterConfig(
             batch=settings.batch_size,
             max_limit=float(settings.batch_size * settings.concurrency),
-            target=settings.latency_target,
+            target=settings.push_latency_limit,
         )
         self.state = limiter.start(self.config)
         self.breaker_config = breaker.BreakerConfig(
@@ -122,7 +122,7 @@ class Pacer:
             max_open=settings.breaker_open_max,
         )
         self.breaker = breaker.BreakerState()
-        self.retries = RetryBudget(ratio=settings.retry_ratio)
+        self.retries = RetryAllowance(ratio=settings.retry_ratio)
         self.in_flight = 0
         self.budget: float | None = None
         self._changed = asyncio.Condition()
@@ -248,7 +248,7 @@ class Pacer:
     def may_retry(self) -> bool:
         """Whether a held batch may be sent again now.
 
-        While analytics fails, retries spend the retry budget; once it accepts
+        While analytics fails, retries spend the retry allowance; once it accepts
         again (the last push succeeded), held batches are only paced by the window.
         """
         if not self.adaptive or self._last_ok:

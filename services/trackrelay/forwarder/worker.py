@@ -44,7 +44,7 @@ the bad event stands alone, then dead-lettered with the status and reason.
 
 Pace (``forwarder/pacer.py``): a lane takes a share of the adaptive window
 before it reads, every push asks the circuit breaker first (and becomes a
-one-event probe while analytics is down), retries spend the retry budget, and
+one-event probe while analytics is down), retries spend the retry allowance, and
 every push takes its events from the budget shared by all replicas. Waiting for
 any of these counts as time between check and push, so ownership is checked
 again after it.
@@ -66,9 +66,9 @@ from trackrelay.config.settings import ForwarderSettings
 from trackrelay.control.poison import (
     FailureHistory,
     Step,
-    lowered_budget,
+    lowered_byte_cap,
     next_step,
-    split_to_budget,
+    split_to_byte_cap,
 )
 from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
 from trackrelay.forwarder.metrics import ForwarderMetrics
@@ -162,7 +162,7 @@ class Forwarder:
         self.pacer = Pacer(settings, redis, self.metrics, clock, live=live)
         self.last_accepted_at: float | None = None
         """When analytics last accepted a push from this process (evidence against poison)."""
-        self.byte_budget: int | None = settings.max_batch_bytes
+        self.push_byte_cap: int | None = settings.max_batch_bytes
         self.redis_ok = False
         self.tasks_running = 0
         self._claim_cursor = "0-0"
@@ -446,14 +446,14 @@ class Forwarder:
             queue.appendleft(Held(held.entries[limit:], held.history, held.attempts))
             queue.appendleft(Held(held.entries[:limit], held.history, held.attempts))
             return True
-        return self._fit_budget(queue)
+        return self._fit_byte_cap(queue)
 
-    def _fit_budget(self, queue: deque[Held]) -> bool:
-        """Cut the head batch to the learned byte budget; True when it was cut."""
+    def _fit_byte_cap(self, queue: deque[Held]) -> bool:
+        """Cut the head batch to the learned push byte cap; True when it was cut."""
         held = queue[0]
-        if self.byte_budget is None or len(held.entries) < 2 or held.size <= self.byte_budget:
+        if self.push_byte_cap is None or len(held.entries) < 2 or held.size <= self.push_byte_cap:
             return False
-        runs = split_to_budget([wire_size(e) for e in held.entries], self.byte_budget)
+        runs = split_to_byte_cap([wire_size(e) for e in held.entries], self.push_byte_cap)
         queue.popleft()
         pieces, start = [], 0
         for run in runs:
@@ -467,9 +467,9 @@ class Forwarder:
     ) -> None:
         """Halve ``held``. The halves inherit its failure history: what analytics accepted
         since the whole batch began to fail is evidence against the half still failing."""
-        budget = lowered_budget(self.byte_budget, held.size) if result.too_large else None
+        budget = lowered_byte_cap(self.push_byte_cap, held.size) if result.too_large else None
         if budget is not None:
-            self.byte_budget = budget
+            self.push_byte_cap = budget
             log.warning(
                 "forwarder %s: analytics refused %d bytes (413); batches now at most %d bytes",
                 self.consumer,

@@ -129,7 +129,7 @@ class Demo:
             "order_p99": order_p99,
             "orders_accepted": shoppers.accepted,
             "analytics_p99": max(p99s) if p99s else None,
-            "latency_target": stack.spec.latency_target,
+            "p99_target": stack.spec.p99_target,
             "budget": d.budget if d else None,
             "delivered": round(sum(f.events_per_second for f in obs.forwarders), 1)
             if obs

@@ -231,7 +231,7 @@ def render_html(
             t,
             [
                 ("push p99 (s)", _col(samples, "analytics_p99")),
-                ("target (s)", _col(samples, "latency_target")),
+                ("target (s)", _col(samples, "p99_target")),
             ],
             phases,
             " s",

@@ -182,7 +182,7 @@ class LocalStack:
             self.say(
                 f"controller budget {s.budget_initial:g} ev/s in [{s.budget_min:g}, "
                 f"{s.budget_max:g}], forwarders {opts.forwarders} in [{s.replicas_min}, "
-                f"{s.replicas_max}], p99 target {s.latency_target:g} s"
+                f"{s.replicas_max}], p99 target {s.p99_target:g} s"
             )
         self.say(f"status     trackrelay status --data-dir {self.data_dir}")
         self.say(f"logs       {self.logs}/  (Ctrl-C stops everything)")

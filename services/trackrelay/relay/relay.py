@@ -6,7 +6,7 @@ refuses writes (OOM at maxmemory), orders keep being accepted: the outbox grows
 and the relay retries with exponential backoff and full jitter.
 
 With a queue quota the batch goes through the ingress shedding instead
-(``orders.shedder``): sampled, folded into aggregates, or admitted within the
+(``relay.ingress``): sampled, folded into aggregates, or admitted within the
 quota by one atomic script; with an outbox quota a guard keeps the outbox in
 bounds on its own interval, Redis or not.
 """
