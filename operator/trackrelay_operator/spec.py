@@ -13,13 +13,39 @@ from dataclasses import dataclass
 from typing import Any
 
 from trackrelay.control.controller import Spec
-from trackrelay.control.shedding import Thresholds, parse_size
+from trackrelay.control.shedding import MODES, Thresholds, parse_size
 
 GROUP = "trackrelay.io"
 VERSION = "v1alpha1"
 PLURAL = "analyticspipelines"
 KIND = "AnalyticsPipeline"
-POLICIES = ("auto", "none", "sample", "aggregate", "evict", "drop_new")
+POLICIES = MODES
+RECONCILE_INTERVAL = 2.0
+"""Seconds between reconciles when the spec names none (the CRD's default, by test)."""
+
+DEFAULT = Spec()
+"""The controller's defaults: every number the spec leaves out comes from here."""
+
+NUMBERS: tuple[tuple[str, str, str], ...] = (
+    ("budget", "min", "budget_min"),
+    ("budget", "max", "budget_max"),
+    ("budget", "initial", "budget_initial"),
+    ("budget", "increase", "increase"),
+    ("budget", "decrease", "decrease"),
+    ("analytics", "latencyTargetSeconds", "p99_target"),
+    ("analytics", "maxErrorShare", "max_error_share"),
+    ("replicas", "scaleUpWindowSeconds", "scale_up_window"),
+    ("replicas", "scaleDownWindowSeconds", "scale_down_window"),
+)
+"""(spec section, CRD field, ``Spec`` field) for the controller's numbers."""
+
+SHEDDING_NUMBERS: tuple[tuple[str, str], ...] = (
+    ("sampleAt", "sample_at"),
+    ("aggregateAt", "aggregate_at"),
+    ("evictAt", "evict_at"),
+    ("hysteresis", "hysteresis"),
+)
+"""(CRD field under ``spec.queue.shedding``, ``Thresholds`` field)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +95,7 @@ def parse(spec: Mapping[str, Any]) -> Pipeline:
     shedding = queue.get("shedding") or {}
     if not isinstance(shedding, Mapping):
         raise ValueError("spec.queue.shedding: must be an object")
-    policy = shedding.get("policy", "auto")
+    policy = shedding.get("policy", DEFAULT.shedding)
     if policy not in POLICIES:
         raise ValueError(f"spec.queue.shedding.policy: {policy!r} is not one of {POLICIES}")
     quota_text = queue.get("quota")
@@ -82,35 +108,33 @@ def parse(spec: Mapping[str, Any]) -> Pipeline:
         raise ValueError("spec.configMap: required")
     health_url = analytics.get("healthURL")
     sh = "spec.queue.shedding"
-    b, r, a = "spec.budget", "spec.replicas", "spec.analytics"
-    rmin, rmax = replicas.get("min", 1), replicas.get("max", 4)
+    sections = {"budget": budget, "analytics": analytics, "replicas": replicas}
+    numbers = {
+        attr: _number(sections[section], f"spec.{section}", name, getattr(DEFAULT, attr))
+        for section, name, attr in NUMBERS
+    }
+    rmin = replicas.get("min", DEFAULT.replicas_min)
+    rmax = replicas.get("max", DEFAULT.replicas_max)
     if not isinstance(rmin, int) or not isinstance(rmax, int):
-        raise ValueError(f"{r}.min and {r}.max: must be integers")
+        raise ValueError("spec.replicas.min and spec.replicas.max: must be integers")
+    levels = DEFAULT.thresholds
     controller = Spec(
-        budget_min=_number(budget, b, "min", 20),
-        budget_max=_number(budget, b, "max", 5000),
-        budget_initial=_number(budget, b, "initial", 1000),
-        increase=_number(budget, b, "increase", 1.5),
-        decrease=_number(budget, b, "decrease", 0.5),
-        p99_target=_number(analytics, a, "latencyTargetSeconds", 0.5),
-        max_error_share=_number(analytics, a, "maxErrorShare", 0.05),
+        **numbers,
         replicas_min=rmin,
         replicas_max=rmax,
-        scale_up_window=_number(replicas, r, "scaleUpWindowSeconds", 4),
-        scale_down_window=_number(replicas, r, "scaleDownWindowSeconds", 30),
         shedding=str(policy),
-        sample_p=_number(shedding, sh, "sampleP", 0.1),
+        sample_p=_number(shedding, sh, "sampleP", DEFAULT.sample_p),
         thresholds=Thresholds(
-            sample_at=_number(shedding, sh, "sampleAt", 0.4),
-            aggregate_at=_number(shedding, sh, "aggregateAt", 0.4),
-            evict_at=_number(shedding, sh, "evictAt", 0.9),
-            hysteresis=_number(shedding, sh, "hysteresis", 0.2),
+            **{
+                attr: _number(shedding, sh, name, getattr(levels, attr))
+                for name, attr in SHEDDING_NUMBERS
+            },
         ),
     )
     problems = controller.problems()
     if problems:
         raise ValueError("; ".join(f"spec.{p}" for p in problems))
-    interval = _number(spec, "spec", "reconcileIntervalSeconds", 2.0)
+    interval = _number(spec, "spec", "reconcileIntervalSeconds", RECONCILE_INTERVAL)
     if not 0.5 <= interval <= 300:
         raise ValueError("spec.reconcileIntervalSeconds: must be within [0.5, 300]")
     return Pipeline(

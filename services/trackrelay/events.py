@@ -108,3 +108,103 @@ def countable(payload: str | bytes) -> Event | None:
     except ValueError:
         return None
     return None if event.problem() else event
+
+
+@dataclass(frozen=True, slots=True)
+class PushSpan:
+    """A forwarder's pushes that ended within the last ``span_seconds``."""
+
+    span_seconds: float
+    pushes: int
+    latency_p50: float | None
+    latency_p99: float | None
+    outcomes: dict[str, int]
+    """Pushes by outcome (``control.push_outcome.Outcome`` values)."""
+    events_per_second: float
+    """Events analytics accepted per second, averaged over the last ``rate_seconds``."""
+    rate_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "span_seconds": self.span_seconds,
+            "pushes": self.pushes,
+            "latency_p50": self.latency_p50,
+            "latency_p99": self.latency_p99,
+            "outcomes": dict(self.outcomes),
+            "events_per_second": self.events_per_second,
+            "rate_seconds": self.rate_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> PushSpan:
+        return cls(
+            span_seconds=float(data["span_seconds"]),
+            pushes=int(data["pushes"]),
+            latency_p50=_seconds(data["latency_p50"]),
+            latency_p99=_seconds(data["latency_p99"]),
+            outcomes={str(k): int(v) for k, v in dict(data["outcomes"]).items()},
+            events_per_second=float(data["events_per_second"]),
+            rate_seconds=float(data["rate_seconds"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderStats:
+    """What each forwarder publishes for the controller (JSON under a TTL): written by its
+    pacer with ``to_json`` and read back with ``from_json``, so both sides share one shape."""
+
+    at: float
+    """Wall-clock time of the snapshot."""
+    adaptive: bool
+    limit_events: float
+    """Events the forwarder may have in flight (its adaptive limit)."""
+    in_flight_events: int
+    push_size: int
+    """Events the next push may carry."""
+    breaker: str
+    """The circuit breaker's mode: closed, open or half_open."""
+    budget: float | None
+    """The rate budget last seen (events/s shared by every forwarder; None: none set)."""
+    overall: PushSpan
+    """The pushes of the longer span (latency percentiles, outcomes, accepted rate)."""
+    latency_p90: float | None
+    recent: PushSpan
+    """The pushes of the last few seconds: what the controller judges health by."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.overall.to_json()
+        out.update(
+            at=self.at,
+            adaptive=self.adaptive,
+            limit_events=self.limit_events,
+            in_flight_events=self.in_flight_events,
+            push_size=self.push_size,
+            breaker=self.breaker,
+            budget=self.budget,
+            latency_p90=self.latency_p90,
+            recent=self.recent.to_json(),
+        )
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> ForwarderStats:
+        """The record ``to_json`` wrote; ``ValueError`` when ``data`` has another shape."""
+        try:
+            return cls(
+                at=float(data["at"]),
+                adaptive=bool(data["adaptive"]),
+                limit_events=float(data["limit_events"]),
+                in_flight_events=int(data["in_flight_events"]),
+                push_size=int(data["push_size"]),
+                breaker=str(data["breaker"]),
+                budget=_seconds(data["budget"]),
+                overall=PushSpan.from_json(data),
+                latency_p90=_seconds(data["latency_p90"]),
+                recent=PushSpan.from_json(data["recent"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a forwarder's statistics: {exc!r}") from None
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.cluster.conftest import Cluster
 from tests.support.rbac import disallowed_answers
+from trackrelay.config.settings import read_ahead
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.orders.metrics import OrderMetrics
 
@@ -137,8 +138,14 @@ def test_the_queue_quota_sets_redis_maxmemory_the_relays_and_the_pipeline(
     for name in ("shop-trackrelay-orders", "shop-trackrelay-relay"):
         container = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
         assert env_of(container)["TRACKRELAY_QUEUE_QUOTA"] == "100MiB"
-        # pipeline.replicas.max 6 x forwarder.concurrency 8 x forwarder.batchSize 500
-        assert env_of(container)["TRACKRELAY_QUEUE_READ_AHEAD"] == "24000"
+        # the chart's formula is local mode's: pipeline.replicas.max 6 x forwarder.concurrency 8
+        # x forwarder.batchSize 500
+        options = yaml.safe_load(ALL_OPTIONS.read_text())
+        fwd = options["forwarder"]
+        most = read_ahead(
+            options["pipeline"]["replicas"]["max"], fwd["concurrency"], fwd["batchSize"]
+        )
+        assert env_of(container)["TRACKRELAY_QUEUE_READ_AHEAD"] == str(most) == "24000"
     default = render(cluster, "-f", str(SIMULATOR))
     conf = by_kind(default, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
     assert "maxmemory 128mb" in conf.splitlines()  # 64 MiB quota + 64 MiB headroom

@@ -88,10 +88,14 @@ async def accounted(stack: LocalStack, lines: int, timeout: float) -> dict[str, 
         async with httpx.AsyncClient(timeout=5) as client:
             deadline = time.monotonic() + timeout
             while True:
-                state = (await client.get(f"{stack.sim_url}/admin/state")).json()
+                try:
+                    state = (await client.get(f"{stack.sim_url}/admin/state")).json()
+                except httpx.TransportError:  # the restarted simulator is not listening yet
+                    state = {"accepted": "(not answering)"}
                 left = await outbox.count_outbox(engine)
                 stream = await stack.redis.xlen("trackrelay:events")
-                if state["accepted"] >= lines and left == 0 and stream == 0:
+                done = isinstance(state["accepted"], int) and state["accepted"] >= lines
+                if done and left == 0 and stream == 0:
                     return dict(state)
                 assert time.monotonic() < deadline, (
                     f"not accounted for: analytics {state['accepted']} of {lines}, "

@@ -41,10 +41,10 @@ def fwd(
     breaker: str = "closed",
     rate: float = 100.0,
     name: str = "f0",
-    window: float = 0.0,
+    limit: float = 0.0,
     p50: float | None = None,
 ) -> ForwarderView:
-    return ForwarderView(name, pushes, p99, errors, throttled, breaker, rate, window, p50)
+    return ForwarderView(name, pushes, p99, errors, throttled, breaker, rate, limit, p50)
 
 
 def obs(
@@ -201,7 +201,7 @@ views = st.builds(
     throttled=st.integers(0, 20),
     breaker=st.sampled_from(["closed", "closed", "open", "half_open"]),
     events_per_second=st.floats(0, 5000),
-    window=st.floats(0, 4000),
+    limit=st.floats(0, 4000),
     latency_p50=st.none() | st.floats(0.001, 10),
 )
 observations = st.builds(
@@ -247,7 +247,7 @@ def test_no_flapping_under_noisy_but_steady_inputs(
     state = State(budget=SPEC.budget_max, replicas=1, per_replica=200)
     replicas = []
     for t, n in enumerate(noise):
-        noisy = fwd(rate=rate * (1 + n), window=rate * 0.1, p50=0.1 * (1 + n))
+        noisy = fwd(rate=rate * (1 + n), limit=rate * 0.1, p50=0.1 * (1 + n))
         o = obs(float(t), lag=int(backlog * (1 + n)), forwarders=(noisy,))
         d, state = decide(SPEC, o, state, float(t))
         replicas.append(d.replicas)
@@ -278,23 +278,23 @@ def test_budget_falls_on_every_unhealthy_tick_and_recovers_after(
         t += 1
 
 
-def test_what_a_replica_can_deliver_is_its_window_over_its_latency() -> None:
+def test_what_a_replica_can_deliver_is_its_limit_over_its_latency() -> None:
     state = State(budget=4000, replicas=2, per_replica=200)
     # 100 events in flight, pushes of 0.2 s: 500 ev/s per replica (Little's law).
-    views = (fwd(window=100, p50=0.2, name="a"), fwd(window=100, p50=0.2, name="b"))
+    views = (fwd(limit=100, p50=0.2, name="a"), fwd(limit=100, p50=0.2, name="b"))
     d, _ = decide(SPEC, obs(0, lag=50, forwarders=views), state, 0)
     assert d.per_replica == pytest.approx(0.7 * 200 + 0.3 * 500)
     # It was seen to deliver more than that: what it did is the floor.
-    fast = (fwd(window=10, p50=1.0, rate=900, p99=0.3),)
+    fast = (fwd(limit=10, p50=1.0, rate=900, p99=0.3),)
     d, _ = decide(SPEC, obs(0, lag=50, forwarders=fast), state, 0)
     assert d.per_replica == pytest.approx(0.7 * 200 + 0.3 * 900)
-    sick = (fwd(window=100, p50=0.2, p99=3.0),)
+    sick = (fwd(limit=100, p50=0.2, p99=3.0),)
     d, _ = decide(SPEC, obs(0, lag=50, forwarders=sick), state, 0)
     assert d.per_replica == 200  # learned on healthy ticks only
     unknown = (fwd(rate=30),)
     d, _ = decide(SPEC, obs(0, lag=50, forwarders=unknown), state, 0)
-    assert d.per_replica == 200  # no window or latency published yet
-    noise = (fwd(window=100, p50=0.45),)  # 222 ev/s: within the dead band
+    assert d.per_replica == 200  # no limit or latency published yet
+    noise = (fwd(limit=100, p50=0.45),)  # 222 ev/s: within the dead band
     d, _ = decide(SPEC, obs(0, lag=50, forwarders=noise), state, 0)
     assert d.per_replica == 200
 
@@ -302,7 +302,7 @@ def test_what_a_replica_can_deliver_is_its_window_over_its_latency() -> None:
 def test_a_small_budget_next_to_a_capable_replica_keeps_one_replica() -> None:
     """Overload: backlog grows while analytics takes little, but one replica could carry it all."""
     state = State(budget=60, replicas=1, per_replica=200)
-    capable = (fwd(window=50, p50=0.05, rate=55),)  # 1000 ev/s per replica
+    capable = (fwd(limit=50, p50=0.05, rate=55),)  # 1000 ev/s per replica
     for t in range(10):
         d, state = decide(SPEC, obs(t, lag=5000, forwarders=capable), state, t)
         assert d.replicas == 1

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import cast
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from trackrelay.events import Event, event_id_for, rfc3339
+from trackrelay.config.settings import ForwarderSettings
+from trackrelay.events import Event, ForwarderStats, PushSpan, event_id_for, rfc3339
+from trackrelay.forwarder.metrics import ForwarderMetrics
+from trackrelay.forwarder.pacer import Pacer
+from trackrelay.loop.observe import forwarder_views
+from trackrelay.queue.client import Queue
 
 
 def test_event_ids_are_stable_and_distinct_per_line() -> None:
@@ -61,3 +69,60 @@ def test_only_countable_events_are_decoded_for_shedding() -> None:
     assert countable(ev.to_json()) == ev
     assert countable("not json") is None
     assert countable(ev.to_json().replace('"qty":2', '"qty":0')) is None
+
+
+def _span(seconds: float, **outcomes: int) -> PushSpan:
+    return PushSpan(
+        span_seconds=seconds,
+        pushes=sum(outcomes.values()),
+        latency_p50=0.1,
+        latency_p99=None,
+        outcomes=dict(outcomes),
+        events_per_second=12.5,
+        rate_seconds=seconds,
+    )
+
+
+STATS = ForwarderStats(
+    at=1.0,
+    adaptive=True,
+    limit_events=40.0,
+    in_flight_events=3,
+    push_size=20,
+    breaker="closed",
+    budget=None,
+    overall=_span(30.0, accepted=9, failed=1),
+    latency_p90=0.2,
+    recent=_span(5.0, accepted=2, failed=1, expired=1, overloaded=4),
+)
+
+
+def test_forwarder_stats_read_back_as_written() -> None:
+    wire = json.loads(json.dumps(STATS.to_json()))
+    assert ForwarderStats.from_json(wire) == STATS
+    assert wire["limit_events"] == 40.0 and wire["recent"]["outcomes"]["overloaded"] == 4
+
+
+def test_a_pacers_snapshot_is_a_forwarder_stats_record() -> None:
+    pacer = Pacer(
+        ForwarderSettings(), cast(Queue, None), ForwarderMetrics(CollectorRegistry()), lambda: 100.0
+    )
+    snapshot = pacer.snapshot()
+    assert ForwarderStats.from_json(json.loads(json.dumps(snapshot.to_json()))) == snapshot
+    assert snapshot.recent.span_seconds < snapshot.overall.span_seconds
+
+
+@pytest.mark.parametrize("drop", ["limit_events", "recent", "breaker"])
+def test_another_shape_is_refused_not_guessed(drop: str) -> None:
+    wire = STATS.to_json()
+    del wire[drop]
+    with pytest.raises(ValueError, match="not a forwarder's statistics"):
+        ForwarderStats.from_json(wire)
+
+
+def test_the_controller_reads_the_recent_span_and_skips_what_does_not_parse() -> None:
+    views = forwarder_views({"a": STATS.to_json(), "b": {"breaker": "open"}})
+    assert [v.name for v in views] == ["a"]
+    (a,) = views
+    assert (a.pushes, a.errors, a.throttled, a.limit) == (8, 2, 4, 40.0)
+    assert a.latency_p50 == 0.1 and a.events_per_second == 12.5

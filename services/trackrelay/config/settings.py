@@ -7,6 +7,7 @@ resolved into the URLs the adapters need.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trackrelay.control.controller import Spec
-from trackrelay.control.shedding import Thresholds, parse_size
+from trackrelay.control.shedding import MODES, Thresholds, parse_size
 
 _CONFIG = SettingsConfigDict(env_prefix="TRACKRELAY_", extra="ignore")
 
@@ -43,7 +44,17 @@ class StoreSettings(BaseSettings):
 
 
 _LEVELS = Thresholds()
-SHEDDING_MODES = ("auto", "none", "sample", "aggregate", "evict", "drop_new")
+_SPEC = Spec()
+"""The controller's defaults and bounds: ``ControllerSettings`` takes its own from here."""
+SHEDDING_MODES = MODES
+FORWARDER_BATCH_SIZE = 500
+FORWARDER_CONCURRENCY = 8
+
+
+def read_ahead(replicas: int, concurrency: int, batch_size: int) -> int:
+    """Stream entries the forwarders can hold at once (each lane one batch): the room the
+    queue quota keeps for them. Local mode and the chart (``_helpers.tpl``, by test) agree."""
+    return replicas * concurrency * batch_size
 
 
 class RelaySettings(BaseSettings):
@@ -81,7 +92,9 @@ class RelaySettings(BaseSettings):
     """Seconds of events one aggregation window folds (one event per SKU and window)."""
     aggregate_flush_lag: PositiveInt = 1000
     """Closed windows are flushed into the stream while fewer events than this wait unread."""
-    queue_read_ahead: int = Field(default=4000, ge=0)
+    queue_read_ahead: int = Field(
+        default=read_ahead(1, FORWARDER_CONCURRENCY, FORWARDER_BATCH_SIZE), ge=0
+    )
     """Entries forwarders may hold at once (replicas x concurrency x batch size): room is kept
     for them, since Redis counts a pending entry at several times its size (0: none kept)."""
     quota_sample_interval: PositiveFloat = 0.1
@@ -160,8 +173,8 @@ class ForwarderSettings(BaseSettings):
 
     redis_url: str | None = None
     analytics_url: str | None = None
-    batch_size: PositiveInt = 500
-    concurrency: PositiveInt = 8
+    batch_size: PositiveInt = FORWARDER_BATCH_SIZE
+    concurrency: PositiveInt = FORWARDER_CONCURRENCY
     """Lanes: at most this many pushes in flight per process. Adaptive delivery
     keeps the window within ``concurrency * batch_size`` events; without it, every
     lane pushes full batches (fixed concurrency)."""
@@ -293,37 +306,46 @@ class ControllerSettings(BaseSettings):
     """Off: no controller; the forwarders run at the count given, with no budget."""
     interval: PositiveFloat = 1.0
     """Seconds between observe -> decide -> act ticks."""
-    budget_min: PositiveFloat = 20.0
-    budget_max: PositiveFloat = 5000.0
-    budget_initial: PositiveFloat = 1000.0
-    budget_increase: float = Field(default=1.5, gt=1)
-    budget_decrease: float = Field(default=0.5, gt=0, lt=1)
-    budget_in_use: float = Field(default=0.5, gt=0, le=1)
+    budget_min: float = _SPEC.budget_min
+    """Events/s the rate budget never falls below."""
+    budget_max: float = _SPEC.budget_max
+    """Events/s the rate budget never rises above."""
+    budget_initial: float = _SPEC.budget_initial
+    """Events/s the rate budget starts at."""
+    budget_increase: float = _SPEC.increase
+    """Factor the budget is multiplied by on a healthy tick with backlog."""
+    budget_decrease: float = _SPEC.decrease
+    """Factor the budget is multiplied by on an unhealthy tick."""
+    budget_in_use: float = _SPEC.in_use
     """The budget grows only while forwarders deliver at least this share of it."""
-    p99_target: PositiveFloat = 0.5
-    max_error_share: float = Field(default=0.05, ge=0, le=1)
-    replicas_min: PositiveInt = 1
-    replicas_max: PositiveInt = 4
-    scale_up_window: float = Field(default=4.0, ge=0)
-    scale_down_window: float = Field(default=30.0, ge=0)
-    drain_seconds: PositiveFloat = 30.0
-    replica_rate: PositiveFloat = 200.0
+    p99_target: float = _SPEC.p99_target
+    """Seconds: the forwarders' recent push p99 above this is unhealthy."""
+    max_error_share: float = _SPEC.max_error_share
+    """Share of pushes failed or answered 429 beyond which analytics is unhealthy."""
+    replicas_min: int = _SPEC.replicas_min
+    replicas_max: int = _SPEC.replicas_max
+    scale_up_window: float = _SPEC.scale_up_window
+    """Seconds a scale-up must be wanted before it happens."""
+    scale_down_window: float = _SPEC.scale_down_window
+    """Seconds a scale-down must be wanted before it happens."""
+    drain_seconds: float = _SPEC.drain_seconds
+    """Backlog should be delivered within this many seconds (when the budget allows)."""
+    replica_rate: float = _SPEC.replica_rate
+    """Events/s one forwarder is assumed to deliver until it has been measured."""
     health_url: str | None = None
     """An analytics health URL probed every tick (optional)."""
 
     @model_validator(mode="after")
-    def _ordered(self) -> ControllerSettings:
-        if self.budget_min > self.budget_max:
-            raise ValueError("control budget_min must be <= budget_max")
-        if not self.budget_min <= self.budget_initial <= self.budget_max:
-            raise ValueError("control budget_initial must lie within [budget_min, budget_max]")
-        if self.replicas_min > self.replicas_max:
-            raise ValueError("control replicas_min must be <= replicas_max")
+    def _valid(self) -> ControllerSettings:
+        problems = self.spec().problems()
+        if problems:
+            raise ValueError("; ".join(f"control {p}" for p in problems))
         return self
 
-    def spec(self, relay: RelaySettings) -> Spec:
-        """The controller's spec, with the shedding mode and thresholds the relay uses."""
-        return Spec(
+    def spec(self, relay: RelaySettings | None = None) -> Spec:
+        """The controller's spec, with the shedding mode and thresholds the relay uses
+        (``relay`` None: the spec's own shedding defaults)."""
+        spec = Spec(
             budget_min=self.budget_min,
             budget_max=self.budget_max,
             budget_initial=self.budget_initial,
@@ -338,7 +360,9 @@ class ControllerSettings(BaseSettings):
             scale_down_window=self.scale_down_window,
             drain_seconds=self.drain_seconds,
             replica_rate=self.replica_rate,
-            shedding=relay.shedding,
-            sample_p=relay.sample_p,
-            thresholds=relay.thresholds(),
+        )
+        if relay is None:
+            return spec
+        return replace(
+            spec, shedding=relay.shedding, sample_p=relay.sample_p, thresholds=relay.thresholds()
         )

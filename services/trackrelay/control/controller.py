@@ -43,14 +43,49 @@ _DEADBAND = 0.1
 
 
 @dataclass(frozen=True, slots=True)
+class Bound:
+    """The values one ``Spec`` field accepts: an interval, open or closed at each end."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (
+            self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        )
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"must be {'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"must be {'<' if self.high_open else '<='} {self.high:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"must be in {left}{self.low:g}, {self.high:g}{right}"
+
+
+_POSITIVE = Bound(0, low_open=True)
+
+
+@dataclass(frozen=True, slots=True)
 class Spec:
-    """What the user asks of the controller (the AnalyticsPipeline spec, or ``up``'s flags)."""
+    """What the user asks of the controller (the AnalyticsPipeline spec, or ``up``'s flags).
+
+    The one home of the controller's defaults (these field defaults) and bounds
+    (``BOUNDS`` and ``problems``): settings, the operator's parser, the CRD and the
+    chart's values take theirs from here, or a test holds them to it.
+    """
 
     budget_min: float = 20.0
     budget_max: float = 5000.0
     budget_initial: float = 1000.0
     increase: float = 1.5
+    """Factor the budget is multiplied by on a healthy tick with backlog."""
     decrease: float = 0.5
+    """Factor the budget is multiplied by on an unhealthy tick."""
     in_use: float = 0.5
     """The budget grows only while the forwarders deliver at least this share of it."""
     p99_target: float = 0.5
@@ -60,7 +95,9 @@ class Spec:
     replicas_min: int = 1
     replicas_max: int = 4
     scale_up_window: float = 4.0
+    """Seconds a scale-up must be wanted before it happens."""
     scale_down_window: float = 30.0
+    """Seconds a scale-down must be wanted before it happens."""
     drain_seconds: float = 30.0
     """Backlog should be delivered within this many seconds (when the budget allows)."""
     replica_rate: float = 200.0
@@ -78,25 +115,42 @@ class Spec:
             out.append("budget: need 0 < min <= max")
         if not self.budget_min <= self.budget_initial <= self.budget_max:
             out.append("budget.initial: must lie within [min, max]")
-        if not self.increase > 1:
-            out.append("budget.increase: must be > 1")
-        if not 0 < self.in_use <= 1:
-            out.append("budget.in_use: must be in (0, 1]")
-        if not 0 < self.decrease < 1:
-            out.append("budget.decrease: must be in (0, 1)")
         if not 0 < self.replicas_min <= self.replicas_max:
             out.append("replicas: need 0 < min <= max")
-        if not self.p99_target > 0:
-            out.append("p99_target: must be > 0")
-        if not 0 <= self.max_error_share <= 1:
-            out.append("max_error_share: must be in [0, 1]")
-        for name in ("scale_up_window", "scale_down_window"):
-            if getattr(self, name) < 0:
-                out.append(f"{name}: must be >= 0")
-        for name in ("drain_seconds", "replica_rate", "stale_after"):
-            if not getattr(self, name) > 0:
-                out.append(f"{name}: must be > 0")
+        for name, bound in BOUNDS.items():
+            if not bound.admits(getattr(self, name)):
+                out.append(f"{PROBLEM_NAMES.get(name, name)}: {bound.describe()}")
         return out
+
+
+BOUNDS: dict[str, Bound] = {
+    "budget_min": _POSITIVE,
+    "budget_max": _POSITIVE,
+    "budget_initial": _POSITIVE,
+    "increase": Bound(1, 10, low_open=True),
+    "decrease": Bound(0, 1, low_open=True, high_open=True),
+    "in_use": Bound(0, 1, low_open=True),
+    "p99_target": _POSITIVE,
+    "max_error_share": Bound(0, 1),
+    "replicas_min": Bound(1, 1000),
+    "replicas_max": Bound(1, 1000),
+    "scale_up_window": Bound(0, 3600),
+    "scale_down_window": Bound(0, 3600),
+    "drain_seconds": _POSITIVE,
+    "replica_rate": _POSITIVE,
+    "stale_after": _POSITIVE,
+    "sample_p": Bound(0, 1, low_open=True),
+}
+"""Each numeric field's admitted values (the CRD's schema states the same, by test)."""
+
+PROBLEM_NAMES = {
+    "increase": "budget.increase",
+    "decrease": "budget.decrease",
+    "in_use": "budget.in_use",
+    "replicas_min": "replicas.min",
+    "replicas_max": "replicas.max",
+}
+"""How ``problems`` names a field, where the spec's path differs from the field's name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +166,7 @@ class ForwarderView:
     """Pushes answered 429."""
     breaker: str = "closed"
     events_per_second: float = 0.0
-    window: float = 0.0
+    limit: float = 0.0
     """Events the forwarder may have in flight (its adaptive limit); 0: unknown."""
     latency_p50: float | None = None
 
@@ -255,19 +309,19 @@ def _budget(spec: Spec, state: State, health: Health, obs: Observation) -> tuple
 
 
 def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> float:
-    """What one replica can deliver: its window over its push latency (Little's law).
+    """What one replica can deliver: its limit over its push latency (Little's law).
 
-    A forwarder keeps at most ``window`` events in flight and a push takes about
-    its median latency, so a replica can deliver ``window / p50`` events/s,
+    A forwarder keeps at most ``limit`` events in flight and a push takes about
+    its median latency, so a replica can deliver ``limit / p50`` events/s,
     whatever the budget or the backlog let it deliver now (and never less than
-    it was seen to deliver). The window is the forwarder's adaptive limit, so it
+    it was seen to deliver). The limit is adaptive, so it
     already shrinks when analytics pushes back. Learned on healthy ticks only,
     smoothed, and moved only past a dead band.
     """
-    seen = [f for f in obs.forwarders if f.window > 0 and f.latency_p50]
+    seen = [f for f in obs.forwarders if f.limit > 0 and f.latency_p50]
     if not seen or not health.healthy:
         return state.per_replica
-    capacity = [max(f.window / (f.latency_p50 or 1.0), f.events_per_second) for f in seen]
+    capacity = [max(f.limit / (f.latency_p50 or 1.0), f.events_per_second) for f in seen]
     measured = sum(capacity) / len(capacity)
     learned = (1 - _LEARN) * state.per_replica + _LEARN * measured
     if abs(learned - state.per_replica) < _DEADBAND * state.per_replica:

@@ -32,6 +32,13 @@ class Policy(StrEnum):
     DROP_NEW = "drop_new"
 
 
+AUTO = "auto"
+"""The shedding mode that picks the policy from pressure (``choose``)."""
+
+MODES: tuple[str, ...] = (AUTO, *(p.value for p in Policy))
+"""Every shedding mode a user may configure: ``auto`` or a fixed policy. Settings, the
+CLI, the operator and (by test) the CRD and the chart's schema take theirs from here."""
+
 _ORDER = (Policy.NONE, Policy.SAMPLE, Policy.AGGREGATE, Policy.EVICT)
 """The automatic mode's levels, mildest first."""
 

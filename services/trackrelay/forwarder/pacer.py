@@ -29,7 +29,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from trackrelay.config.live import ConfigMapLive
 from trackrelay.config.settings import ForwarderSettings
@@ -37,6 +36,7 @@ from trackrelay.control import breaker, limiter
 from trackrelay.control.percentile import percentile
 from trackrelay.control.push_outcome import Outcome, PushResult
 from trackrelay.control.retry_allowance import RetryAllowance
+from trackrelay.events import ForwarderStats, PushSpan
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.queue import rate_budget
 from trackrelay.queue.client import Queue
@@ -46,12 +46,12 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 _BREAKER_LEVEL = {breaker.Mode.CLOSED: 0, breaker.Mode.HALF_OPEN: 1, breaker.Mode.OPEN: 2}
-_STATS_WINDOW = 30.0
+_STATS_SPAN = 30.0
 """Seconds of pushes the published latency percentiles and outcome counts cover."""
-_RATE_WINDOW = 10.0
+_RATE_SPAN = 10.0
 """Seconds over which the published events/s is averaged."""
-_RECENT_WINDOW = 5.0
-"""Seconds of pushes the ``recent`` block covers: what the controller judges health on."""
+_RECENT_SPAN = 5.0
+"""Seconds of pushes the ``recent`` span covers: what the controller judges health on."""
 
 
 BUDGET_RECHECK = 0.5
@@ -307,7 +307,7 @@ class Pacer:
                 self._set_breaker(breaker.abandon(self.breaker))
             return
         self._pushes.append(_Push(now, result.outcome.value, events, latency))
-        while self._pushes and self._pushes[0].at < now - _STATS_WINDOW:
+        while self._pushes and self._pushes[0].at < now - _STATS_SPAN:
             self._pushes.popleft()
         if not self.adaptive:
             return
@@ -351,43 +351,39 @@ class Pacer:
 
     # -- what the forwarder publishes ---------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ForwarderStats:
         """This forwarder's view for the controller: latencies, outcomes, limit, breaker."""
         now = self.clock()
-        recent = [p for p in self._pushes if p.at >= now - _STATS_WINDOW]
+        overall = self._span(now, _STATS_SPAN, rate_seconds=_RATE_SPAN)
+        recent = [p for p in self._pushes if p.at >= now - _STATS_SPAN]
         latencies = [p.latency for p in recent if p.latency is not None]
-        outcomes = collections.Counter(p.outcome for p in recent)
-        accepted = sum(
-            p.events for p in recent if p.outcome == Outcome.ACCEPTED and p.at >= now - _RATE_WINDOW
+        return ForwarderStats(
+            at=time.time(),
+            adaptive=self.adaptive,
+            limit_events=round(self.state.limit, 1),
+            in_flight_events=self.in_flight,
+            push_size=self.push_size(),
+            breaker=self.breaker.mode.value,
+            budget=self.budget,
+            overall=overall,
+            latency_p90=percentile(latencies, 0.9),
+            recent=self._span(now, _RECENT_SPAN, rate_seconds=_RECENT_SPAN),
         )
-        return {
-            "at": time.time(),
-            "adaptive": self.adaptive,
-            "limit_events": round(self.state.limit, 1),
-            "in_flight_events": self.in_flight,
-            "push_size": self.push_size(),
-            "breaker": self.breaker.mode.value,
-            "budget": self.budget,
-            "latency_p50": percentile(latencies, 0.5),
-            "latency_p90": percentile(latencies, 0.9),
-            "latency_p99": percentile(latencies, 0.99),
-            "pushes": len(recent),
-            "outcomes": dict(outcomes),
-            "events_per_second": accepted / _RATE_WINDOW,
-            "window_seconds": _STATS_WINDOW,
-            "recent": self._window(now, _RECENT_WINDOW),
-        }
 
-    def _window(self, now: float, seconds: float) -> dict[str, Any]:
-        """Pushes that ended in the last ``seconds``: count, p99, outcomes, accepted events/s."""
+    def _span(self, now: float, seconds: float, rate_seconds: float) -> PushSpan:
+        """Pushes that ended in the last ``seconds``: count, percentiles, outcomes, and the
+        events/s analytics accepted over the last ``rate_seconds``."""
         pushes = [p for p in self._pushes if p.at >= now - seconds]
         latencies = [p.latency for p in pushes if p.latency is not None]
-        accepted = sum(p.events for p in pushes if p.outcome == Outcome.ACCEPTED)
-        return {
-            "window_seconds": seconds,
-            "pushes": len(pushes),
-            "latency_p50": percentile(latencies, 0.5),
-            "latency_p99": percentile(latencies, 0.99),
-            "outcomes": dict(collections.Counter(p.outcome for p in pushes)),
-            "events_per_second": accepted / seconds,
-        }
+        accepted = sum(
+            p.events for p in pushes if p.outcome == Outcome.ACCEPTED and p.at >= now - rate_seconds
+        )
+        return PushSpan(
+            span_seconds=seconds,
+            pushes=len(pushes),
+            latency_p50=percentile(latencies, 0.5),
+            latency_p99=percentile(latencies, 0.99),
+            outcomes=dict(collections.Counter(str(p.outcome) for p in pushes)),
+            events_per_second=accepted / rate_seconds,
+            rate_seconds=rate_seconds,
+        )

@@ -266,7 +266,7 @@ class Forwarder:
         """Publish this forwarder's view for the controller (expires if the process dies)."""
         interval = self.settings.stats_interval
         await views.publish_stats(
-            self.redis, self.consumer, self.pacer.snapshot(), ttl=5 * interval
+            self.redis, self.consumer, self.pacer.snapshot().to_json(), ttl=5 * interval
         )
         await pause(stop, interval)
         return True

@@ -29,7 +29,12 @@ from typing import Any
 
 import httpx
 
-from trackrelay.config.settings import ControllerSettings, ForwarderSettings, OrderSettings
+from trackrelay.config.settings import (
+    ControllerSettings,
+    ForwarderSettings,
+    OrderSettings,
+    read_ahead,
+)
 from trackrelay.control.controller import Decision, Observation, Spec, initial_state
 from trackrelay.control.shedding import live_form
 from trackrelay.local.embedded_redis import EmbeddedRedis
@@ -115,7 +120,7 @@ class LocalStack:
             fwd = ForwarderSettings.model_validate(_unprefixed(opts.forwarder_env))
             most = max(opts.forwarders, opts.control.replicas_max if opts.control.enabled else 0)
             settings = settings.model_copy(
-                update={"queue_read_ahead": most * fwd.concurrency * fwd.batch_size}
+                update={"queue_read_ahead": read_ahead(most, fwd.concurrency, fwd.batch_size)}
             )
         if settings.redis_url is None:
             server = EmbeddedRedis(

@@ -7,6 +7,7 @@ memory as the quota counts it, and each forwarder's published view.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,29 +15,42 @@ import httpx
 
 from trackrelay.control.controller import ForwarderView, Observation
 from trackrelay.control.push_outcome import Outcome
+from trackrelay.events import ForwarderStats
 from trackrelay.queue import streams, views
 from trackrelay.queue.client import Queue
 from trackrelay.queue.quota import exact_usage
 
 _FAILED = (Outcome.FAILED.value, Outcome.EXPIRED.value)
 
+log = logging.getLogger(__name__)
 
-def forwarder_view(name: str, stats: dict[str, Any]) -> ForwarderView:
-    """One forwarder's published statistics as the controller reads them (its recent window)."""
-    recent = stats.get("recent") or stats
-    outcomes = recent.get("outcomes") or {}
-    p99, p50 = recent.get("latency_p99"), recent.get("latency_p50")
+
+def forwarder_view(name: str, stats: ForwarderStats) -> ForwarderView:
+    """One forwarder's published statistics as the controller reads them (its recent span)."""
+    recent = stats.recent
     return ForwarderView(
         name=name,
-        pushes=int(recent.get("pushes", 0)),
-        latency_p99=None if p99 is None else float(p99),
-        errors=sum(int(outcomes.get(k, 0)) for k in _FAILED),
-        throttled=int(outcomes.get(Outcome.OVERLOADED.value, 0)),
-        breaker=str(stats.get("breaker", "closed")),
-        events_per_second=float(recent.get("events_per_second", 0.0)),
-        window=float(stats.get("limit_events") or 0.0),
-        latency_p50=None if p50 is None else float(p50),
+        pushes=recent.pushes,
+        latency_p99=recent.latency_p99,
+        errors=sum(recent.outcomes.get(k, 0) for k in _FAILED),
+        throttled=recent.outcomes.get(Outcome.OVERLOADED.value, 0),
+        breaker=stats.breaker,
+        events_per_second=recent.events_per_second,
+        limit=stats.limit_events,
+        latency_p50=recent.latency_p50,
     )
+
+
+def forwarder_views(published: dict[str, dict[str, Any]]) -> tuple[ForwarderView, ...]:
+    """The views of every forwarder whose statistics parse; another shape is logged and left
+    out (a forwarder of another version), never guessed at."""
+    out = []
+    for name, raw in sorted(published.items()):
+        try:
+            out.append(forwarder_view(name, ForwarderStats.from_json(raw)))
+        except ValueError as exc:
+            log.warning("controller: forwarder %s: %s", name, exc)
+    return tuple(out)
 
 
 async def probe(client: httpx.AsyncClient, url: str) -> bool:
@@ -64,7 +78,7 @@ async def observe(
         at=time.time(),
         lag=max(0, stats.length - stats.pending),
         pending=stats.pending,
-        forwarders=tuple(forwarder_view(n, v) for n, v in sorted(published.items())),
+        forwarders=forwarder_views(published),
         queue_bytes=used,
         queue_quota=queue_quota,
         probe_ok=probe_ok,
