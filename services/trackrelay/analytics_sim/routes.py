@@ -1,0 +1,142 @@
+"""The simulator's routes besides ``/v1/track``: popularity (what analytics counted), the
+admin API that steers faults, scenarios and capacity, health and metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from trackrelay.analytics_sim.model import Capacity, Fault, Schedule
+from trackrelay.analytics_sim.state import Journal, SimState
+from trackrelay.analytics_sim.track import SimMetrics, Tracker
+
+
+@dataclass(frozen=True, slots=True)
+class Simulator:
+    """Everything one simulator app holds (``app.state.simulator``)."""
+
+    state: SimState
+    tracker: Tracker
+    metrics: SimMetrics
+    journal: Journal | None
+
+
+def simulator(request: Request) -> Simulator:
+    sim: Simulator = request.app.state.simulator
+    return sim
+
+
+Sim = Annotated[Simulator, Depends(simulator)]
+
+router = APIRouter()
+
+
+@router.post("/v1/track")
+async def track(request: Request, sim: Sim) -> Response:
+    return await sim.tracker.track(request)
+
+
+@router.get("/v1/popularity")
+async def popularity(sim: Sim, top: int = Query(default=10, ge=1, le=100_000)) -> dict[str, Any]:
+    """The top SKUs by ``sum(qty * weight)``, and that sum over every SKU."""
+    counts = sim.state.popularity
+    return {
+        "top": [{"sku": sku, "qty": qty} for sku, qty in counts.most_common(top)],
+        "total": sum(counts.values()),
+        "skus": len(counts),
+    }
+
+
+@router.get("/admin/state")
+async def admin_state(sim: Sim) -> dict[str, Any]:
+    return sim.state.snapshot(time.monotonic())
+
+
+@router.post("/admin/fault")
+async def admin_fault(request: Request, sim: Sim) -> JSONResponse:
+    """Switch to one fault now (and leave any running scenario)."""
+    try:
+        fault = Fault.parse(await json_object(request))
+    except ValueError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    sim.state.fault, sim.state.schedule = fault, None
+    return JSONResponse(sim.state.snapshot(time.monotonic()))
+
+
+@router.post("/admin/scenario")
+async def admin_scenario(request: Request, sim: Sim) -> JSONResponse:
+    """Start a timed scenario of phases now."""
+    try:
+        schedule = Schedule.parse(await json_object(request))
+    except ValueError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    sim.state.schedule, sim.state.schedule_started = schedule, time.monotonic()
+    return JSONResponse(sim.state.snapshot(time.monotonic()))
+
+
+@router.get("/admin/timeline")
+async def admin_timeline(
+    sim: Sim, since: float = Query(default=0.0), raw: bool = Query(default=False)
+) -> dict[str, Any]:
+    """Per second since ``since`` (Unix time): accepted events, statuses, latency
+    (``raw``: every response time too)."""
+    timeline = sim.state.timeline
+    return {"seconds": [timeline[t].as_dict(t, raw) for t in sorted(timeline) if t >= int(since)]}
+
+
+@router.post("/admin/capacity")
+async def admin_capacity(request: Request, sim: Sim) -> JSONResponse:
+    """Change the capacity model now: ``rate`` (events/s, 0 unlimited), ``overhead``,
+    ``queue_limit`` (events), ``collapse``."""
+    try:
+        changes = Capacity.changes(await json_object(request))
+    except ValueError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    for name, value in changes.items():
+        setattr(sim.state.capacity, name, value)
+    return JSONResponse(sim.state.snapshot(time.monotonic()))
+
+
+@router.post("/admin/reset")
+async def admin_reset(sim: Sim) -> dict[str, Any]:
+    state = sim.state
+    state.seen.clear()
+    state.popularity.clear()
+    state.requests.clear()
+    state.accepted = state.lines = state.duplicates = state.overlaps = 0
+    state.timeline.clear()
+    if sim.journal is not None:
+        sim.journal.clear()
+    return state.snapshot(time.monotonic())
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz() -> dict[str, str]:
+    return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def metrics(sim: Sim) -> Response:
+    return Response(generate_latest(sim.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or ``ValueError`` saying what is wrong."""
+    try:
+        data = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    return data
