@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv setup setup-e2e test test-e2e e2e-cluster e2e-down lint demo up cluster-tools bench clean
+.PHONY: venv setup setup-e2e test test-e2e e2e-cluster e2e-down lint chart-docs demo up cluster-tools bench clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ lint: venv
 	$(BIN)/ruff format --check services operator tests benchmarks
 	$(BIN)/mypy --strict services operator tests benchmarks
 	$(BIN)/lint-imports
+
+# The chart's README and values.schema.json descriptions and defaults, from the comments in
+# charts/trackrelay/values.yaml (tests/unit/test_chart_docs.py checks they are current).
+chart-docs: venv
+	$(BIN)/python -m tests.support.chart_docs
 
 demo: venv
 	$(BIN)/trackrelay demo

@@ -38,7 +38,8 @@ from trackrelay.queue.keys import BUDGET_KEY, CONSUMER_GROUP, FORWARDER_STATS_PR
 from trackrelay.runtime.ports import free_port
 
 PLOTS = Path(__file__).resolve().parent / "plots"
-"""PNG plots, kept in the repository (results/ holds JSON and is not), linked from the README."""
+"""PNG plots, kept in the repository (results/ holds JSON and is not), linked from
+docs/benchmarks.md."""
 
 BATCH = 100
 OVERHEAD = 0.001

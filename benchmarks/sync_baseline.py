@@ -1,8 +1,8 @@
 """The naive design trackrelay replaces: call analytics inside the order request.
 
 Same framework, validation and database as trackrelay's order service; the
-order is committed only if ``TrackOrder`` answered in time, as in the original
-problem statement (DESIGN.md), so a slow or down analytics loses orders.
+order is committed only if ``TrackOrder`` answered in time: the design that puts
+analytics on the order path (README.md), so a slow or down analytics loses orders.
 """
 
 from __future__ import annotations

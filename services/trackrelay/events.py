@@ -36,7 +36,7 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One analytics event, as in the push contract (DESIGN.md)."""
+    """One analytics event, as the push contract defines it (docs/contracts.md)."""
 
     event_id: str
     order_id: str
@@ -49,7 +49,7 @@ class Event:
 
     def to_json(self) -> str:
         # Built by hand, not through ``asdict``: this runs once per order line on the
-        # order path, and dataclass introspection was a visible share of its profile.
+        # order path, and dataclass introspection is a visible share of its profile.
         return _COMPACT.encode(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:

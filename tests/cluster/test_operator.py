@@ -338,7 +338,7 @@ def test_the_operator_steers_budget_replicas_and_shedding_and_fails_static(rig: 
     assert "BudgetChanged" in described.stdout
     listed = rig.cluster.plane.kubectl("get", "analyticspipelines", "-n", rig.ns)
     assert "Unhealthy" in listed.stdout
-    (rig.logs / "kubectl-get.txt").write_text(listed.stdout)  # the README shows these
+    (rig.logs / "kubectl-get.txt").write_text(listed.stdout)  # docs/operator.md shows these
     (rig.logs / "kubectl-describe.txt").write_text(described.stdout)
 
     # The liveness endpoint answers while the watch sees events.

@@ -1,7 +1,7 @@
 """Configuration for every trackrelay process, read from ``TRACKRELAY_*`` variables.
 
 One pydantic-settings class per concern; command-line flags override the same
-fields (see ``cli.py``). Nothing here opens a connection: the values are only
+fields (see ``cli/commands.py``). Nothing here opens a connection: the values are only
 resolved into the URLs the adapters need.
 """
 

@@ -20,7 +20,7 @@ decides.
   up while analytics is unhealthy, and never more than the budget can use:
   ``ceil(budget / per_replica)``. A lag-only autoscaler scales a sick analytics'
   backlog up; this one lowers the budget and with it the replicas.
-- **Shedding**: the storage-quota issue's automatic mode (``control.shedding``)
+- **Shedding**: the storage quota's automatic mode (``control.shedding``)
   from queue memory over quota, with its hysteresis; or the fixed policy configured.
 - **Fail static**: with no observation, or one older than ``stale_after``, the
   last decision holds, and the decision says why. Nothing scales to zero and

@@ -1,6 +1,6 @@
 """Adaptive delivery window: slow start, then AIMD on congestion (pure).
 
-The fast control loop of DESIGN.md, as numbers in and numbers out. The limit
+The forwarder's fast control loop (docs/architecture.md), as numbers in and numbers out. The limit
 is a window of *events* in flight at analytics (not requests): with batches of
 ``batch`` events, a window of 1.4 batches means one full push plus a push of
 0.4 batch. So the window sets concurrency and batch size at once, and it can

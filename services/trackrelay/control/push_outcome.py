@@ -1,4 +1,4 @@
-"""How a forwarder reads analytics' answer to a push (the push contract in DESIGN.md).
+"""How a forwarder reads analytics' answer to a push (the push contract: docs/contracts.md).
 
 2xx: accepted. 429/503: overloaded, back off (honour Retry-After). Other 4xx
 except 408: the batch itself is refused (permanent; 400, 413 and 422 blame its

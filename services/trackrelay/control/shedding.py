@@ -1,8 +1,9 @@
 """Shedding analytics data at our ingress under a storage quota (pure decisions).
 
-Groundwork for the storage-quota issue: the decisions only, no Redis. Analytics
-computes popularity as the sum of ``qty * weight`` per SKU, and every policy
-keeps that sum unbiased (sampling) or exact (aggregation):
+The decisions only, no Redis: ``relay/ingress.py`` and ``relay/guard.py`` apply them
+(with the scripts of ``queue/quota.py``). Analytics computes popularity as the sum of
+``qty * weight`` per SKU, and every policy keeps that sum unbiased (sampling) or exact
+(aggregation):
 
 - ``sample``: keep an event with probability ``p``, decided by a hash of its
   event id (a retry of the same event makes the same decision), and give it

@@ -1,4 +1,5 @@
-"""``trackrelay demo``: the seed's story on one machine, with a live view and a report.
+"""``trackrelay demo``: analytics slow, down, overloaded, recovering, on one machine, with a
+live view and a report.
 
 The whole stack (``LocalStack``: embedded Redis and SQLite, the simulator,
 relay, supervised forwarders, the controller) runs while synthetic shoppers

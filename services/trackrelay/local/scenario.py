@@ -4,7 +4,7 @@ A scenario is a JSON (or YAML) object ``{"phases": [...]}``; each phase has a
 ``name``, a ``seconds`` length, the ``load`` in orders/s, and what analytics
 does: ``fault`` (the simulator's ``/admin/fault`` body) and ``capacity`` (its
 ``/admin/capacity`` body). ``--duration`` scales every phase so the phases add
-up to it. The embedded default tells the seed's story in two minutes.
+up to it. The embedded default tells the demo's story (``DEFAULT``) in two minutes.
 """
 
 from __future__ import annotations

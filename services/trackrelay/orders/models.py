@@ -1,4 +1,4 @@
-"""The order API's request and response bodies (the contract in DESIGN.md).
+"""The order API's request and response bodies (the contract in docs/contracts.md).
 
 Strict types: ``"qty": "2"`` is a 422, not a silent coercion (a JSON number with
 no fraction, ``2.0``, is an integer as JSON Schema says); unknown fields are

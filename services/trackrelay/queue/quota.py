@@ -15,7 +15,7 @@ atomic, so the quota holds however many relays run at once:
   with a stable id, HDEL-ing each SKU as its event is added: exactly once.
 
 What the quota covers: MEMORY USAGE summed over the stream, the DLQ, the window
-hashes and the bookkeeping keys (``constants.QUOTA_KEYS``). MEMORY USAGE samples
+hashes and the bookkeeping keys (``keys.QUOTA_KEYS``). MEMORY USAGE samples
 five stream nodes (cheap at any size); it is taken at most every
 ``sample_interval``, and on every call once the estimate is near the cap, where
 it counts every node (SAMPLES 0, exact, about a microsecond per node); between

@@ -1,6 +1,6 @@
 """The Redis Stream adapter: every XADD, XREADGROUP, XACK, XAUTOCLAIM trackrelay issues.
 
-Thin I/O over redis-py; names come from ``constants``. Entries are removed only
+Thin I/O over redis-py; names come from ``keys``. Entries are removed only
 after they are acknowledged (XACK + XDEL in one transaction), never by trimming
 that could drop entries still pending.
 """
