@@ -1,4 +1,7 @@
-"""Every flag of every subcommand reaches the setting (or argument) it names."""
+"""Every flag of every subcommand reaches the setting (or argument) it names.
+
+And every settings field has a flag, with the field's docstring and default as its help.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from typing import Any
 import pytest
 from pydantic_settings import BaseSettings
 
-import trackrelay.cli.commands as cli
+from trackrelay.cli import flags, program
+from trackrelay.config import settings as settings_module
 from trackrelay.config.settings import (
     ControllerSettings,
     ForwarderSettings,
@@ -38,6 +42,7 @@ TEXT = {
     "host": "0.0.0.0",
     "sim_host": "0.0.0.0",
     "consumer_name": "f-7",
+    "live_configmap": "shop/trackrelay-live",
 }
 NUMBERS = {
     "claim_idle": 40.0,
@@ -46,11 +51,28 @@ NUMBERS = {
     "sample_p": 0.5,
     "budget_initial": 100.0,
     "budget_max": 3000.0,
+    "budget_decrease": 0.25,
+    "budget_in_use": 0.75,
+    "max_error_share": 0.1,
+    "breaker_open_base": 1.0,
+    "shed_sample_at": 0.3,
+    "shed_aggregate_at": 0.5,
+    "shed_evict_at": 0.95,
+    "shed_hysteresis": 0.1,
+    "shed_min_p": 0.5,
 }
+EVERY_FIELD: dict[str, type[BaseSettings]] = {
+    "orders": OrderSettings,
+    "forwarder": ForwarderSettings,
+    "analytics-sim": SimulatorSettings,
+    "up": ControllerSettings,
+    "demo": ControllerSettings,
+}
+"""Commands that take every field of a settings class: together, every class's fields."""
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = cli.build_parser()
+    parser = program.build_parser()
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
@@ -88,7 +110,7 @@ def test_flag_reaches_its_setting(
     if action.nargs == 0:  # store_const / store_true
         argv.append(flag)
         expected = action.const
-    elif action.type is cli.parse_size:
+    elif action.type is flags.parse_size:
         argv += [flag, "64KiB"]
         expected = 64 * 1024
     elif action.choices:
@@ -102,15 +124,15 @@ def test_flag_reaches_its_setting(
         else:
             expected = TEXT.get(dest, f"/tmp/{dest}")
         argv += [flag, str(expected)]
-    args = cli.build_parser().parse_args(argv)
+    args = program.build_parser().parse_args(argv)
     if isinstance(action, argparse._AppendAction):
         expected = [expected]
-    if dest in cli.NOT_SETTINGS:
+    if dest in flags.NOT_SETTINGS:
         assert getattr(args, dest) == expected
         return
     owners = [cls for cls in SETTINGS[command] if dest in cls.model_fields]
     assert owners, f"{command} {flag}: no setting {dest!r} to reach"
-    value = getattr(cli.settings_for(owners[-1], args), dest)
+    value = getattr(flags.settings_for(owners[-1], args), dest)
     if isinstance(value, Path):
         value = str(value)
     assert value == expected, f"{command} {flag}"
@@ -138,8 +160,8 @@ def test_command_arguments_reach_the_runner(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(up, "up", fake_up)
     monkeypatch.setattr(runner, "run_relay", fake_relay)
     argv = ["up", "--analytics-url", "http://a:1", "--forwarders", "6", "--load", "7"]
-    assert cli.main(argv) == 0
-    assert cli.main(["relay", "--owner", "relay-9"]) == 0
+    assert program.main(argv) == 0
+    assert program.main(["relay", "--owner", "relay-9"]) == 0
     assert seen == {
         "analytics_url": "http://a:1",
         "forwarders": 6,
@@ -150,8 +172,41 @@ def test_command_arguments_reach_the_runner(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_bad_configuration_is_one_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["forwarder", "--push-timeout", "20", "--analytics-url", "http://a:1"])
+    code = program.main(["forwarder", "--push-timeout", "20", "--analytics-url", "http://a:1"])
     err = capsys.readouterr().err
     assert code == 2
     assert "claim_idle (30s) must exceed push_timeout (20s)" in err
     assert "Traceback" not in err
+
+
+def test_every_settings_field_has_a_flag() -> None:
+    classes = [
+        cls
+        for cls in vars(settings_module).values()
+        if isinstance(cls, type) and issubclass(cls, BaseSettings) and cls is not BaseSettings
+    ]
+    covered = {name for cls in EVERY_FIELD.values() for name in cls.model_fields}
+    for cls in classes:
+        missing = set(cls.model_fields) - covered
+        assert not missing, f"{cls.__name__}: no command takes every field of it ({missing})"
+    commands = subcommands()
+    for command, cls in EVERY_FIELD.items():
+        dests = {action.dest for action in commands[command]._actions}
+        missing = set(cls.model_fields) - dests
+        assert not missing, f"{command}: no flag for {sorted(missing)}"
+
+
+@pytest.mark.parametrize(("command", "action"), flag_cases(), ids=lambda v: getattr(v, "dest", v))
+def test_a_settings_flag_says_what_its_field_is_and_its_default(
+    command: str, action: argparse.Action
+) -> None:
+    if action.dest in flags.NOT_SETTINGS:
+        return
+    (owner,) = {cls for cls in SETTINGS[command] if action.dest in cls.model_fields}
+    field = owner.model_fields[action.dest]
+    assert field.description, f"{owner.__name__}.{action.dest} has no docstring"
+    summary = " ".join(field.description.split(". ")[0].replace("``", "").split())
+    assert action.help is not None
+    assert action.help.startswith(summary.removesuffix(".")), action.help
+    assert "\n" not in action.help
+    assert "(default: " in action.help, action.help

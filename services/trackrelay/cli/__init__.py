@@ -1,5 +1,5 @@
 """The ``trackrelay`` command line."""
 
-from trackrelay.cli.commands import main
+from trackrelay.cli.program import main
 
 __all__ = ["main"]

@@ -1,6 +1,6 @@
 """``python -m trackrelay.cli``."""
 
-from trackrelay.cli.commands import main
+from trackrelay.cli.program import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

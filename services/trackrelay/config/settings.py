@@ -1,8 +1,10 @@
 """Configuration for every trackrelay process, read from ``TRACKRELAY_*`` variables.
 
 One pydantic-settings class per concern; command-line flags override the same
-fields (see ``cli/commands.py``). Nothing here opens a connection: the values are only
-resolved into the URLs the adapters need.
+fields. ``trackrelay.cli.flags`` makes one flag per field with the field's docstring
+as its help, so every field has one: its first sentence says what the field is, a
+``None:`` or ``Off:`` sentence what no value or off means. Nothing here opens a
+connection: the values are only resolved into the URLs the adapters need.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from trackrelay.control.controller import Spec
 from trackrelay.control.shedding import MODES, Thresholds, parse_size
 
-_CONFIG = SettingsConfigDict(env_prefix="TRACKRELAY_", extra="ignore")
+_CONFIG = SettingsConfigDict(
+    env_prefix="TRACKRELAY_", extra="ignore", use_attribute_docstrings=True
+)
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -29,10 +33,12 @@ class StoreSettings(BaseSettings):
     model_config = _CONFIG
 
     redis_url: str | None = None
-    """Queue Redis. None: trackrelay starts its own (embedded) Redis."""
+    """Queue Redis URL. None: trackrelay starts an embedded Redis of its own."""
     database_url: str | None = None
-    """Order store. None: a SQLite file under ``data_dir``."""
+    """Order store: ``postgresql://...`` or ``sqlite:///path``. None: a SQLite file under
+    ``data_dir``."""
     data_dir: Path = Path(".trackrelay")
+    """Where embedded data lives: the SQLite file, the embedded Redis, local mode's logs."""
 
     @field_validator("redis_url", "database_url", mode="before")
     @classmethod
@@ -63,43 +69,55 @@ class RelaySettings(BaseSettings):
     model_config = _CONFIG
 
     relay_batch_size: PositiveInt = 500
+    """Outbox rows one relay round claims and moves to the stream."""
     relay_lease_seconds: PositiveFloat = 30.0
+    """Seconds a relay's claim on outbox rows lasts; after it, another relay may take them."""
     relay_idle_seconds: PositiveFloat = 0.05
+    """Seconds between relay rounds while the outbox holds less than a full batch."""
     relay_backoff_base: PositiveFloat = 0.1
+    """First wait (seconds) after a relay round fails on Redis or the database."""
     relay_backoff_max: PositiveFloat = 5.0
+    """Longest wait (seconds) between relay rounds while Redis or the database fails."""
     queue_quota: PositiveInt | None = None
-    """Bytes the queue may use in Redis (``64MiB``, ``512KiB`` or bytes). None: no quota,
-    no shedding at the stream."""
+    """Bytes the queue may use in Redis: ``64MiB``, ``512KiB`` or a plain number. None: no
+    quota, no shedding at the stream."""
     live_configmap: str | None = None
-    """``namespace/name`` of the ConfigMap the operator writes the shedding policy to
-    (watched through the API). None: the Redis key the local controller sets."""
+    """ConfigMap (``namespace/name``) the operator writes the shedding policy to. It is
+    watched through the API. None: the Redis key the local controller sets."""
     outbox_quota: PositiveInt | None = None
-    """Outbox rows allowed to wait for the stream (Redis down or full). None: no limit."""
+    """Outbox rows allowed to wait for the stream while Redis is down or full. None: no
+    limit."""
     shedding: str = "auto"
-    """How analytics data is thinned under the quotas: ``auto`` (from pressure, with
-    hysteresis), or always one of none, sample, aggregate, evict, drop_new."""
+    """How analytics data is thinned under the quotas. ``auto``: by pressure, with
+    hysteresis; any other mode (none, sample, aggregate, evict, drop_new): always that one."""
     sample_p: float = Field(default=0.1, gt=0, le=1)
     """Keep probability of the fixed ``sample`` policy."""
     shed_sample_at: float = Field(default=_LEVELS.sample_at, gt=0, le=1)
+    """Pressure (queue used / quota) at which the automatic mode starts sampling."""
     shed_aggregate_at: float = Field(default=_LEVELS.aggregate_at, gt=0, le=1)
+    """Pressure at which the automatic mode aggregates events per SKU and window."""
     shed_evict_at: float = Field(default=_LEVELS.evict_at, gt=0, le=1)
+    """Pressure at which the automatic mode evicts queued events to make room."""
     shed_hysteresis: float = Field(default=_LEVELS.hysteresis, ge=0, lt=1)
+    """How far below a level's pressure the queue must fall for the automatic mode to
+    leave that level."""
     shed_min_p: float = Field(default=_LEVELS.min_p, gt=0, le=1)
-    """The automatic mode: pressure (used / quota) where sampling, aggregation and
-    eviction start; how far below a level pressure must fall to leave it; the lowest
-    keep probability sampling falls to."""
+    """Lowest keep probability the automatic mode's sampling falls to."""
     aggregate_window: PositiveFloat = 5.0
-    """Seconds of events one aggregation window folds (one event per SKU and window)."""
+    """Seconds of events one aggregation window folds into one event per SKU."""
     aggregate_flush_lag: PositiveInt = 1000
     """Closed windows are flushed into the stream while fewer events than this wait unread."""
     queue_read_ahead: int = Field(
         default=read_ahead(1, FORWARDER_CONCURRENCY, FORWARDER_BATCH_SIZE), ge=0
     )
-    """Entries forwarders may hold at once (replicas x concurrency x batch size): room is kept
-    for them, since Redis counts a pending entry at several times its size (0: none kept)."""
+    """Entries forwarders may hold at once, kept free under the quota. They are replicas x
+    concurrency x batch size (``read_ahead``); Redis counts a pending entry at several times
+    its size, so room is kept for them (0: none kept)."""
     quota_sample_interval: PositiveFloat = 0.1
-    """Seconds between MEMORY USAGE samples (estimates from entry sizes in between)."""
+    """Seconds between MEMORY USAGE samples of the queue. In between, its use is estimated
+    from entry sizes."""
     outbox_check_interval: PositiveFloat = 0.25
+    """Seconds between checks of the outbox against its quota."""
 
     @field_validator("queue_quota", mode="before")
     @classmethod
@@ -136,15 +154,22 @@ class OrderSettings(StoreSettings, RelaySettings):
     model_config = _CONFIG
 
     host: str = "127.0.0.1"
+    """Address the order API listens on; ``0.0.0.0`` is every interface."""
     port: int = Field(default=8000, ge=0, le=65535)
+    """Order API port."""
     max_items: PositiveInt = 100
+    """Most lines one order may have; more are answered 422."""
     workers: PositiveInt = 1
     """Request-serving processes; with more than one, the relay runs in its own process."""
     db_pool_size: PositiveInt = 20
-    """Connections for order writes (PostgreSQL: the raw insert pool)."""
+    """Connections for order writes: on PostgreSQL, the raw insert pool."""
     max_body_bytes: PositiveInt = 64 * 1024
+    """Largest order request body in bytes; a larger one is answered 413."""
     run_relay: bool = True
+    """Run the outbox relay in the order service's process. Off: run ``trackrelay relay``
+    apart."""
     migrate_on_start: bool = True
+    """Apply the store's migrations at start. Off: run ``trackrelay migrate`` first."""
 
 
 def resolve_database_url(url: str | None, data_dir: Path) -> str:
@@ -172,8 +197,11 @@ class ForwarderSettings(BaseSettings):
     model_config = _CONFIG
 
     redis_url: str | None = None
+    """Queue Redis URL: the stream the forwarder reads. None: refused at start."""
     analytics_url: str | None = None
+    """Analytics base URL the forwarder pushes to, at ``/v1/track``. None: refused at start."""
     batch_size: PositiveInt = FORWARDER_BATCH_SIZE
+    """Most events in one push."""
     concurrency: PositiveInt = FORWARDER_CONCURRENCY
     """Lanes: at most this many pushes in flight per process. Adaptive delivery
     keeps the window within ``concurrency * batch_size`` events; without it, every
@@ -182,46 +210,58 @@ class ForwarderSettings(BaseSettings):
     """Adapt the window to analytics' answers and latency (AIMD), with a circuit breaker
     and a retry allowance. Off: fixed concurrency, per-batch backoff only."""
     push_latency_limit: PositiveFloat | None = None
-    """A push slower than this (seconds) counts as congestion: the window, and so the
+    """Seconds a push may take before it counts as congestion. The window, and so the
     batch size, shrinks until one push fits. None: only the learned latency band."""
     breaker_threshold: PositiveInt = 5
     """Consecutive failed pushes that open the circuit breaker."""
     breaker_open_base: PositiveFloat = 0.5
+    """First wait (seconds) before a probe once the circuit breaker opens."""
     breaker_open_max: PositiveFloat = 2.0
-    """Longest wait between probes while analytics is down."""
+    """Longest wait (seconds) between probes while analytics is down."""
     retry_ratio: float = Field(default=0.2, ge=0, le=1)
     """Retries allowed per first attempt (the retry allowance), over a reserve of 10."""
     budget_tolerance: float = Field(default=0.01, gt=0, le=1)
-    """With a shared budget set, one push carries at most this share of a second's budget,
-    which bounds any one-second window to ``budget * (1 + budget_tolerance)`` at the
-    reservations' clock (network and scheduling jitter add about as much again)."""
+    """Share of a second's shared budget that one push may carry. This bounds any one-second
+    window to ``budget * (1 + budget_tolerance)`` at the reservations' clock (network and
+    scheduling jitter add about as much again)."""
     honor_retry_after: bool = True
+    """Wait as long as a 429 or 503 answer's ``Retry-After`` asks. Off: retry on the
+    forwarder's own backoff, a benchmark baseline."""
     stats_interval: PositiveFloat = 1.0
-    """How often the forwarder publishes its view to Redis (expires after 5 intervals)."""
+    """Seconds between the views the forwarder publishes to Redis; each expires after 5."""
     block_ms: PositiveInt = 1000
+    """Milliseconds one stream read waits for new entries; less than ``redis_timeout``."""
     push_timeout: PositiveFloat = 5.0
-    """Hard deadline of one push, counted from the ownership check before it."""
+    """Hard deadline (seconds) of one push, counted from the ownership check before it."""
     claim_idle: PositiveFloat = 30.0
-    """Idle time after which another forwarder may take an entry over."""
+    """Idle time (seconds) after which another forwarder may take an entry over."""
     claim_interval: PositiveFloat = 5.0
+    """Seconds between looks for entries other forwarders left idle."""
     redis_timeout: PositiveFloat = 5.0
-    """Socket timeout of every Redis command (a half-open connection fails within it)."""
+    """Socket timeout (seconds) of every Redis command; a half-open connection fails
+    within it."""
     max_deliveries: PositiveInt = 10
+    """Deliveries of one entry after which it goes to the dead-letter stream."""
     split_after: PositiveInt = 3
     """Failures (5xx, timeouts) of one batch, while analytics accepts others, before it is split."""
     max_batch_bytes: PositiveInt | None = None
-    """Body size limit for one push; None: learned from analytics' 413 answers."""
+    """Body size limit (bytes) for one push. None: learned from analytics' 413 answers."""
     consumer_name: str | None = None
+    """The forwarder's name in the consumer group. None: the pod's or host's name and pid."""
     live_configmap: str | None = None
-    """``namespace/name`` of the ConfigMap the operator writes the budget to (watched through
-    the API). None: the budget is the Redis key ``trackrelay budget`` and the local
+    """ConfigMap (``namespace/name``) the operator writes the budget to. It is watched
+    through the API. None: the Redis key that ``trackrelay budget`` and the local
     controller set."""
     host: str = "127.0.0.1"
     """Address of the health and metrics endpoint."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of ``/healthz``, ``/readyz`` and ``/metrics``. None: not served."""
     backoff_base: PositiveFloat = 0.2
+    """First wait (seconds) before a failed batch is pushed again."""
     backoff_max: PositiveFloat = 10.0
+    """Longest wait (seconds) between pushes of a failed batch."""
     shutdown_grace: PositiveFloat = 10.0
+    """Seconds the pushes in flight have to finish after SIGTERM."""
 
     @property
     def refresh_every(self) -> float:
@@ -266,7 +306,9 @@ class SimulatorSettings(BaseSettings):
     model_config = _CONFIG
 
     sim_host: str = "127.0.0.1"
+    """Address the simulator listens on."""
     sim_port: int = Field(default=8100, ge=0, le=65535)
+    """Simulator port."""
     sim_rate: float = Field(default=0.0, ge=0)
     """Events per second it can serve; 0 means unlimited."""
     sim_overhead: float = Field(default=0.0, ge=0)
@@ -278,10 +320,13 @@ class SimulatorSettings(BaseSettings):
     sim_max_body_bytes: int = Field(default=0, ge=0)
     """Bodies larger than this are answered 413; 0 means no limit."""
     sim_scenario: Path | None = None
+    """JSON or YAML file of timed phases (faults, capacity). None: steady as configured."""
     sim_seed: int = 0
+    """Seed of the simulator's random choices (faults, latencies)."""
     sim_journal: Path | None = None
-    """Append every accepted event (id, SKU, qty x weight, lines) here and replay it at start,
-    so counts and duplicate detection survive a restart, as a real analytics store's would."""
+    """File that keeps accepted events across restarts. Every accepted event (id, SKU,
+    qty x weight, lines) is appended and replayed at start, so counts and duplicate detection
+    survive a restart, as a real analytics store's would. None: memory only."""
 
 
 def sqlite_file(database_url: str) -> Path | None:
@@ -300,40 +345,45 @@ class ControllerSettings(BaseSettings):
     The operator reads the same fields from the AnalyticsPipeline's spec instead.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TRACKRELAY_CONTROL_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRACKRELAY_CONTROL_", extra="ignore", use_attribute_docstrings=True
+    )
 
     enabled: bool = True
-    """Off: no controller; the forwarders run at the count given, with no budget."""
+    """Run the controller. Off: the forwarders run at the count given, with no budget."""
     interval: PositiveFloat = 1.0
     """Seconds between observe -> decide -> act ticks."""
     budget_min: float = _SPEC.budget_min
-    """Events/s the rate budget never falls below."""
+    """Lowest rate budget (events/s)."""
     budget_max: float = _SPEC.budget_max
-    """Events/s the rate budget never rises above."""
+    """Highest rate budget (events/s)."""
     budget_initial: float = _SPEC.budget_initial
-    """Events/s the rate budget starts at."""
+    """Rate budget (events/s) at start."""
     budget_increase: float = _SPEC.increase
-    """Factor the budget is multiplied by on a healthy tick with backlog."""
+    """Factor the budget grows by on a healthy tick with backlog."""
     budget_decrease: float = _SPEC.decrease
-    """Factor the budget is multiplied by on an unhealthy tick."""
+    """Factor the budget is cut by on an unhealthy tick."""
     budget_in_use: float = _SPEC.in_use
     """The budget grows only while forwarders deliver at least this share of it."""
     p99_target: float = _SPEC.p99_target
-    """Seconds: the forwarders' recent push p99 above this is unhealthy."""
+    """Push p99 (seconds) above which analytics is unhealthy and the budget falls."""
     max_error_share: float = _SPEC.max_error_share
-    """Share of pushes failed or answered 429 beyond which analytics is unhealthy."""
+    """Share of pushes failed (error, timeout) or answered 429 beyond which analytics is
+    unhealthy."""
     replicas_min: int = _SPEC.replicas_min
+    """Fewest forwarders the controller runs."""
     replicas_max: int = _SPEC.replicas_max
+    """Most forwarders the controller runs."""
     scale_up_window: float = _SPEC.scale_up_window
     """Seconds a scale-up must be wanted before it happens."""
     scale_down_window: float = _SPEC.scale_down_window
     """Seconds a scale-down must be wanted before it happens."""
     drain_seconds: float = _SPEC.drain_seconds
-    """Backlog should be delivered within this many seconds (when the budget allows)."""
+    """Seconds the backlog should take to deliver, when the budget allows."""
     replica_rate: float = _SPEC.replica_rate
     """Events/s one forwarder is assumed to deliver until it has been measured."""
     health_url: str | None = None
-    """An analytics health URL probed every tick (optional)."""
+    """Analytics health URL probed every tick. None: no probe."""
 
     @model_validator(mode="after")
     def _valid(self) -> ControllerSettings:
