@@ -34,7 +34,7 @@ from trackrelay.queue import client
 from trackrelay.queue.client import Queue
 from trackrelay_operator.kube import Kube, live_data, now_rfc3339
 from trackrelay_operator.spec import GROUP, PLURAL, VERSION, Pipeline, parse
-from trackrelay_operator.status import condition, event_reason, pipeline_status
+from trackrelay_operator.status import condition, event_class, pipeline_status
 
 log = logging.getLogger(__name__)
 
@@ -286,16 +286,18 @@ class PipelineRunner:
             d,
             self.loop.observation,
             old=list((self.body.get("status") or {}).get("conditions") or []),
-            reasons=[r for _, r in list(self.loop.reasons)[-5:]],
+            reasons=[r.text for _, r in list(self.loop.reasons)[-5:]],
             generation=self.body["metadata"].get("generation"),
             hpa=self.hpa,
             hpa_replicas=self.hpa_replicas,
         )
         try:
             await self.call(self.kube.patch_status, self.namespace, self.name, status)
-            for _, text in self.loop.reasons_since(self.reported):
-                kind = "Warning" if text.startswith(("holding", "could not")) else "Normal"
-                await self.call(self.kube.event, dict(self.body), event_reason(text), text, kind)
+            for _, reason in self.loop.reasons_since(self.reported):
+                shown = event_class(reason.kind)
+                await self.call(
+                    self.kube.event, dict(self.body), shown.reason, reason.text, shown.type
+                )
             self.reported = self.loop.recorded
         except Exception as exc:
             log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)

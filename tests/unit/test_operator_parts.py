@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.cluster.test_operator import MANIFESTS
+from trackrelay.control.controller import ReasonKind
 from trackrelay_operator import handlers, status
 from trackrelay_operator.spec import parse
 
@@ -68,11 +69,21 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     assert flipped["status"] == "False" and flipped["reason"] == "Holding"
 
 
-def test_each_reason_becomes_an_event_reason() -> None:
-    assert status.event_reason("budget 800 -> 400 ev/s: x") == "BudgetChanged"
-    assert status.event_reason("replicas 1 -> 2: x") == "ReplicasChanged"
-    assert status.event_reason("shedding none -> aggregate: x") == "SheddingChanged"
-    assert status.event_reason("holding the last decision: x") == "Holding"
+EVENT_CLASSES = {
+    ReasonKind.BUDGET_RAISED: ("BudgetChanged", "Normal"),
+    ReasonKind.BUDGET_CUT: ("BudgetChanged", "Normal"),
+    ReasonKind.SCALED_UP: ("ReplicasChanged", "Normal"),
+    ReasonKind.SCALED_DOWN: ("ReplicasChanged", "Normal"),
+    ReasonKind.SHEDDING_CHANGED: ("SheddingChanged", "Normal"),
+    ReasonKind.HOLDING: ("Holding", "Warning"),
+    ReasonKind.OBSERVING: ("Observing", "Normal"),
+    ReasonKind.ACTION_FAILED: ("ActionFailed", "Warning"),
+}
+
+
+def test_each_reason_kind_has_its_event_reason_and_type() -> None:
+    assert set(EVENT_CLASSES) == set(ReasonKind)
+    assert {kind: tuple(status.event_class(kind)) for kind in ReasonKind} == EVENT_CLASSES
 
 
 def test_liveness_fails_only_when_pipelines_exist_and_the_watch_is_silent() -> None:
