@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, assert_never
 
-from trackrelay.control.controller import Decision, Observation, describe
+from trackrelay.control.controller import Decision, Observation, ReasonKind, describe
 from trackrelay_operator.kube import now_rfc3339
 
 HEALTH = {True: "Healthy", False: "Unhealthy", None: "Unknown"}
@@ -42,7 +42,8 @@ def pipeline_status(
     """The status subresource for decision ``d`` (``old``: the conditions now in place)."""
     health = HEALTH[d.health.healthy]
     shedding = d.shedding.policy.value != "none"
-    ready_message = d.reasons[0] if d.held else "deciding from fresh observations"
+    held_why = d.reasons[0].text if d.held else ""
+    ready_message = held_why if d.held else "deciding from fresh observations"
     if hpa is not None:
         ready_message = f"replicas are managed by HorizontalPodAutoscaler {hpa}: left alone"
     conditions = [
@@ -60,7 +61,7 @@ def pipeline_status(
             "Degraded",
             d.held,
             "ObservationFailed" if d.held else "AsExpected",
-            d.reasons[0] if d.held else "",
+            held_why,
         ),
     ]
     status: dict[str, Any] = {
@@ -83,15 +84,27 @@ def pipeline_status(
     return status
 
 
-def event_reason(text: str) -> str:
-    for prefix, reason in (
-        ("budget", "BudgetChanged"),
-        ("replicas", "ReplicasChanged"),
-        ("shedding", "SheddingChanged"),
-        ("holding", "Holding"),
-        ("observing again", "Observing"),
-        ("could not", "ActionFailed"),
-    ):
-        if text.startswith(prefix):
-            return reason
-    return "Decision"
+class EventClass(NamedTuple):
+    """How a controller reason shows as a core/v1 Event: its ``reason`` and ``type``."""
+
+    reason: str
+    type: str
+
+
+def event_class(kind: ReasonKind) -> EventClass:
+    """The Event reason and type for a controller reason of ``kind`` (its text plays no part)."""
+    match kind:
+        case ReasonKind.BUDGET_RAISED | ReasonKind.BUDGET_CUT:
+            return EventClass("BudgetChanged", "Normal")
+        case ReasonKind.SCALED_UP | ReasonKind.SCALED_DOWN:
+            return EventClass("ReplicasChanged", "Normal")
+        case ReasonKind.SHEDDING_CHANGED:
+            return EventClass("SheddingChanged", "Normal")
+        case ReasonKind.HOLDING:
+            return EventClass("Holding", "Warning")
+        case ReasonKind.OBSERVING:
+            return EventClass("Observing", "Normal")
+        case ReasonKind.ACTION_FAILED:
+            return EventClass("ActionFailed", "Warning")
+        case _:
+            assert_never(kind)

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from trackrelay.control.controller import (
     ForwarderView,
     Observation,
+    Reason,
+    ReasonKind,
     Spec,
     State,
     assess,
@@ -74,15 +76,21 @@ def test_budget_halves_with_a_reason_when_analytics_p99_is_over_target() -> None
     d, _ = decide(SPEC, obs(0, lag=500, forwarders=(fwd(p99=2.3),)), initial_state(SPEC), 0)
     assert d.budget == 400
     assert d.health.healthy is False
-    assert d.reasons[0] == "budget 800 -> 400 ev/s: analytics p99 2.3 s > 500 ms"
+    assert d.reasons[0] == Reason(
+        ReasonKind.BUDGET_CUT, "budget 800 -> 400 ev/s: analytics p99 2.3 s > 500 ms"
+    )
 
 
 def test_budget_grows_while_healthy_with_backlog_and_holds_without_backlog() -> None:
     d, state = decide(SPEC, obs(0, lag=500, forwarders=(fwd(rate=700),)), initial_state(SPEC), 0)
     assert d.budget == 1200
-    assert d.reasons[0] == "budget 800 -> 1200 ev/s: healthy, backlog 500, 700 ev/s delivered"
+    assert d.reasons[0] == Reason(
+        ReasonKind.BUDGET_RAISED,
+        "budget 800 -> 1200 ev/s: healthy, backlog 500, 700 ev/s delivered",
+    )
     d, _ = decide(SPEC, obs(1, lag=0, forwarders=(fwd(rate=700),)), state, 1)
-    assert d.budget == 1200 and not any("budget" in r for r in d.reasons)
+    assert d.budget == 1200 and not any("budget" in r.text for r in d.reasons)
+    assert not {r.kind for r in d.reasons} & {ReasonKind.BUDGET_RAISED, ReasonKind.BUDGET_CUT}
 
 
 def test_a_budget_nobody_uses_does_not_grow() -> None:
@@ -104,7 +112,7 @@ def test_429s_errors_and_open_breakers_are_unhealthy() -> None:
 def test_probe_failure_is_unhealthy_even_without_pushes() -> None:
     o = Observation(0, 10, 0, (), probe_ok=False)
     d, _ = decide(SPEC, o, initial_state(SPEC), 0)
-    assert d.budget == 400 and "probe" in d.reasons[0]
+    assert d.budget == 400 and "probe" in d.reasons[0].text
 
 
 def test_missing_or_stale_observation_holds_the_last_decision_and_says_so() -> None:
@@ -112,10 +120,14 @@ def test_missing_or_stale_observation_holds_the_last_decision_and_says_so() -> N
     d, after = decide(SPEC, None, state, 5, missing="redis unreachable: connection refused")
     assert (d.budget, d.replicas, d.held) == (600, 3, True)
     assert after == state
-    assert d.reasons == ("holding the last decision: redis unreachable: connection refused",)
+    assert d.reasons == (
+        Reason(
+            ReasonKind.HOLDING, "holding the last decision: redis unreachable: connection refused"
+        ),
+    )
     d, _ = decide(SPEC, obs(0, lag=10_000, forwarders=(fwd(p99=9),)), state, 60)
     assert (d.budget, d.replicas, d.held) == (600, 3, True)
-    assert "60 s old" in d.reasons[0]
+    assert "60 s old" in d.reasons[0].text and d.reasons[0].kind is ReasonKind.HOLDING
 
 
 def test_replicas_scale_up_for_backlog_after_the_up_window() -> None:
@@ -127,7 +139,9 @@ def test_replicas_scale_up_for_backlog_after_the_up_window() -> None:
         results.append(d.replicas)
     assert results[0] == 1  # one tick of wanting more is not enough
     assert results[-1] > 1
-    assert any(r.startswith("replicas 1 -> ") for r in d.reasons) or results[-2] > 1
+    assert any(
+        r.kind is ReasonKind.SCALED_UP and r.text.startswith("replicas 1 -> ") for r in d.reasons
+    ) or (results[-2] > 1)
 
 
 def test_no_scaling_up_into_a_sick_analytics() -> None:
@@ -148,7 +162,8 @@ def test_replicas_never_exceed_what_the_budget_can_use() -> None:
     state = State(budget=300, replicas=6, per_replica=200)
     d, _ = decide(SPEC, obs(0, lag=90_000, forwarders=(fwd(rate=150),)), state, 0)
     assert d.replicas <= math.ceil(d.budget / d.per_replica)
-    assert "can use" in " ".join(d.reasons)
+    assert "can use" in " ".join(r.text for r in d.reasons)
+    assert ReasonKind.SCALED_DOWN in {r.kind for r in d.reasons}
 
 
 def test_scale_down_waits_for_the_down_window() -> None:
@@ -233,6 +248,32 @@ def test_bounds_always_hold(seq: list[Observation | None]) -> None:
             d.replicas < d.usable_replicas
         )
         assert d.per_replica > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.none() | observations, min_size=1, max_size=40))
+def test_each_reason_has_the_kind_of_the_change_it_reports(seq: list[Observation | None]) -> None:
+    state = initial_state(SPEC)
+    for t, o in enumerate(seq):
+        if o is not None:
+            o = Observation(
+                float(t), o.lag, o.pending, o.forwarders, o.queue_bytes, o.queue_quota, o.probe_ok
+            )
+        d, after = decide(SPEC, o, state, float(t))
+        expected = []
+        if d.held:
+            expected = [ReasonKind.HOLDING]
+        else:
+            if d.budget != state.budget:
+                up = d.budget > state.budget
+                expected.append(ReasonKind.BUDGET_RAISED if up else ReasonKind.BUDGET_CUT)
+            if d.replicas != state.replicas:
+                up = d.replicas > state.replicas
+                expected.append(ReasonKind.SCALED_UP if up else ReasonKind.SCALED_DOWN)
+            if d.shedding != state.shedding:
+                expected.append(ReasonKind.SHEDDING_CHANGED)
+        assert [r.kind for r in d.reasons] == expected
+        state = after
 
 
 @settings(max_examples=100, deadline=None)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from trackrelay.control.controller import Reason, ReasonKind
 from trackrelay.local import report, scenario
 from trackrelay.local.up import controller_parts, format_status
 
@@ -129,7 +130,10 @@ def test_the_report_is_one_document_with_every_plot_and_the_log() -> None:
         left={},
     )
     page = report.render_html(
-        summary, [sample(0), sample(1)], [("healthy", 0, 2)], [(1000.5, "budget 400 -> 600 ev/s")]
+        summary,
+        [sample(0), sample(1)],
+        [("healthy", 0, 2)],
+        [(1000.5, Reason(ReasonKind.BUDGET_RAISED, "budget 400 -> 600 ev/s"))],
     )
     assert page.startswith("<!doctype html>")
     assert page.count("<svg") == 8
@@ -177,7 +181,13 @@ STATUS = {
     "children": {
         "redis": {"pid": 7, "running": True, "restarts": 1, "up_seconds": 12.0, "last_exit": -9}
     },
-    "reasons": [[999.0, "budget 800 -> 400 ev/s: analytics p99 1.2 s > 500 ms"]],
+    "reasons": [
+        {
+            "at": 999.0,
+            "kind": "budget-cut",
+            "text": "budget 800 -> 400 ev/s: analytics p99 1.2 s > 500 ms",
+        }
+    ],
 }
 
 

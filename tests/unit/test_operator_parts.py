@@ -1,16 +1,33 @@
-"""The operator's pure parts: the spec's meaning, conditions, event reasons, the liveness rule."""
+"""The operator's parts without a cluster: the spec, conditions, Events by kind, liveness, memo."""
 
 from __future__ import annotations
 
+import copy
 import time
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
 import yaml
 
 from tests.cluster.test_operator import MANIFESTS
-from trackrelay_operator import handlers, status
+from trackrelay.control.controller import (
+    Decision,
+    ForwarderView,
+    Health,
+    Observation,
+    Reason,
+    ReasonKind,
+    Spec,
+)
+from trackrelay.control.shedding import Shedding
+from trackrelay.loop.shell import ControlLoop
+from trackrelay_operator import status
+from trackrelay_operator.handlers import handle_liveness, handle_startup
+from trackrelay_operator.kube import Kube
+from trackrelay_operator.memo import OperatorMemo
+from trackrelay_operator.reporting import Reporter
+from trackrelay_operator.runner import PipelineRunner
 from trackrelay_operator.spec import parse
 
 
@@ -68,23 +85,136 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     assert flipped["status"] == "False" and flipped["reason"] == "Holding"
 
 
-def test_each_reason_becomes_an_event_reason() -> None:
-    assert status.event_reason("budget 800 -> 400 ev/s: x") == "BudgetChanged"
-    assert status.event_reason("replicas 1 -> 2: x") == "ReplicasChanged"
-    assert status.event_reason("shedding none -> aggregate: x") == "SheddingChanged"
-    assert status.event_reason("holding the last decision: x") == "Holding"
+EVENT_CLASSES = {
+    ReasonKind.BUDGET_RAISED: ("BudgetChanged", "Normal"),
+    ReasonKind.BUDGET_CUT: ("BudgetChanged", "Normal"),
+    ReasonKind.SCALED_UP: ("ReplicasChanged", "Normal"),
+    ReasonKind.SCALED_DOWN: ("ReplicasChanged", "Normal"),
+    ReasonKind.SHEDDING_CHANGED: ("SheddingChanged", "Normal"),
+    ReasonKind.HOLDING: ("Holding", "Warning"),
+    ReasonKind.OBSERVING: ("Observing", "Normal"),
+    ReasonKind.ACTION_FAILED: ("ActionFailed", "Warning"),
+}
 
 
-def test_liveness_fails_only_when_pipelines_exist_and_the_watch_is_silent() -> None:
-    handlers.Liveness.pipelines = set()
-    handlers.Liveness.last_event = time.monotonic() - 3600
-    assert handlers.liveness_report()["pipelines"] == 0  # nothing to watch: alive
-    handlers.Liveness.pipelines = {("ns", "shop")}
+def test_each_reason_kind_has_its_event_reason_and_type() -> None:
+    assert set(EVENT_CLASSES) == set(ReasonKind)
+    assert {kind: tuple(status.event_class(kind)) for kind in ReasonKind} == EVENT_CLASSES
+
+
+class FakeKube:
+    """The two calls a Reporter makes, recorded."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def patch_status(self, namespace: str, name: str, st: dict[str, Any]) -> None:
+        self.statuses.append(st)
+
+    def event(self, owner: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
+        self.events.append((reason, kind, message))
+
+
+BODY = kopf.Body(
+    cast(
+        kopf.RawBody,
+        {
+            "kind": "AnalyticsPipeline",
+            "metadata": {"namespace": "ns", "name": "shop", "uid": "u-1", "generation": 1},
+            "spec": {},
+        },
+    )
+)
+
+
+async def test_the_reporter_posts_each_new_reason_once_its_event_chosen_by_kind() -> None:
+    sick = ForwarderView("f0", pushes=10, latency_p99=2.0)
+    failing = {"observe": False, "act": True}
+
+    async def observe() -> Observation:
+        if failing["observe"]:
+            raise ConnectionRefusedError("redis away")
+        return Observation(at=time.time(), lag=100, pending=0, forwarders=(sick,))
+
+    async def act(_: Decision) -> None:
+        if failing["act"]:
+            raise RuntimeError("API server away")
+
+    kube = FakeKube()
+    reporter = Reporter(cast(Kube, kube), BODY)
+    loop = ControlLoop(Spec(budget_initial=800), observe, act)
+    await reporter.decision(await loop.tick(), loop, None, 0)  # budget cut, act fails
+    failing.update(observe=True, act=False)
+    await reporter.decision(await loop.tick(), loop, None, 0)  # holding
+    await reporter.decision(await loop.tick(), loop, None, 0)  # still holding: nothing new
+    texts = [r.text for _, r in loop.reasons]
+    assert [r.kind for _, r in loop.reasons] == [
+        ReasonKind.BUDGET_CUT,
+        ReasonKind.ACTION_FAILED,
+        ReasonKind.HOLDING,
+    ]
+    # The Event's message is the reason's text, as in the status; its reason and type, the kind's.
+    assert kube.events == [
+        ("BudgetChanged", "Normal", texts[0]),
+        ("ActionFailed", "Warning", texts[1]),
+        ("Holding", "Warning", texts[2]),
+    ]
+    assert kube.statuses[-1]["lastReasons"] == texts
+
+
+async def test_the_kind_not_the_text_decides_the_event_reason() -> None:
+    async def never() -> Observation:
+        raise AssertionError("not called")
+
+    async def nothing(_: Decision) -> None:
+        return None
+
+    kube = FakeKube()
+    reporter = Reporter(cast(Kube, kube), BODY)
+    loop = ControlLoop(Spec(), never, nothing)
+    # Texts that read like other kinds: prefix matching would pick the wrong Event.
+    misleading = [
+        Reason(ReasonKind.BUDGET_CUT, "replicas 1 -> 2: budget cut, worded oddly"),
+        Reason(ReasonKind.SCALED_UP, "holding nothing back: one more forwarder"),
+        Reason(ReasonKind.HOLDING, "budget unchanged while observations fail"),
+    ]
+    loop.reasons.extend((0.0, r) for r in misleading)  # as the runner carries history over
+    loop.recorded += len(misleading)
+    held = Decision(
+        budget=800,
+        replicas=1,
+        shedding=Shedding(),
+        health=Health(None, "redis away"),
+        backlog=None,
+        per_replica=200,
+        usable_replicas=4,
+        held=True,
+        reasons=(misleading[2],),
+    )
+    await reporter.decision(held, loop, None, 0)
+    assert [(reason, kind) for reason, kind, _ in kube.events] == [
+        ("BudgetChanged", "Normal"),
+        ("ReplicasChanged", "Normal"),
+        ("Holding", "Warning"),
+    ]
+
+
+async def test_liveness_fails_only_when_pipelines_run_and_the_watch_is_silent() -> None:
+    memo = OperatorMemo()
+    handle_startup.fill(memo, cast(Kube, FakeKube()))
+    memo.liveness.last_event = time.monotonic() - 3600
+    assert handle_liveness.probe(memo)["pipelines"] == 0  # nothing to watch: alive
+    runner = PipelineRunner(cast(Kube, FakeKube()), BODY)
+    memo.runners[("ns", "shop")] = runner
     try:
         with pytest.raises(kopf.PermanentError, match="watch looks frozen"):
-            handlers.liveness_report()
-        handlers.Liveness.last_event = time.monotonic()  # what the event handler records
-        report = handlers.liveness_report(now=handlers.Liveness.last_event + 0.5)
-        assert report["last_event_seconds"] == 0.5
+            handle_liveness.probe(memo)
+        resource_memo = copy.copy(memo)  # what kopf gives a resource's handlers
+        handle_liveness.seen(resource_memo)  # what the event handler does
+        assert memo.liveness is resource_memo.liveness
+        report = memo.liveness.report(len(memo.runners), now=memo.liveness.last_event + 0.5)
+        assert report == {"pipelines": 1, "last_event_seconds": 0.5}
+        assert handle_liveness.probe(memo)["pipelines"] == 1
     finally:
-        handlers.Liveness.pipelines = set()
+        await runner.observer.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -86,7 +87,7 @@ async def test_the_loop_holds_when_it_cannot_observe_and_says_so_once() -> None:
         d = await loop.tick()
         assert d.held and d.budget == Spec().budget_initial
     assert calls == []  # fail static: nothing is changed on missing data
-    assert [r for _, r in loop.reasons] == [
+    assert [r.text for _, r in loop.reasons] == [
         "holding the last decision: cannot observe "
         "(ConnectionRefusedError: redis at 127.0.0.1:1 refused)"
     ]
@@ -105,9 +106,12 @@ async def test_the_loop_acts_on_fresh_data_and_logs_each_reason() -> None:
     loop = ControlLoop(Spec(budget_initial=800), observe, act)
     await loop.tick()
     assert acted[0].budget == 400
-    assert loop.reasons[-1][1] == "budget 800 -> 400 ev/s: analytics p99 2.0 s > 500 ms"
+    assert loop.reasons[-1][1].text == "budget 800 -> 400 ev/s: analytics p99 2.0 s > 500 ms"
     status = loop.status()
     assert status["decision"]["budget"] == 400 and status["observation"]["lag"] == 100
+    # What `trackrelay status` reads: each reason's kind and text, as JSON.
+    last = json.loads(json.dumps(status["reasons"]))[-1]
+    assert last["kind"] == "budget-cut" and last["text"] == loop.reasons[-1][1].text
 
 
 def test_a_bad_spec_is_refused_with_its_fields() -> None:

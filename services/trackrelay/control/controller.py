@@ -26,13 +26,15 @@ decides.
   last decision holds, and the decision says why. Nothing scales to zero and
   the budget never jumps on missing data.
 
-Every change carries a short reason ("budget 800 -> 400 ev/s: analytics p99 2.3 s > 500 ms").
+Every change carries a ``Reason``: its kind (what changed; Events and views choose by it)
+and a short text ("budget 800 -> 400 ev/s: analytics p99 2.3 s > 500 ms").
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from trackrelay.control.shedding import Policy, Shedding, Thresholds, choose, pressure
 
@@ -208,6 +210,30 @@ class State:
     """Replica recommendations (time, count) within the longer stabilisation window."""
 
 
+class ReasonKind(StrEnum):
+    """What a reason reports; whoever shows a reason chooses by this, never by its text."""
+
+    BUDGET_RAISED = "budget-raised"
+    BUDGET_CUT = "budget-cut"
+    SCALED_UP = "scaled-up"
+    SCALED_DOWN = "scaled-down"
+    SHEDDING_CHANGED = "shedding-changed"
+    HOLDING = "holding"
+    """Fail static: no observation, or a stale one; the last decision holds."""
+    OBSERVING = "observing"
+    """Fresh observations again after holding (recorded by the control loop)."""
+    ACTION_FAILED = "action-failed"
+    """A decision could not be carried out (recorded by the control loop)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why something changed: its kind, and the text people read (logs, status, Events)."""
+
+    kind: ReasonKind
+    text: str
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     budget: float
@@ -220,7 +246,7 @@ class Decision:
     """The most replicas the budget can use."""
     held: bool = False
     """Fail static: the observation was missing or stale, the last decision holds."""
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[Reason, ...] = ()
 
 
 def initial_state(spec: Spec, replicas: int | None = None, budget: float | None = None) -> State:
@@ -282,7 +308,9 @@ def usable_replicas(spec: Spec, budget: float, per_replica: float) -> int:
     return min(spec.replicas_max, max(spec.replicas_min, fit))
 
 
-def _budget(spec: Spec, state: State, health: Health, obs: Observation) -> tuple[float, str | None]:
+def _budget(
+    spec: Spec, state: State, health: Health, obs: Observation
+) -> tuple[float, Reason | None]:
     """Multiplicative decrease when sick; increase when healthy, backlogged and budget-bound.
 
     Growing a budget nobody uses only stores up a burst for later (TCP's
@@ -305,7 +333,8 @@ def _budget(spec: Spec, state: State, health: Health, obs: Observation) -> tuple
         if health.healthy is False
         else f"healthy, backlog {obs.backlog}, {delivered:.0f} ev/s delivered"
     )
-    return new, f"budget {old:.0f} -> {new:.0f} ev/s: {why}"
+    kind = ReasonKind.BUDGET_RAISED if new > old else ReasonKind.BUDGET_CUT
+    return new, Reason(kind, f"budget {old:.0f} -> {new:.0f} ev/s: {why}")
 
 
 def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> float:
@@ -339,7 +368,7 @@ def _replicas(
     budget: float,
     per_replica: float,
     now: float,
-) -> tuple[int, tuple[tuple[float, int], ...], str | None]:
+) -> tuple[int, tuple[tuple[float, int], ...], Reason | None]:
     delivered = sum(f.events_per_second for f in obs.forwarders)
     demand = delivered + obs.backlog / spec.drain_seconds
     wanted = min(spec.replicas_max, max(spec.replicas_min, math.ceil(demand / per_replica - 1e-9)))
@@ -371,10 +400,11 @@ def _replicas(
     target = min(spec.replicas_max, max(spec.replicas_min, target))
     if target == old:
         return old, history, None
-    return target, history, f"replicas {old} -> {target}: {why}"
+    kind = ReasonKind.SCALED_UP if target > old else ReasonKind.SCALED_DOWN
+    return target, history, Reason(kind, f"replicas {old} -> {target}: {why}")
 
 
-def _shedding(spec: Spec, state: State, obs: Observation) -> tuple[Shedding, str | None]:
+def _shedding(spec: Spec, state: State, obs: Observation) -> tuple[Shedding, Reason | None]:
     if obs.queue_bytes is None or not obs.queue_quota:
         new = choose(spec.shedding, spec.sample_p, 0.0, state.shedding, spec.thresholds)
         share = 0.0
@@ -383,10 +413,8 @@ def _shedding(spec: Spec, state: State, obs: Observation) -> tuple[Shedding, str
         new = choose(spec.shedding, spec.sample_p, share, state.shedding, spec.thresholds)
     if new == state.shedding:
         return new, None
-    return (
-        new,
-        f"shedding {describe(state.shedding)} -> {describe(new)}: queue at {share:.0%} of quota",
-    )
+    why = f"shedding {describe(state.shedding)} -> {describe(new)}: queue at {share:.0%} of quota"
+    return new, Reason(ReasonKind.SHEDDING_CHANGED, why)
 
 
 def describe(s: Shedding) -> str:
@@ -404,7 +432,7 @@ def hold(spec: Spec, state: State, why: str) -> Decision:
         per_replica=state.per_replica,
         usable_replicas=usable_replicas(spec, state.budget, state.per_replica),
         held=True,
-        reasons=(f"holding the last decision: {why}",),
+        reasons=(Reason(ReasonKind.HOLDING, f"holding the last decision: {why}"),),
     )
 
 
@@ -424,7 +452,7 @@ def decide(
     per_replica = _per_replica(spec, state, obs, health)
     replicas, history, replicas_why = _replicas(spec, state, obs, health, budget, per_replica, now)
     shedding, shedding_why = _shedding(spec, state, obs)
-    reasons = tuple(r for r in (budget_why, replicas_why, shedding_why) if r)
+    reasons = tuple(r for r in (budget_why, replicas_why, shedding_why) if r is not None)
     decision = Decision(
         budget=budget,
         replicas=replicas,

@@ -24,13 +24,14 @@ from typing import Any
 import httpx
 
 from trackrelay.config.settings import ControllerSettings, OrderSettings
-from trackrelay.control.controller import describe
+from trackrelay.control.controller import Reason, describe
 from trackrelay.db import engine as database
 from trackrelay.local import report
 from trackrelay.local.live import Shoppers, human_size
 from trackrelay.local.scenario import DEFAULT, Phase, Scenario
 from trackrelay.local.stack import LocalStack, StackOptions
 from trackrelay.local.view import View
+from trackrelay.loop.shell import reason_log
 from trackrelay.orders import audit
 from trackrelay.queue import quota, streams, views
 from trackrelay.queue.keys import RELAY_STATS_PREFIX
@@ -95,7 +96,7 @@ class Demo:
         self.view = view
         self.samples: list[dict[str, Any]] = []
         self.started = 0.0
-        self.reasons: list[tuple[float, str]] = []
+        self.reasons: list[tuple[float, Reason]] = []
         self._shown = 0
         """Controller reasons shown so far (``ControlLoop.recorded`` when last shown)."""
 
@@ -254,7 +255,8 @@ class Demo:
         reasons = self.reasons
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (out / "timeline.json").write_text(
-            json.dumps({"samples": self.samples, "reasons": reasons}, default=str) + "\n"
+            json.dumps({"samples": self.samples, "reasons": reason_log(reasons)}, default=str)
+            + "\n"
         )
         notes = [(p.name, p.note) for p in scenario.phases]
         (out / "report.html").write_text(

@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from trackrelay.control.controller import Reason
+
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 PHASE_FILLS = ("#f4f8fb", "#fdf3e7")
 
@@ -204,7 +206,7 @@ def render_html(
     summary: dict[str, Any],
     samples: Sequence[dict[str, Any]],
     phases: Sequence[tuple[str, float, float]],
-    reasons: Sequence[tuple[float, str]],
+    reasons: Sequence[tuple[float, Reason]],
     notes: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The whole report as one HTML document."""
@@ -296,7 +298,8 @@ def render_html(
     )
     t0 = samples[0]["wall"] if samples else 0.0
     log_rows = "".join(
-        f"<tr><td>{at - t0:6.1f} s</td><td>{html.escape(text)}</td></tr>" for at, text in reasons
+        f"<tr><td>{at - t0:6.1f} s</td><td>{html.escape(reason.text)}</td></tr>"
+        for at, reason in reasons
     )
     summary_rows = "".join(
         row(k, v) for k, v in summary.items() if not isinstance(v, dict)

@@ -34,7 +34,7 @@ def controller_parts(status: dict[str, Any]) -> list[str]:
     parts.append(f"restarts {status.get('restarts', 0)}")
     reasons = status.get("reasons") or []
     if reasons:
-        parts.append(f"last: {reasons[-1][1]}")
+        parts.append(f"last: {reasons[-1]['text']}")
     return parts
 
 
@@ -122,9 +122,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     reasons = status.get("reasons") or []
     if reasons:
         lines.append("latest reasons:")
-        for at, text in reasons[-10:]:
-            stamp = time.strftime("%H:%M:%S", time.localtime(at))
-            lines.append(f"  {stamp} {text}")
+        for reason in reasons[-10:]:
+            stamp = time.strftime("%H:%M:%S", time.localtime(reason["at"]))
+            lines.append(f"  {stamp} {reason['text']}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from trackrelay.control.controller import Reason
 from trackrelay.local.live import HEALTH_WORDS, human_size
 from trackrelay.local.scenario import Phase
 
@@ -32,7 +33,7 @@ class View(Protocol):
     def say(self, text: str) -> None: ...
     def phase(self, index: int, count: int, phase: Phase) -> None: ...
     def update(
-        self, row: dict[str, Any], reasons: list[tuple[float, str]], total: float
+        self, row: dict[str, Any], reasons: list[tuple[float, Reason]], total: float
     ) -> None: ...
 
 
@@ -84,9 +85,11 @@ class PlainView:
     def phase(self, index: int, count: int, phase: Phase) -> None:
         self.say(f"phase {index + 1}/{count}: {phase.name} ({phase.seconds:.0f} s) - {phase.note}")
 
-    def update(self, row: dict[str, Any], reasons: list[tuple[float, str]], total: float) -> None:
-        for _, text in reasons:
-            self.say(f"  controller: {text}")
+    def update(
+        self, row: dict[str, Any], reasons: list[tuple[float, Reason]], total: float
+    ) -> None:
+        for _, reason in reasons:
+            self.say(f"  controller: {reason.text}")
         if time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
             print(line(row), flush=True)
@@ -121,9 +124,11 @@ class LiveView:
         self.title = f"phase {index + 1}/{count}: {phase.name}"
         self.note = phase.note
 
-    def update(self, row: dict[str, Any], reasons: list[tuple[float, str]], total: float) -> None:
-        for _, text in reasons:
-            self.reasons.append(f"{row['t']:5.0f}s  {text}")
+    def update(
+        self, row: dict[str, Any], reasons: list[tuple[float, Reason]], total: float
+    ) -> None:
+        for _, reason in reasons:
+            self.reasons.append(f"{row['t']:5.0f}s  {reason.text}")
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()

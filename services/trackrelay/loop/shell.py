@@ -13,13 +13,15 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
 from trackrelay.control.controller import (
     Decision,
     Observation,
+    Reason,
+    ReasonKind,
     Spec,
     State,
     decide,
@@ -32,6 +34,13 @@ log = logging.getLogger(__name__)
 
 Observe = Callable[[], Awaitable[Observation]]
 Act = Callable[[Decision], Awaitable[None]]
+
+RESUMED = Reason(ReasonKind.OBSERVING, "observing again: deciding from fresh data")
+
+
+def reason_log(entries: Iterable[tuple[float, Reason]]) -> list[dict[str, Any]]:
+    """Recorded reasons as JSON-able records ``{"at", "kind", "text"}`` (status, timeline)."""
+    return [{"at": at, "kind": r.kind.value, "text": r.text} for at, r in entries]
 
 
 class ControlLoop:
@@ -56,7 +65,7 @@ class ControlLoop:
         self.clock = clock
         self.decision: Decision | None = None
         self.observation: Observation | None = None
-        self.reasons: collections.deque[tuple[float, str]] = collections.deque(maxlen=keep)
+        self.reasons: collections.deque[tuple[float, Reason]] = collections.deque(maxlen=keep)
         """Every change's reason with its time (wall clock), newest last."""
         self.ticks = 0
         self.recorded = 0
@@ -79,22 +88,22 @@ class ControlLoop:
                 self._record(now, decision.reasons[0])
             return decision
         if held_before:
-            self._record(now, "observing again: deciding from fresh data")
+            self._record(now, RESUMED)
         for reason in decision.reasons:
             self._record(now, reason)
         try:
             await self.act(decision)
         except Exception as exc:  # the next tick decides and acts again
-            self._record(now, f"could not act: {brief(exc)}")
+            self._record(now, Reason(ReasonKind.ACTION_FAILED, f"could not act: {brief(exc)}"))
         return decision
 
-    def reasons_since(self, recorded: int) -> list[tuple[float, str]]:
+    def reasons_since(self, recorded: int) -> list[tuple[float, Reason]]:
         """The reasons recorded after the first ``recorded`` (a previous ``self.recorded``)."""
         fresh = self.recorded - recorded
         return list(self.reasons)[-fresh:] if fresh > 0 else []
 
-    def _record(self, now: float, reason: str) -> None:
-        log.info("controller: %s", reason)
+    def _record(self, now: float, reason: Reason) -> None:
+        log.info("controller: %s", reason.text)
         self.reasons.append((now, reason))
         self.recorded += 1
 
@@ -126,5 +135,5 @@ class ControlLoop:
             "at": self.clock(),
             "decision": decision,
             "observation": None if self.observation is None else asdict(self.observation),
-            "reasons": [[t, r] for t, r in list(self.reasons)[-reasons:]],
+            "reasons": reason_log(list(self.reasons)[-reasons:]),
         }

@@ -53,6 +53,3 @@ SHEDDING_KEY: Final = "trackrelay:shedding"
 """Live configuration: the shedding policy the controller decided, JSON ``{"policy", "p"}``.
 
 Relays follow it when present; without it each relay decides from its own settings."""
-
-CONTROLLER_KEY: Final = "trackrelay:controller"
-"""The local controller's last decision, observation and reasons (JSON), for ``status``."""

@@ -1,0 +1,89 @@
+"""What a pipeline's controller did, told on the resource: its status and its Events.
+
+Every tick patches the status subresource (``kubectl get`` and ``describe``
+show it); every reason recorded since the last report becomes one core/v1
+Event, its Event reason and type chosen by the reason's kind, its message the
+reason's text, so the status and the Events say the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from trackrelay.control.controller import Decision, Reason
+from trackrelay.loop.shell import ControlLoop
+from trackrelay_operator.kube import Kube, now_rfc3339
+from trackrelay_operator.status import condition, event_class, pipeline_status
+
+log = logging.getLogger(__name__)
+
+LAST_REASONS = 5
+"""How many of the latest reasons the status carries (``status.lastReasons``)."""
+
+
+class Reporter:
+    """Reports one pipeline's decisions, each reason as an Event exactly once."""
+
+    def __init__(self, kube: Kube, body: kopf.Body) -> None:
+        self.kube = kube
+        self.body = body  # a live view: kopf keeps it current
+        self.namespace: str = body["metadata"]["namespace"]
+        self.name: str = body["metadata"]["name"]
+        self.reported = 0
+        """``ControlLoop.recorded`` when Events were last posted."""
+        self.problem: str | None = None
+        """The last problem posted as a Warning (a repeat is not posted again)."""
+
+    def _conditions(self) -> list[dict[str, Any]]:
+        return list((self.body.get("status") or {}).get("conditions") or [])
+
+    async def decision(
+        self, d: Decision, loop: ControlLoop, hpa: str | None, hpa_replicas: int
+    ) -> None:
+        """The status for ``d``, then an Event for each reason recorded since the last call."""
+        status = pipeline_status(
+            d,
+            loop.observation,
+            old=self._conditions(),
+            reasons=[r.text for _, r in list(loop.reasons)[-LAST_REASONS:]],
+            generation=self.body["metadata"].get("generation"),
+            hpa=hpa,
+            hpa_replicas=hpa_replicas,
+        )
+        try:
+            await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, status)
+            for _, reason in loop.reasons_since(self.reported):
+                await self._event(reason)
+            self.reported = loop.recorded
+        except Exception as exc:  # the API server is away: the next tick reports again
+            log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)
+
+    async def _event(self, reason: Reason) -> None:
+        shown = event_class(reason.kind)
+        await asyncio.to_thread(
+            self.kube.event, dict(self.body), shown.reason, reason.text, shown.type
+        )
+
+    async def degraded(self, reason: str, message: str) -> None:
+        """Not steering (a bad spec): Degraded and not Ready, and a Warning when it is new."""
+        old = self._conditions()
+        status = {
+            "conditions": [
+                condition(old, "Degraded", True, reason, message),
+                condition(old, "Ready", False, reason, message),
+            ],
+            "lastDecisionTime": now_rfc3339(),
+        }
+        try:
+            await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, status)
+            if message != self.problem:
+                await asyncio.to_thread(
+                    self.kube.event, dict(self.body), reason, message, "Warning"
+                )
+            self.problem = message
+        except Exception as exc:
+            log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)
