@@ -140,11 +140,9 @@ def test_the_queue_quota_sets_redis_maxmemory_the_relays_and_the_pipeline(
         assert env_of(container)["TRACKRELAY_QUEUE_QUOTA"] == "100MiB"
         # the chart's formula is local mode's: pipeline.replicas.max 6 x forwarder.concurrency 8
         # x forwarder.batchSize 500
-        options = yaml.safe_load(ALL_OPTIONS.read_text())
-        fwd = options["forwarder"]
-        most = read_ahead(
-            options["pipeline"]["replicas"]["max"], fwd["concurrency"], fwd["batchSize"]
-        )
+        fwd = yaml.safe_load((CHART / "values.yaml").read_text())["forwarder"]
+        replicas = yaml.safe_load(ALL_OPTIONS.read_text())["pipeline"]["replicas"]["max"]
+        most = read_ahead(replicas, fwd["concurrency"], fwd["batchSize"])
         assert env_of(container)["TRACKRELAY_QUEUE_READ_AHEAD"] == str(most) == "24000"
     default = render(cluster, "-f", str(SIMULATOR))
     conf = by_kind(default, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]

@@ -10,6 +10,7 @@ import pytest
 
 from trackrelay.control.controller import Reason, ReasonKind
 from trackrelay.local import report, scenario
+from trackrelay.local.demo import DRAIN_CAP, Drain
 from trackrelay.local.up import controller_parts, format_status
 
 
@@ -205,3 +206,21 @@ def test_status_text_shows_decision_observation_processes_and_reasons() -> None:
     parts = controller_parts(STATUS)
     assert parts[0] == "budget 400 ev/s, forwarders 2/3 usable, analytics unhealthy"
     assert parts[1] == "restarts 1"
+
+
+def test_the_drain_waits_while_the_backlog_shrinks_and_stops_when_it_stalls() -> None:
+    drain = Drain(patience=10, started=0)
+    assert drain.waiting(100, 0) and drain.waiting(90, 9) and drain.waiting(80, 18)
+    assert drain.waiting(80, 27)  # 9 s without progress: still within patience
+    assert not drain.waiting(80, 28)  # 10 s without progress: stalled
+    assert not Drain(patience=10, started=0).waiting(0, 1)  # empty: done
+
+
+def test_the_drain_never_waits_past_its_cap() -> None:
+    drain = Drain(patience=10, started=0)
+    left = 1000
+    for now in range(0, 100):
+        left -= 1
+        if not drain.waiting(left, now):
+            break
+    assert now == DRAIN_CAP * 10

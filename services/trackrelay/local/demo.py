@@ -75,7 +75,30 @@ class DemoOptions:
     live: bool = True
     report_dir: Path = Path("demo-report")
     drain: float = 40.0
-    """Most seconds to wait, after the story, for the backlog to reach analytics."""
+    """Seconds to wait, after the story, for the backlog to reach analytics: counted from
+    the last progress, so a slow machine that is still draining is not cut short."""
+
+
+@dataclass
+class Drain:
+    """When to stop waiting for the backlog: once it is empty, or once it has not shrunk for
+    ``patience`` seconds, and never past ``DRAIN_CAP`` times ``patience`` in all."""
+
+    patience: float
+    started: float
+    best: int | None = None
+    progressed: float = 0.0
+
+    def waiting(self, left: int, now: float) -> bool:
+        if left == 0:
+            return False
+        if self.best is None or left < self.best:
+            self.best, self.progressed = left, now
+        stalled = now - max(self.progressed, self.started) >= self.patience
+        return not stalled and now - self.started < DRAIN_CAP * self.patience
+
+
+DRAIN_CAP = 3
 
 
 def demo_settings(base: OrderSettings, fields_set: set[str]) -> OrderSettings:
@@ -207,13 +230,13 @@ class Demo:
                     self.view.say(
                         f"story over: {shoppers.accepted} orders accepted; the backlog drains"
                     )
-                    deadline = time.time() + opts.drain
                     engine = database.make_engine(settings.resolved_database_url())
                     try:
-                        while time.time() < deadline and not interrupted.is_set():
+                        drain = Drain(opts.drain, time.time())
+                        while not interrupted.is_set():
                             await self._show(stack, shoppers, "drain")
                             left = await _left(stack, engine)
-                            if not any(left.values()):
+                            if not drain.waiting(sum(left.values()), time.time()):
                                 break
                             await asyncio.sleep(1.0)
                         await asyncio.sleep(1.5)  # the relay publishes its last counts
