@@ -6,8 +6,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trackrelay.control.poison import (
+    AfterPush,
+    DeadLetter,
+    Delivered,
     FailureHistory,
+    Resend,
+    RetryAfter,
+    Split,
     Step,
+    after_push,
     lowered_byte_cap,
     next_step,
     others_accepted,
@@ -110,3 +117,84 @@ def test_a_413_halves_the_budget_only_downwards() -> None:
     assert lowered_byte_cap(6_000, 10_000) == 5_000
     assert lowered_byte_cap(4_000, 10_000) is None  # already lower: keep it
     assert lowered_byte_cap(None, 1) == 1
+
+
+def settle(
+    result: PushResult,
+    size: int = 1,
+    history: FailureHistory | None = None,
+    last_accepted_at: float | None = None,
+    *,
+    honor_retry_after: bool = True,
+    now: float = 20.0,
+) -> AfterPush:
+    return after_push(
+        result,
+        size,
+        history or FailureHistory(),
+        last_accepted_at,
+        split_after=3,
+        honor_retry_after=honor_retry_after,
+        now=now,
+    )
+
+
+def test_after_push_acks_what_analytics_accepted() -> None:
+    assert settle(classify(200), 5, failing(4)) == Delivered()
+
+
+def test_after_push_retries_an_overload_after_its_retry_after_unless_told_not_to() -> None:
+    overloaded = classify(429, "7")
+    assert settle(overloaded, 5, failing(2)) == RetryAfter(overloaded, failing(2), 7.0)
+    assert settle(overloaded, 5, failing(2), honor_retry_after=False) == RetryAfter(
+        overloaded, failing(2), None
+    )
+
+
+def test_after_push_counts_a_failure_from_its_first_moment() -> None:
+    # A 5xx extends the history (from now, if it is the first); an overload does not.
+    assert settle(FAILED_500, 5, now=20.0) == RetryAfter(FAILED_500, FailureHistory(1, 20.0), None)
+    assert settle(FAILED_500, 5, failing(1, since=10), now=20.0) == RetryAfter(
+        FAILED_500, FailureHistory(2, 10.0), None
+    )
+    assert settle(NOT_FOUND, 1, now=20.0) == RetryAfter(NOT_FOUND, FailureHistory(1, 20.0), None)
+
+
+def test_after_push_resends_what_never_went_out() -> None:
+    expired = PushResult(Outcome.EXPIRED, detail="ownership window closed")
+    assert settle(expired, 5, failing(9), last_accepted_at=99.0) == Resend()
+
+
+def test_after_push_splits_with_the_extended_history_and_says_when_too_large() -> None:
+    assert settle(TOO_LARGE, 8, failing(1, since=10)) == Split(FailureHistory(2, 10.0), True)
+    assert settle(BAD, 8, now=20.0) == Split(FailureHistory(1, 20.0), False)
+    # The third 5xx in a row while analytics takes other batches: split.
+    assert settle(FAILED_500, 8, failing(2, since=10), last_accepted_at=15.0) == Split(
+        FailureHistory(3, 10.0), False
+    )
+
+
+def test_after_push_dead_letters_a_lone_poison_event_with_its_reason() -> None:
+    assert settle(BAD) == DeadLetter("rejected by analytics: HTTP 400")
+    assert settle(FAILED_500, 1, failing(2, since=10), last_accepted_at=15.0) == DeadLetter(
+        "failed alone while analytics accepted other events: HTTP 500"
+    )
+
+
+@given(
+    result=failure_results,
+    size=st.integers(1, 3),
+    failures=st.integers(0, 5),  # around split_after (3)
+    since=st.floats(0, 100),
+    accepted_before=st.one_of(st.none(), st.floats(0, 200)),
+)
+def test_after_push_agrees_with_next_step(
+    result: PushResult, size: int, failures: int, since: float, accepted_before: float | None
+) -> None:
+    """The step's kind is next_step's verdict on the history after this push."""
+    history = FailureHistory(failures, since if failures else None)
+    step = settle(result, size, history, accepted_before, now=since + 1)
+    extended = history.after_failure(since + 1)
+    kinds = {Delivered: Step.ACK, Split: Step.SPLIT, DeadLetter: Step.DEAD_LETTER}
+    expected = next_step(result, size, extended, accepted_before, 3)
+    assert kinds.get(type(step), Step.RETRY) is expected

@@ -14,6 +14,10 @@ in the dead-letter queue.
 - failed (5xx, 408, timeouts, resets): retry; after ``split_after`` failures, and
   only if analytics accepted something meanwhile, split, and dead-letter a lone
   event.
+
+``next_step`` names the step; ``after_push`` gives the forwarder the step with
+what applying it needs (the failure history to keep, the dead-letter reason,
+the Retry-After to honour), so the worker only carries it out.
 """
 
 from __future__ import annotations
@@ -79,6 +83,80 @@ def next_step(
     if history.failures < split_after or not healthy_elsewhere:
         return Step.RETRY
     return Step.SPLIT if batch_len > 1 else Step.DEAD_LETTER
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Analytics accepted the batch: acknowledge it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Halve the batch; the halves inherit ``history``."""
+
+    history: FailureHistory
+    too_large: bool
+    """Refused as too large (413): the push byte cap comes down too."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """The batch is one poison event: to the dead-letter queue with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAfter:
+    """Keep the batch with ``history`` and push it again after a wait."""
+
+    result: PushResult
+    history: FailureHistory
+    retry_after: float | None
+    """Analytics' Retry-After, when the forwarder honours it: the shortest wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """Nothing was sent (the ownership window closed first): check ownership, push again."""
+
+
+AfterPush = Delivered | Split | DeadLetter | RetryAfter | Resend
+
+
+def after_push(
+    result: PushResult,
+    batch_len: int,
+    history: FailureHistory,
+    last_accepted_at: float | None,
+    *,
+    split_after: int,
+    honor_retry_after: bool,
+    now: float,
+) -> AfterPush:
+    """What to do with a batch of ``batch_len`` events that got ``result`` at ``now``.
+
+    ``history`` is the batch's before this push; a failure or refusal extends it.
+    """
+    if result.outcome in (Outcome.FAILED, Outcome.REJECTED):
+        history = history.after_failure(now)
+    step = next_step(result, batch_len, history, last_accepted_at, split_after)
+    if step is Step.ACK:
+        return Delivered()
+    if step is Step.SPLIT:
+        return Split(history, result.too_large)
+    if step is Step.DEAD_LETTER:
+        return DeadLetter(dead_letter_reason(result))
+    if result.outcome is Outcome.EXPIRED:
+        return Resend()
+    return RetryAfter(result, history, result.retry_after if honor_retry_after else None)
+
+
+def dead_letter_reason(result: PushResult) -> str:
+    """Why a lone event goes to the dead-letter queue, as its DLQ entry says."""
+    if result.outcome is Outcome.REJECTED:
+        return f"rejected by analytics: {result.detail}"
+    return f"failed alone while analytics accepted other events: {result.detail}"
 
 
 def lowered_byte_cap(current: int | None, refused_bytes: int) -> int | None:

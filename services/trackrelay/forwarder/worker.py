@@ -59,15 +59,20 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from trackrelay.config.live import ConfigMapLive
 from trackrelay.config.settings import ForwarderSettings
 from trackrelay.control.poison import (
+    AfterPush,
+    DeadLetter,
+    Delivered,
     FailureHistory,
-    Step,
+    Resend,
+    RetryAfter,
+    Split,
+    after_push,
     lowered_byte_cap,
-    next_step,
     split_to_byte_cap,
 )
 from trackrelay.control.push_outcome import Outcome, PushResult, retry_wait
@@ -139,6 +144,45 @@ class Held:
 def wire_size(entry: Entry) -> int:
     """Bytes an entry adds to a push body: its JSON and a separating comma."""
     return len(entry.raw or b"") + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """Nothing of the batch is left to push here: taken over, or the forwarder stops."""
+
+    probe_taken: bool = False
+    """The gate had given this attempt the breaker's probe, which now never goes out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refit:
+    """The head batch was cut to what one push may carry; the ownership check holds."""
+
+    checked_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HeadTakenOver:
+    """The head batch was taken over while it waited for its budget slot; the rest
+    was checked at ``checked_at``."""
+
+    checked_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerOpen:
+    """The circuit breaker holds pushes back for ``wait`` seconds."""
+
+    wait: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDenied:
+    """The retry allowance is spent: back off before this retry."""
+
+
+Attempt = Released | Refit | HeadTakenOver | BreakerOpen | RetryDenied | AfterPush
+"""What one attempt at the head batch came to: stopped before a push, or its answer."""
 
 
 class Forwarder:
@@ -344,91 +388,125 @@ class Forwarder:
         checked_at: float | None,
         counts: dict[str, int],
     ) -> None:
+        """Attempt the head batch until the queue is empty, released or ``stop``; apply
+        each attempt's step. ``checked_at`` survives only the steps that keep it."""
         backoff = Backoff(self.settings.backoff_base, self.settings.backoff_max)
         while queue and not stop.is_set():
-            if checked_at is None:
-                checked_at = self.clock()
-                if not await self._keep_owned(queue):
+            step = await self._attempt(queue, stop, checked_at)
+            checked_at = None  # after a wait or a push, ownership is checked again
+            match step:
+                case Released(probe_taken=probe_taken):
+                    if probe_taken:
+                        self.pacer.abandon_probe()
                     return
-            if self._fit(queue):
-                continue
-            gate, wait = self.pacer.gate()
-            if gate is Gate.WAIT:
-                # The breaker is open: analytics is down. Hold, and probe when it says.
-                if not await self._hold(queue, stop, wait):
-                    return
-                checked_at = None
-                continue
-            if gate is Gate.PROBE and len(queue[0].entries) > 1:
-                self._split_off_probe(queue)
-            held = queue[0]
-            if held.attempts and gate is Gate.SEND and not self.pacer.may_retry():
-                if not await self._hold(queue, stop, backoff.failed()):
-                    return
-                checked_at = None
-                continue
-            if not held.attempts:
-                self.pacer.first_attempt()
-            slot = await self.pacer.reserve(len(held.entries))
-            if slot > 0:
-                # Our slot in the shared budget is later: wait, then check ownership again.
-                if not await self._hold(queue, stop, slot) or not await self._keep_owned(queue):
+                case Refit(checked_at=kept):
+                    checked_at = kept
+                case HeadTakenOver(checked_at=kept):
                     self.pacer.abandon_probe()
-                    return
-                checked_at = self.clock()
-                if queue[0] is not held:
-                    self.pacer.abandon_probe()
-                    continue  # the head batch lost all its entries to a takeover
-            ticket = self.pacer.begin(len(held.entries))
-            started = self.clock()
-            result = await self.sink.push(
-                [e.raw or b"" for e in held.entries], checked_at + self.settings.push_timeout
-            )
-            checked_at = None  # every later push checks ownership again
-            held.attempts += 1
-            now = self.clock()
-            latency = None if result.outcome is Outcome.EXPIRED else now - started
-            if latency is not None:
-                self.metrics.push_latency.observe(latency)
-            await self.pacer.record(ticket, result, latency)
-            counts_as_failure = result.outcome in (Outcome.FAILED, Outcome.REJECTED)
-            history = held.history.after_failure(now) if counts_as_failure else held.history
-            step = next_step(
-                result, len(held.entries), history, self.last_accepted_at, self.settings.split_after
-            )
-            if step is not Step.ACK:
-                self.metrics.failures.labels(result.outcome.value).inc()
-            if step is Step.ACK:
-                queue.popleft()
-                await streams.ack_delete(self.redis, [e.id for e in held.entries])
-                self.last_accepted_at = self.clock()
-                self.metrics.forwarded.inc(len(held.entries))
-                self.metrics.batch_size.observe(len(held.entries))
-                backoff.succeeded()
-            elif step is Step.SPLIT:
-                queue.popleft()
-                self._split(queue, held, result, history)
-            elif step is Step.DEAD_LETTER:
-                queue.popleft()
-                entry = held.entries[0]
-                await self._dead_letter([(entry, _reason(result), counts.get(entry.id, 1))])
-            elif result.outcome is not Outcome.EXPIRED:
-                held.history = history
-                queue.rotate(-1)  # let the other sub-batches show whether analytics is up
-                retry_after = result.retry_after if self.settings.honor_retry_after else None
-                # An open breaker paces the probes itself; otherwise back off with jitter.
-                jitter = 0.0 if self.pacer.breaker_open() else backoff.failed()
-                wait = retry_wait(jitter, retry_after, cap=max(self.settings.backoff_max, 60.0))
-                log.warning(
-                    "forwarder %s: push %s (%s); %d events retry in %.2fs",
-                    self.consumer,
-                    result.outcome.value,
-                    result.detail,
-                    sum(len(h.entries) for h in queue),
-                    wait,
-                )
-                if not await self._hold(queue, stop, wait):
-                    return
+                    checked_at = kept
+                case BreakerOpen(wait=wait):
+                    # Analytics is down: hold, and probe when the breaker says.
+                    if not await self._hold(queue, stop, wait):
+                        return
+                case RetryDenied():
+                    if not await self._hold(queue, stop, backoff.failed()):
+                        return
+                case Delivered():
+                    await self._acknowledge(queue.popleft())
+                    backoff.succeeded()
+                case Split(history=history, too_large=too_large):
+                    self._split(queue, queue.popleft(), too_large, history)
+                case DeadLetter(reason=reason):
+                    entry = queue.popleft().entries[0]
+                    await self._dead_letter([(entry, reason, counts.get(entry.id, 1))])
+                case RetryAfter():
+                    if not await self._retry_later(queue, stop, step, backoff):
+                        return
+                case Resend():
+                    pass
+                case _:
+                    assert_never(step)
+
+    async def _attempt(
+        self, queue: deque[Held], stop: asyncio.Event, checked_at: float | None
+    ) -> Attempt:
+        """One try at the head batch: check ownership, fit it, pass the gates, push it."""
+        if checked_at is None:
+            checked_at = self.clock()
+            if not await self._keep_owned(queue):
+                return Released()
+        if self._fit(queue):
+            return Refit(checked_at)
+        gate, wait = self.pacer.gate()
+        if gate is Gate.WAIT:
+            return BreakerOpen(wait)
+        if gate is Gate.PROBE and len(queue[0].entries) > 1:
+            self._split_off_probe(queue)
+        held = queue[0]
+        if held.attempts and gate is Gate.SEND and not self.pacer.may_retry():
+            return RetryDenied()
+        if not held.attempts:
+            self.pacer.first_attempt()
+        slot = await self.pacer.reserve(len(held.entries))
+        if slot > 0:
+            # Our slot in the shared budget is later: wait, then check ownership again.
+            if not await self._hold(queue, stop, slot) or not await self._keep_owned(queue):
+                return Released(probe_taken=True)
+            checked_at = self.clock()
+            if queue[0] is not held:
+                return HeadTakenOver(checked_at)
+        return await self._push(held, checked_at)
+
+    async def _push(self, held: Held, checked_at: float) -> AfterPush:
+        """Push ``held`` within its ownership window; learn from the answer; classify it."""
+        ticket = self.pacer.begin(len(held.entries))
+        started = self.clock()
+        result = await self.sink.push(
+            [e.raw or b"" for e in held.entries], checked_at + self.settings.push_timeout
+        )
+        held.attempts += 1
+        now = self.clock()
+        latency = None if result.outcome is Outcome.EXPIRED else now - started
+        if latency is not None:
+            self.metrics.push_latency.observe(latency)
+        await self.pacer.record(ticket, result, latency)
+        step = after_push(
+            result,
+            len(held.entries),
+            held.history,
+            self.last_accepted_at,
+            split_after=self.settings.split_after,
+            honor_retry_after=self.settings.honor_retry_after,
+            now=now,
+        )
+        if not isinstance(step, Delivered):
+            self.metrics.failures.labels(result.outcome.value).inc()
+        return step
+
+    async def _acknowledge(self, held: Held) -> None:
+        await streams.ack_delete(self.redis, [e.id for e in held.entries])
+        self.last_accepted_at = self.clock()
+        self.metrics.forwarded.inc(len(held.entries))
+        self.metrics.batch_size.observe(len(held.entries))
+
+    async def _retry_later(
+        self, queue: deque[Held], stop: asyncio.Event, step: RetryAfter, backoff: Backoff
+    ) -> bool:
+        """Keep the head batch's failures, put it last, wait; False to give up."""
+        queue[0].history = step.history
+        queue.rotate(-1)  # let the other sub-batches show whether analytics is up
+        # An open breaker paces the probes itself; otherwise back off with jitter.
+        jitter = 0.0 if self.pacer.breaker_open() else backoff.failed()
+        wait = retry_wait(jitter, step.retry_after, cap=max(self.settings.backoff_max, 60.0))
+        log.warning(
+            "forwarder %s: push %s (%s); %d events retry in %.2fs",
+            self.consumer,
+            step.result.outcome.value,
+            step.result.detail,
+            sum(len(h.entries) for h in queue),
+            wait,
+        )
+        return await self._hold(queue, stop, wait)
 
     def _split_off_probe(self, queue: deque[Held]) -> None:
         """Put the head batch's first event in a batch of its own: the breaker's probe."""
@@ -463,11 +541,11 @@ class Forwarder:
         return True
 
     def _split(
-        self, queue: deque[Held], held: Held, result: PushResult, history: FailureHistory
+        self, queue: deque[Held], held: Held, too_large: bool, history: FailureHistory
     ) -> None:
         """Halve ``held``. The halves inherit its failure history: what analytics accepted
         since the whole batch began to fail is evidence against the half still failing."""
-        budget = lowered_byte_cap(self.push_byte_cap, held.size) if result.too_large else None
+        budget = lowered_byte_cap(self.push_byte_cap, held.size) if too_large else None
         if budget is not None:
             self.push_byte_cap = budget
             log.warning(
@@ -524,9 +602,3 @@ class Forwarder:
         self.metrics.pending.set(stats.pending)
         self.metrics.stream_length.set(stats.length)
         self.metrics.dlq_size.set(stats.dlq)
-
-
-def _reason(result: PushResult) -> str:
-    if result.outcome is Outcome.REJECTED:
-        return f"rejected by analytics: {result.detail}"
-    return f"failed alone while analytics accepted other events: {result.detail}"
