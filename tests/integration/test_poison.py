@@ -190,6 +190,8 @@ def test_a_crashing_lane_stops_the_forwarder_with_one_clear_line(
         try:
             code = proc.wait(60)
         except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # the forwarder logs where each task waits
+            time.sleep(2)
             raise AssertionError(f"the forwarder did not stop:\n{log.read_text()}") from None
         assert code == 1, log.read_text()
     finally:
@@ -256,3 +258,23 @@ def _get_json(url: str) -> Any:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def test_sigusr1_logs_where_each_task_waits_and_the_forwarder_goes_on(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim()
+    log = tmp_path / "f.log"
+    proc = spawn_role(["forwarder"], fwd_env(redis_server, sim), log)
+    try:
+        add_events(redis_server.url, 5)
+        wait_for(lambda: sim.state()["accepted"] == 5, 20, "delivery")
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(
+            lambda: "_lane_step" in log.read_text(), 10, "the stacks in the log", log.read_text
+        )
+        add_events(redis_server.url, 5, prefix="after")
+        wait_for(lambda: sim.state()["accepted"] == 10, 20, "delivery after the dump")
+        assert proc.poll() is None, log.read_text()
+    finally:
+        stop_all([proc])

@@ -87,27 +87,43 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
         spawn_role(["relay", "--owner", f"steady{i}"], env, log)
         for i in range(relays_for(database_url) - 1)
     ]
-    # Orders keep arriving while relays are killed, so there is always a batch to die in.
-    producing = asyncio.create_task(insert_orders(engine, ORDERS, concurrency=4))
+    # Orders keep arriving until every victim is dead, so there is always a batch to die in
+    # however slowly the victims start.
+    victims_done = asyncio.Event()
+
+    async def produce() -> set[str]:
+        ids: set[str] = set()
+        while not victims_done.is_set() or len(ids) < 2 * ORDERS:
+            ids |= await insert_orders(engine, 50, concurrency=4)
+        return ids
+
+    producing = asyncio.create_task(produce())
     kills_mid_batch = 0
     try:
         for round_no in range(5):
             victim = spawn_role(["relay", "--owner", f"victim{round_no}"], env, log)
             others.append(victim)  # stopped in finally if the test fails before the kill
-            held = await _wait_for_lease(engine, f"victim{round_no}/", timeout=30)
-            # Frozen the moment its lease shows (a batch takes milliseconds), then killed:
-            # a crash mid-batch, not a race with the batch's end.
-            victim.send_signal(signal.SIGSTOP)
-            holding = held and await _leased_rows(engine, f"victim{round_no}/")
+            prefix = f"victim{round_no}/"
+            # Frozen the moment its lease shows (a batch takes milliseconds): a crash mid-batch,
+            # not a race with the batch's end. Frozen between batches, it is let go and caught
+            # at its next one, until one freeze lands inside a batch.
+            for _ in range(50):
+                if not await _wait_for_lease(engine, prefix, timeout=30):
+                    break
+                victim.send_signal(signal.SIGSTOP)
+                if await _leased_rows(engine, prefix):
+                    kills_mid_batch += 1
+                    break
+                victim.send_signal(signal.SIGCONT)
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            if holding:
-                kills_mid_batch += 1
+        victims_done.set()
         expected = await producing
         # A survivor (on SQLite, the only relay left) takes the dead relays' rows over.
         others.append(spawn_role(["relay", "--owner", "survivor"], env, log))
         await wait_until_drained(engine, timeout=120)
     finally:
+        victims_done.set()
         stop_all(others)
     assert kills_mid_batch >= 1, "no relay was killed while it held a batch"
     redis = Redis.from_url(redis_server.url)

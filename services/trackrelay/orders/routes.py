@@ -2,7 +2,7 @@
 
 Each route takes what it needs as a dependency (``deps.py``) and the exception
 handlers (``errors.py``) answer what goes wrong, so a route is the contract in
-DESIGN.md and nothing else. ``POST /v1/orders`` parses its own body; its
+docs/contracts.md and nothing else. ``POST /v1/orders`` parses its own body; its
 OpenAPI entry states the body and the header by hand, and ``create_app``
 adds the body's schemas to the document.
 """
