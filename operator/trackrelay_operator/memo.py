@@ -1,4 +1,5 @@
-"""The operator's state, kept in kopf's memo rather than in module globals.
+"""The operator's state, kept in kopf's memo: one object every handler is handed, so no
+handler needs a module-level global.
 
 kopf hands every handler a ``memo``: the operator's own in operator-level
 handlers (startup, cleanup, probes), and for each resource a shallow copy of
@@ -14,8 +15,8 @@ from typing import TYPE_CHECKING
 import kopf
 
 if TYPE_CHECKING:
-    from trackrelay_operator.handlers.handle_liveness import Liveness
     from trackrelay_operator.kube import Kube
+    from trackrelay_operator.liveness import Liveness
     from trackrelay_operator.runner import PipelineRunner
 
 PipelineKey = tuple[str, str]

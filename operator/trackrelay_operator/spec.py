@@ -12,16 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trackrelay.control.controller import Spec
+from trackrelay.control.controller import Bound, Spec
 from trackrelay.control.shedding import MODES, Thresholds, parse_size
 
 GROUP = "trackrelay.io"
 VERSION = "v1alpha1"
 PLURAL = "analyticspipelines"
 KIND = "AnalyticsPipeline"
-POLICIES = MODES
 RECONCILE_INTERVAL = 2.0
 """Seconds between reconciles when the spec names none (the CRD's default, by test)."""
+RECONCILE_BOUND = Bound(0.5, 300)
+"""The reconcile intervals admitted (the CRD's and the chart's schema, by test)."""
 
 DEFAULT = Spec()
 """The controller's defaults: every number the spec leaves out comes from here."""
@@ -46,6 +47,14 @@ SHEDDING_NUMBERS: tuple[tuple[str, str], ...] = (
     ("hysteresis", "hysteresis"),
 )
 """(CRD field under ``spec.queue.shedding``, ``Thresholds`` field)."""
+
+CRD_NAMES: dict[str, str] = {
+    **{attr: f"{section}.{name}" for section, name, attr in NUMBERS},
+    "replicas_min": "replicas.min",
+    "replicas_max": "replicas.max",
+    "sample_p": "queue.shedding.sampleP",
+}
+"""Each ``Spec`` field by its path under ``spec``, for the problems a parse reports."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +105,8 @@ def parse(spec: Mapping[str, Any]) -> Pipeline:
     if not isinstance(shedding, Mapping):
         raise ValueError("spec.queue.shedding: must be an object")
     policy = shedding.get("policy", DEFAULT.shedding)
-    if policy not in POLICIES:
-        raise ValueError(f"spec.queue.shedding.policy: {policy!r} is not one of {POLICIES}")
+    if policy not in MODES:
+        raise ValueError(f"spec.queue.shedding.policy: {policy!r} is not one of {MODES}")
     quota_text = queue.get("quota")
     try:
         quota = None if quota_text in (None, "") else parse_size(str(quota_text))
@@ -131,12 +140,12 @@ def parse(spec: Mapping[str, Any]) -> Pipeline:
             },
         ),
     )
-    problems = controller.problems()
+    problems = controller.problems(CRD_NAMES)
     if problems:
         raise ValueError("; ".join(f"spec.{p}" for p in problems))
     interval = _number(spec, "spec", "reconcileIntervalSeconds", RECONCILE_INTERVAL)
-    if not 0.5 <= interval <= 300:
-        raise ValueError("spec.reconcileIntervalSeconds: must be within [0.5, 300]")
+    if not RECONCILE_BOUND.admits(interval):
+        raise ValueError(f"spec.reconcileIntervalSeconds: {RECONCILE_BOUND.describe()}")
     return Pipeline(
         deployment=_text(fwd, "spec.forwarders", "deployment"),
         configmap=configmap,

@@ -137,14 +137,16 @@ class PushSpan:
 
     @classmethod
     def from_json(cls, data: Any) -> PushSpan:
+        # "window_seconds": the name forwarders of version 0.1.0 publish the span under
+        span = float(data["span_seconds"] if "span_seconds" in data else data["window_seconds"])
         return cls(
-            span_seconds=float(data["span_seconds"]),
+            span_seconds=span,
             pushes=int(data["pushes"]),
             latency_p50=_seconds(data["latency_p50"]),
             latency_p99=_seconds(data["latency_p99"]),
             outcomes={str(k): int(v) for k, v in dict(data["outcomes"]).items()},
             events_per_second=float(data["events_per_second"]),
-            rate_seconds=float(data["rate_seconds"]),
+            rate_seconds=float(data.get("rate_seconds", span)),
         )
 
 

@@ -128,7 +128,7 @@ async def test_a_wrong_analytics_path_dead_letters_nothing(
     await r.aclose()
 
 
-async def test_413_lowers_the_batch_budget_and_dead_letters_an_event_too_big_alone(
+async def test_413_lowers_the_push_byte_cap_and_dead_letters_an_event_too_big_alone(
     redis_server: EmbeddedRedis, start_sim: Callable[..., Sim]
 ) -> None:
     sim = start_sim("--max-body-bytes", "4000")

@@ -210,3 +210,14 @@ def test_a_settings_flag_says_what_its_field_is_and_its_default(
     assert action.help.startswith(summary.removesuffix(".")), action.help
     assert "\n" not in action.help
     assert "(default: " in action.help, action.help
+
+
+def test_a_retired_flag_or_variable_is_named_with_its_successor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert program.main(["forwarder", "--latency-target=0.5"]) == 2
+    assert "--latency-target is now --push-latency-limit" in capsys.readouterr().err
+    monkeypatch.setenv("TRACKRELAY_CONTROL_LATENCY_TARGET", "0.5")
+    assert program.main(["status"]) == 2
+    assert "TRACKRELAY_CONTROL_P99_TARGET" in capsys.readouterr().err
+    assert program.retired_names(["up", "--p99-target", "0.5"], {}) == []

@@ -224,3 +224,9 @@ def test_the_drain_never_waits_past_its_cap() -> None:
         if not drain.waiting(left, now):
             break
     assert now == DRAIN_CAP * 10
+
+
+def test_status_reads_the_reasons_an_earlier_up_wrote_as_pairs() -> None:
+    earlier = {**STATUS, "reasons": [[999.0, "budget 800 -> 400 ev/s: analytics p99 1.2 s"]]}
+    assert "budget 800 -> 400 ev/s" in format_status(earlier, now=1001.0)
+    assert controller_parts(earlier)[-1].startswith("last: budget 800 -> 400")

@@ -126,3 +126,15 @@ def test_the_controller_reads_the_recent_span_and_skips_what_does_not_parse() ->
     (a,) = views
     assert (a.pushes, a.errors, a.throttled, a.limit) == (8, 2, 4, 40.0)
     assert a.latency_p50 == 0.1 and a.events_per_second == 12.5
+
+
+def test_the_previous_wire_names_still_read() -> None:
+    """Forwarders of 0.1.0 publish ``window_seconds`` and no ``rate_seconds``: a controller
+    of this version still counts them during a rolling upgrade."""
+    wire = STATS.to_json()
+    for span in (wire, wire["recent"]):
+        span["window_seconds"] = span.pop("span_seconds")
+        del span["rate_seconds"]
+    back = ForwarderStats.from_json(wire)
+    assert back.recent.span_seconds == 5.0 and back.recent.rate_seconds == 5.0
+    assert back.overall.span_seconds == 30.0

@@ -6,6 +6,8 @@ these tests hold every copy to the source."""
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +16,29 @@ import yaml
 from pydantic import ValidationError
 
 from trackrelay.config.settings import (
+    SPEC_NAMES,
     ControllerSettings,
     ForwarderSettings,
+    OrderSettings,
     RelaySettings,
     read_ahead,
 )
 from trackrelay.control.controller import BOUNDS, Bound, Spec
 from trackrelay.control.shedding import MODES, Thresholds
-from trackrelay_operator.spec import DEFAULT, NUMBERS, RECONCILE_INTERVAL, SHEDDING_NUMBERS
+from trackrelay_operator.spec import (
+    DEFAULT,
+    NUMBERS,
+    RECONCILE_BOUND,
+    RECONCILE_INTERVAL,
+    SHEDDING_NUMBERS,
+    parse,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "manifests" / "crds" / "analyticspipelines.trackrelay.io.yaml"
 VALUES = REPO / "charts" / "trackrelay" / "values.yaml"
 SCHEMA = REPO / "charts" / "trackrelay" / "values.schema.json"
 
-SETTINGS_NAMES = {"increase": "budget_increase", "decrease": "budget_decrease"}
-SETTINGS_NAMES["in_use"] = "budget_in_use"
-"""``ControllerSettings`` fields whose name differs from the ``Spec`` field's."""
 NOT_IN_SETTINGS = {"stale_after", "sample_p"}
 """``Spec`` fields local mode takes from elsewhere (a constant; the relay's settings)."""
 
@@ -70,14 +78,35 @@ def test_settings_take_their_defaults_from_the_spec() -> None:
 def test_settings_refuse_what_the_spec_bounds_refuse(name: str) -> None:
     bound = BOUNDS[name]
     outside = (bound.high + 1) if bound.high is not None else (bound.low or 0) - 1
-    field = SETTINGS_NAMES.get(name, name)
+    field = SPEC_NAMES.get(name, name)
     with pytest.raises(ValidationError, match="must be"):
         ControllerSettings.model_validate({field: outside})
     ControllerSettings.model_validate({field: getattr(Spec(), name)})
 
 
+MINIMAL = {
+    "forwarders": {"deployment": "f"},
+    "configMap": "c",
+    "redis": {"secretRef": {"name": "s"}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_a_bound_admits_its_closed_ends_refuses_its_open_ones_and_nan(name: str) -> None:
+    bound = BOUNDS[name]
+    for end, is_open in ((bound.low, bound.low_open), (bound.high, bound.high_open)):
+        if end is not None:
+            assert bound.admits(end) is not is_open, (name, end)
+    assert not bound.admits(math.nan)
+    changes: dict[str, Any] = {name: math.nan}
+    assert replace(Spec(), **changes).problems(), name
+
+
 def test_the_operator_parses_an_empty_spec_to_the_specs_defaults() -> None:
     assert Spec() == DEFAULT
+    pipeline = parse(MINIMAL)
+    assert pipeline.controller == Spec()
+    assert pipeline.interval == RECONCILE_INTERVAL
     names = {attr for _, _, attr in NUMBERS} | {"replicas_min", "replicas_max"}
     assert names | {"shedding", "sample_p", "thresholds"} | NOT_IN_SETTINGS | {
         "in_use",
@@ -110,6 +139,7 @@ def test_the_crd_replicas_and_shedding_are_the_specs() -> None:
     for name, attr in SHEDDING_NUMBERS:
         assert props[name]["default"] == getattr(spec.thresholds, attr), name
     assert crd["reconcileIntervalSeconds"]["default"] == RECONCILE_INTERVAL
+    assert bound_of(crd["reconcileIntervalSeconds"]) == RECONCILE_BOUND
 
 
 def test_the_crd_object_defaults_repeat_the_field_defaults() -> None:
@@ -136,8 +166,12 @@ def test_the_charts_pipeline_values_are_the_specs_defaults() -> None:
     assert pipeline["shedding"] == {"policy": spec.shedding}
     assert pipeline["reconcileIntervalSeconds"] == RECONCILE_INTERVAL
     schema = json.loads(SCHEMA.read_text())
-    policy = schema["properties"]["pipeline"]["properties"]["shedding"]["properties"]["policy"]
-    assert policy["enum"] == list(MODES)
+    props = schema["properties"]["pipeline"]["properties"]
+    assert props["shedding"]["properties"]["policy"]["enum"] == list(MODES)
+    replicas = props["replicas"]["properties"]
+    assert bound_of(replicas["min"]) == BOUNDS["replicas_min"]
+    assert bound_of(replicas["max"]) == BOUNDS["replicas_max"]
+    assert bound_of(props["reconcileIntervalSeconds"]) == RECONCILE_BOUND
 
 
 def test_the_charts_forwarders_start_as_local_modes() -> None:
@@ -152,3 +186,11 @@ def test_the_relays_default_read_ahead_is_one_forwarders_hold() -> None:
     defaults = ForwarderSettings.model_construct()
     expected = read_ahead(1, defaults.concurrency, defaults.batch_size)
     assert RelaySettings.model_construct().queue_read_ahead == expected
+
+
+def test_the_charts_order_service_starts_as_local_modes() -> None:
+    orders = values()["orders"]
+    defaults = OrderSettings.model_construct()
+    assert orders["port"] == defaults.port and orders["workers"] == defaults.workers
+    assert orders["maxItems"] == defaults.max_items
+    assert orders["maxBodyBytes"] == defaults.max_body_bytes

@@ -112,7 +112,7 @@ def test_split_to_byte_cap_keeps_order_and_fits(sizes: list[int], budget: int | 
         assert runs == [len(sizes)]
 
 
-def test_a_413_halves_the_budget_only_downwards() -> None:
+def test_a_413_halves_the_push_byte_cap_only_downwards() -> None:
     assert lowered_byte_cap(None, 10_000) == 5_000
     assert lowered_byte_cap(6_000, 10_000) == 5_000
     assert lowered_byte_cap(4_000, 10_000) is None  # already lower: keep it

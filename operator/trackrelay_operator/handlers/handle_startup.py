@@ -8,8 +8,8 @@ import random
 
 import kopf
 
-from trackrelay_operator.handlers.handle_liveness import Liveness
 from trackrelay_operator.kube import Kube
+from trackrelay_operator.liveness import Liveness
 from trackrelay_operator.memo import OperatorMemo
 
 

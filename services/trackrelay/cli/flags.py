@@ -36,8 +36,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from trackrelay.config.settings import SHEDDING_MODES
 from trackrelay.control import shedding
+from trackrelay.control.shedding import MODES
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -76,7 +76,7 @@ SPELLINGS: Mapping[str, Spelling] = {
     "interval": Spelling("--control-interval"),
     # Values read other than by their type.
     "queue_quota": Spelling(parse=parse_size),
-    "shedding": Spelling(choices=SHEDDING_MODES),
+    "shedding": Spelling(choices=MODES),
 }
 """Every flag that is not its field's plain spelling, by field name."""
 

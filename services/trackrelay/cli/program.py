@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -188,8 +189,27 @@ def _queue_flag(p: argparse.ArgumentParser) -> None:
     add_settings(p, StoreSettings, ["redis_url"], shown={"redis_url": "none; one is needed"})
 
 
+RETIRED = {
+    "--latency-target": "--push-latency-limit (forwarder) or --p99-target (up, demo)",
+    "TRACKRELAY_LATENCY_TARGET": "TRACKRELAY_PUSH_LATENCY_LIMIT",
+    "TRACKRELAY_CONTROL_LATENCY_TARGET": "TRACKRELAY_CONTROL_P99_TARGET",
+}
+"""Flags and environment variables of earlier versions, with what replaced each: named in a
+clear error rather than refused as unknown (a flag) or silently ignored (a variable)."""
+
+
+def retired_names(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """One line for each retired flag in ``argv`` or variable in ``environ``."""
+    flags = {a.split("=", 1)[0] for a in argv}
+    return [f"{old} is now {new}" for old, new in RETIRED.items() if old in flags | set(environ)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    retired = retired_names(sys.argv[1:] if argv is None else argv, os.environ)
+    if retired:
+        print("trackrelay: " + "; ".join(retired), file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
     try:

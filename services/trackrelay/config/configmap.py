@@ -93,12 +93,6 @@ class ConfigMapWatch:
     def stop(self) -> None:
         self._stop.set()
 
-    def wait_loaded(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.data is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.data is not None
-
     def _run(self) -> None:
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException

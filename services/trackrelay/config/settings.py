@@ -50,9 +50,11 @@ class StoreSettings(BaseSettings):
 
 
 _LEVELS = Thresholds()
+SPEC_NAMES = {"increase": "budget_increase", "decrease": "budget_decrease"}
+SPEC_NAMES["in_use"] = "budget_in_use"
+"""``ControllerSettings`` fields named apart from their ``Spec`` field (the rest match)."""
 _SPEC = Spec()
 """The controller's defaults and bounds: ``ControllerSettings`` takes its own from here."""
-SHEDDING_MODES = MODES
 FORWARDER_BATCH_SIZE = 500
 FORWARDER_CONCURRENCY = 8
 
@@ -129,8 +131,8 @@ class RelaySettings(BaseSettings):
     @field_validator("shedding")
     @classmethod
     def _mode(cls, value: str) -> str:
-        if value not in SHEDDING_MODES:
-            raise ValueError(f"shedding must be one of {', '.join(SHEDDING_MODES)}")
+        if value not in MODES:
+            raise ValueError(f"shedding must be one of {', '.join(MODES)}")
         return value
 
     @model_validator(mode="after")
@@ -387,7 +389,7 @@ class ControllerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _valid(self) -> ControllerSettings:
-        problems = self.spec().problems()
+        problems = self.spec().problems(SPEC_NAMES)
         if problems:
             raise ValueError("; ".join(f"control {p}" for p in problems))
         return self

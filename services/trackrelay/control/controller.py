@@ -33,6 +33,7 @@ and a short text ("budget 800 -> 400 ev/s: analytics p99 2.3 s > 500 ms").
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -54,6 +55,8 @@ class Bound:
     high_open: bool = False
 
     def admits(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return not (
@@ -110,8 +113,10 @@ class Spec:
     sample_p: float = 0.1
     thresholds: Thresholds = field(default_factory=Thresholds)
 
-    def problems(self) -> list[str]:
-        """What is wrong with this spec, by field name (empty when valid)."""
+    def problems(self, names: Mapping[str, str] | None = None) -> list[str]:
+        """What is wrong with this spec (empty when valid), each field called by its name in
+        ``names`` (the CRD's path, a setting's name) or else in ``PROBLEM_NAMES``."""
+        names = PROBLEM_NAMES if names is None else names
         out = []
         if not 0 < self.budget_min <= self.budget_max:
             out.append("budget: need 0 < min <= max")
@@ -121,7 +126,7 @@ class Spec:
             out.append("replicas: need 0 < min <= max")
         for name, bound in BOUNDS.items():
             if not bound.admits(getattr(self, name)):
-                out.append(f"{PROBLEM_NAMES.get(name, name)}: {bound.describe()}")
+                out.append(f"{names.get(name, name)}: {bound.describe()}")
         return out
 
 

@@ -164,21 +164,21 @@ def lowered_byte_cap(current: int | None, refused_bytes: int) -> int | None:
 
     Half the refused size, never below 1 byte; None when that would not lower it.
     """
-    budget = max(1, refused_bytes // 2)
-    return budget if current is None or budget < current else None
+    cap = max(1, refused_bytes // 2)
+    return cap if current is None or cap < current else None
 
 
-def split_to_byte_cap(sizes: list[int], budget: int | None) -> list[int]:
-    """Cut points that split a batch of events (their byte sizes) into runs under ``budget``.
+def split_to_byte_cap(sizes: list[int], cap: int | None) -> list[int]:
+    """Cut points that split a batch of events (their byte sizes) into runs under ``cap``.
 
-    Returns the run lengths, in order. An event larger than the budget goes alone.
+    Returns the run lengths, in order. An event larger than the cap goes alone.
     """
-    if budget is None or not sizes:
+    if cap is None or not sizes:
         return [len(sizes)] if sizes else []
     runs: list[int] = []
     count = total = 0
     for size in sizes:
-        if count and total + size > budget:
+        if count and total + size > cap:
             runs.append(count)
             count = total = 0
         count += 1

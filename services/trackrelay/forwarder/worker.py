@@ -150,8 +150,9 @@ def wire_size(entry: Entry) -> int:
 class Released:
     """Nothing of the batch is left to push here: taken over, or the forwarder stops."""
 
-    probe_taken: bool = False
-    """The gate had given this attempt the breaker's probe, which now never goes out."""
+    gated: bool = False
+    """The attempt had passed the breaker's gate: a probe it may hold now never goes out
+    (abandoning one when none is held does nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,8 +396,8 @@ class Forwarder:
             step = await self._attempt(queue, stop, checked_at)
             checked_at = None  # after a wait or a push, ownership is checked again
             match step:
-                case Released(probe_taken=probe_taken):
-                    if probe_taken:
+                case Released(gated=gated):
+                    if gated:
                         self.pacer.abandon_probe()
                     return
                 case Refit(checked_at=kept):
@@ -451,7 +452,7 @@ class Forwarder:
         if slot > 0:
             # Our slot in the shared budget is later: wait, then check ownership again.
             if not await self._hold(queue, stop, slot) or not await self._keep_owned(queue):
-                return Released(probe_taken=True)
+                return Released(gated=True)
             checked_at = self.clock()
             if queue[0] is not held:
                 return HeadTakenOver(checked_at)
@@ -545,14 +546,14 @@ class Forwarder:
     ) -> None:
         """Halve ``held``. The halves inherit its failure history: what analytics accepted
         since the whole batch began to fail is evidence against the half still failing."""
-        budget = lowered_byte_cap(self.push_byte_cap, held.size) if too_large else None
-        if budget is not None:
-            self.push_byte_cap = budget
+        cap = lowered_byte_cap(self.push_byte_cap, held.size) if too_large else None
+        if cap is not None:
+            self.push_byte_cap = cap
             log.warning(
                 "forwarder %s: analytics refused %d bytes (413); batches now at most %d bytes",
                 self.consumer,
                 held.size,
-                budget,
+                cap,
             )
         half = len(held.entries) // 2
         queue.appendleft(Held(held.entries[half:], history, held.attempts))

@@ -34,7 +34,7 @@ def controller_parts(status: dict[str, Any]) -> list[str]:
     parts.append(f"restarts {status.get('restarts', 0)}")
     reasons = status.get("reasons") or []
     if reasons:
-        parts.append(f"last: {reasons[-1]['text']}")
+        parts.append(f"last: {_reason(reasons[-1])[1]}")
     return parts
 
 
@@ -123,8 +123,8 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     if reasons:
         lines.append("latest reasons:")
         for reason in reasons[-10:]:
-            stamp = time.strftime("%H:%M:%S", time.localtime(reason["at"]))
-            lines.append(f"  {stamp} {reason['text']}")
+            at, text = _reason(reason)
+            lines.append(f"  {time.strftime('%H:%M:%S', time.localtime(at))} {text}")
     return "\n".join(lines)
 
 
@@ -144,3 +144,11 @@ def status(settings: StoreSettings, as_json: bool = False) -> int:
         print(f"trackrelay status: trackrelay up (pid {pid}) is not running; its last status:")
     print(json.dumps(data, indent=2) if as_json else format_status(data))
     return 0 if running else 1
+
+
+def _reason(reason: Any) -> tuple[float, str]:
+    """(time, text) of a reason in ``status.json``: a record, or the ``[at, text]`` pair an
+    ``up`` of version 0.1.0 writes."""
+    if isinstance(reason, dict):
+        return float(reason["at"]), str(reason["text"])
+    return float(reason[0]), str(reason[1])

@@ -41,15 +41,21 @@ def forwarder_view(name: str, stats: ForwarderStats) -> ForwarderView:
     )
 
 
+_REFUSED: set[tuple[str, str]] = set()
+"""(forwarder, error) pairs already logged: one line per bad view, not one per tick."""
+
+
 def forwarder_views(published: dict[str, dict[str, Any]]) -> tuple[ForwarderView, ...]:
-    """The views of every forwarder whose statistics parse; another shape is logged and left
-    out (a forwarder of another version), never guessed at."""
+    """The views of every forwarder whose statistics parse; another shape is logged (once)
+    and left out, never guessed at."""
     out = []
     for name, raw in sorted(published.items()):
         try:
             out.append(forwarder_view(name, ForwarderStats.from_json(raw)))
         except ValueError as exc:
-            log.warning("controller: forwarder %s: %s", name, exc)
+            if (name, str(exc)) not in _REFUSED and len(_REFUSED) < 1000:
+                _REFUSED.add((name, str(exc)))
+                log.warning("controller: forwarder %s: %s", name, exc)
     return tuple(out)
 
 

@@ -74,7 +74,7 @@ async def create_order(request: Request, intake: IntakeDep) -> Response:
     """Parse and validate the body in one pass (pydantic's JSON mode), store, answer.
 
     Not FastAPI's parameter machinery: profiled, it cost a tenth of a request.
-    The OpenAPI document still describes the body and the header (below).
+    The OpenAPI document still describes the body and the header (in the decorator).
     """
     key = request.headers.get("idempotency-key")
     errors = [] if key is None or 1 <= len(key) <= 255 else [_bad_key(key)]

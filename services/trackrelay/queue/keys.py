@@ -1,7 +1,7 @@
 """Names shared by every process: Redis keys, stream fields, consumer groups.
 
-One place per fact (arq's ``constants.py``): any code that touches Redis takes
-its names from here, so producers and consumers can never disagree.
+One place per fact: any code that touches Redis takes its names from here, so
+producers and consumers can never disagree.
 """
 
 from typing import Final
