@@ -173,15 +173,27 @@ async def test_a_trickling_answer_is_cut_at_the_push_deadline(
     await sink.aclose()
 
 
+def delivering_forwarder(
+    redis_server: EmbeddedRedis, sim: Sim, log: Path
+) -> subprocess.Popen[bytes]:
+    """A forwarder that has delivered 5 events: past its start, its lanes reading."""
+    proc = spawn_role(["forwarder"], fwd_env(redis_server, sim), log)
+    try:
+        add_events(redis_server.url, 5)
+        wait_for(lambda: sim.state()["accepted"] == 5, 20, "delivery")
+    except BaseException:
+        stop_all([proc])
+        raise
+    return proc
+
+
 def test_a_crashing_lane_stops_the_forwarder_with_one_clear_line(
     redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
     sim = start_sim()
     log = tmp_path / "f.log"
-    proc = spawn_role(["forwarder"], fwd_env(redis_server, sim), log)
+    proc = delivering_forwarder(redis_server, sim, log)
     try:
-        add_events(redis_server.url, 5)
-        wait_for(lambda: sim.state()["accepted"] == 5, 20, "delivery")
         # one step: no lane sees the stream missing first
         with redis.Redis.from_url(redis_server.url) as r, r.pipeline() as pipe:
             pipe.delete(STREAM)
@@ -257,18 +269,13 @@ def _get_json(url: str) -> Any:
         return json.loads(r.read())
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
 def test_sigusr1_logs_where_each_task_waits_and_the_forwarder_goes_on(
     redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
     sim = start_sim()
     log = tmp_path / "f.log"
-    proc = spawn_role(["forwarder"], fwd_env(redis_server, sim), log)
+    proc = delivering_forwarder(redis_server, sim, log)
     try:
-        add_events(redis_server.url, 5)
-        wait_for(lambda: sim.state()["accepted"] == 5, 20, "delivery")
         proc.send_signal(signal.SIGUSR1)
         wait_for(
             lambda: "_lane_step" in log.read_text(), 10, "the stacks in the log", log.read_text
@@ -278,3 +285,6 @@ def test_sigusr1_logs_where_each_task_waits_and_the_forwarder_goes_on(
         assert proc.poll() is None, log.read_text()
     finally:
         stop_all([proc])
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -58,26 +59,40 @@ async def admin_state(sim: Sim) -> dict[str, Any]:
     return sim.state.snapshot(time.monotonic())
 
 
+async def _change(
+    request: Request, sim: Simulator, change: Callable[[SimState, dict[str, Any]], None]
+) -> JSONResponse:
+    """Apply an admin change read from the body: the state after it, or 422 saying why not."""
+    try:
+        change(sim.state, await json_object(request))
+    except ValueError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    return JSONResponse(sim.state.snapshot(time.monotonic()))
+
+
+def _set_fault(state: SimState, body: dict[str, Any]) -> None:
+    state.fault, state.schedule = Fault.parse(body), None
+
+
+def _start_scenario(state: SimState, body: dict[str, Any]) -> None:
+    state.schedule, state.schedule_started = Schedule.parse(body), time.monotonic()
+
+
+def _set_capacity(state: SimState, body: dict[str, Any]) -> None:
+    for name, value in Capacity.changes(body).items():
+        setattr(state.capacity, name, value)
+
+
 @router.post("/admin/fault")
 async def admin_fault(request: Request, sim: Sim) -> JSONResponse:
     """Switch to one fault now (and leave any running scenario)."""
-    try:
-        fault = Fault.parse(await json_object(request))
-    except ValueError as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-    sim.state.fault, sim.state.schedule = fault, None
-    return JSONResponse(sim.state.snapshot(time.monotonic()))
+    return await _change(request, sim, _set_fault)
 
 
 @router.post("/admin/scenario")
 async def admin_scenario(request: Request, sim: Sim) -> JSONResponse:
     """Start a timed scenario of phases now."""
-    try:
-        schedule = Schedule.parse(await json_object(request))
-    except ValueError as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-    sim.state.schedule, sim.state.schedule_started = schedule, time.monotonic()
-    return JSONResponse(sim.state.snapshot(time.monotonic()))
+    return await _change(request, sim, _start_scenario)
 
 
 @router.get("/admin/timeline")
@@ -94,13 +109,7 @@ async def admin_timeline(
 async def admin_capacity(request: Request, sim: Sim) -> JSONResponse:
     """Change the capacity model now: ``rate`` (events/s, 0 unlimited), ``overhead``,
     ``queue_limit`` (events), ``collapse``."""
-    try:
-        changes = Capacity.changes(await json_object(request))
-    except ValueError as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-    for name, value in changes.items():
-        setattr(sim.state.capacity, name, value)
-    return JSONResponse(sim.state.snapshot(time.monotonic()))
+    return await _change(request, sim, _set_capacity)
 
 
 @router.post("/admin/reset")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,8 +50,11 @@ class StoreSettings(BaseSettings):
 
 
 _LEVELS = Thresholds()
-SPEC_NAMES = {"increase": "budget_increase", "decrease": "budget_decrease"}
-SPEC_NAMES["in_use"] = "budget_in_use"
+SPEC_NAMES = {
+    "increase": "budget_increase",
+    "decrease": "budget_decrease",
+    "in_use": "budget_in_use",
+}
 """``ControllerSettings`` fields named apart from their ``Spec`` field (the rest match)."""
 _SPEC = Spec()
 """The controller's defaults and bounds: ``ControllerSettings`` takes its own from here."""
@@ -397,22 +400,13 @@ class ControllerSettings(BaseSettings):
     def spec(self, relay: RelaySettings | None = None) -> Spec:
         """The controller's spec, with the shedding mode and thresholds the relay uses
         (``relay`` None: the spec's own shedding defaults)."""
-        spec = Spec(
-            budget_min=self.budget_min,
-            budget_max=self.budget_max,
-            budget_initial=self.budget_initial,
-            increase=self.budget_increase,
-            decrease=self.budget_decrease,
-            in_use=self.budget_in_use,
-            p99_target=self.p99_target,
-            max_error_share=self.max_error_share,
-            replicas_min=self.replicas_min,
-            replicas_max=self.replicas_max,
-            scale_up_window=self.scale_up_window,
-            scale_down_window=self.scale_down_window,
-            drain_seconds=self.drain_seconds,
-            replica_rate=self.replica_rate,
-        )
+        fields = type(self).model_fields
+        given: dict[str, Any] = {
+            attr: getattr(self, SPEC_NAMES.get(attr, attr))
+            for attr in Spec.__dataclass_fields__
+            if SPEC_NAMES.get(attr, attr) in fields
+        }
+        spec = Spec(**given)
         if relay is None:
             return spec
         return replace(
