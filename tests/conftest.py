@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +13,25 @@ from hypothesis import settings
 from tests.support import prerequisites
 from tests.support.postgres import PostgresCluster
 from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.runtime.ports import RANGE_VARIABLE
 
 # Hypothesis' 200 ms deadline per example measures the machine, not the property.
 settings.register_profile("trackrelay", deadline=None)
 settings.load_profile("trackrelay")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give each xdist worker its own ports, below the kernel's ephemeral range.
+
+    A test that stops a server and starts it again on the same port (Redis down, then
+    back) must not find another worker's server there meanwhile: with the kernel picking
+    ports, a port freed by one worker can be handed to the next. Every process a worker
+    starts inherits the range and shares its counter.
+    """
+    match = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    worker = int(match.group(1)) if match else 0
+    first = 10000 + 2000 * (worker % 11)
+    os.environ[RANGE_VARIABLE] = f"{first}-{first + 1999}"
 
 
 def _needs(item: pytest.Item) -> set[str]:
