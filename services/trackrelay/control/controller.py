@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from trackrelay.control.analytics_health import Verdict
 from trackrelay.control.shedding import Policy, Shedding, Thresholds, choose, pressure
 
 _LEARN = 0.3
@@ -190,6 +191,8 @@ class Observation:
     queue_quota: int | None = None
     probe_ok: bool | None = None
     """The analytics health probe's answer (None: no probe configured)."""
+    analytics: Verdict | None = None
+    """What analytics' own metrics say (None: no metrics source configured)."""
 
     @property
     def backlog(self) -> int:
