@@ -226,9 +226,11 @@ class ForwarderSettings(BaseSettings):
     retry_ratio: float = Field(default=0.2, ge=0, le=1)
     """Retries allowed per first attempt (the retry allowance), over a reserve of 10."""
     budget_tolerance: float = Field(default=0.01, gt=0, le=1)
-    """Share of a second's shared budget that one push may carry. This bounds any one-second
-    window to ``budget * (1 + budget_tolerance)`` at the reservations' clock (network and
-    scheduling jitter add about as much again)."""
+    """Share of a second's shared budget that one push may carry at least. A push may carry
+    more when the lanes need it to deliver the whole budget at analytics' latency
+    (``budget * latency / concurrency``), so a small budget at a slow analytics stays
+    usable. Any one-second window stays within the budget plus one push at the
+    reservations' clock (network and scheduling jitter add about as much again)."""
     honor_retry_after: bool = True
     """Wait as long as a 429 or 503 answer's ``Retry-After`` asks. Off: retry on the
     forwarder's own backoff, a benchmark baseline."""

@@ -26,3 +26,6 @@ class Verdict:
     """The name of the query that decided (None: no single query decided)."""
     at: float = 0.0
     """Wall-clock time the metrics were read."""
+    staleness: float | None = None
+    """Seconds an unknown verdict holds the last decision before the controller turns
+    conservative (None: the controller's ``stale_after``)."""

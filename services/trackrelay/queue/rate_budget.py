@@ -7,8 +7,9 @@ A push of ``n`` events reserves ``n / budget`` seconds of the budget's time
 line and is told when its slot begins; the slots never overlap and no credit
 piles up while the budget is idle (no burst). So in any one-second window the
 events whose pushes start in it add up to at most ``budget`` plus one push;
-the forwarder keeps pushes at most ``tolerance * budget`` events when a budget
-is set, which bounds the sum by ``budget * (1 + tolerance)``.
+the forwarder keeps pushes small next to the budget (``Pacer.budget_push_cap``: a
+share of a second's budget, or what its lanes need at analytics' latency), which
+bounds the sum by the budget plus that one push.
 
 Why not PyPI ``limits``: its Redis strategies answer "allowed or not" for a
 hit; the forwarders need "when may this push go", so that every replica waits
