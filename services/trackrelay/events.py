@@ -129,9 +129,9 @@ class PushTotals:
     counted)."""
     accepted_events: int = 0
     congested: int = 0
-    """Pushes answered 429/503, timed out or reset: signs analytics is saturated."""
+    """Pushes answered 429/503 or timed out: signs analytics is saturated."""
     failed: int = 0
-    """Other failed pushes (5xx, refused connections)."""
+    """Other failed pushes (5xx, refused or reset connections): analytics down or failing."""
     delayed: int = 0
     """Answered pushes slower than the forwarder's latency band for their size (queueing at
     analytics: delay-based congestion, normalised for the push's size)."""

@@ -20,7 +20,8 @@ window that outlives the decision):
   cut is undone, that latency becomes the level analytics is "slow at whatever our
   rate" (latency within ``1 + RISE`` of it is no congestion), and the reason says so.
 - **Memory**: ``last_good``, the highest rate analytics took without congestion
-  while there was backlog (at a congestion, what it took then). Below it the budget
+  while there was backlog (at a congestion, what it took then, but no less than
+  ``decrease`` of what was remembered). Below it the budget
   returns there in one tick (after an outage, after a cut), as CUBIC returns to
   W_max; above it, the budget probes by ``increase`` per tick, and only while the
   forwarders use at least ``in_use`` of it (a budget nobody uses only stores up a
@@ -167,8 +168,11 @@ def step(
         new = clamp(min(budget, spec.decrease * (delivered if delivered > 0 else budget)))
         last_good = memory.last_good
         if delivered > 0:
-            # What analytics took while congested; below it when its latency was the sign.
-            last_good = delivered * ((1 + spec.decrease) / 2 if latency_only else 1.0)
+            # What analytics took while congested (below it when its latency was the sign),
+            # but no less than ``decrease`` of the memory: a tick cut short by an outage
+            # or a burst of 429s delivers little, and says little about analytics' pace.
+            took = delivered * ((1 + spec.decrease) / 2 if latency_only else 1.0)
+            last_good = max(took, spec.decrease * (last_good or 0.0))
         memory = replace(
             memory,
             last_good=last_good,

@@ -237,6 +237,10 @@ class Decision:
     held: bool = False
     """Fail static: the observation was missing or stale, the last decision holds."""
     reasons: tuple[Reason, ...] = ()
+    last_good: float | None = None
+    """Events/s analytics last took without congestion (the budget's memory)."""
+    delivered: float | None = None
+    """Events/s analytics accepted over this tick (None: no fresh pushes)."""
 
 
 def initial_state(spec: Spec, replicas: int | None = None, budget: float | None = None) -> State:
@@ -414,6 +418,7 @@ def hold(spec: Spec, state: State, why: str) -> Decision:
         usable_replicas=usable_replicas(spec, state.budget, state.per_replica),
         held=True,
         reasons=(Reason(ReasonKind.HOLDING, f"holding the last decision: {why}"),),
+        last_good=state.memory.last_good,
     )
 
 
@@ -456,6 +461,8 @@ def decide(
         per_replica=per_replica,
         usable_replicas=usable_replicas(spec, budget, per_replica),
         reasons=reasons,
+        last_good=memory.last_good,
+        delivered=None if tick is None else tick.delivered,
     )
     new_state = replace(
         state,

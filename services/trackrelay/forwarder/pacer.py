@@ -326,8 +326,8 @@ class Pacer:
         answered = result.status is not None and not result.congests
         self.totals = self.totals.add(
             accepted_events=events if result.outcome is Outcome.ACCEPTED else 0,
-            congested=result.congests,
-            failed=result.outcome is Outcome.FAILED and not result.congests,
+            congested=result.overloads,
+            failed=result.outcome is Outcome.FAILED and not result.overloads,
             latency=latency if result.status is not None else None,
             delayed=self.adaptive
             and answered
