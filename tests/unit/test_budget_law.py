@@ -124,7 +124,8 @@ def test_a_latency_that_stays_when_our_rate_falls_is_not_ours() -> None:
     for _ in range(2):
         d = run.tick(n=5, events=60, latency=1.2, delayed=5)
         assert d.budget == cut and "wholly after" in d.health.why
-    d = run.tick(n=5, events=60, latency=1.2, delayed=5)  # our rate halved, latency did not
+    # Our rate fell, pushes are smaller (too small to be judged queued), latency did not.
+    d = run.tick(n=5, events=6, latency=1.2)
     assert d.budget > cut and "whatever our rate: not cutting" in d.reasons[0].text
     for _ in range(20):
         d = run.tick(n=5, events=60, latency=1.2, delayed=5)
@@ -170,6 +171,17 @@ def test_unhealthy_metrics_cut_naming_the_query() -> None:
     bad = Verdict(Signal.UNHEALTHY, "analytics_p99 1.8 outside [0, 0.5]", "analytics_p99")
     d = run.tick(bad, n=10, events=50)
     assert d.budget == 250 and "analytics_p99 1.8 outside [0, 0.5]" in d.reasons[0].text
+
+
+def test_probing_above_the_last_good_rate_starts_gently_and_speeds_up() -> None:
+    run = Run()
+    run.state = State(budget=100, replicas=1)
+    factors = []
+    for _ in range(6):
+        before = run.state.budget
+        d = run.tick(n=10, events=round(before / 10))  # the fleet uses all it has
+        factors.append(round(d.budget / before, 3))
+    assert factors[1:] == [1.125, 1.25, 1.375, 1.5, 1.5]  # the first tick only learns
 
 
 # -- properties ------------------------------------------------------------------------

@@ -367,16 +367,17 @@ class ControllerSettings(BaseSettings):
     budget_initial: float = _SPEC.budget_initial
     """Rate budget (events/s) at start."""
     budget_increase: float = _SPEC.increase
-    """Factor the budget grows by on a healthy tick with backlog."""
+    """Factor the budget grows by on a healthy tick with backlog, above the last good rate."""
     budget_decrease: float = _SPEC.decrease
-    """Factor the budget is cut by on an unhealthy tick."""
+    """On congestion the budget is cut to this share of the rate delivered (once per episode)."""
     budget_in_use: float = _SPEC.in_use
     """The budget grows only while forwarders deliver at least this share of it."""
     p99_target: float = _SPEC.p99_target
-    """Push p99 (seconds) above which analytics is unhealthy and the budget falls."""
+    """Push p99 (seconds) at or below which latency is never congestion; above it, pushes
+    queued at analytics are (a latency our rate does not drive is not)."""
     max_error_share: float = _SPEC.max_error_share
-    """Share of pushes failed (error, timeout) or answered 429 beyond which analytics is
-    unhealthy."""
+    """Share of pushes answered 429/503 or timed out (congestion), or failed otherwise
+    (analytics failing), beyond which the controller acts."""
     replicas_min: int = _SPEC.replicas_min
     """Fewest forwarders the controller runs."""
     replicas_max: int = _SPEC.replicas_max

@@ -23,9 +23,11 @@ window that outlives the decision):
   while there was backlog (at a congestion, what it took then, but no less than
   ``decrease`` of what was remembered). Below it the budget
   returns there in one tick (after an outage, after a cut), as CUBIC returns to
-  W_max; above it, the budget probes by ``increase`` per tick, and only while the
-  forwarders use at least ``in_use`` of it (a budget nobody uses only stores up a
-  burst, RFC 7661), so it stays within a small factor of what is delivered.
+  W_max; above it, the budget probes, gently at first (a quarter of ``increase``'s
+  growth, then half...; the whole of it from the ``PROBE_TICKS``-th tick in a row),
+  and only while the forwarders use at least ``in_use`` of it (a budget nobody uses
+  only stores up a burst, RFC 7661), so it stays within a small factor of what is
+  delivered.
 - **Analytics failing or down** (breakers open, probe failing, failures that are
   not overload): the breakers and the retry allowance pace the pushes; the budget
   holds, ready for the return.
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 FLAT = 0.9
 """After a cut on latency alone, a p99 still at least this share of the one that caused
 it means the latency is not ours."""
+PROBE_TICKS = 4
+"""Growth ticks in a row above the last good rate before the budget grows by the whole
+``increase`` (the first grows by a quarter of it, the second by half...)."""
 RISE = 0.5
 """Latency up to ``(1 + RISE)`` times the level analytics is slow at whatever our rate
 is not congestion."""
@@ -70,6 +75,8 @@ class Memory:
     that the latency was ours."""
     unknown_since: float | None = None
     """Since when analytics' metrics have been unknown."""
+    probing: int = 0
+    """Ticks in a row the budget has grown above the last good rate."""
 
 
 def ms(seconds: float) -> str:
@@ -157,7 +164,10 @@ def step(
     if memory.cut_latency is not None:
         caused = memory.cut_latency
         memory = replace(memory, cut_latency=None)
-        if latency_only and mean is not None and mean >= FLAT * caused:
+        overloaded = why is not None and not latency_only
+        # Judged by the mean latency, whatever the pushes' sizes: a cut makes pushes
+        # smaller, and small pushes are not judged against the latency band.
+        if not overloaded and mean is not None and mean >= FLAT * caused:
             restored = clamp(max(budget, memory.cut_from))
             memory = replace(memory, flat=mean, cut_at=None)
             text = f"analytics slow at {ms(mean)} whatever our rate: not cutting"
@@ -179,6 +189,7 @@ def step(
             cut_at=now,
             cut_from=budget,
             cut_latency=mean if latency_only else None,
+            probing=0,
         )
         text = f"{why}; {delivered:.0f} ev/s delivered"
         return new, memory, change(new, text), Health(False, why, p99, share)
@@ -199,9 +210,13 @@ def step(
     if last_good is not None and budget < last_good:
         new = clamp(last_good)
         back = f"back to {last_good:.0f} ev/s, the rate analytics last took well"
-        return new, memory, change(new, back), health
+        return new, replace(memory, probing=0), change(new, back), health
     if backlog <= 0 or delivered < spec.in_use * budget:
-        return budget, memory, None, health
-    new = clamp(budget * spec.increase)
+        return budget, replace(memory, probing=0), None, health
+    # Convex probing above the last good rate, as CUBIC's: gently at first, then faster
+    # the longer analytics keeps taking more.
+    probing = memory.probing + 1
+    factor = 1 + (spec.increase - 1) * min(1.0, probing / PROBE_TICKS)
+    new = clamp(budget * factor)
     grow = f"healthy, backlog {backlog}, {delivered:.0f} ev/s delivered"
-    return new, memory, change(new, grow), health
+    return new, replace(memory, probing=probing), change(new, grow), health

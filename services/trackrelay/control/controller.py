@@ -5,13 +5,12 @@ Local mode (``trackrelay up``) and the operator differ only in how they
 observe and how they act on the decision; this module is the one place that
 decides.
 
-- **Budget** (events/s shared by every forwarder): multiplied by ``increase``
-  while analytics is healthy, there is backlog and the forwarders use at least
-  ``in_use`` of the budget, by ``decrease`` on every
-  unhealthy tick, always within ``[budget_min, budget_max]``. Healthy means the
-  forwarders' recent push p99 is within ``p99_target``, errors plus 429s are
-  at most ``max_error_share`` of pushes, no breaker is open or probing, and the
-  health probe (when configured) answers.
+- **Budget** (events/s shared by every forwarder): ``control/budget.py``'s law on
+  the tick's own pushes (``control/tick.py``): cut to ``decrease`` of the delivered
+  rate once per congestion episode (429/503, timeouts, latency rising with our load,
+  analytics' metrics out of range), not cut for a latency our rate does not drive,
+  back at the last good rate at once, then ``increase`` a tick while used; held while
+  analytics is down (the breakers pace it) and while its metrics are unknown.
 - **Replicas**: enough to carry the delivered rate plus the backlog within
   ``drain_seconds`` at what one replica can deliver (its window over its push
   latency, Little's law), with the
@@ -94,15 +93,19 @@ class Spec:
     budget_max: float = 5000.0
     budget_initial: float = 1000.0
     increase: float = 1.5
-    """Factor the budget is multiplied by on a healthy tick with backlog."""
+    """Factor the budget grows by on a healthy tick with backlog, above the last good rate
+    (below it, it returns there at once)."""
     decrease: float = 0.5
-    """Factor the budget is multiplied by on an unhealthy tick."""
+    """On congestion, the budget is cut to this share of the rate analytics delivered
+    (once per congestion episode)."""
     in_use: float = 0.5
     """The budget grows only while the forwarders deliver at least this share of it."""
     p99_target: float = 0.5
-    """Seconds: the forwarders' recent push p99 above this is unhealthy."""
+    """Seconds: a tick's push p99 at or below this is never congestion; above it, pushes
+    queued at analytics count as congestion (latency alone does not)."""
     max_error_share: float = 0.05
-    """Share of pushes failed (error, timeout) or answered 429 beyond which analytics is sick."""
+    """Share of pushes answered 429/503 or timed out (congestion), or failed otherwise
+    (analytics failing), beyond which the controller acts."""
     replicas_min: int = 1
     replicas_max: int = 4
     scale_up_window: float = 4.0
