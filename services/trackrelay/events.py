@@ -137,6 +137,8 @@ class PushTotals:
     analytics: delay-based congestion, normalised for the push's size)."""
     latency_sum: float = 0.0
     """Seconds, over the pushes analytics answered."""
+    sent_seconds: float = 0.0
+    """Seconds, over every push that went out, answered or not (a timeout counts its wait)."""
     latency_counts: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS) + 1)
     """Answered pushes per latency bucket (``LATENCY_BOUNDS``, then +Inf); not cumulative."""
 
@@ -147,6 +149,7 @@ class PushTotals:
         failed: bool,
         latency: float | None,
         delayed: bool = False,
+        duration: float | None = None,
     ) -> PushTotals:
         counts = self.latency_counts
         total = self.latency_sum
@@ -165,6 +168,7 @@ class PushTotals:
             failed=self.failed + failed,
             delayed=self.delayed + delayed,
             latency_sum=total,
+            sent_seconds=self.sent_seconds + (duration or latency or 0.0),
             latency_counts=counts,
         )
 
@@ -177,6 +181,7 @@ class PushTotals:
             "failed": self.failed,
             "delayed": self.delayed,
             "latency_sum": round(self.latency_sum, 6),
+            "sent_seconds": round(self.sent_seconds, 6),
             "latency_counts": list(self.latency_counts),
         }
 
@@ -193,6 +198,7 @@ class PushTotals:
             failed=int(data["failed"]),
             delayed=int(data.get("delayed", 0)),
             latency_sum=float(data["latency_sum"]),
+            sent_seconds=float(data.get("sent_seconds", 0.0)),
             latency_counts=counts,
         )
         if min(out.pushes, out.accepted_events, out.congested, out.failed, out.delayed) < 0:

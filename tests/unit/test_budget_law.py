@@ -41,7 +41,9 @@ class Forwarder:
         congested: int = 0,
         delayed: int = 0,
         failed: int = 0,
+        timeout: float | None = None,
     ) -> None:
+        """``timeout``: the congested pushes timed out after that long (else: 429s)."""
         for i in range(n):
             bad = i < congested
             lost = not bad and i < congested + failed
@@ -51,6 +53,7 @@ class Forwarder:
                 failed=lost,
                 latency=None if bad or lost else latency,
                 delayed=not bad and not lost and i < congested + failed + delayed,
+                duration=timeout if bad and timeout is not None else None,
             )
 
     def view(self, at: float) -> ForwarderView:
@@ -111,6 +114,18 @@ def test_one_bad_second_cuts_once_and_a_later_tick_decides_again() -> None:
     run.t += 0.5
     d = run.tick(n=20, events=40, latency=0.2, congested=10)  # wholly after, still congested
     assert cuts(run.decisions) == 2
+
+
+def test_timed_out_pushes_keep_an_episode_open_for_as_long_as_they_waited() -> None:
+    run = Run()
+    run.tick(n=10, events=50)
+    d = run.tick(n=10, events=50, congested=10, timeout=5.0)
+    assert cuts([d]) == 1
+    for _ in range(5):  # pushes that waited 5 s may have been sent before the cut
+        d = run.tick(n=10, events=50, congested=10, timeout=5.0)
+        assert cuts([d]) == 0 and "wholly after" in d.health.why
+    d = run.tick(n=10, events=50, congested=10, timeout=5.0)
+    assert cuts([d]) == 1
 
 
 def test_a_latency_that_stays_when_our_rate_falls_is_not_ours() -> None:

@@ -155,7 +155,7 @@ def step(
 
     # An episode: nothing judges the cut until a tick wholly after it.
     start = tick.start if tick is not None else (external.at if external is not None else now)
-    settle = (tick.latency_mean or 0.0) if tick is not None else 0.0
+    settle = tick.settle if tick is not None else 0.0
     if memory.cut_at is not None and start < memory.cut_at + settle:
         waiting = f"{why or 'no congestion'} (waiting for a tick wholly after the cut)"
         return budget, memory, None, Health(why is None, waiting, p99, share)

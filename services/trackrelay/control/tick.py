@@ -31,6 +31,7 @@ class Sample:
     failed: int
     delayed: int = 0
     latency_sum: float = 0.0
+    sent_seconds: float = 0.0
     latency_counts: tuple[int, ...] = ()
     """Per bucket of ``LATENCY_BOUNDS`` then +Inf; empty: only ``latency_p99`` is known."""
     latency_p99: float | None = None
@@ -55,6 +56,13 @@ class Tick:
     latency_mean: float | None
     forwarders: int
     """Forwarders with fresh figures."""
+    push_seconds: float | None = None
+    """Mean time a push of this tick was out, answered or not (a timeout counts its wait)."""
+
+    @property
+    def settle(self) -> float:
+        """How long before ``start`` the oldest of these pushes may have been sent."""
+        return max(self.latency_mean or 0.0, self.push_seconds or 0.0)
 
     @property
     def congested_share(self) -> float:
@@ -83,6 +91,7 @@ def difference(before: PushTotals, after: PushTotals, start: float, end: float) 
         failed=after.failed - before.failed,
         delayed=after.delayed - before.delayed,
         latency_sum=after.latency_sum - before.latency_sum,
+        sent_seconds=after.sent_seconds - before.sent_seconds,
         latency_counts=tuple(
             a - b for a, b in zip(after.latency_counts, before.latency_counts, strict=True)
         ),
@@ -136,6 +145,9 @@ def combine(samples: Iterable[Sample]) -> Tick | None:
         latency_p99=p99,
         latency_mean=latency_sum / answered if answered else p99,
         forwarders=len(got),
+        push_seconds=sum(s.sent_seconds for s in got) / pushes
+        if any(s.sent_seconds for s in got)
+        else None,
     )
 
 

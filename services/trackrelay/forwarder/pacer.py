@@ -149,7 +149,9 @@ class Pacer:
             return self._cap(self.settings.batch_size)
         if self.breaker.mode is not breaker.Mode.CLOSED and self.in_flight > 0:
             return 0  # analytics is failing: only what is held already goes out (as probes)
-        if self.in_flight > 0 and limiter.wants_alone(self.config, self.state, self.clock()):
+        if self.in_flight > 0 and limiter.wants_alone(
+            self.config, self.state, self.clock(), self.push_size()
+        ):
             return 0  # let the pushes in flight finish: the next one measures the baseline
         return self._cap(limiter.chunk(self.config, self.state, self.in_flight))
 
@@ -329,6 +331,7 @@ class Pacer:
             congested=result.overloads,
             failed=result.outcome is Outcome.FAILED and not result.overloads,
             latency=latency if result.status is not None else None,
+            duration=latency,
             delayed=self.adaptive
             and answered
             and latency is not None
