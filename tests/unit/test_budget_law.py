@@ -148,6 +148,17 @@ def test_a_latency_that_stays_when_our_rate_falls_is_not_ours() -> None:
     assert cuts(run.decisions) == 1
 
 
+def test_latency_that_rose_as_our_rate_fell_is_not_ours_and_costs_no_cut() -> None:
+    run = Run()
+    run.tick(n=20, events=40, latency=0.05)  # 800 ev/s
+    d = run.tick(n=3, events=40, latency=1.2, delayed=3)  # slower, and we sent less
+    assert cuts([d]) == 0 and d.health.healthy is True
+    assert "whatever our rate" in d.health.why
+    for _ in range(10):
+        d = run.tick(n=3, events=40, latency=1.2, delayed=3)
+    assert cuts(run.decisions) == 0
+
+
 def test_after_an_outage_the_budget_is_back_at_the_last_good_rate_at_once() -> None:
     run = Run()
     for _ in range(3):

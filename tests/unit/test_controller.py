@@ -153,6 +153,16 @@ def test_replicas_scale_up_for_backlog_after_the_up_window() -> None:
     ) or (results[-2] > 1)
 
 
+def test_replicas_follow_what_arrives_not_only_what_is_delivered() -> None:
+    """A slow analytics delivers 20 ev/s while 80 arrive: the backlog's growth counts."""
+    spec = Spec(replicas_max=8, scale_up_window=0, drain_seconds=1000)
+    state = State(budget=4000, replicas=1, per_replica=20)
+    for t in range(6):
+        o = obs(t, lag=60 * t, forwarders=(fwd(rate=20, p99=1.2),))
+        d, state = decide(spec, o, state, t)
+    assert d.replicas >= 4  # (20 delivered + 60 growing) / 20 per replica
+
+
 def test_no_scaling_up_into_a_sick_analytics() -> None:
     state = State(budget=4000, replicas=1, per_replica=200)
     sick = (fwd(pushes=20, throttled=10, rate=50),)

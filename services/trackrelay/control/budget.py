@@ -53,6 +53,9 @@ it means the latency is not ours."""
 PROBE_TICKS = 4
 """Growth ticks in a row above the last good rate before the budget grows by the whole
 ``increase`` (the first grows by a quarter of it, the second by half...)."""
+FELL = 0.25
+"""Latency that rose in a tick whose delivered rate fell by more than this share is not
+ours (our load did not rise)."""
 RISE = 0.5
 """Latency up to ``(1 + RISE)`` times the level analytics is slow at whatever our rate
 is not congestion."""
@@ -77,6 +80,8 @@ class Memory:
     """Since when analytics' metrics have been unknown."""
     probing: int = 0
     """Ticks in a row the budget has grown above the last good rate."""
+    delivered: float | None = None
+    """Events/s delivered in the last tick with pushes."""
 
 
 def ms(seconds: float) -> str:
@@ -84,7 +89,10 @@ def ms(seconds: float) -> str:
 
 
 def congestion(spec: Spec, memory: Memory, tick: Tick) -> tuple[str | None, bool]:
-    """Why ``tick`` shows congestion (None: it does not), and whether by latency alone."""
+    """Why ``tick`` shows congestion (None: it does not), and whether by latency alone.
+
+    Latency counts only when it rose while our rate held: latency that rose as our rate
+    fell is analytics' own (``step`` then records it as the level it is slow at)."""
     if tick.pushes and tick.congested_share > spec.max_error_share:
         share = f"{tick.congested_share:.0%} of pushes > {spec.max_error_share:.0%}"
         return f"analytics overloaded (429/503, timeouts) on {share}", False
@@ -152,6 +160,13 @@ def step(
         why, latency_only = congestion(spec, memory, tick)
     if tick is None and why is None:
         return budget, memory, None, Health(None, "no pushes to judge by", p99, share)
+    if tick is not None:
+        before = memory.delivered
+        memory = replace(memory, delivered=tick.delivered)
+        if latency_only and before and tick.delivered < (1 - FELL) * before:
+            # Slower while we sent less: not our load. Its level is now the reference.
+            memory = replace(memory, flat=tick.latency_mean)
+            why, latency_only = None, False
 
     # An episode: nothing judges the cut until a tick wholly after it.
     start = tick.start if tick is not None else (external.at if external is not None else now)

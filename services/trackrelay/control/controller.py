@@ -225,6 +225,10 @@ class State:
     memory: budget_law.Memory = field(default_factory=budget_law.Memory)
     seen: tuple[tuple[str, float, PushTotals], ...] = ()
     """Each forwarder's counters at the last tick (name, snapshot time, counters)."""
+    backlog_at: tuple[float, int] | None = None
+    """The last observation's time and backlog (how fast the backlog grows)."""
+    arrivals: float | None = None
+    """Events/s arriving, smoothed: delivered plus the backlog's growth."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +329,18 @@ def usable_replicas(spec: Spec, budget: float, per_replica: float) -> int:
     return min(spec.replicas_max, max(spec.replicas_min, fit))
 
 
+def _arrivals(state: State, obs: Observation, delivered: float) -> float:
+    """Events/s arriving: what was delivered plus how fast the backlog grew, smoothed
+    over ticks (half the weight on the newest). Delivered alone would under-count what
+    a slow analytics leaves waiting."""
+    growth = 0.0
+    if state.backlog_at is not None and obs.at > state.backlog_at[0]:
+        at, backlog = state.backlog_at
+        growth = (obs.backlog - backlog) / (obs.at - at)
+    now = max(0.0, delivered + growth)
+    return now if state.arrivals is None else 0.5 * state.arrivals + 0.5 * now
+
+
 def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> float:
     """What one replica can deliver: its limit over its push latency (Little's law).
 
@@ -356,9 +372,9 @@ def _replicas(
     budget: float,
     per_replica: float,
     now: float,
-    delivered: float,
+    arrivals: float,
 ) -> tuple[int, tuple[tuple[float, int], ...], Reason | None]:
-    demand = delivered + obs.backlog / spec.drain_seconds
+    demand = arrivals + obs.backlog / spec.drain_seconds
     wanted = min(spec.replicas_max, max(spec.replicas_min, math.ceil(demand / per_replica - 1e-9)))
     keep = max(spec.scale_up_window, spec.scale_down_window)
     history = (*((t, n) for t, n in state.history if now - t <= keep), (now, wanted))
@@ -373,7 +389,10 @@ def _replicas(
         up.append(old)
     if covered < spec.scale_down_window:
         down.append(old)
-    why = f"backlog {obs.backlog} and {delivered:.0f} ev/s at {per_replica:.0f} ev/s per replica"
+    why = (
+        f"backlog {obs.backlog} and {arrivals:.0f} ev/s arriving"
+        f" at {per_replica:.0f} ev/s per replica"
+    )
     if min(up) > old:
         if health.healthy:
             target = min(up)
@@ -449,9 +468,10 @@ def decide(
         staleness=obs.analytics.staleness if obs.analytics is not None else None,
     )
     delivered = tick.delivered if tick is not None else 0.0
+    arrivals = _arrivals(state, obs, delivered)
     per_replica = _per_replica(spec, state, obs, health)
     replicas, history, replicas_why = _replicas(
-        spec, state, obs, health, budget, per_replica, now, delivered
+        spec, state, obs, health, budget, per_replica, now, arrivals
     )
     shedding, shedding_why = _shedding(spec, state, obs)
     reasons = tuple(r for r in (budget_why, replicas_why, shedding_why) if r is not None)
@@ -475,5 +495,7 @@ def decide(
         per_replica=per_replica,
         history=history,
         memory=memory,
+        backlog_at=(obs.at, obs.backlog),
+        arrivals=arrivals,
     )
     return decision, new_state
