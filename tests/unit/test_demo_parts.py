@@ -252,3 +252,18 @@ def test_status_shows_what_analytics_metrics_say_and_the_query_that_decided() ->
     observed["analytics"] = healthy
     assert "  prometheus   healthy: analytics_p99 0.1 within" in format_status(status, now=1001.0)
     assert "prometheus" not in format_status(STATUS, now=1001.0)  # none configured
+
+
+def test_each_phase_reports_what_arrived_and_what_analytics_took() -> None:
+    samples = [
+        {"wall": 100.0 + t, "phase": "healthy" if t < 10 else "analytics slow",
+         "orders_accepted": 40 * t, "budget": 400.0 + t}
+        for t in range(20)
+    ]  # fmt: skip
+    timeline = [{"t": 100 + t, "accepted": 80 if t < 10 else 78} for t in range(20)]
+    rates = report.phase_rates(samples, timeline, lines_per_order=2.0)
+    assert [r["phase"] for r in rates] == ["healthy", "analytics slow"]
+    slow = rates[1]
+    assert slow["lines_arrived_per_s"] == 80.0  # 40 orders/s of 2 lines
+    assert slow["events_delivered_per_s"] == 78.0
+    assert (slow["budget_min"], slow["budget_max"]) == (410.0, 419.0)

@@ -131,7 +131,7 @@ BODY = kopf.Body(
 
 
 async def test_the_reporter_posts_each_new_reason_once_its_event_chosen_by_kind() -> None:
-    sick = ForwarderView("f0", pushes=10, latency_p99=2.0)
+    sick = ForwarderView("f0", pushes=10, throttled=5)
     failing = {"observe": False, "act": True}
 
     async def observe() -> Observation:
