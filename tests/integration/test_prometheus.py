@@ -194,6 +194,13 @@ def test_up_reads_analytics_health_from_prometheus_and_status_shows_it(
             "status says unknown when Prometheus is gone",
             shown,
         )
+
+        def controller_unknown() -> bool:  # the controller reads the verdict and says so
+            gone = "analytics_p99: Prometheus unreachable"
+            lines = status().splitlines()
+            return any(t.startswith("  analytics    unknown") and gone in t for t in lines)
+
+        wait_for(controller_unknown, WAIT, "the decision says the metrics are unknown", status)
         verdict = json.loads(run_cli(["status", "--data-dir", str(data), "--json"], {}).stdout)
         assert verdict["observation"]["analytics"]["state"] == "unknown"
         up.send_signal(signal.SIGINT)
