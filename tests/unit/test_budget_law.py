@@ -210,6 +210,18 @@ def test_probing_above_the_last_good_rate_starts_gently_and_speeds_up() -> None:
     assert factors[1:] == [1.125, 1.25, 1.375, 1.5, 1.5]  # the first tick only learns
 
 
+def test_unhealthy_metrics_cut_once_for_as_long_as_they_stay_unhealthy() -> None:
+    run = Run()
+    run.tick(n=10, events=50)
+    bad = Verdict(Signal.UNHEALTHY, "analytics_queued_seconds 0.8 outside [0, 0.5]", "q")
+    for _ in range(10):
+        d = run.tick(bad, n=10, events=50)
+    assert cuts(run.decisions) == 1 and "holding until they recover" in d.health.why
+    run.tick(Verdict(Signal.HEALTHY, "ok"), n=10, events=50)
+    run.tick(bad, n=10, events=50)
+    assert cuts(run.decisions) == 2  # a new episode
+
+
 # -- properties ------------------------------------------------------------------------
 
 ticks = st.lists(

@@ -5,14 +5,15 @@ window (``limiter``) does the per-push control under it. The law judges one
 ``Tick`` at a time, the pushes that ended since the last observation (never a
 window that outlives the decision):
 
-- **Congestion** means signals our load causes: 429/503 answers, timeouts and
-  resets on more than ``max_error_share`` of pushes; or latency rising with our
+- **Congestion** means signals our load causes: 429/503 answers and timeouts on
+  more than ``max_error_share`` of pushes; or latency rising with our
   load: more than that share of pushes slower than their forwarder's latency band
   for their size (analytics queues our work), with the tick's p99 above
   ``p99_target`` and its mean latency above the level analytics was found slow at
-  whatever our rate;
-  or analytics' own metrics out of range. On congestion the budget is cut to
-  ``decrease`` times the rate analytics *delivered* in that tick (a budget nobody
+  whatever our rate (latency that rose while our delivered rate fell is analytics'
+  own, and becomes that level); or analytics' own metrics out of range (one cut for
+  as long as they stay so: their queries average over a window that outlives any
+  tick). On congestion the budget is cut to ``decrease`` times the rate analytics *delivered* in that tick (a budget nobody
   used says nothing), once per episode: no further cut until a tick wholly after the
   cut (its pushes all started after it, a push latency later) still shows congestion.
 - **Not ours**: after a cut on latency alone, a tick wholly after it whose mean
@@ -82,6 +83,8 @@ class Memory:
     """Ticks in a row the budget has grown above the last good rate."""
     delivered: float | None = None
     """Events/s delivered in the last tick with pushes."""
+    metrics_episode: bool = False
+    """Analytics' metrics are unhealthy and the cut for it is made."""
 
 
 def ms(seconds: float) -> str:
@@ -154,10 +157,17 @@ def step(
 
     why: str | None = None
     latency_only = False
-    if external is not None and external.state is Signal.UNHEALTHY:
-        why = f"analytics metrics: {external.why}"
-    elif tick is not None:
+    if tick is not None:
         why, latency_only = congestion(spec, memory, tick)
+    metrics_bad = external is not None and external.state is Signal.UNHEALTHY
+    if external is not None and metrics_bad and why is None:
+        # Analytics' metrics lag (their queries average over a window): one cut for the
+        # whole time they stay unhealthy, then the budget holds until they recover.
+        if memory.metrics_episode:
+            holding = f"analytics metrics: {external.why} (cut once; holding until they recover)"
+            return budget, memory, None, Health(False, holding, p99, share)
+        why = f"analytics metrics: {external.why}"
+    memory = replace(memory, metrics_episode=metrics_bad)
     if tick is None and why is None:
         return budget, memory, None, Health(None, "no pushes to judge by", p99, share)
     if tick is not None:
