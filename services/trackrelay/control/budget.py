@@ -13,9 +13,10 @@ window that outlives the decision):
   whatever our rate (latency that rose while our delivered rate fell is analytics'
   own, and becomes that level); or analytics' own metrics out of range (one cut for
   as long as they stay so: their queries average over a window that outlives any
-  tick). On congestion the budget is cut to ``decrease`` times the rate analytics *delivered* in that tick (a budget nobody
-  used says nothing), once per episode: no further cut until a tick wholly after the
-  cut (its pushes all started after it, a push latency later) still shows congestion.
+  tick). On congestion the budget is cut to ``decrease`` times the rate analytics
+  *delivered* in that tick (a budget nobody used says nothing), once per episode:
+  no further cut until a tick wholly after the cut (its pushes all started after it,
+  a push latency later) still shows congestion.
 - **Not ours**: after a cut on latency alone, a tick wholly after it whose mean
   latency has not fallen (within ``FLAT``) shows latency our rate does not drive. The
   cut is undone, that latency becomes the level analytics is "slow at whatever our
