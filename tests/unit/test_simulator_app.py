@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,25 @@ def test_an_aggregate_counts_its_lines_and_a_refolded_one_is_a_duplicate(sim: Te
     assert sim.get("/admin/state").json()["lines"] == 26
     bad = sim.post("/v1/track", json={"events": [agg | {"event_id": "x", "lines": 0}]})
     assert bad.status_code == 400 and "lines" in bad.json()["bad_events"][0]["problem"]
+
+
+def test_the_timeline_gives_each_accepted_request_its_idle_time() -> None:
+    app = create_app(SimulatorSettings(sim_rate=1000))
+    with TestClient(app) as sim:
+        assert sim.post("/v1/track", json={"events": [ev(1)]}).status_code == 200
+        # A second of work queued before the next request: it waits, its idle time does not.
+        app.state.sim.capacity.busy_until = time.monotonic() + 1.0
+        assert sim.post("/v1/track", json={"events": [ev(2)]}).status_code == 200
+        seconds = sim.get("/admin/timeline", params={"raw": "true"}).json()["seconds"]
+    (alone_took, alone_idle), (took, idle) = [pair for s in seconds for pair in s["served"]]
+    assert alone_took == alone_idle  # nothing queued before it
+    assert 0.5 < took - idle <= 1.0
+    assert 0 < idle < 0.5
+
+
+def test_another_client_is_set_through_the_capacity_route(sim: TestClient) -> None:
+    state = sim.post("/admin/capacity", json={"rate": 100, "other_client": 40}).json()
+    assert state["capacity"]["other_client"] == 40
+    assert set(state["other_client"]) == {"served", "refused"}
+    bad = sim.post("/admin/capacity", json={"other_client": "lots"})
+    assert bad.status_code == 422 and "other_client" in bad.json()["detail"]
