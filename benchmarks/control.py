@@ -19,7 +19,7 @@ Strategies:
   issue 23 (``benchmarks/old_law.py``) from the forwarders' published views.
 
     .venv/bin/python benchmarks/control.py [--quick] [--scenarios drain,slow,...]
-        [--strategies controller,none,fixed,old] [--forwarders N] [--keep]
+        [--strategies controller,none,fixed,old] [--forwarders N] [--keep] [--replot JSON]
 
 Prints a table per scenario, every target of issue 23 marked met or MISSED, and a
 summary; writes benchmarks/results/control.json and benchmarks/plots/control-<scenario>.png
@@ -145,7 +145,7 @@ def scenarios(scale: float = 1.0) -> list[Scenario]:
     return [
         Scenario(
             "drain",
-            "drain after a 30 s outage, backlog 16 x C",
+            f"drain after a {s(30):g} s outage, backlog {16 * scale:g} x C",
             c,
             s(80),
             (
@@ -167,7 +167,7 @@ def scenarios(scale: float = 1.0) -> list[Scenario]:
         Scenario("below", "capacity 60 ev/s below arrivals of 80", 60.0, s(50), measure_from=s(5)),
         Scenario(
             "halves",
-            "capacity halves from 400 to 200 ev/s at 25 s (backlog at start)",
+            f"capacity halves from 400 to 200 ev/s at {s(25):g} s (backlog at start)",
             400.0,
             s(50),
             (Step(0.0, burst=int(13_000 * scale)), Step(s(25), capacity=_capacity(200))),
@@ -175,7 +175,8 @@ def scenarios(scale: float = 1.0) -> list[Scenario]:
         ),
         Scenario(
             "other",
-            "another client takes 200 of 400 ev/s from 15 s to 35 s (backlog at start)",
+            f"another client takes 200 of 400 ev/s from {s(15):g} s to {s(35):g} s "
+            "(backlog at start)",
             400.0,
             s(50),
             (
@@ -373,7 +374,8 @@ class Stack:
         if self.redis is not None:
             await self.redis.aclose()
         # up first (it stops its forwarders, relay and Redis), then the simulator
-        await asyncio.to_thread(stop_all, list(reversed(self.procs)), 30.0)
+        for proc in reversed(self.procs):
+            await asyncio.to_thread(stop_all, [proc], 30.0)
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:
@@ -436,6 +438,8 @@ async def sample(run: Run, stack: Stack, load: Load, client: httpx.AsyncClient) 
                 for v in published.values()
             ),
             "limit": sum(float(v.get("limit_events") or 0.0) for v in published.values()),
+            "push_size": max((int(v.get("push_size") or 0) for v in published.values()), default=0),
+            "in_flight": sum(int(v.get("in_flight_events") or 0) for v in published.values()),
             "breakers": sorted({str(v.get("breaker")) for v in published.values()}),
             "decided_replicas": decision.get("replicas"),
             "other_client": state.get("other_client"),
@@ -639,6 +643,7 @@ def figures(run: Run) -> dict[str, Any]:
         "arrived": sum(run.arrived.values()),
         "orders_refused": run.refused,
         "seconds": round(run.elapsed, 1),
+        "started_at": run.t0_wall,
         "load_average": run.load_average,
     }
     if down is not None:
@@ -806,6 +811,16 @@ def plot(s: Scenario, runs: list[Run], where: Path, prefix: str) -> Path | None:
     axes[0].set_yscale("log")
     axes[0].set_ylabel("budget (events/s)")
     axes[0].legend(fontsize=8, loc="lower right")
+    # A burst's arrivals run off the top, and so does an ample capacity (10 x the arrivals).
+    ample = s.capacity >= 10 * s.arrivals
+    busiest = max(
+        [
+            s.arrivals,
+            0.0 if ample else s.capacity,
+            *(x["accepted"] for r in runs for x in r.timeline),
+        ]
+    )
+    axes[1].set_ylim(0, 1.3 * busiest)
     axes[1].set_ylabel("accepted by analytics (events/s)")
     axes[1].legend(fontsize=8, loc="upper right")
     axes[2].set_ylabel("backlog (events arrived, not accepted)")
@@ -835,6 +850,31 @@ def choose(text: str | None, keys: list[str], what: str) -> list[str]:
     if unknown:
         sys.exit(f"unknown {what} {unknown}: choose from {keys}")
     return chosen
+
+
+def replot(path: Path) -> None:
+    """The plots of an earlier run, from its JSON (into benchmarks/plots/, or results/ for a
+    quick run)."""
+    data = json.loads(path.read_text())
+    by_name = {st.name: st for st in STRATEGIES}
+    prefix = path.stem
+    where = RESULTS if data.get("quick") else PLOTS
+    for entry in data["scenarios"].values():
+        d = entry["definition"]
+        steps = tuple(Step(**x) for x in d.pop("steps"))
+        s = Scenario(**d, steps=steps)
+        runs = []
+        for r in entry["runs"]:
+            f = r["figures"]
+            first = r["samples"][0]
+            run = Run(s, by_name[f["strategy"]], path.parent)
+            run.t0_wall = f.get("started_at", first["wall"] - first["t"])
+            run.elapsed = f["seconds"]
+            run.samples, run.timeline = r["samples"], r["timeline"]
+            run.arrived = {int(k): v for k, v in r["arrived"].items()}
+            runs.append(run)
+        png = plot(s, runs, where, prefix)
+        print(png)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -922,7 +962,12 @@ def main() -> None:
         help="forwarders of the strategies without controller (default: what up starts)",
     )
     ap.add_argument("--keep", action="store_true", help="keep each run's data and logs")
-    asyncio.run(main_async(ap.parse_args()))
+    ap.add_argument("--replot", type=Path, help="only redraw the plots of this results JSON")
+    args = ap.parse_args()
+    if args.replot is not None:
+        replot(args.replot)
+        return
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
