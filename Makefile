@@ -67,6 +67,7 @@ bench: venv
 	$(BIN)/python benchmarks/forwarder.py
 	$(BIN)/python benchmarks/adaptive.py
 	$(BIN)/python benchmarks/shedding.py
+	$(BIN)/python benchmarks/control.py
 
 clean:
 	rm -rf $(VENV) .trackrelay demo-report .pytest_cache .mypy_cache .ruff_cache

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trackrelay.control.breaker import BreakerConfig, BreakerState, Mode, allow, record
 from trackrelay.control.limiter import (
+    REBASE_AFTER,
     LimiterConfig,
     LimiterState,
     band,
     chunk,
+    is_slow,
     observe,
     start,
     wants_alone,
@@ -77,7 +80,29 @@ def test_a_push_slower_than_the_band_shrinks_the_window(steps: list[Push]) -> No
     if slowest is None:
         return
     after = observe(CFG, state, now=now, events=B, congested=False, latency=slowest * 1.01)
-    assert after.limit < state.limit or after.limit == CFG.min_limit
+    if state.slow_alone + 1 >= REBASE_AFTER:
+        # The second lone push in a row slower than the band: nothing of ours was queued
+        # ahead of it, so analytics became slower; its cost is the baseline now.
+        assert after.baseline == pytest.approx(slowest * 1.01 / B)
+        assert after.limit == state.limit
+    else:
+        assert after.limit < state.limit or after.limit == CFG.min_limit
+        assert after.recheck and wants_alone(CFG, after, now, size=B)
+
+
+def test_analytics_slower_for_its_own_reasons_becomes_the_baseline_after_two_lone_pushes() -> None:
+    state, now = start(CFG), 0.0
+    for _ in range(5):  # learn 0.05 s per full push
+        now += 1
+        state = observe(CFG, state, now=now, events=B, congested=False, latency=0.05)
+    assert state.baseline == pytest.approx(0.05 / B)
+    now += 1
+    first = observe(CFG, state, now=now, events=B, congested=False, latency=1.2)
+    assert first.limit < state.limit and first.recheck  # maybe our queue: shrink, look alone
+    now += 1
+    second = observe(CFG, first, now=now, events=B, congested=False, latency=1.2)
+    assert second.baseline == pytest.approx(1.2 / B) and second.limit == first.limit
+    assert not is_slow(CFG, second, B, 1.2)
 
 
 @given(pushes)

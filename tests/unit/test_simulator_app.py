@@ -147,3 +147,25 @@ def test_the_default_prometheus_queries_ask_only_for_metrics_the_simulator_expor
         name for q in SIMULATOR_QUERIES for name in re.findall(r"\banalytics_sim_[a-z_]+", q.promql)
     }
     assert asked and asked <= exported, asked - exported
+
+
+def test_the_timeline_gives_each_accepted_request_its_idle_time() -> None:
+    app = create_app(SimulatorSettings(sim_rate=1000))
+    with TestClient(app) as sim:
+        assert sim.post("/v1/track", json={"events": [ev(1)]}).status_code == 200
+        # A second of work queued before the next request: it waits, its idle time does not.
+        app.state.sim.capacity.busy_until = time.monotonic() + 1.0
+        assert sim.post("/v1/track", json={"events": [ev(2)]}).status_code == 200
+        seconds = sim.get("/admin/timeline", params={"raw": "true"}).json()["seconds"]
+    (alone_took, alone_idle), (took, idle) = [pair for s in seconds for pair in s["served"]]
+    assert alone_took == alone_idle  # nothing queued before it
+    assert 0.5 < took - idle <= 1.0
+    assert 0 < idle < 0.5
+
+
+def test_another_client_is_set_through_the_capacity_route(sim: TestClient) -> None:
+    state = sim.post("/admin/capacity", json={"rate": 100, "other_client": 40}).json()
+    assert state["capacity"]["other_client"] == 40
+    assert set(state["other_client"]) == {"served", "refused"}
+    bad = sim.post("/admin/capacity", json={"other_client": "lots"})
+    assert bad.status_code == 422 and "other_client" in bad.json()["detail"]

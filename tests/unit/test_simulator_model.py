@@ -55,6 +55,55 @@ def test_collapse_mode_loses_goodput_under_overload() -> None:
     assert collapsing.effective_rate(100.0) == 1000  # recovered once drained
 
 
+def test_a_request_knows_how_long_it_waited_behind_queued_work() -> None:
+    cap = Capacity(rate=1000, overhead=0.01, queue_limit=10_000)
+    first, second = cap.admit(0.0, 100), cap.admit(0.0, 100)
+    assert (first.delay, first.queued) == pytest.approx((0.11, 0.0))
+    assert (second.delay, second.queued) == pytest.approx((0.22, 0.11))
+    assert cap.admit(0.2, 100).queued == pytest.approx(0.02)
+    assert Capacity(rate=0, overhead=0.02).admit(0.0, 5).queued == 0.0
+
+
+def test_another_client_below_the_rate_queues_nothing_on_an_idle_server() -> None:
+    cap = Capacity(rate=100, queue_limit=1000, other_client=60)
+    cap.accrue(0.0)
+    assert cap.backlog(10.0) == 0.0
+    assert cap.other_served == pytest.approx(600)
+    assert cap.admit(10.0, 40).delay == pytest.approx(0.4)
+
+
+def test_another_client_takes_its_share_behind_our_queued_work() -> None:
+    cap = Capacity(rate=100, queue_limit=1000, other_client=60)
+    cap.accrue(0.0)
+    assert cap.admit(0.0, 500).delay == pytest.approx(5.0)
+    # What it sent while our 500 events were served waits behind them: 5 s x 60 ev/s.
+    assert cap.backlog(5.0) == pytest.approx(300)
+    assert cap.admit(5.0, 10).delay == pytest.approx(3.1)
+
+
+def test_saturated_we_are_left_the_rate_less_what_the_other_client_takes() -> None:
+    cap = Capacity(rate=100, queue_limit=200, other_client=60)
+    cap.accrue(0.0)
+    ours = 0
+    for tick in range(1000):  # 10 events every 0.1 s: 100 ev/s offered, the whole rate
+        accepted = cap.admit(tick / 10, 10).status == 200
+        if tick >= 200 and accepted:
+            ours += 10
+    assert ours == pytest.approx(40 * 80, rel=0.05)
+    assert cap.other_refused == pytest.approx(0, abs=10)
+
+
+def test_another_client_past_the_queue_limit_is_refused_and_so_are_we() -> None:
+    cap = Capacity(rate=100, queue_limit=100, other_client=200)
+    cap.accrue(0.0)
+    assert cap.backlog(2.0) == pytest.approx(100)
+    assert (cap.other_served, cap.other_refused) == pytest.approx((300, 100))
+    assert cap.admit(2.0, 1).status == 429
+    with pytest.raises(ValueError, match="other_client"):
+        Capacity.changes({"other_client": -5})
+    assert Capacity.changes({"other_client": 50}) == {"other_client": 50.0}
+
+
 def test_faults() -> None:
     rng = random.Random(7)
     assert fault_verdict(Fault(Mode.HEALTHY), rng) is None

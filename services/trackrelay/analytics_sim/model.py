@@ -4,7 +4,9 @@ The capacity model is a single FIFO server: a request of n events needs
 ``overhead + n / rate`` seconds of work and starts when the work before it is
 done, so latency rises with load. Past ``queue_limit`` events of queued work it
 answers 429 with a Retry-After. In collapse mode the effective rate falls as
-the queue grows (goodput drops under overload, as real services do).
+the queue grows (goodput drops under overload, as real services do). Another
+client may take part of the server (``other_client`` events/s): its work joins the
+same queue as a steady flow, so it raises our latency and leaves us less of the rate.
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ class Verdict:
     status: int
     delay: float = 0.0
     retry_after: float | None = None
+    queued: float = 0.0
+    """Seconds of the delay spent waiting behind work queued before it (none when idle)."""
 
 
 @dataclass(slots=True)
@@ -148,15 +152,24 @@ class Capacity:
     overhead: float = 0.0
     queue_limit: float = 5000.0
     collapse: bool = False
+    other_client: float = 0.0
+    """Events/s another client sends to the same server (it takes that much of ``rate``)."""
     busy_until: float = 0.0
+    other_accrued: float | None = None
+    """Until when the other client's flow has been added to the queue."""
+    other_served: float = 0.0
+    """Events of the other client's the server took."""
+    other_refused: float = 0.0
+    """Events of the other client's refused: the queue was at its limit."""
 
     @staticmethod
     def changes(data: dict[str, Any]) -> dict[str, float | bool]:
         """Validated capacity changes from a JSON object; ``ValueError`` names the bad field."""
-        unknown = set(data) - {"rate", "overhead", "queue_limit", "collapse"}
+        unknown = set(data) - {"rate", "overhead", "queue_limit", "collapse", "other_client"}
         if unknown:
             raise ValueError(f"unknown capacity fields: {sorted(unknown)}")
-        out: dict[str, float | bool] = {**non_negative(data, ("rate", "overhead", "queue_limit"))}
+        names = ("rate", "overhead", "queue_limit", "other_client")
+        out: dict[str, float | bool] = {**non_negative(data, names)}
         if out.get("queue_limit") == 0:
             raise ValueError("queue_limit must be > 0")
         if "collapse" in data:
@@ -165,10 +178,29 @@ class Capacity:
             out["collapse"] = data["collapse"]
         return out
 
+    def accrue(self, now: float) -> None:
+        """Add the other client's flow since the last call to the queue, up to its limit.
+
+        The flow is steady: on an idle server it is served as it comes (no queue while
+        ``other_client`` < ``rate``); behind queued work it waits its turn.
+        """
+        since = now if self.other_accrued is None else min(self.other_accrued, now)
+        self.other_accrued = now
+        if self.other_client <= 0 or self.rate <= 0 or now <= since:
+            return
+        offered = self.other_client * (now - since)
+        end = max(self.busy_until, since) + offered / self.rate
+        room = now + self.queue_limit / self.rate
+        refused = max(0.0, end - room) * self.rate
+        self.busy_until = max(self.busy_until, min(end, room))
+        self.other_served += offered - refused
+        self.other_refused += refused
+
     def backlog(self, now: float) -> float:
         """Queued work, in events."""
         if self.rate <= 0:
             return 0.0
+        self.accrue(now)
         return max(0.0, self.busy_until - now) * self.rate
 
     def queued_seconds(self, now: float) -> float:
@@ -194,7 +226,7 @@ class Capacity:
         work = self.overhead + events / self.effective_rate(now)
         start = max(now, self.busy_until)
         self.busy_until = start + work
-        return Verdict(200, delay=self.busy_until - now)
+        return Verdict(200, delay=self.busy_until - now, queued=start - now)
 
 
 def fault_verdict(

@@ -79,7 +79,9 @@ def _start_scenario(state: SimState, body: dict[str, Any]) -> None:
 
 
 def _set_capacity(state: SimState, body: dict[str, Any]) -> None:
-    for name, value in Capacity.changes(body).items():
+    changes = Capacity.changes(body)
+    state.capacity.accrue(time.monotonic())  # the other client's flow so far, at the old values
+    for name, value in changes.items():
         setattr(state.capacity, name, value)
 
 
@@ -100,7 +102,8 @@ async def admin_timeline(
     sim: Sim, since: float = Query(default=0.0), raw: bool = Query(default=False)
 ) -> dict[str, Any]:
     """Per second since ``since`` (Unix time): accepted events, statuses, latency
-    (``raw``: every response time too)."""
+    (``raw``: every response time too, and each accepted request's response time with its
+    idle one)."""
     timeline = sim.state.timeline
     return {"seconds": [timeline[t].as_dict(t, raw) for t in sorted(timeline) if t >= int(since)]}
 
@@ -108,7 +111,8 @@ async def admin_timeline(
 @router.post("/admin/capacity")
 async def admin_capacity(request: Request, sim: Sim) -> JSONResponse:
     """Change the capacity model now: ``rate`` (events/s, 0 unlimited), ``overhead``,
-    ``queue_limit`` (events), ``collapse``."""
+    ``queue_limit`` (events), ``collapse``, ``other_client`` (events/s another client
+    takes)."""
     return await _change(request, sim, _set_capacity)
 
 
@@ -119,6 +123,7 @@ async def admin_reset(sim: Sim) -> dict[str, Any]:
     state.popularity.clear()
     state.requests.clear()
     state.accepted = state.lines = state.duplicates = state.overlaps = 0
+    state.capacity.other_served = state.capacity.other_refused = 0.0
     state.timeline.clear()
     if sim.journal is not None:
         sim.journal.clear()

@@ -26,6 +26,9 @@ class Second:
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     latencies: list[float] = field(default_factory=list)
     """Response times of answered requests (seconds), as the simulator served them."""
+    served: list[tuple[float, float]] = field(default_factory=list)
+    """(response time, idle response time) of each accepted request (seconds): the idle one
+    leaves out the time it waited behind work queued before it."""
 
     def as_dict(self, at: int, raw: bool = False) -> dict[str, Any]:
         ordered = sorted(self.latencies)
@@ -37,7 +40,7 @@ class Second:
             "p50": percentile(ordered, 0.5),
             "p99": percentile(ordered, 0.99),
             "max": ordered[-1] if ordered else None,
-            **({"latencies": ordered} if raw else {}),
+            **({"latencies": ordered, "served": self.served} if raw else {}),
         }
 
 
@@ -103,6 +106,11 @@ class SimState:
                 "overhead": self.capacity.overhead,
                 "queue_limit": self.capacity.queue_limit,
                 "collapse": self.capacity.collapse,
+                "other_client": self.capacity.other_client,
+            },
+            "other_client": {
+                "served": self.capacity.other_served,
+                "refused": self.capacity.other_refused,
             },
             "distinct_skus": len(self.popularity),
         }

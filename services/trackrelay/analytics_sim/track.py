@@ -90,15 +90,23 @@ class Tracker:
         self.max_body_bytes = max_body_bytes
 
     def answer(
-        self, verdict: Verdict, body: dict[str, Any], arrived: float | None = None
+        self,
+        verdict: Verdict,
+        body: dict[str, Any],
+        arrived: float | None = None,
+        queued: float | None = None,
     ) -> JSONResponse:
+        """``queued``: seconds an accepted request waited behind work queued before it."""
         headers = {}
         if verdict.retry_after is not None:
             headers["Retry-After"] = str(int(verdict.retry_after))
         if arrived is not None:
             second = self.state.second(arrived)
             second.statuses[verdict.status] += 1
-            second.latencies.append(time.time() - arrived)
+            took = time.time() - arrived
+            second.latencies.append(took)
+            if queued is not None:
+                second.served.append((took, took - queued))
         self._answered(verdict.status)
         return JSONResponse(body, status_code=verdict.status, headers=headers)
 
@@ -171,7 +179,8 @@ class Tracker:
             self._answered(verdict.status)
             body = json.dumps({"accepted": new, "duplicates": dupes}).encode()
             return StreamingResponse(_trickle(body, fault.hang), media_type="application/json")
-        return self.answer(verdict, {"accepted": new, "duplicates": dupes}, arrived)
+        counts = {"accepted": new, "duplicates": dupes}
+        return self.answer(verdict, counts, arrived, queued=verdict.queued)
 
     def _count(self, good: list[dict[str, Any]]) -> int:
         """Count the events not seen before; journal them before the answer says so."""

@@ -83,7 +83,7 @@ class Memory:
     probing: int = 0
     """Ticks in a row the budget has grown above the last good rate."""
     delivered: float | None = None
-    """Events/s delivered in the last tick with pushes."""
+    """Events/s delivered in the last tick with pushes and no latency trouble."""
     metrics_episode: bool = False
     """Analytics' metrics are unhealthy and the cut for it is made."""
 
@@ -173,11 +173,12 @@ def step(
         return budget, memory, None, Health(None, "no pushes to judge by", p99, share)
     if tick is not None:
         before = memory.delivered
-        memory = replace(memory, delivered=tick.delivered)
         if latency_only and before and tick.delivered < (1 - FELL) * before:
             # Slower while we sent less: not our load. Its level is now the reference.
             memory = replace(memory, flat=tick.latency_mean)
             why, latency_only = None, False
+        if not latency_only:
+            memory = replace(memory, delivered=tick.delivered)
 
     # An episode: nothing judges the cut until a tick wholly after it.
     start = tick.start if tick is not None else (external.at if external is not None else now)

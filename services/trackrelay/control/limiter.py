@@ -33,7 +33,10 @@ cost by more than ``margin`` batches of queueing:
 analytics holds about half a batch of our work in its queue: enough that it
 never idles, little enough that its response time stays within ``1 + margin``
 of one idle batch. A push alone is arranged once per ``memory`` seconds
-(``wants_alone``) so the baseline stays fresh. Smaller pushes are not judged
+(``wants_alone``) so the baseline stays fresh, and after every push slower than the
+band: two lone pushes in a row still slower than it mean analytics itself became
+slower (nothing of ours was queued ahead of them), and their cost becomes the
+baseline at once rather than after two epochs. Smaller pushes are not judged
 by latency: a request's fixed cost (which a per-event unit cannot see) would
 make them look slow and shrink the window for nothing.
 """
@@ -43,6 +46,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+REBASE_AFTER = 2
+"""Lone pushes in a row slower than the band after which the band is wrong, not the load:
+nothing of ours was queued ahead of them, so their cost is analytics' no-load cost now."""
 WARMUP_ALONE = 3
 """Pushes that go out alone at start, so one slow first request cannot set the baseline."""
 
@@ -105,6 +111,11 @@ class LimiterState:
     """When a push last taught the baseline."""
     taught: int = 0
     """Pushes that taught the baseline so far."""
+    slow_alone: int = 0
+    """Pushes in a row that went out alone and were still slower than the band."""
+    recheck: bool = False
+    """A push was slower than the band: the next one goes alone, to see whether the
+    slowness is our queue or analytics' own."""
 
     @property
     def baseline(self) -> float | None:
@@ -197,6 +208,8 @@ def wants_alone(
     """
     if size is not None and not _judged(config, size):
         return False
+    if state.recheck:
+        return True
     return state.taught < WARMUP_ALONE or now - state.alone_at >= config.memory
 
 
@@ -220,8 +233,25 @@ def observe(
     """
     slow = latency is not None and is_slow(config, state, events, latency)
     queueing = latency is not None and _queued(config, state, events, latency)
+    if latency is not None and not congested and alone and _judged(config, events):
+        if slow and state.slow_alone + 1 >= REBASE_AFTER:
+            # Slow with nothing of ours ahead of it, twice in a row: analytics itself
+            # became slower. Its cost now is the baseline (the old one is forgotten).
+            return replace(
+                state,
+                unit=latency / events,
+                unit_before=None,
+                epoch_end=now + config.memory,
+                alone_at=now,
+                taught=state.taught + 1,
+                slow_alone=0,
+                recheck=False,
+            )
+        state = replace(state, slow_alone=state.slow_alone + 1 if slow else 0, recheck=False)
     if latency is not None and not congested and alone:
         state = _learn(config, state, now, events, latency)
+    if slow:
+        state = replace(state, recheck=True)
     if congested or slow:
         factor = config.decrease if congested else config.latency_decrease
         limit = max(config.min_limit, state.limit * factor)
