@@ -142,7 +142,10 @@ def band(config: LimiterConfig, state: LimiterState, events: int) -> float | Non
     limits = []
     baseline = state.baseline
     if baseline is not None and _judged(config, events):
-        limits.append(baseline * (events + config.margin * config.batch))
+        # Judged as if it held a whole batch: a smaller push costs analytics at most as
+        # much, and its fixed cost (which a per-event unit cannot see) would otherwise
+        # make it look slow next to the full push that taught the unit.
+        limits.append(baseline * (max(events, config.batch) + config.margin * config.batch))
     if config.target is not None:
         limits.append(config.target)
     return min(limits) if limits else None
