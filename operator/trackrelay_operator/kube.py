@@ -26,6 +26,11 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339(at: float) -> str:
+    """A Unix time as Kubernetes writes times (UTC, whole seconds)."""
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class Kube:
     def __init__(self, api_client: Any = None) -> None:
         from kubernetes import client, config

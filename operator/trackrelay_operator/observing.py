@@ -1,4 +1,5 @@
-"""What a pipeline's controller observes through: its queue's Redis, and analytics' probe.
+"""What a pipeline's controller observes through: its queue's Redis, analytics' probe, and
+the Prometheus that holds analytics' metrics (``spec.analytics.prometheus``).
 
 The Redis URL comes from the pipeline's Secret, read again on every tick: the
 Secret may be rotated while the operator runs, and the client follows it
@@ -29,7 +30,8 @@ class PipelineObserver:
         self.url: str | None = None
         self.redis: Queue | None = None
         self.http = httpx.AsyncClient(timeout=2)
-        """For the analytics health probe (``spec.analytics.healthURL``)."""
+        """For the analytics health probe (``spec.analytics.healthURL``) and Prometheus' queries
+        (each within ``spec.analytics.prometheus.timeoutSeconds``)."""
 
     async def connect(self, pipeline: Pipeline) -> Queue:
         """The client for the URL the pipeline's Secret holds now (``LookupError`` if missing)."""
@@ -44,7 +46,9 @@ class PipelineObserver:
 
     async def observe(self, pipeline: Pipeline) -> Observation:
         redis = await self.connect(pipeline)
-        return await observe(redis, pipeline.queue_quota, pipeline.health_url, self.http)
+        return await observe(
+            redis, pipeline.queue_quota, pipeline.health_url, self.http, pipeline.prometheus
+        )
 
     async def _close_redis(self) -> None:
         if self.redis is not None:

@@ -3,7 +3,9 @@
 Every tick patches the status subresource (``kubectl get`` and ``describe``
 show it); every reason recorded since the last report becomes one core/v1
 Event, its Event reason and type chosen by the reason's kind, its message the
-reason's text, so the status and the Events say the same thing.
+reason's text, so the status and the Events say the same thing. A change of
+the verdict of analytics' metrics (its state, or the query that decided) is one
+``AnalyticsHealth`` Event too, as ``status.analyticsHealth`` shows it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 
 import kopf
 
+from trackrelay.control.analytics_health import Signal
 from trackrelay.control.controller import Decision, Reason
 from trackrelay.loop.shell import ControlLoop
 from trackrelay_operator.kube import Kube, now_rfc3339
-from trackrelay_operator.status import condition, event_class, pipeline_status
+from trackrelay_operator.status import condition, event_class, pipeline_status, verdict_event
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +40,22 @@ class Reporter:
         """``ControlLoop.recorded`` when Events were last posted."""
         self.problem: str | None = None
         """The last problem posted as a Warning (a repeat is not posted again)."""
+        self.verdict: tuple[Signal, str | None] | None = None
+        """The state and deciding query of the last metrics verdict posted as an Event."""
 
     def _conditions(self) -> list[dict[str, Any]]:
         return list((self.body.get("status") or {}).get("conditions") or [])
 
     async def decision(
-        self, d: Decision, loop: ControlLoop, hpa: str | None, hpa_replicas: int
+        self,
+        d: Decision,
+        loop: ControlLoop,
+        hpa: str | None,
+        hpa_replicas: int,
+        prometheus: bool = False,
     ) -> None:
-        """The status for ``d``, then an Event for each reason recorded since the last call."""
+        """The status for ``d``, then an Event for each reason recorded since the last call
+        (and one for a changed metrics verdict; ``prometheus``: the spec reads metrics)."""
         status = pipeline_status(
             d,
             loop.observation,
@@ -53,12 +64,20 @@ class Reporter:
             generation=self.body["metadata"].get("generation"),
             hpa=hpa,
             hpa_replicas=hpa_replicas,
+            prometheus=prometheus,
         )
+        verdict = loop.observation.analytics if loop.observation is not None else None
         try:
             await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, status)
             for _, reason in loop.reasons_since(self.reported):
                 await self._event(reason)
             self.reported = loop.recorded
+            if verdict is not None and (verdict.state, verdict.query) != self.verdict:
+                shown, text = verdict_event(verdict)
+                await asyncio.to_thread(
+                    self.kube.event, dict(self.body), shown.reason, text, shown.type
+                )
+                self.verdict = (verdict.state, verdict.query)
         except Exception as exc:  # the API server is away: the next tick reports again
             log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)
 

@@ -75,7 +75,13 @@ class PipelineRunner:
         await self.actuator.follow_hpa(pipeline)
         decision = await loop.tick()
         hpa = self.actuator.hpa
-        await self.reporter.decision(decision, loop, hpa, self.actuator.hpa_replicas)
+        await self.reporter.decision(
+            decision,
+            loop,
+            hpa,
+            self.actuator.hpa_replicas,
+            prometheus=pipeline.prometheus is not None,
+        )
         return pipeline.interval
 
     async def _prepare(self) -> tuple[Pipeline, ControlLoop]:

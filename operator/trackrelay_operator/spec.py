@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
 from trackrelay.control.controller import Bound, Spec
 from trackrelay.control.shedding import MODES, Thresholds, parse_size
 
@@ -48,6 +49,24 @@ SHEDDING_NUMBERS: tuple[tuple[str, str], ...] = (
 )
 """(CRD field under ``spec.queue.shedding``, ``Thresholds`` field)."""
 
+PROMETHEUS = "spec.analytics.prometheus"
+PROMETHEUS_DEFAULT = PrometheusSpec("http://prometheus")
+"""Prometheus' defaults: the timeout, the staleness window, the queries when none are given."""
+PROMETHEUS_NUMBERS: tuple[tuple[str, str], ...] = (
+    ("timeoutSeconds", "timeout"),
+    ("stalenessSeconds", "staleness"),
+)
+"""(CRD field under ``spec.analytics.prometheus``, ``PrometheusSpec`` field)."""
+QUERY_TEXTS: tuple[tuple[str, str], ...] = (("name", "name"), ("query", "promql"))
+QUERY_BOUNDS: tuple[tuple[str, str], ...] = (("min", "min"), ("max", "max"))
+"""(CRD field of one of ``spec.analytics.prometheus.queries``, ``HealthQuery`` field)."""
+PROMETHEUS_NAMES: dict[str, str] = {
+    "address": f"{PROMETHEUS}.address",
+    "queries": f"{PROMETHEUS}.queries",
+    **{attr: f"{PROMETHEUS}.{name}" for name, attr in PROMETHEUS_NUMBERS},
+}
+"""Each ``PrometheusSpec`` field by its path, for the problems a parse reports."""
+
 CRD_NAMES: dict[str, str] = {
     **{attr: f"{section}.{name}" for section, name, attr in NUMBERS},
     "replicas_min": "replicas.min",
@@ -67,6 +86,8 @@ class Pipeline:
     queue_quota: int | None
     interval: float
     controller: Spec
+    prometheus: PrometheusSpec | None = None
+    """Where analytics' metrics are read and judged (None: not read)."""
 
 
 def _section(spec: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -88,6 +109,52 @@ def _text(section: Mapping[str, Any], where: str, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{where}.{name}: required")
     return value
+
+
+def _query(item: Any, where: str) -> HealthQuery:
+    if not isinstance(item, Mapping):
+        raise ValueError(f"{where}: must be an object")
+    texts: dict[str, str] = {}
+    for name, attr in QUERY_TEXTS:
+        value = item.get(name)
+        if not isinstance(value, str):
+            raise ValueError(f"{where}.{name}: required, a string")
+        texts[attr] = value
+    bounds: dict[str, float | None] = {}
+    for name, attr in QUERY_BOUNDS:
+        value = item.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{where}.{name}: must be a number, not {value!r}")
+        bounds[attr] = None if value is None else float(value)
+    return HealthQuery(texts["name"], texts["promql"], bounds["min"], bounds["max"])
+
+
+def prometheus(analytics: Mapping[str, Any]) -> PrometheusSpec | None:
+    """``spec.analytics.prometheus`` (None: absent); ``ValueError`` naming every problem."""
+    raw = analytics.get("prometheus")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{PROMETHEUS}: must be an object")
+    address = _text(raw, PROMETHEUS, "address")
+    listed = raw.get("queries")
+    if listed is None:
+        queries = PROMETHEUS_DEFAULT.queries
+    elif isinstance(listed, list):
+        queries = tuple(_query(q, f"{PROMETHEUS}.queries[{n}]") for n, q in enumerate(listed))
+    else:
+        raise ValueError(f"{PROMETHEUS}.queries: must be a list")
+    numbers = {
+        attr: _number(raw, PROMETHEUS, name, getattr(PROMETHEUS_DEFAULT, attr))
+        for name, attr in PROMETHEUS_NUMBERS
+    }
+    spec = PrometheusSpec(
+        address, queries, timeout=numbers["timeout"], staleness=numbers["staleness"]
+    )
+    problems = spec.problems(PROMETHEUS_NAMES)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return spec
 
 
 def parse(spec: Mapping[str, Any]) -> Pipeline:
@@ -155,4 +222,5 @@ def parse(spec: Mapping[str, Any]) -> Pipeline:
         queue_quota=quota,
         interval=interval,
         controller=controller,
+        prometheus=prometheus(analytics),
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, assert_never
 
+from trackrelay.control.analytics_health import Signal, Verdict
 from trackrelay.control.controller import Decision, Observation, ReasonKind, describe
-from trackrelay_operator.kube import now_rfc3339
+from trackrelay_operator.kube import now_rfc3339, rfc3339
 
 HEALTH = {True: "Healthy", False: "Unhealthy", None: "Unknown"}
 
@@ -29,6 +30,19 @@ def condition(
     }
 
 
+def analytics_health(verdict: Verdict | None) -> dict[str, Any] | None:
+    """``status.analyticsHealth``: what analytics' own metrics said, and which query decided
+    (None: no Prometheus configured)."""
+    if verdict is None:
+        return None
+    return {
+        "state": verdict.state.value,
+        "query": verdict.query,
+        "why": verdict.why[:1024],
+        "readTime": rfc3339(verdict.at),
+    }
+
+
 def pipeline_status(
     d: Decision,
     o: Observation | None,
@@ -38,8 +52,12 @@ def pipeline_status(
     generation: int | None,
     hpa: str | None,
     hpa_replicas: int,
+    prometheus: bool = False,
 ) -> dict[str, Any]:
-    """The status subresource for decision ``d`` (``old``: the conditions now in place)."""
+    """The status subresource for decision ``d`` (``old``: the conditions now in place).
+
+    ``analyticsHealth`` comes from the observation's verdict; without an observation it is
+    left as it was (its ``readTime`` says how old), without ``prometheus`` it is removed."""
     health = HEALTH[d.health.healthy]
     shedding = d.shedding.policy.value != "none"
     held_why = d.reasons[0].text if d.held else ""
@@ -81,6 +99,10 @@ def pipeline_status(
     }
     if o is not None:
         status |= {"backlog": o.backlog, "queueBytes": o.queue_bytes, "queueQuota": o.queue_quota}
+    if not prometheus:
+        status["analyticsHealth"] = None  # a merge patch: removes what an earlier spec left
+    elif o is not None:
+        status["analyticsHealth"] = analytics_health(o.analytics)
     return status
 
 
@@ -89,6 +111,14 @@ class EventClass(NamedTuple):
 
     reason: str
     type: str
+
+
+def verdict_event(verdict: Verdict) -> tuple[EventClass, str]:
+    """The Event that tells a change of analytics' metrics verdict: Normal when healthy, a
+    Warning otherwise; its message names the query that decided."""
+    kind = "Normal" if verdict.state is Signal.HEALTHY else "Warning"
+    text = f"analytics' metrics say {verdict.state.value}: {verdict.why}"
+    return EventClass("AnalyticsHealth", kind), text[:1024]
 
 
 def event_class(kind: ReasonKind) -> EventClass:

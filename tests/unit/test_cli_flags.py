@@ -43,6 +43,8 @@ TEXT = {
     "sim_host": "0.0.0.0",
     "consumer_name": "f-7",
     "live_configmap": "shop/trackrelay-live",
+    "prometheus_url": "http://prometheus.example:9090",
+    "prometheus_queries": "p99[,0.5]=histogram_quantile(0.99, x)",
 }
 NUMBERS = {
     "claim_idle": 40.0,
@@ -61,6 +63,12 @@ NUMBERS = {
     "shed_hysteresis": 0.1,
     "shed_min_p": 0.5,
 }
+COMPANIONS = {
+    "prometheus_queries": ["--prometheus-url", "http://prometheus.example:9090"],
+    "prometheus_timeout": ["--prometheus-url", "http://prometheus.example:9090"],
+    "prometheus_staleness": ["--prometheus-url", "http://prometheus.example:9090"],
+}
+"""Flags that a flag needs beside it to make a valid configuration."""
 EVERY_FIELD: dict[str, type[BaseSettings]] = {
     "orders": OrderSettings,
     "forwarder": ForwarderSettings,
@@ -124,6 +132,7 @@ def test_flag_reaches_its_setting(
         else:
             expected = TEXT.get(dest, f"/tmp/{dest}")
         argv += [flag, str(expected)]
+    argv += COMPANIONS.get(dest, [])
     args = program.build_parser().parse_args(argv)
     if isinstance(action, argparse._AppendAction):
         expected = [expected]

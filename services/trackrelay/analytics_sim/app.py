@@ -35,7 +35,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     if settings.sim_scenario is not None:
         state.schedule = load_scenario(str(settings.sim_scenario))
         state.schedule_started = time.monotonic()
-    metrics = SimMetrics(CollectorRegistry())
+    metrics = SimMetrics(CollectorRegistry(), state)
     journal = Journal(settings.sim_journal, state) if settings.sim_journal else None
     app = FastAPI(title="trackrelay analytics simulator", version="0.1.0")
     app.state.sim = state

@@ -171,6 +171,12 @@ class Capacity:
             return 0.0
         return max(0.0, self.busy_until - now) * self.rate
 
+    def queued_seconds(self, now: float) -> float:
+        """Queued work, in seconds: how long a request arriving now waits before its own."""
+        if self.rate <= 0:
+            return 0.0
+        return max(0.0, self.busy_until - now)
+
     def effective_rate(self, now: float) -> float:
         if not self.collapse or self.rate <= 0:
             return self.rate

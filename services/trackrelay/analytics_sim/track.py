@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from trackrelay.analytics_sim.model import (
     Mode,
@@ -22,13 +22,43 @@ from trackrelay.analytics_sim.model import (
 )
 from trackrelay.analytics_sim.state import Journal, SimState
 
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+"""Seconds: fine where a healthy analytics answers, every 0.25-0.5 s around the thresholds."""
+
 
 class SimMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """What the simulator exports at ``/metrics``, as a real analytics service would: its
+    request latency (a histogram, seconds), requests in flight, queued work (seconds and
+    events) and answers by status (429s among them). The names are stable: the default
+    Prometheus queries (``control.analytics_health.SIMULATOR_QUERIES``) read them."""
+
+    def __init__(self, registry: CollectorRegistry, state: SimState | None = None) -> None:
         self.registry = registry
         self.requests = Counter(
             "analytics_sim_requests", "Track requests by status.", ["status"], registry=registry
         )
+        self.duration = Histogram(
+            "analytics_sim_request_duration_seconds",
+            "Seconds from a track request's arrival to its answer (its head), every status.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "analytics_sim_requests_in_flight", "Track requests being answered.", registry=registry
+        )
+        queued_seconds = Gauge(
+            "analytics_sim_queued_work_seconds",
+            "Seconds of work queued ahead of a request arriving now (the capacity model's queue).",
+            registry=registry,
+        )
+        queued_events = Gauge(
+            "analytics_sim_queued_events",
+            "Events of work queued; past the queue limit, requests are answered 429.",
+            registry=registry,
+        )
+        if state is not None:
+            queued_seconds.set_function(lambda: state.capacity.queued_seconds(time.monotonic()))
+            queued_events.set_function(lambda: state.capacity.backlog(time.monotonic()))
         self.accepted = Counter(
             "analytics_sim_events_accepted", "New events counted.", registry=registry
         )
@@ -75,6 +105,16 @@ class Tracker:
         self.metrics.requests.labels(str(status)).inc()
 
     async def track(self, request: Request) -> Response:
+        """One track request's answer, its latency and its time in flight measured."""
+        started = time.monotonic()
+        self.metrics.in_flight.inc()
+        try:
+            return await self._track(request)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.duration.observe(time.monotonic() - started)
+
+    async def _track(self, request: Request) -> Response:
         arrived = time.time()
         body = await request.body()
         if self.max_body_bytes and len(body) > self.max_body_bytes:

@@ -10,10 +10,12 @@ forgotten.
 
 The rules: ``relay_batch_size`` is ``--relay-batch-size``; a bool field is a
 switch to the value it does not have by default, ``--no-<name>`` when it is on by
-default. ``SPELLINGS`` is the one table of flags that read otherwise, and
-``NOT_SETTINGS`` names the flags that steer a command rather than set a field.
+default; a list field is a flag given once per item. ``SPELLINGS`` is the one
+table of flags that read otherwise, and ``NOT_SETTINGS`` names the flags that
+steer a command rather than set a field.
 In the help, a docstring's ``None: ...`` sentence is the default of a field that
-defaults to None, and its ``Off: ...`` (or ``On: ...``) what a switch does.
+defaults to None, its ``Empty: ...`` that of a list, and its ``Off: ...`` (or
+``On: ...``) what a switch does.
 
 pydantic-settings' own CLI source does not fit: it spells a flag after its field
 or alias, offers every field of a class, and reads the values itself, where these
@@ -60,6 +62,8 @@ class Spelling:
     """What turns the flag's text into the value; None: the field's type."""
     choices: Sequence[str] | None = None
     """The only texts accepted; None: any the type reads."""
+    metavar: str | None = None
+    """The value's name in the usage; None: argparse's (the field's name in capitals)."""
 
 
 SPELLINGS: Mapping[str, Spelling] = {
@@ -74,6 +78,7 @@ SPELLINGS: Mapping[str, Spelling] = {
     "replicas_max": Spelling("--max-forwarders"),
     "budget_initial": Spelling("--budget"),
     "interval": Spelling("--control-interval"),
+    "prometheus_queries": Spelling("--prometheus-query", metavar="NAME[MIN,MAX]=PROMQL"),
     # Values read other than by their type.
     "queue_quota": Spelling(parse=parse_size),
     "shedding": Spelling(choices=MODES),
@@ -150,9 +155,20 @@ def _flag_name(name: str, info: FieldInfo) -> str:
     if spelling is not None and spelling.flag is not None:
         return spelling.flag
     words = name.removeprefix(DROPPED_PREFIX).replace("_", "-")
+    if _is_list(info):
+        return f"--{words}"
     if _value_type(info) is bool and info.get_default(call_default_factory=True):
         return f"--no-{words}"
     return f"--{words}"
+
+
+def _is_list(info: FieldInfo) -> bool:
+    """A ``list[str]`` field: one flag per item (``action="append"``)."""
+    if typing.get_origin(info.annotation) is not list:
+        return False
+    if typing.get_args(info.annotation) != (str,):
+        raise TypeError(f"no flag for a setting of type {info.annotation!r}")
+    return True
 
 
 def _value_type(info: FieldInfo) -> type:
@@ -173,9 +189,17 @@ def _add_flag(
 ) -> None:
     """Field ``name``'s flag: a switch for a bool, else a value of the field's type."""
     flag = _flag_name(name, info)
-    kind = _value_type(info)
     default = info.get_default(call_default_factory=True)
     sentences = _sentences(info.description or "")
+    if _is_list(info):
+        shown = shown or _clause(sentences, "Empty") or "none"
+        help_text = f"{sentences[0]} (default: {shown}; repeatable)"
+        metavar = SPELLINGS.get(name, Spelling()).metavar
+        group.add_argument(
+            flag, dest=name, action="append", metavar=metavar, help=_escaped(help_text)
+        )
+        return
+    kind = _value_type(info)
     if kind is bool:
         sets = not default
         clause = _clause(sentences, "On" if sets else "Off")

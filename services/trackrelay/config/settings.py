@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
 from trackrelay.control.controller import Spec
 from trackrelay.control.shedding import MODES, Thresholds, parse_size
 
@@ -58,6 +59,15 @@ SPEC_NAMES = {
 """``ControllerSettings`` fields named apart from their ``Spec`` field (the rest match)."""
 _SPEC = Spec()
 """The controller's defaults and bounds: ``ControllerSettings`` takes its own from here."""
+_PROMETHEUS = PrometheusSpec("http://prometheus")
+"""Prometheus' defaults (timeout, staleness, the queries when none are given)."""
+PROMETHEUS_NAMES = {
+    "address": "prometheus_url",
+    "queries": "prometheus_queries",
+    "timeout": "prometheus_timeout",
+    "staleness": "prometheus_staleness",
+}
+"""``ControllerSettings`` fields by the ``PrometheusSpec`` field they set."""
 FORWARDER_BATCH_SIZE = 500
 FORWARDER_CONCURRENCY = 8
 
@@ -389,13 +399,64 @@ class ControllerSettings(BaseSettings):
     """Events/s one forwarder is assumed to deliver until it has been measured."""
     health_url: str | None = None
     """Analytics health URL probed every tick. None: no probe."""
+    prometheus_url: str | None = None
+    """Prometheus base URL whose queries judge analytics' health every tick. None: no
+    Prometheus; the controller judges by the forwarders' measurements and the probe."""
+    prometheus_queries: list[str] = Field(default_factory=list)
+    """A query that judges analytics' health, ``NAME[MIN,MAX]=PROMQL``. MIN or MAX may be
+    empty (no bound there); analytics is healthy while every query returns values within
+    its range. Empty: with a Prometheus URL, the simulator's
+    queries (p99 <= 0.5 s, 429 and 5xx share <= 5 %, queued work <= 0.5 s)."""
+    prometheus_timeout: float = _PROMETHEUS.timeout
+    """Seconds one Prometheus query may take; past it, that query reads as unknown."""
+    prometheus_staleness: float = _PROMETHEUS.staleness
+    """Seconds an unknown Prometheus verdict holds the last decision before the controller
+    turns conservative."""
+
+    @field_validator("prometheus_url", mode="before")
+    @classmethod
+    def _no_url(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _valid(self) -> ControllerSettings:
         problems = self.spec().problems(SPEC_NAMES)
         if problems:
             raise ValueError("; ".join(f"control {p}" for p in problems))
+        self.prometheus_spec()  # its checks, one message
         return self
+
+    def prometheus_spec(self) -> PrometheusSpec | None:
+        """What ``prometheus_*`` describe (None: no URL); ``ValueError`` naming each problem."""
+        if self.prometheus_url is None:
+            given = [
+                name
+                for name, value in (
+                    ("prometheus_queries", self.prometheus_queries != []),
+                    ("prometheus_timeout", self.prometheus_timeout != _PROMETHEUS.timeout),
+                    ("prometheus_staleness", self.prometheus_staleness != _PROMETHEUS.staleness),
+                )
+                if value
+            ]
+            if given:
+                raise ValueError(f"{', '.join(given)}: given without prometheus_url")
+            return None
+        queries: list[HealthQuery] = []
+        for n, text in enumerate(self.prometheus_queries):
+            try:
+                queries.append(HealthQuery.parse(text))
+            except ValueError as exc:
+                raise ValueError(f"prometheus_queries[{n}]: {exc}") from None
+        spec = PrometheusSpec(
+            self.prometheus_url,
+            queries=tuple(queries) if queries else _PROMETHEUS.queries,
+            timeout=self.prometheus_timeout,
+            staleness=self.prometheus_staleness,
+        )
+        problems = spec.problems(PROMETHEUS_NAMES)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return spec
 
     def spec(self, relay: RelaySettings | None = None) -> Spec:
         """The controller's spec, with the shedding mode and thresholds the relay uses

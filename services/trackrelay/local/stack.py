@@ -79,6 +79,7 @@ class LocalStack:
         self.options = options
         settings = options.settings
         self.spec: Spec = options.control.spec(settings)
+        self.prometheus = options.control.prometheus_spec()
         self.data_dir = settings.data_dir
         self.logs = settings.data_dir / "logs"
         self.supervisor = Supervisor()
@@ -189,6 +190,13 @@ class LocalStack:
                 f"{s.budget_max:g}], forwarders {opts.forwarders} in [{s.replicas_min}, "
                 f"{s.replicas_max}], p99 target {s.p99_target:g} s"
             )
+            if self.prometheus is not None:
+                p = self.prometheus
+                self.say(
+                    f"prometheus {redact_url(p.address)}: "
+                    + ", ".join(f"{q.name} in {q.range_text()}" for q in p.queries)
+                    + f" (timeout {p.timeout:g} s, unknown holds {p.staleness:g} s)"
+                )
         self.say(f"status     trackrelay status --data-dir {self.data_dir}")
         self.say(f"logs       {self.logs}/  (Ctrl-C stops everything)")
 
@@ -253,6 +261,7 @@ class LocalStack:
             self.options.settings.queue_quota,
             self.options.control.health_url,
             self._client,
+            self.prometheus,
         )
 
     async def _act(self, decision: Decision) -> None:

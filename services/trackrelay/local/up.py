@@ -31,6 +31,10 @@ def controller_parts(status: dict[str, Any]) -> list[str]:
             f"budget {d['budget']:.0f} ev/s, forwarders {status['forwarders']}"
             f"/{d['usable_replicas']} usable, analytics {health}{held}"
         )
+    verdict = (status.get("observation") or {}).get("analytics")
+    if verdict is not None:
+        decided = f" ({verdict['query']})" if verdict.get("query") else ""
+        parts.append(f"prometheus {verdict['state']}{decided}")
     parts.append(f"restarts {status.get('restarts', 0)}")
     reasons = status.get("reasons") or []
     if reasons:
@@ -108,6 +112,10 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             lines.append(
                 f"  queue memory {o['queue_bytes']} of {o['queue_quota']} bytes ({share:.0%})"
             )
+        verdict = o.get("analytics")
+        if verdict is not None:
+            decided = f" (query {verdict['query']})" if verdict.get("query") else ""
+            lines.append(f"  prometheus   {verdict['state']}{decided}: {verdict['why']}")
         for f in o.get("forwarders", []):
             p99 = "-" if f["latency_p99"] is None else f"{f['latency_p99'] * 1000:.0f} ms"
             lines.append(

@@ -1,21 +1,26 @@
-"""What the controller observes, read from Redis (and an analytics health probe).
+"""What the controller observes, read from Redis (and analytics' probe and metrics).
 
 Shared by local mode and the operator: the stream's backlog (entries are
 deleted once acknowledged, so its length is lag plus pending), the queue's
-memory as the quota counts it, and each forwarder's published view.
+memory as the quota counts it, each forwarder's published view, the analytics
+health probe's answer when a URL is given, and the verdict of analytics' own
+metrics when a ``PrometheusSpec`` is given (``loop.prometheus``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import httpx
 
+from trackrelay.control.analytics_health import PrometheusSpec, Verdict
 from trackrelay.control.controller import ForwarderView, Observation
 from trackrelay.control.push_outcome import Outcome
 from trackrelay.events import ForwarderStats
+from trackrelay.loop import prometheus as metrics
 from trackrelay.queue import streams, views
 from trackrelay.queue.client import Queue
 from trackrelay.queue.quota import exact_usage
@@ -67,19 +72,36 @@ async def probe(client: httpx.AsyncClient, url: str) -> bool:
         return False
 
 
+async def _probe(client: httpx.AsyncClient | None, url: str | None) -> bool | None:
+    return None if url is None or client is None else await probe(client, url)
+
+
+async def _verdict(client: httpx.AsyncClient | None, spec: PrometheusSpec | None) -> Verdict | None:
+    if spec is None:
+        return None
+    if client is not None:
+        return await metrics.check(client, spec)
+    async with httpx.AsyncClient() as own:
+        return await metrics.check(own, spec)
+
+
 async def observe(
     redis: Queue,
     queue_quota: int | None,
     health_url: str | None = None,
     client: httpx.AsyncClient | None = None,
+    prometheus: PrometheusSpec | None = None,
 ) -> Observation:
-    """One observation; raises ``RedisError``/``OSError`` when Redis cannot be read."""
+    """One observation; raises ``RedisError``/``OSError`` when Redis cannot be read.
+
+    With ``prometheus``, ``Observation.analytics`` is its queries' verdict (unknown,
+    never an exception, when Prometheus cannot answer), read alongside the probe."""
     stats = await streams.queue_stats(redis)
     published = await views.read_stats(redis)
     used = await exact_usage(redis) if queue_quota else None
-    probe_ok = None
-    if health_url is not None and client is not None:
-        probe_ok = await probe(client, health_url)
+    probe_ok, analytics = await asyncio.gather(
+        _probe(client, health_url), _verdict(client, prometheus)
+    )
     return Observation(
         at=time.time(),
         lag=max(0, stats.length - stats.pending),
@@ -88,4 +110,5 @@ async def observe(
         queue_bytes=used,
         queue_quota=queue_quota,
         probe_ok=probe_ok,
+        analytics=analytics,
     )
