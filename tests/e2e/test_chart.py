@@ -242,6 +242,147 @@ def test_every_pod_becomes_ready_and_helm_test_passes(release: Release) -> None:
     assert "STATUS: deployed" in status
 
 
+PROMETHEUS_MANIFEST = Path(__file__).parent / "prometheus.yaml"
+# the simulator's default queries (control/analytics_health.py) with 10 s windows, not
+# 1 min: the Prometheus here scrapes every second, so each change of state shows in seconds
+WINDOW = "10s"
+METRICS_QUERIES = [
+    {
+        "name": "analytics_p99",
+        "query": "(histogram_quantile(0.99, sum by (le)"
+        f" (rate(analytics_sim_request_duration_seconds_bucket[{WINDOW}]))) >= 0)"
+        f" or (sum(rate(analytics_sim_request_duration_seconds_count[{WINDOW}])) == 0)",
+        "min": 0,
+        "max": 0.5,
+    },
+    {
+        "name": "analytics_error_share",
+        "query": f'(sum(rate(analytics_sim_requests_total{{status=~"429|5.."}}[{WINDOW}]))'
+        f" or vector(0)) / clamp_min(sum(rate(analytics_sim_requests_total[{WINDOW}])), 1e-9)",
+        "min": 0,
+        "max": 0.05,
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def prometheus(release: Release) -> Iterator[str]:
+    """tests/e2e/prometheus.yaml in the release's namespace, Ready: its address."""
+    docs = list(yaml.safe_load_all(PROMETHEUS_MANIFEST.read_text()))
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            container["image"] = release.cluster.env["E2E_PROMETHEUS_IMAGE"]
+    cluster, ns = release.cluster, release.ns
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump_all(docs))
+    try:
+        rolled = cluster.kubectl(
+            "rollout", "status", "-n", ns, "deployment/prometheus", "--timeout=120s", check=False
+        )
+        assert rolled.returncode == 0, rolled.stderr + release.diagnose()
+        yield f"http://prometheus.{ns}.svc:9090"
+    finally:
+        cluster.kubectl("delete", "-n", ns, "-f", str(PROMETHEUS_MANIFEST), check=False)
+
+
+def test_the_operator_reads_analytics_health_from_prometheus_in_the_cluster(
+    release: Release, prometheus: str
+) -> None:
+    def health() -> dict[str, Any]:
+        found: dict[str, Any] = release.pipeline().get("status", {}).get("analyticsHealth") or {}
+        return found
+
+    def wait_health(state: str) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            nonlocal last
+            last = health()
+            return last if last.get("state") == state else None
+
+        try:
+            found: dict[str, Any] = wait_for(f"analyticsHealth {state}", reached, timeout=120)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; analyticsHealth {last}; targets {targets()}") from None
+        return found
+
+    def targets() -> str:  # what Prometheus scrapes, for a failure's message
+        try:
+            found = release.client("get", url=prometheus + "/api/v1/targets?state=active")
+        except AssertionError as exc:
+            return str(exc)
+        return json.dumps([(t["scrapeUrl"], t["health"]) for t in found["data"]["activeTargets"]])
+
+    fault = release.sim_url + "/admin/fault"
+    release.client("post", url=fault, body={"mode": "healthy"})
+    spec = {"address": prometheus, "queries": METRICS_QUERIES, "timeoutSeconds": 2}
+    patch = {"spec": {"analytics": {"prometheus": spec}}}
+    release.cluster.kubectl(
+        "patch",
+        "analyticspipeline",
+        FULLNAME,
+        "-n",
+        release.ns,
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+    )
+    sender: subprocess.Popen[str] | None = None
+    try:
+        # healthy: every query read a number from the simulator's scraped metrics, in range
+        healthy = wait_health("healthy")
+        assert "analytics_p99" in healthy["why"] and "within" in healthy["why"], healthy
+
+        # analytics slowed to 1 s a push while orders flow: p99 leaves its range and the
+        # status names the query that decided
+        sender = release.send_orders(count=400, lines=2, skus=40, tag="prom", every=0.1)
+        release.client("post", url=fault, body={"mode": "slow", "latency": 1.0})
+        unhealthy = wait_health("unhealthy")
+        assert unhealthy["query"] == "analytics_p99", unhealthy
+        assert unhealthy["why"].startswith("analytics_p99 ") and "outside" in unhealthy["why"]
+
+        def warned() -> list[tuple[str, str]]:  # the Event follows the status in its tick
+            events = release.cluster.get(
+                "events",
+                "-n",
+                release.ns,
+                "--field-selector",
+                f"involvedObject.kind=AnalyticsPipeline,involvedObject.name={FULLNAME},"
+                "reason=AnalyticsHealth",
+            )["items"]
+            said = [(e["type"], e["message"]) for e in events]
+            return said if any(t == "Warning" and "analytics_p99" in m for t, m in said) else []
+
+        wait_for("a Warning Event naming analytics_p99", warned, timeout=30)
+        described = release.cluster.kubectl(
+            "get", "analyticspipeline", FULLNAME, "-n", release.ns, "-o", "wide"
+        ).stdout
+        assert "unhealthy" in described.splitlines()[1], described
+
+        # Prometheus gone: unknown, never healthy
+        release.client("post", url=fault, body={"mode": "healthy"})
+        release.cluster.kubectl("scale", "-n", release.ns, "deployment/prometheus", "--replicas=0")
+        unknown = wait_health("unknown")
+        assert "Prometheus" in unknown["why"], unknown
+    finally:
+        release.client("post", url=fault, body={"mode": "healthy"})
+        if sender is not None:
+            sender.kill()
+            sender.communicate(timeout=30)
+        # the pipeline as the chart made it, for the tests after this one
+        unset = {"spec": {"analytics": {"prometheus": None}}}
+        release.cluster.kubectl(
+            "patch",
+            "analyticspipeline",
+            FULLNAME,
+            "-n",
+            release.ns,
+            "--type=merge",
+            "-p",
+            json.dumps(unset),
+        )
+
+
 def test_orders_reach_analytics_exactly_once_though_a_forwarder_dies_mid_batch(
     release: Release,
 ) -> None:
