@@ -246,6 +246,7 @@ PROMETHEUS_MANIFEST = Path(__file__).parent / "prometheus.yaml"
 # the simulator's default queries (control/analytics_health.py) with 10 s windows, not
 # 1 min: the Prometheus here scrapes every second, so each change of state shows in seconds
 WINDOW = "10s"
+PROM_ORDERS = 100  # two lines each, one every 0.1 s: pushes go on while analytics is slow
 METRICS_QUERIES = [
     {
         "name": "analytics_p99",
@@ -335,7 +336,8 @@ def test_the_operator_reads_analytics_health_from_prometheus_in_the_cluster(
 
         # analytics slowed to 1 s a push while orders flow: p99 leaves its range and the
         # status names the query that decided
-        sender = release.send_orders(count=400, lines=2, skus=40, tag="prom", every=0.1)
+        lines = release.sim_state()["lines"] + PROM_ORDERS * 2
+        sender = release.send_orders(count=PROM_ORDERS, lines=2, skus=40, tag="prom", every=0.1)
         release.client("post", url=fault, body={"mode": "slow", "latency": 1.0})
         unhealthy = wait_health("unhealthy")
         assert unhealthy["query"] == "analytics_p99", unhealthy
@@ -359,14 +361,26 @@ def test_the_operator_reads_analytics_health_from_prometheus_in_the_cluster(
         ).stdout
         assert "unhealthy" in described.splitlines()[1], described
 
-        # Prometheus gone: unknown, never healthy
+        # the orders all made and delivered, once: the tests after this one count lines
         release.client("post", url=fault, body={"mode": "healthy"})
+        out, err = sender.communicate(timeout=300)
+        assert sender.returncode == 0, err
+        assert len(json.loads(out)["created"]) == PROM_ORDERS
+        counted = wait_for(
+            "analytics to count every line",
+            lambda: (n := release.sim_state()["lines"]) >= lines and n,
+            timeout=240,
+            every=2,
+        )
+        assert counted == lines
+
+        # Prometheus gone: unknown, never healthy
         release.cluster.kubectl("scale", "-n", release.ns, "deployment/prometheus", "--replicas=0")
         unknown = wait_health("unknown")
         assert "Prometheus" in unknown["why"], unknown
     finally:
         release.client("post", url=fault, body={"mode": "healthy"})
-        if sender is not None:
+        if sender is not None and sender.poll() is None:
             sender.kill()
             sender.communicate(timeout=30)
         # the pipeline as the chart made it, for the tests after this one
