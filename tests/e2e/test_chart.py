@@ -329,9 +329,12 @@ def test_the_operator_reads_analytics_health_from_prometheus_in_the_cluster(
         json.dumps(patch),
     )
     sender: subprocess.Popen[str] | None = None
+    started = time.monotonic()
+    took = []
     try:
         # healthy: every query read a number from the simulator's scraped metrics, in range
         healthy = wait_health("healthy")
+        took.append(f"healthy after {time.monotonic() - started:.0f}s")
         assert "analytics_p99" in healthy["why"] and "within" in healthy["why"], healthy
 
         # analytics slowed to 1 s a push while orders flow: p99 leaves its range and the
@@ -339,7 +342,9 @@ def test_the_operator_reads_analytics_health_from_prometheus_in_the_cluster(
         lines = release.sim_state()["lines"] + PROM_ORDERS * 2
         sender = release.send_orders(count=PROM_ORDERS, lines=2, skus=40, tag="prom", every=0.1)
         release.client("post", url=fault, body={"mode": "slow", "latency": 1.0})
+        slowed = time.monotonic()
         unhealthy = wait_health("unhealthy")
+        took.append(f"unhealthy {time.monotonic() - slowed:.0f}s after the slowing")
         assert unhealthy["query"] == "analytics_p99", unhealthy
         assert unhealthy["why"].startswith("analytics_p99 ") and "outside" in unhealthy["why"]
 
@@ -356,10 +361,11 @@ def test_the_operator_reads_analytics_health_from_prometheus_in_the_cluster(
             return said if any(t == "Warning" and "analytics_p99" in m for t, m in said) else []
 
         wait_for("a Warning Event naming analytics_p99", warned, timeout=30)
-        described = release.cluster.kubectl(
+        # the CRD's Metrics column (kubectl get -o wide): columns are aligned with their heads
+        head, row = release.cluster.kubectl(
             "get", "analyticspipeline", FULLNAME, "-n", release.ns, "-o", "wide"
-        ).stdout
-        assert "unhealthy" in described.splitlines()[1], described
+        ).stdout.splitlines()[:2]
+        assert row[head.index("METRICS") :].split()[0] == "unhealthy", (head, row)
 
         # the orders all made and delivered, once: the tests after this one count lines
         release.client("post", url=fault, body={"mode": "healthy"})
@@ -376,7 +382,10 @@ def test_the_operator_reads_analytics_health_from_prometheus_in_the_cluster(
 
         # Prometheus gone: unknown, never healthy
         release.cluster.kubectl("scale", "-n", release.ns, "deployment/prometheus", "--replicas=0")
+        gone = time.monotonic()
         unknown = wait_health("unknown")
+        took.append(f"unknown {time.monotonic() - gone:.0f}s after Prometheus' scale-down")
+        print("\nanalyticsHealth: " + ", ".join(took))
         assert "Prometheus" in unknown["why"], unknown
     finally:
         release.client("post", url=fault, body={"mode": "healthy"})
