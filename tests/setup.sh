@@ -41,7 +41,7 @@ need redis-server has redis-server
 need postgresql have_initdb
 need util-linux has runuser              # PostgreSQL runs as the postgres user under root
 need chromium test -x /usr/lib/chromium/chromium   # the demo report's browser test
-need prometheus has promtool             # the chart's alert-rule tests
+need prometheus sh -c 'command -v promtool && command -v prometheus'   # alert rules; health from metrics
 if $e2e; then
   need podman has podman
   need netavark has netavark
@@ -77,7 +77,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   else
     die "the tests need: ${missing[*]} (Debian package names): Redis >= 6.2 (redis-server),
   the PostgreSQL server (initdb, pg_ctl), Chromium (/usr/lib/chromium/chromium),
-  promtool (Prometheus)$($e2e && echo ', and for e2e rootful podman with runc, mmdebstrap, gcc with a static libc')
+  promtool and prometheus (Prometheus)$($e2e && echo ', and for e2e rootful podman with runc, mmdebstrap, gcc with a static libc')
   install them with this system's package manager, then run this again"
   fi
 fi

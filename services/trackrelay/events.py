@@ -110,6 +110,102 @@ def countable(payload: str | bytes) -> Event | None:
     return None if event.problem() else event
 
 
+LATENCY_BOUNDS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0
+)  # fmt: skip
+"""Upper bounds (seconds) of the push latency histogram in ``PushTotals`` (then +Inf)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushTotals:
+    """A forwarder's pushes since it started, as counters that only grow (as Prometheus
+    counters do): the controller takes their differences between two snapshots, so what
+    it judges is exactly what happened between them, never a window that outlives it."""
+
+    started: float
+    """Wall-clock time the counters started: another value means they began again."""
+    pushes: int = 0
+    """Pushes answered or failed (a push whose ownership expired before it went out is not
+    counted)."""
+    accepted_events: int = 0
+    congested: int = 0
+    """Pushes answered 429/503 or timed out: signs analytics is saturated."""
+    failed: int = 0
+    """Other failed pushes (5xx, refused or reset connections): analytics down or failing."""
+    delayed: int = 0
+    """Answered pushes slower than the forwarder's latency band for their size (queueing at
+    analytics: delay-based congestion, normalised for the push's size)."""
+    latency_sum: float = 0.0
+    """Seconds, over the pushes analytics answered."""
+    sent_seconds: float = 0.0
+    """Seconds, over every push that went out, answered or not (a timeout counts its wait)."""
+    latency_counts: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS) + 1)
+    """Answered pushes per latency bucket (``LATENCY_BOUNDS``, then +Inf); not cumulative."""
+
+    def add(
+        self,
+        accepted_events: int,
+        congested: bool,
+        failed: bool,
+        latency: float | None,
+        delayed: bool = False,
+        duration: float | None = None,
+    ) -> PushTotals:
+        counts = self.latency_counts
+        total = self.latency_sum
+        if latency is not None:
+            bucket = next(
+                (i for i, bound in enumerate(LATENCY_BOUNDS) if latency <= bound),
+                len(LATENCY_BOUNDS),
+            )
+            counts = (*counts[:bucket], counts[bucket] + 1, *counts[bucket + 1 :])
+            total += latency
+        return PushTotals(
+            started=self.started,
+            pushes=self.pushes + 1,
+            accepted_events=self.accepted_events + accepted_events,
+            congested=self.congested + congested,
+            failed=self.failed + failed,
+            delayed=self.delayed + delayed,
+            latency_sum=total,
+            sent_seconds=self.sent_seconds + (duration or latency or 0.0),
+            latency_counts=counts,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "pushes": self.pushes,
+            "accepted_events": self.accepted_events,
+            "congested": self.congested,
+            "failed": self.failed,
+            "delayed": self.delayed,
+            "latency_sum": round(self.latency_sum, 6),
+            "sent_seconds": round(self.sent_seconds, 6),
+            "latency_counts": list(self.latency_counts),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> PushTotals:
+        counts = tuple(int(n) for n in data["latency_counts"])
+        if len(counts) != len(LATENCY_BOUNDS) + 1 or min(counts) < 0:
+            raise ValueError(f"latency_counts: {len(LATENCY_BOUNDS) + 1} counts >= 0 expected")
+        out = cls(
+            started=float(data["started"]),
+            pushes=int(data["pushes"]),
+            accepted_events=int(data["accepted_events"]),
+            congested=int(data["congested"]),
+            failed=int(data["failed"]),
+            delayed=int(data.get("delayed", 0)),
+            latency_sum=float(data["latency_sum"]),
+            sent_seconds=float(data.get("sent_seconds", 0.0)),
+            latency_counts=counts,
+        )
+        if min(out.pushes, out.accepted_events, out.congested, out.failed, out.delayed) < 0:
+            raise ValueError("push totals must be >= 0")
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class PushSpan:
     """A forwarder's pushes that ended within the last ``span_seconds``."""
@@ -171,7 +267,11 @@ class ForwarderStats:
     """The pushes of the longer span (latency percentiles, outcomes, accepted rate)."""
     latency_p90: float | None
     recent: PushSpan
-    """The pushes of the last few seconds: what the controller judges health by."""
+    """The pushes of the last few seconds (shown by views; a controller falls back on it
+    for a forwarder that publishes no ``totals``)."""
+    totals: PushTotals | None = None
+    """Counters since the forwarder started: what the controller judges each tick by
+    (None from forwarders of version 0.1.0)."""
 
     def to_json(self) -> dict[str, Any]:
         out = self.overall.to_json()
@@ -186,6 +286,8 @@ class ForwarderStats:
             latency_p90=self.latency_p90,
             recent=self.recent.to_json(),
         )
+        if self.totals is not None:
+            out["totals"] = self.totals.to_json()
         return out
 
     @classmethod
@@ -203,6 +305,7 @@ class ForwarderStats:
                 overall=PushSpan.from_json(data),
                 latency_p90=_seconds(data["latency_p90"]),
                 recent=PushSpan.from_json(data["recent"]),
+                totals=None if data.get("totals") is None else PushTotals.from_json(data["totals"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a forwarder's statistics: {exc!r}") from None

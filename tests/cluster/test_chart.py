@@ -22,8 +22,10 @@ from prometheus_client import CollectorRegistry
 from tests.cluster.conftest import Cluster
 from tests.support.rbac import disallowed_answers
 from trackrelay.config.settings import read_ahead
+from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.orders.metrics import OrderMetrics
+from trackrelay_operator.spec import parse
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "trackrelay"
@@ -94,6 +96,14 @@ def test_helm_lint_is_clean_in_strict_mode(cluster: Cluster, values: Path) -> No
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
         ("database.externalUrl=mysql://x", "at '/database/externalUrl'"),
         ("replicas=3", "additional properties 'replicas' not allowed"),
+        (
+            "pipeline.analytics.prometheus.address=prometheus:9090",
+            "at '/pipeline/analytics/prometheus/address'",
+        ),
+        (
+            "pipeline.analytics.prometheus.timeoutSeconds=0",
+            "at '/pipeline/analytics/prometheus/timeoutSeconds'",
+        ),
     ],
 )
 def test_the_schema_refuses_bad_values_naming_them(
@@ -147,6 +157,24 @@ def test_the_queue_quota_sets_redis_maxmemory_the_relays_and_the_pipeline(
     default = render(cluster, "-f", str(SIMULATOR))
     conf = by_kind(default, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
     assert "maxmemory 128mb" in conf.splitlines()  # 64 MiB quota + 64 MiB headroom
+
+
+def test_the_pipeline_reads_analytics_metrics_from_the_prometheus_values(cluster: Cluster) -> None:
+    def pipeline(*args: str) -> dict[str, Any]:
+        return dict(by_kind(render(cluster, *args), "AnalyticsPipeline")["shop-trackrelay"]["spec"])
+
+    given = yaml.safe_load(ALL_OPTIONS.read_text())["pipeline"]["analytics"]["prometheus"]
+    queries = tuple(
+        HealthQuery(q["name"], q["query"], q.get("min"), q.get("max")) for q in given["queries"]
+    )
+    assert parse(pipeline("-f", str(ALL_OPTIONS))).prometheus == PrometheusSpec(
+        given["address"], queries, given["timeoutSeconds"], given["stalenessSeconds"]
+    )
+    default = pipeline("-f", str(SIMULATOR))
+    assert "prometheus" not in default["analytics"] and parse(default).prometheus is None
+    address = "pipeline.analytics.prometheus.address=http://prometheus.monitoring:9090"
+    only = parse(pipeline("-f", str(SIMULATOR), "--set", address)).prometheus
+    assert only == PrometheusSpec("http://prometheus.monitoring:9090")  # the defaults
 
 
 @pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])

@@ -25,7 +25,9 @@ import yaml
 from kubernetes import client
 
 from tests.cluster.conftest import Cluster
+from tests.support.prometheus import PrometheusServer
 from tests.support.rbac import disallowed_answers
+from tests.support.traffic import Traffic
 from trackrelay.events import Event
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
@@ -95,6 +97,7 @@ def test_the_examples_apply_and_get_their_defaults(crd: Cluster) -> None:
     assert header == ["NAME", "BUDGET", "REPLICAS", "POLICY", "HEALTH", "BACKLOG", "AGE"]
 
 
+NO_RANGE = {"name": "a", "query": "up"}
 BAD_SPECS = [
     ({"budget": {"min": "lots"}}, ["spec.budget.min", "must be of type number"]),
     (
@@ -112,6 +115,18 @@ BAD_SPECS = [
     ({"queue": {"quota": "lots"}}, ["spec.queue.quota"]),
     ({"budget": {"decrease": 1.5}}, ["spec.budget.decrease"]),
     ({"configMap": None}, ["spec.configMap", "Required value"]),
+    (
+        {"analytics": {"prometheus": {"address": "prometheus:9090"}}},
+        ["spec.analytics.prometheus.address", "should match"],
+    ),
+    (
+        {"analytics": {"prometheus": {"address": "http://p", "queries": [NO_RANGE]}}},
+        ["spec.analytics.prometheus.queries[0]", "a query needs min, max or both"],
+    ),
+    (
+        {"analytics": {"prometheus": {"address": "http://p", "timeoutSeconds": 0}}},
+        ["spec.analytics.prometheus.timeoutSeconds"],
+    ),
 ]
 
 
@@ -317,23 +332,26 @@ def test_the_operator_steers_budget_replicas_and_shedding_and_fails_static(rig: 
         "an Event says why the replicas changed",
     )
 
-    # Analytics slow: the ConfigMap's budget falls, and status and Events say why.
+    # Analytics overloaded (503 to every push): the ConfigMap's budget falls, once for the
+    # episode, and status and Events say why. (A slow analytics that is not overloaded is
+    # no reason to cut: tests/integration/test_control_scenarios.py.)
     before = float(rig.live()["budget"])
-    rig.fault({"mode": "slow", "latency": 1.5})
+    rig.fault({"mode": "down"})
     until(lambda: float(rig.live()["budget"]) < before / 2, 60, "the budget falls")
     # The ConfigMap is written first, then the status, then the Events.
     until(lambda: rig.status().get("health") == "Unhealthy", 10, "the status says unhealthy")
     until(
         lambda: any(
-            e.startswith("BudgetChanged: budget ") and "analytics p99" in e for e in rig.events()
+            e.startswith("BudgetChanged: budget ") and "analytics overloaded" in e
+            for e in rig.events()
         ),
         10,
         "an Event says why the budget fell",
     )
     st = rig.status()
-    assert st["health"] == "Unhealthy" and "p99" in st["healthReason"]
+    assert st["health"] == "Unhealthy"
     healthy = next(c for c in st["conditions"] if c["type"] == "AnalyticsHealthy")
-    assert healthy["status"] == "False" and "> 500 ms" in healthy["message"]
+    assert healthy["status"] == "False" and healthy["message"] == st["healthReason"]
     described = rig.cluster.plane.kubectl("describe", "analyticspipeline", "shop", "-n", rig.ns)
     assert "BudgetChanged" in described.stdout
     listed = rig.cluster.plane.kubectl("get", "analyticspipelines", "-n", rig.ns)
@@ -547,3 +565,92 @@ def test_the_live_configmap_is_followed_through_the_api_and_kept_when_broken(
         assert live.budget() == 150
     finally:
         live.watch.stop()
+
+
+@pytest.mark.needs("prometheus")
+def test_analytics_health_from_a_real_prometheus_shows_in_status_and_events(rig: Rig) -> None:
+    """The pipeline names a Prometheus that scrapes the simulator: the status says what its
+    queries say and which one decided, an Event tells each change; a spec the operator refuses
+    is a Degraded condition naming the field; a query Prometheus refuses reads unknown."""
+    target = rig.sim.removeprefix("http://")
+    with PrometheusServer(rig.logs / "prometheus", [target], interval=0.5) as prom:
+        prom.wait_up()
+        patch: dict[str, Any] = {"spec": {"analytics": {"prometheus": {"address": prom.url}}}}
+        rig.cluster.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, rig.ns, PLURAL, "shop", patch
+        )
+
+        def metrics() -> dict[str, Any]:
+            return dict(rig.status().get("analyticsHealth") or {})
+
+        until(lambda: metrics().get("state") == "healthy", 60, "analyticsHealth healthy")
+        assert "analytics_p99 " in metrics()["why"] and metrics().get("query") is None
+        wide = rig.cluster.plane.kubectl("get", "analyticspipelines", "-n", rig.ns, "-o", "wide")
+        assert wide.stdout.splitlines()[0].split()[-2:] == ["METRICS", "AGE"]
+        assert "healthy" in wide.stdout.splitlines()[1].split()
+
+        rig.fault({"mode": "slow", "latency": 1.5})
+        with Traffic(rig.sim):
+            until(
+                lambda: (
+                    metrics().get("state") == "unhealthy"
+                    and metrics().get("query") == "analytics_p99"
+                ),
+                90,
+                "analyticsHealth unhealthy, decided by the p99 query",
+            )
+        assert "outside [0, 0.5]" in metrics()["why"]
+        until(
+            lambda: any(
+                e.startswith("AnalyticsHealth: analytics' metrics say unhealthy: analytics_p99 ")
+                for e in rig.events()
+            ),
+            10,
+            "an Event names the query that decided",
+        )
+
+        # Two queries of one name: the API server admits it, the operator refuses it.
+        twice = [{"name": "p99", "query": "vector(0)", "max": 1}] * 2
+        patch = {"spec": {"analytics": {"prometheus": {"queries": twice}}}}
+        rig.cluster.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, rig.ns, PLURAL, "shop", patch
+        )
+
+        def condition(kind: str) -> dict[str, Any]:
+            conditions = rig.status().get("conditions") or []
+            return dict(next((c for c in conditions if c["type"] == kind), {}))
+
+        until(lambda: condition("Degraded").get("reason") == "InvalidSpec", 30, "InvalidSpec")
+        message = "spec.analytics.prometheus.queries[1].name: 'p99' is named twice"
+        assert message in condition("Degraded")["message"]
+        assert condition("Ready")["status"] == "False"
+        until(
+            lambda: any(e == f"InvalidSpec: {message}" for e in rig.events()),
+            10,
+            "a Warning Event names the field",
+        )
+
+        # A query Prometheus cannot parse: unknown, with Prometheus' own words.
+        typo = [{"name": "typo", "query": "sum(rate(analytics_sim_requests_total[1m]", "max": 1}]
+        patch = {"spec": {"analytics": {"prometheus": {"queries": typo}}}}
+        rig.cluster.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, rig.ns, PLURAL, "shop", patch
+        )
+        until(lambda: metrics().get("state") == "unknown", 30, "analyticsHealth unknown")
+        assert metrics()["query"] == "typo"
+        assert "typo: Prometheus answered 400: bad_data:" in metrics()["why"]
+        assert condition("Ready")["status"] == "True"
+
+        # Prometheus gone: unknown, never healthy.
+        patch = {"spec": {"analytics": {"prometheus": {"queries": None}}}}
+        rig.cluster.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, rig.ns, PLURAL, "shop", patch
+        )
+        until(lambda: "typo" not in metrics().get("why", "typo"), 30, "the default queries again")
+        prom.stop()
+        until(
+            lambda: "Prometheus unreachable" in metrics().get("why", ""),
+            30,
+            "analyticsHealth says Prometheus is unreachable",
+        )
+        assert metrics()["state"] == "unknown"

@@ -52,6 +52,11 @@ PREREQUISITES: dict[str, Prerequisite] = {
             "promtool: apt-get install prometheus",
         ),
         Prerequisite(
+            "prometheus",
+            lambda: shutil.which("prometheus") is not None,
+            "prometheus (the server): apt-get install prometheus",
+        ),
+        Prerequisite(
             "go", lambda: shutil.which("go") is not None, "Go >= 1.25 on PATH (the module proxy)"
         ),
         Prerequisite(

@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trackrelay.control.breaker import BreakerConfig, BreakerState, Mode, allow, record
-from trackrelay.control.limiter import LimiterConfig, LimiterState, band, chunk, observe, start
+from trackrelay.control.limiter import (
+    LimiterConfig,
+    LimiterState,
+    band,
+    chunk,
+    observe,
+    start,
+    wants_alone,
+)
 from trackrelay.control.percentile import percentile
 from trackrelay.control.retry_allowance import RetryAllowance
 
@@ -161,6 +169,16 @@ def test_the_baseline_forgets_a_faster_past() -> None:
     for t in range(80, 160):
         state = observe(CFG, state, now=t * 0.5, events=B, congested=False, latency=0.2)
     assert state.baseline == 0.2 / B
+
+
+def test_a_push_too_small_to_teach_the_baseline_never_waits_to_go_alone() -> None:
+    """A small budget caps pushes under half a batch: they cannot renew the baseline, so
+    holding each for a lone push would leave one push in flight at a time."""
+    cfg = LimiterConfig(batch=500)
+    state = start(cfg)  # no baseline taught yet: every teaching push would go alone
+    assert wants_alone(cfg, state, now=100.0, size=250)
+    assert wants_alone(cfg, state, now=100.0)
+    assert not wants_alone(cfg, state, now=100.0, size=68)
 
 
 def test_breaker_opens_probes_and_closes() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -211,7 +212,7 @@ def healthy(draw: st.DrawFn) -> tuple[PrometheusSpec, dict[str, Reading]]:
     return PrometheusSpec("http://p", tuple(qs)), results
 
 
-BLINDED = {
+BLINDED: dict[str, Callable[[Reading], Reading | None]] = {
     "not read": lambda r: None,
     "an error": lambda r: Reading(error="Prometheus unreachable"),
     "no data": lambda r: Reading(),

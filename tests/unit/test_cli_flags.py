@@ -21,6 +21,7 @@ from trackrelay.config.settings import (
     SimulatorSettings,
     StoreSettings,
 )
+from trackrelay.control.analytics_health import SIMULATOR_QUERIES, HealthQuery, PrometheusSpec
 
 SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
     "orders": (OrderSettings,),
@@ -186,6 +187,59 @@ def test_bad_configuration_is_one_clear_message(capsys: pytest.CaptureFixture[st
     assert code == 2
     assert "claim_idle (30s) must exceed push_timeout (20s)" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (
+            ["--prometheus-url", "http://p:9090", "--prometheus-query", "p99=up"],
+            "prometheus_queries[0]: p99: needs a range, NAME[MIN,MAX]=PROMQL",
+        ),
+        (
+            ["--prometheus-url", "http://p:9090", "--prometheus-query", "p99[1,0]=up"],
+            "prometheus_queries[0]: p99: range: min 1 is above max 0",
+        ),
+        (["--prometheus-url", "prometheus:9090"], "must be an http:// or https:// URL"),
+        (["--prometheus-timeout", "2"], "prometheus_timeout: given without prometheus_url"),
+        (["--prometheus-query", "up[1,]=up"], "prometheus_queries: given without prometheus_url"),
+        (
+            ["--prometheus-url", "http://p:9090", "--prometheus-staleness", "0"],
+            "prometheus_staleness: must be in (0, 3600]",
+        ),
+    ],
+)
+def test_bad_prometheus_flags_are_one_clear_message_and_exit_2(
+    flags: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert program.main(["up", *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+def test_prometheus_flags_make_the_spec_the_controller_observes_with() -> None:
+    def spec(*argv: str) -> PrometheusSpec | None:
+        args = program.build_parser().parse_args(["up", *argv])
+        return flags.settings_for(ControllerSettings, args).prometheus_spec()
+
+    assert spec() is None
+    assert spec("--prometheus-url", "http://p:9090") == PrometheusSpec("http://p:9090")
+    assert PrometheusSpec("http://p:9090").queries == SIMULATOR_QUERIES
+    p99 = 'histogram_quantile(0.99, sum by (le) (rate(x_bucket{a="b"}[1m])))'
+    given = spec(
+        "--prometheus-url",
+        "http://p:9090",
+        "--prometheus-query",
+        f"p99[,0.5]={p99}",
+        "--prometheus-query",
+        "up[1,]=min(up)",
+        "--prometheus-timeout",
+        "2.5",
+        "--prometheus-staleness",
+        "60",
+    )
+    queries = (HealthQuery("p99", p99, None, 0.5), HealthQuery("up", "min(up)", 1.0, None))
+    assert given == PrometheusSpec("http://p:9090", queries, timeout=2.5, staleness=60.0)
 
 
 def test_every_settings_field_has_a_flag() -> None:

@@ -16,7 +16,6 @@ from trackrelay.control.controller import (
     ReasonKind,
     Spec,
     State,
-    assess,
     decide,
     initial_state,
     usable_replicas,
@@ -72,24 +71,27 @@ def run(
     return out
 
 
-def test_budget_halves_with_a_reason_when_analytics_p99_is_over_target() -> None:
-    d, _ = decide(SPEC, obs(0, lag=500, forwarders=(fwd(p99=2.3),)), initial_state(SPEC), 0)
-    assert d.budget == 400
+def test_a_cut_is_relative_to_what_analytics_delivered_with_its_reason() -> None:
+    sick = (fwd(pushes=20, throttled=5, rate=300),)
+    d, _ = decide(SPEC, obs(0, lag=500, forwarders=sick), initial_state(SPEC), 0)
+    assert d.budget == 150  # half of the 300 ev/s delivered, not of a budget of 800
     assert d.health.healthy is False
     assert d.reasons[0] == Reason(
-        ReasonKind.BUDGET_CUT, "budget 800 -> 400 ev/s: analytics p99 2.3 s > 500 ms"
+        ReasonKind.BUDGET_CUT,
+        "budget 800 -> 150 ev/s: analytics overloaded (429/503, timeouts) on 25% of pushes"
+        " > 5%; 300 ev/s delivered",
     )
 
 
 def test_budget_grows_while_healthy_with_backlog_and_holds_without_backlog() -> None:
     d, state = decide(SPEC, obs(0, lag=500, forwarders=(fwd(rate=700),)), initial_state(SPEC), 0)
-    assert d.budget == 1200
+    assert d.budget == 900  # above the last good rate, probing starts gently: x1.125
     assert d.reasons[0] == Reason(
         ReasonKind.BUDGET_RAISED,
-        "budget 800 -> 1200 ev/s: healthy, backlog 500, 700 ev/s delivered",
+        "budget 800 -> 900 ev/s: healthy, backlog 500, 700 ev/s delivered",
     )
     d, _ = decide(SPEC, obs(1, lag=0, forwarders=(fwd(rate=700),)), state, 1)
-    assert d.budget == 1200 and not any("budget" in r.text for r in d.reasons)
+    assert d.budget == 900 and not any("budget" in r.text for r in d.reasons)
     assert not {r.kind for r in d.reasons} & {ReasonKind.BUDGET_RAISED, ReasonKind.BUDGET_CUT}
 
 
@@ -98,21 +100,28 @@ def test_a_budget_nobody_uses_does_not_grow() -> None:
     assert d.budget == 800 and d.reasons == ()
 
 
-def test_429s_errors_and_open_breakers_are_unhealthy() -> None:
-    many_429 = assess(SPEC, obs(0, forwarders=(fwd(pushes=20, throttled=5),)))
-    assert many_429.healthy is False and "429s 25%" in many_429.why
-    errors = assess(SPEC, obs(0, forwarders=(fwd(pushes=20, errors=3),)))
-    assert errors.healthy is False and "errors 15%" in errors.why
-    tripped = assess(SPEC, obs(0, forwarders=(fwd(), fwd(breaker="open", name="f1"))))
-    assert tripped.healthy is False and "breaker open on 1 forwarder" in tripped.why
-    idle = assess(SPEC, obs(0, forwarders=(fwd(pushes=0, p99=None),)))
-    assert idle.healthy is None
+def test_a_high_latency_alone_is_not_congestion() -> None:
+    """2.3 s per push with no 429s and no queueing at analytics: slow, not overloaded."""
+    slow = (fwd(p99=2.3, rate=700),)
+    d, _ = decide(SPEC, obs(0, lag=500, forwarders=slow), initial_state(SPEC), 0)
+    assert d.budget == 900 and d.health.healthy is True
 
 
-def test_probe_failure_is_unhealthy_even_without_pushes() -> None:
-    o = Observation(0, 10, 0, (), probe_ok=False)
-    d, _ = decide(SPEC, o, initial_state(SPEC), 0)
-    assert d.budget == 400 and "probe" in d.reasons[0].text
+def test_breakers_probe_failure_and_errors_hold_the_budget_for_the_return() -> None:
+    for o in (
+        obs(0, lag=10, forwarders=(fwd(), fwd(breaker="open", name="f1"))),
+        Observation(0, 10, 0, (), probe_ok=False),
+        obs(0, lag=10, forwarders=(fwd(pushes=20, errors=3),)),
+    ):
+        d, _ = decide(SPEC, o, initial_state(SPEC), 0)
+        assert d.budget == 800 and d.health.healthy is False
+        assert not {r.kind for r in d.reasons} & {ReasonKind.BUDGET_CUT}
+    d, _ = decide(SPEC, Observation(0, 10, 0, (), probe_ok=False), initial_state(SPEC), 0)
+    assert d.health.why == "analytics health probe failing"
+    idle = decide(
+        SPEC, obs(0, forwarders=(fwd(pushes=0, p99=None, rate=0),)), initial_state(SPEC), 0
+    )
+    assert idle[0].health.healthy is None
 
 
 def test_missing_or_stale_observation_holds_the_last_decision_and_says_so() -> None:
@@ -144,9 +153,19 @@ def test_replicas_scale_up_for_backlog_after_the_up_window() -> None:
     ) or (results[-2] > 1)
 
 
+def test_replicas_follow_what_arrives_not_only_what_is_delivered() -> None:
+    """A slow analytics delivers 20 ev/s while 80 arrive: the backlog's growth counts."""
+    spec = Spec(replicas_max=8, scale_up_window=0, drain_seconds=1000)
+    state = State(budget=4000, replicas=1, per_replica=20)
+    for t in range(6):
+        o = obs(t, lag=60 * t, forwarders=(fwd(rate=20, p99=1.2),))
+        d, state = decide(spec, o, state, t)
+    assert d.replicas >= 4  # (20 delivered + 60 growing) / 20 per replica
+
+
 def test_no_scaling_up_into_a_sick_analytics() -> None:
     state = State(budget=4000, replicas=1, per_replica=200)
-    sick = (fwd(p99=3.0, rate=50),)
+    sick = (fwd(pushes=20, throttled=10, rate=50),)
     for t in range(10):
         d, state = decide(SPEC, obs(t, lag=50_000, forwarders=sick), state, t)
         assert d.replicas == 1
@@ -299,26 +318,6 @@ def test_no_flapping_under_noisy_but_steady_inputs(
     assert reversals <= 1, replicas
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.integers(1, 15), st.integers(1, 40), st.integers(1, 10_000))
-def test_budget_falls_on_every_unhealthy_tick_and_recovers_after(
-    sick: int, well: int, backlog: int
-) -> None:
-    state = initial_state(SPEC)
-    t = 0.0
-    for _ in range(sick):
-        before = state.budget
-        d, state = decide(SPEC, obs(t, lag=backlog, forwarders=(fwd(p99=2.0),)), state, t)
-        assert d.budget < before or d.budget == SPEC.budget_min
-        t += 1
-    for _ in range(well):
-        before = state.budget
-        busy = (fwd(p99=0.05, rate=before),)  # the forwarders use the budget they have
-        d, state = decide(SPEC, obs(t, lag=backlog, forwarders=busy), state, t)
-        assert d.budget > before or d.budget == SPEC.budget_max
-        t += 1
-
-
 def test_what_a_replica_can_deliver_is_its_limit_over_its_latency() -> None:
     state = State(budget=4000, replicas=2, per_replica=200)
     # 100 events in flight, pushes of 0.2 s: 500 ev/s per replica (Little's law).
@@ -329,7 +328,7 @@ def test_what_a_replica_can_deliver_is_its_limit_over_its_latency() -> None:
     fast = (fwd(limit=10, p50=1.0, rate=900, p99=0.3),)
     d, _ = decide(SPEC, obs(0, lag=50, forwarders=fast), state, 0)
     assert d.per_replica == pytest.approx(0.7 * 200 + 0.3 * 900)
-    sick = (fwd(limit=100, p50=0.2, p99=3.0),)
+    sick = (fwd(limit=100, p50=0.2, pushes=20, throttled=10),)
     d, _ = decide(SPEC, obs(0, lag=50, forwarders=sick), state, 0)
     assert d.per_replica == 200  # learned on healthy ticks only
     unknown = (fwd(rate=30),)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -230,3 +231,39 @@ def test_status_reads_the_reasons_an_earlier_up_wrote_as_pairs() -> None:
     earlier = {**STATUS, "reasons": [[999.0, "budget 800 -> 400 ev/s: analytics p99 1.2 s"]]}
     assert "budget 800 -> 400 ev/s" in format_status(earlier, now=1001.0)
     assert controller_parts(earlier)[-1].startswith("last: budget 800 -> 400")
+
+
+def test_status_shows_what_analytics_metrics_say_and_the_query_that_decided() -> None:
+    verdict = {
+        "state": "unhealthy",
+        "why": "analytics_p99 1.8 outside [0, 0.5]",
+        "query": "analytics_p99",
+        "at": 1000.0,
+        "staleness": 30.0,
+    }
+    observed = {**cast(dict[str, Any], STATUS["observation"]), "analytics": verdict}
+    status = {**STATUS, "observation": observed}
+    text = format_status(status, now=1001.0)
+    assert "  prometheus   unhealthy (query analytics_p99): analytics_p99 1.8 outside [0, 0.5]" in (
+        text.splitlines()
+    )
+    assert "prometheus unhealthy (analytics_p99)" in controller_parts(status)
+    healthy = {**verdict, "state": "healthy", "query": None, "why": "analytics_p99 0.1 within"}
+    observed["analytics"] = healthy
+    assert "  prometheus   healthy: analytics_p99 0.1 within" in format_status(status, now=1001.0)
+    assert "prometheus" not in format_status(STATUS, now=1001.0)  # none configured
+
+
+def test_each_phase_reports_what_arrived_and_what_analytics_took() -> None:
+    samples = [
+        {"wall": 100.0 + t, "phase": "healthy" if t < 10 else "analytics slow",
+         "orders_accepted": 40 * t, "budget": 400.0 + t}
+        for t in range(20)
+    ]  # fmt: skip
+    timeline = [{"t": 100 + t, "accepted": 80 if t < 10 else 78} for t in range(20)]
+    rates = report.phase_rates(samples, timeline, lines_per_order=2.0)
+    assert [r["phase"] for r in rates] == ["healthy", "analytics slow"]
+    slow = rates[1]
+    assert slow["lines_arrived_per_s"] == 80.0  # 40 orders/s of 2 lines
+    assert slow["events_delivered_per_s"] == 78.0
+    assert (slow["budget_min"], slow["budget_max"]) == (410.0, 419.0)

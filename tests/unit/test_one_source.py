@@ -1,4 +1,5 @@
-"""One source per fact: the controller's ``Spec`` holds its defaults and bounds, and
+"""One source per fact: the controller's ``Spec`` holds its defaults and bounds,
+``control.analytics_health.PrometheusSpec`` those of analytics' metrics, and
 ``control.shedding.MODES`` the shedding modes. Settings and the operator's parser derive
 theirs from them; the CRD and the chart's values state them again for their users, and
 these tests hold every copy to the source."""
@@ -23,11 +24,15 @@ from trackrelay.config.settings import (
     RelaySettings,
     read_ahead,
 )
+from trackrelay.control.analytics_health import LIMITS, NAME, PrometheusSpec
 from trackrelay.control.controller import BOUNDS, Bound, Spec
 from trackrelay.control.shedding import MODES, Thresholds
 from trackrelay_operator.spec import (
     DEFAULT,
     NUMBERS,
+    PROMETHEUS_NUMBERS,
+    QUERY_BOUNDS,
+    QUERY_TEXTS,
     RECONCILE_BOUND,
     RECONCILE_INTERVAL,
     SHEDDING_NUMBERS,
@@ -194,3 +199,33 @@ def test_the_charts_order_service_starts_as_local_modes() -> None:
     assert orders["port"] == defaults.port and orders["workers"] == defaults.workers
     assert orders["maxItems"] == defaults.max_items
     assert orders["maxBodyBytes"] == defaults.max_body_bytes
+
+
+# -- analytics' metrics: PrometheusSpec holds their defaults and bounds --------------------
+
+
+def test_prometheus_defaults_and_bounds_are_the_specs_in_settings_crd_and_chart() -> None:
+    source = PrometheusSpec("http://p")
+    settings = ControllerSettings.model_construct()
+    assert (settings.prometheus_timeout, settings.prometheus_staleness) == (
+        source.timeout,
+        source.staleness,
+    )
+    crd = crd_spec()["analytics"]["properties"]["prometheus"]
+    props = crd["properties"]
+    chart = values()["pipeline"]["analytics"]["prometheus"]
+    schema = json.loads(SCHEMA.read_text())
+    chart_props = schema["properties"]["pipeline"]["properties"]["analytics"]["properties"][
+        "prometheus"
+    ]["properties"]
+    for name, attr in PROMETHEUS_NUMBERS:
+        low, high = LIMITS[attr]
+        assert props[name]["default"] == getattr(source, attr) == chart[name], name
+        assert bound_of(props[name]) == Bound(low, high, low_open=True), name
+        assert chart_props[name]["exclusiveMinimum"] == low, name
+        assert chart_props[name]["maximum"] == high, name
+    item = props["queries"]["items"]["properties"]
+    assert item["name"]["pattern"] == f"^{NAME.pattern}$"
+    assert chart_props["queries"]["items"]["properties"]["name"]["pattern"] == f"^{NAME.pattern}$"
+    assert {name for name, _ in QUERY_TEXTS + QUERY_BOUNDS} == set(item)
+    assert chart["address"] == "" and chart["queries"] == []  # off unless asked for

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 from typing import Any, cast
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from tests.cluster.test_operator import MANIFESTS
+from trackrelay.control.analytics_health import SIMULATOR_QUERIES, PrometheusSpec, Signal, Verdict
 from trackrelay.control.controller import (
     Decision,
     ForwarderView,
@@ -129,7 +131,7 @@ BODY = kopf.Body(
 
 
 async def test_the_reporter_posts_each_new_reason_once_its_event_chosen_by_kind() -> None:
-    sick = ForwarderView("f0", pushes=10, latency_p99=2.0)
+    sick = ForwarderView("f0", pushes=10, throttled=5)
     failing = {"observe": False, "act": True}
 
     async def observe() -> Observation:
@@ -218,3 +220,129 @@ async def test_liveness_fails_only_when_pipelines_run_and_the_watch_is_silent() 
         assert handle_liveness.probe(memo)["pipelines"] == 1
     finally:
         await runner.observer.aclose()
+
+
+# -- spec.analytics.prometheus ---------------------------------------------------------
+
+
+def test_the_full_examples_prometheus_is_read_query_by_query() -> None:
+    p = parse(example("full"))
+    assert p.prometheus is not None
+    assert p.prometheus.address == "http://prometheus-operated.monitoring.svc:9090"
+    assert [(q.name, q.min, q.max) for q in p.prometheus.queries] == [
+        ("analytics_p99", None, 0.5),
+        ("analytics_throttled_share", 0.0, 0.05),
+    ]
+    assert (p.prometheus.timeout, p.prometheus.staleness) == (1.0, 30.0)
+    assert parse(example("minimal")).prometheus is None
+
+
+def test_an_address_alone_means_the_simulators_queries_and_the_default_numbers() -> None:
+    spec = {**example("minimal"), "analytics": {"prometheus": {"address": "http://prom:9090"}}}
+    assert parse(spec).prometheus == PrometheusSpec("http://prom:9090")
+    assert PrometheusSpec("http://prom:9090").queries == SIMULATOR_QUERIES
+
+
+P = "spec.analytics.prometheus"
+
+
+@pytest.mark.parametrize(
+    ("prometheus", "message"),
+    [
+        ("http://prom", f"{P}: must be an object"),
+        ({}, f"{P}.address: required"),
+        ({"address": "prom:9090"}, f"{P}.address: 'prom:9090' must be an http"),
+        ({"address": "http://p", "queries": {}}, f"{P}.queries: must be a list"),
+        ({"address": "http://p", "queries": []}, f"{P}.queries: needs at least one query"),
+        ({"address": "http://p", "queries": ["up"]}, f"{P}.queries[0]: must be an object"),
+        ({"address": "http://p", "queries": [{"name": "a", "max": 1}]}, f"{P}.queries[0].query"),
+        (
+            {"address": "http://p", "queries": [{"name": "a", "query": "up"}]},
+            f"{P}.queries[0].range: needs a min, a max or both",
+        ),
+        (
+            {"address": "http://p", "queries": [{"name": "a", "query": "up", "max": "1"}]},
+            f"{P}.queries[0].max: must be a number",
+        ),
+        (
+            {"address": "http://p", "queries": [{"name": "a", "query": "up", "min": 2, "max": 1}]},
+            f"{P}.queries[0].range: min 2 is above max 1",
+        ),
+        (
+            {
+                "address": "http://p",
+                "queries": [{"name": "a", "query": "up", "max": 1}] * 2,
+            },
+            f"{P}.queries[1].name: 'a' is named twice",
+        ),
+        ({"address": "http://p", "timeoutSeconds": 0}, f"{P}.timeoutSeconds: must be in (0, 60]"),
+        ({"address": "http://p", "stalenessSeconds": "long"}, f"{P}.stalenessSeconds: must be a"),
+    ],
+)
+def test_a_bad_prometheus_spec_names_its_field(prometheus: Any, message: str) -> None:
+    spec = {**example("minimal"), "analytics": {"prometheus": prometheus}}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse(spec)
+
+
+def decision(healthy: bool | None = True) -> Decision:
+    return Decision(
+        budget=800,
+        replicas=1,
+        shedding=Shedding(),
+        health=Health(healthy, "ok"),
+        backlog=0,
+        per_replica=200,
+        usable_replicas=4,
+        held=False,
+        reasons=(),
+    )
+
+
+def test_the_status_carries_the_metrics_verdict_and_the_query_that_decided() -> None:
+    verdict = Verdict(Signal.UNHEALTHY, "analytics_p99 1.8 outside [0, 0.5]", "analytics_p99", 0)
+    o = Observation(at=0, lag=0, pending=0, analytics=verdict)
+    kw: dict[str, Any] = {"old": [], "reasons": [], "generation": 1, "hpa": None, "hpa_replicas": 0}
+    st = status.pipeline_status(decision(), o, prometheus=True, **kw)
+    assert st["analyticsHealth"] == {
+        "state": "unhealthy",
+        "query": "analytics_p99",
+        "why": "analytics_p99 1.8 outside [0, 0.5]",
+        "readTime": "1970-01-01T00:00:00Z",
+    }
+    # no observation this tick: left as it was (absent from the merge patch)
+    assert "analyticsHealth" not in status.pipeline_status(decision(), None, prometheus=True, **kw)
+    # no Prometheus in the spec: removed (null in the merge patch)
+    assert status.pipeline_status(decision(), o, **kw)["analyticsHealth"] is None
+
+
+async def test_the_reporter_posts_one_event_per_change_of_the_metrics_verdict() -> None:
+    verdicts = iter(
+        [
+            Verdict(Signal.HEALTHY, "analytics_p99 0.1 within [0, 0.5]", None, 1),
+            Verdict(Signal.HEALTHY, "analytics_p99 0.2 within [0, 0.5]", None, 2),
+            Verdict(Signal.UNHEALTHY, "analytics_p99 1.8 outside [0, 0.5]", "analytics_p99", 3),
+            Verdict(Signal.UNHEALTHY, "share 0.3 outside [0, 0.05]", "share", 4),
+            Verdict(Signal.UNKNOWN, "analytics_p99: Prometheus unreachable", "analytics_p99", 5),
+        ]
+    )
+
+    async def observe() -> Observation:
+        return Observation(at=time.time(), lag=0, pending=0, analytics=next(verdicts))
+
+    async def act(_: Decision) -> None:
+        return None
+
+    kube = FakeKube()
+    reporter = Reporter(cast(Kube, kube), BODY)
+    loop = ControlLoop(Spec(), observe, act)
+    for _ in range(5):
+        await reporter.decision(await loop.tick(), loop, None, 0, prometheus=True)
+    shown = [(kind, text) for reason, kind, text in kube.events if reason == "AnalyticsHealth"]
+    assert shown == [
+        ("Normal", "analytics' metrics say healthy: analytics_p99 0.1 within [0, 0.5]"),
+        ("Warning", "analytics' metrics say unhealthy: analytics_p99 1.8 outside [0, 0.5]"),
+        ("Warning", "analytics' metrics say unhealthy: share 0.3 outside [0, 0.05]"),
+        ("Warning", "analytics' metrics say unknown: analytics_p99: Prometheus unreachable"),
+    ]
+    assert kube.statuses[-1]["analyticsHealth"]["state"] == "unknown"

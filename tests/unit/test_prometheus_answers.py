@@ -60,7 +60,11 @@ def test_an_empty_vector_is_no_samples_and_nan_is_a_nan_sample() -> None:
         (200, answer("matrix", []), "a range vector: the query must return an instant vector"),
         (200, answer("string", [1, "x"]), "a string result, not a number"),
         (200, answer("vector", [{"metric": {}, "value": [1]}]), "a sample that is not [time"),
-        (200, answer("vector", [{"metric": {}, "value": [1, "fast"]}]), "has a value 'fast' that is not a number"),
+        (
+            200,
+            answer("vector", [{"metric": {}, "value": [1, "fast"]}]),
+            "has a value 'fast' that is not a number",
+        ),
         (200, answer("vector", [{"metric": {}, "histogram": [1, {}]}]), "native histogram"),
     ],
 )

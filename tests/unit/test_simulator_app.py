@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import random
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
 
 from trackrelay.analytics_sim.app import create_app, load_scenario
+from trackrelay.analytics_sim.model import Capacity
+from trackrelay.analytics_sim.state import SimState
+from trackrelay.analytics_sim.track import SimMetrics
 from trackrelay.config.settings import SimulatorSettings
+from trackrelay.control.analytics_health import SIMULATOR_QUERIES
 
 
 def ev(n: int, sku: str = "s", qty: int = 1, weight: float = 1.0) -> dict[str, Any]:
@@ -90,3 +98,52 @@ def test_an_aggregate_counts_its_lines_and_a_refolded_one_is_a_duplicate(sim: Te
     assert sim.get("/admin/state").json()["lines"] == 26
     bad = sim.post("/v1/track", json={"events": [agg | {"event_id": "x", "lines": 0}]})
     assert bad.status_code == 400 and "lines" in bad.json()["bad_events"][0]["problem"]
+
+
+def _samples(text: str) -> dict[str, float]:
+    """``/metrics`` text as {series: value} (comments left out)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            out[series] = float(value)
+    return out
+
+
+def test_metrics_are_what_a_real_analytics_service_exports(sim: TestClient) -> None:
+    """Request latency (a histogram, seconds), in flight, queued work, answers by status."""
+    sim.post("/admin/capacity", json={"rate": 100, "queue_limit": 20})
+    assert sim.post("/v1/track", json={"events": [ev(n) for n in range(25)]}).status_code == 429
+    assert sim.post("/v1/track", json={"events": [ev(n) for n in range(10)]}).status_code == 200
+    seen = _samples(sim.get("/metrics").text)
+    assert seen["analytics_sim_request_duration_seconds_count"] == 2
+    assert seen['analytics_sim_request_duration_seconds_bucket{le="+Inf"}'] == 2
+    # the accepted one waited for its own 10 events at 100 ev/s: at least 0.1 s
+    assert seen['analytics_sim_request_duration_seconds_bucket{le="0.05"}'] <= 1
+    assert seen["analytics_sim_request_duration_seconds_sum"] >= 0.1
+    assert seen["analytics_sim_requests_in_flight"] == 0
+    assert seen['analytics_sim_requests_total{status="200"}'] == 1
+    assert seen['analytics_sim_requests_total{status="429"}'] == 1
+    assert seen['analytics_sim_requests_total{status="503"}'] == 0  # there before any 503
+
+
+def test_queued_work_is_exported_in_seconds_and_events() -> None:
+    state = SimState(capacity=Capacity(rate=100), rng=random.Random(0))
+    metrics = SimMetrics(CollectorRegistry(), state)
+    state.capacity.busy_until = time.monotonic() + 2.0  # two seconds of work queued
+    seen = _samples(generate_latest(metrics.registry).decode())
+    assert 1.0 < seen["analytics_sim_queued_work_seconds"] <= 2.0
+    assert 100 < seen["analytics_sim_queued_events"] <= 200
+    state.capacity.busy_until = 0
+    seen = _samples(generate_latest(metrics.registry).decode())
+    assert seen["analytics_sim_queued_work_seconds"] == seen["analytics_sim_queued_events"] == 0
+
+
+def test_the_default_prometheus_queries_ask_only_for_metrics_the_simulator_exports(
+    sim: TestClient,
+) -> None:
+    exported = {series.split("{")[0] for series in _samples(sim.get("/metrics").text)}
+    asked = {
+        name for q in SIMULATOR_QUERIES for name in re.findall(r"\banalytics_sim_[a-z_]+", q.promql)
+    }
+    assert asked and asked <= exported, asked - exported

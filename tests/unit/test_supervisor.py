@@ -95,7 +95,7 @@ async def test_the_loop_holds_when_it_cannot_observe_and_says_so_once() -> None:
 
 async def test_the_loop_acts_on_fresh_data_and_logs_each_reason() -> None:
     acted: list[Decision] = []
-    sick = ForwarderView("f0", pushes=10, latency_p99=2.0)
+    sick = ForwarderView("f0", pushes=10, throttled=5)
 
     async def observe() -> Observation:
         return Observation(at=time.time(), lag=100, pending=0, forwarders=(sick,))
@@ -106,7 +106,10 @@ async def test_the_loop_acts_on_fresh_data_and_logs_each_reason() -> None:
     loop = ControlLoop(Spec(budget_initial=800), observe, act)
     await loop.tick()
     assert acted[0].budget == 400
-    assert loop.reasons[-1][1].text == "budget 800 -> 400 ev/s: analytics p99 2.0 s > 500 ms"
+    assert loop.reasons[-1][1].text == (
+        "budget 800 -> 400 ev/s: analytics overloaded (429/503, timeouts) on 50% of pushes"
+        " > 5%; 0 ev/s delivered"
+    )
     status = loop.status()
     assert status["decision"]["budget"] == 400 and status["observation"]["lag"] == 100
     # What `trackrelay status` reads: each reason's kind and text, as JSON.

@@ -37,6 +37,8 @@ class SimMetrics:
         self.requests = Counter(
             "analytics_sim_requests", "Track requests by status.", ["status"], registry=registry
         )
+        for status in ("200", "429", "500", "503"):
+            self.requests.labels(status)  # at 0 from the start: a share of them is never empty
         self.duration = Histogram(
             "analytics_sim_request_duration_seconds",
             "Seconds from a track request's arrival to its answer (its head), every status.",

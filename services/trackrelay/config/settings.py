@@ -236,9 +236,11 @@ class ForwarderSettings(BaseSettings):
     retry_ratio: float = Field(default=0.2, ge=0, le=1)
     """Retries allowed per first attempt (the retry allowance), over a reserve of 10."""
     budget_tolerance: float = Field(default=0.01, gt=0, le=1)
-    """Share of a second's shared budget that one push may carry. This bounds any one-second
-    window to ``budget * (1 + budget_tolerance)`` at the reservations' clock (network and
-    scheduling jitter add about as much again)."""
+    """Share of a second's shared budget that one push may carry at least. A push may carry
+    more when the lanes need it to deliver the whole budget at analytics' latency
+    (``budget * latency / concurrency``), so a small budget at a slow analytics stays
+    usable. Any one-second window stays within the budget plus one push at the
+    reservations' clock (network and scheduling jitter add about as much again)."""
     honor_retry_after: bool = True
     """Wait as long as a 429 or 503 answer's ``Retry-After`` asks. Off: retry on the
     forwarder's own backoff, a benchmark baseline."""
@@ -375,16 +377,17 @@ class ControllerSettings(BaseSettings):
     budget_initial: float = _SPEC.budget_initial
     """Rate budget (events/s) at start."""
     budget_increase: float = _SPEC.increase
-    """Factor the budget grows by on a healthy tick with backlog."""
+    """Factor the budget grows by on a healthy tick with backlog, above the last good rate."""
     budget_decrease: float = _SPEC.decrease
-    """Factor the budget is cut by on an unhealthy tick."""
+    """On congestion the budget is cut to this share of the rate delivered (once per episode)."""
     budget_in_use: float = _SPEC.in_use
     """The budget grows only while forwarders deliver at least this share of it."""
     p99_target: float = _SPEC.p99_target
-    """Push p99 (seconds) above which analytics is unhealthy and the budget falls."""
+    """Push p99 (seconds) at or below which latency is never congestion; above it, pushes
+    queued at analytics are (a latency our rate does not drive is not)."""
     max_error_share: float = _SPEC.max_error_share
-    """Share of pushes failed (error, timeout) or answered 429 beyond which analytics is
-    unhealthy."""
+    """Share of pushes answered 429/503 or timed out (congestion), or failed otherwise
+    (analytics failing), beyond which the controller acts."""
     replicas_min: int = _SPEC.replicas_min
     """Fewest forwarders the controller runs."""
     replicas_max: int = _SPEC.replicas_max

@@ -5,13 +5,12 @@ Local mode (``trackrelay up``) and the operator differ only in how they
 observe and how they act on the decision; this module is the one place that
 decides.
 
-- **Budget** (events/s shared by every forwarder): multiplied by ``increase``
-  while analytics is healthy, there is backlog and the forwarders use at least
-  ``in_use`` of the budget, by ``decrease`` on every
-  unhealthy tick, always within ``[budget_min, budget_max]``. Healthy means the
-  forwarders' recent push p99 is within ``p99_target``, errors plus 429s are
-  at most ``max_error_share`` of pushes, no breaker is open or probing, and the
-  health probe (when configured) answers.
+- **Budget** (events/s shared by every forwarder): ``control/budget.py``'s law on
+  the tick's own pushes (``control/tick.py``): cut to ``decrease`` of the delivered
+  rate once per congestion episode (429/503, timeouts, latency rising with our load,
+  analytics' metrics out of range), not cut for a latency our rate does not drive,
+  back at the last good rate at once, then ``increase`` a tick while used; held while
+  analytics is down (the breakers pace it) and while its metrics are unknown.
 - **Replicas**: enough to carry the delivered rate plus the backlog within
   ``drain_seconds`` at what one replica can deliver (its window over its push
   latency, Little's law), with the
@@ -35,10 +34,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
+from trackrelay.control import budget as budget_law
 from trackrelay.control.analytics_health import Verdict
+from trackrelay.control.reasons import Health as Health
+from trackrelay.control.reasons import Reason as Reason
+from trackrelay.control.reasons import ReasonKind as ReasonKind
 from trackrelay.control.shedding import Policy, Shedding, Thresholds, choose, pressure
+from trackrelay.control.tick import Sample, Tick, fleet_tick
+from trackrelay.events import PushTotals
 
 _LEARN = 0.3
 """Weight of a new per-replica rate measurement (exponential moving average)."""
@@ -89,15 +93,19 @@ class Spec:
     budget_max: float = 5000.0
     budget_initial: float = 1000.0
     increase: float = 1.5
-    """Factor the budget is multiplied by on a healthy tick with backlog."""
+    """Factor the budget grows by on a healthy tick with backlog, above the last good rate
+    (below it, it returns there at once)."""
     decrease: float = 0.5
-    """Factor the budget is multiplied by on an unhealthy tick."""
+    """On congestion, the budget is cut to this share of the rate analytics delivered
+    (once per congestion episode)."""
     in_use: float = 0.5
     """The budget grows only while the forwarders deliver at least this share of it."""
     p99_target: float = 0.5
-    """Seconds: the forwarders' recent push p99 above this is unhealthy."""
+    """Seconds: a tick's push p99 at or below this is never congestion; above it, pushes
+    queued at analytics count as congestion (latency alone does not)."""
     max_error_share: float = 0.05
-    """Share of pushes failed (error, timeout) or answered 429 beyond which analytics is sick."""
+    """Share of pushes answered 429/503 or timed out (congestion), or failed otherwise
+    (analytics failing), beyond which the controller acts."""
     replicas_min: int = 1
     replicas_max: int = 4
     scale_up_window: float = 4.0
@@ -177,6 +185,13 @@ class ForwarderView:
     limit: float = 0.0
     """Events the forwarder may have in flight (its adaptive limit); 0: unknown."""
     latency_p50: float | None = None
+    at: float | None = None
+    """When the forwarder took these figures (None: the observation's time)."""
+    totals: PushTotals | None = None
+    """Its counters since it started: what each tick is judged by (None: a forwarder
+    of 0.1.0, judged by its recent span instead)."""
+    span: float = 5.0
+    """Seconds the recent figures above cover."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,15 +215,6 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True)
-class Health:
-    healthy: bool | None
-    """None: nothing to judge by (no pushes and no probe)."""
-    why: str
-    p99: float | None = None
-    error_share: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class State:
     budget: float
     replicas: int
@@ -216,30 +222,13 @@ class State:
     per_replica: float = 200.0
     history: tuple[tuple[float, int], ...] = ()
     """Replica recommendations (time, count) within the longer stabilisation window."""
-
-
-class ReasonKind(StrEnum):
-    """What a reason reports; whoever shows a reason chooses by this, never by its text."""
-
-    BUDGET_RAISED = "budget-raised"
-    BUDGET_CUT = "budget-cut"
-    SCALED_UP = "scaled-up"
-    SCALED_DOWN = "scaled-down"
-    SHEDDING_CHANGED = "shedding-changed"
-    HOLDING = "holding"
-    """Fail static: no observation, or a stale one; the last decision holds."""
-    OBSERVING = "observing"
-    """Fresh observations again after holding (recorded by the control loop)."""
-    ACTION_FAILED = "action-failed"
-    """A decision could not be carried out (recorded by the control loop)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """Why something changed: its kind, and the text people read (logs, status, Events)."""
-
-    kind: ReasonKind
-    text: str
+    memory: budget_law.Memory = field(default_factory=budget_law.Memory)
+    seen: tuple[tuple[str, float, PushTotals], ...] = ()
+    """Each forwarder's counters at the last tick (name, snapshot time, counters)."""
+    backlog_at: tuple[float, int] | None = None
+    """The last observation's time and backlog (how fast the backlog grows)."""
+    arrivals: float | None = None
+    """Events/s arriving, smoothed: delivered plus the backlog's growth."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +244,10 @@ class Decision:
     held: bool = False
     """Fail static: the observation was missing or stale, the last decision holds."""
     reasons: tuple[Reason, ...] = ()
+    last_good: float | None = None
+    """Events/s analytics last took without congestion (the budget's memory)."""
+    delivered: float | None = None
+    """Events/s analytics accepted over this tick (None: no fresh pushes)."""
 
 
 def initial_state(spec: Spec, replicas: int | None = None, budget: float | None = None) -> State:
@@ -282,32 +275,52 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
-def assess(spec: Spec, obs: Observation) -> Health:
-    """Whether analytics is healthy, from the forwarders' recent pushes, breakers and probe."""
+def outage(obs: Observation) -> str | None:
+    """Why analytics is failing rather than congested (breakers, probe), or None."""
     if obs.probe_ok is False:
-        return Health(False, "analytics health probe failing")
-    pushes = sum(f.pushes for f in obs.forwarders)
-    bad = sum(f.errors + f.throttled for f in obs.forwarders)
-    throttled = sum(f.throttled for f in obs.forwarders)
-    share = bad / pushes if pushes else 0.0
-    p99s = [f.latency_p99 for f in obs.forwarders if f.latency_p99 is not None]
-    p99 = max(p99s) if p99s else None
+        return "analytics health probe failing"
     tripped = sorted({f.breaker for f in obs.forwarders if f.breaker != "closed"})
     if tripped:
         n = sum(f.breaker != "closed" for f in obs.forwarders)
-        return Health(False, f"breaker {'/'.join(tripped)} on {n} forwarder(s)", p99, share)
-    if pushes and share > spec.max_error_share:
-        kind = "429s" if throttled * 2 >= bad else "errors"
-        why = f"analytics {kind} {share:.0%} of pushes > {spec.max_error_share:.0%}"
-        return Health(False, why, p99, share)
-    if p99 is not None and p99 > spec.p99_target:
-        why = f"analytics p99 {_ms(p99)} > {_ms(spec.p99_target)}"
-        return Health(False, why, p99, share)
-    if not pushes:
-        if obs.probe_ok:
-            return Health(True, "health probe answers", None, 0.0)
-        return Health(None, "no pushes to judge by", None, 0.0)
-    return Health(True, f"analytics p99 {_ms(p99 or 0.0)}, errors {share:.0%}", p99, share)
+        return f"breaker {'/'.join(tripped)} on {n} forwarder(s)"
+    return None
+
+
+def _sample(view: ForwarderView, at: float) -> Sample:
+    """What a forwarder without counters stands for: its recent span, ending at ``at``."""
+    return Sample(
+        start=at - view.span,
+        end=at,
+        pushes=view.pushes,
+        accepted_events=round(view.events_per_second * view.span),
+        congested=view.throttled,
+        failed=view.errors,
+        latency_p99=view.latency_p99,
+    )
+
+
+def tick_of(obs: Observation, state: State) -> tuple[Tick | None, State]:
+    """The fleet's pushes since the last tick, and the state remembering these counters."""
+    snapshots = [
+        (
+            v.name,
+            v.at if v.at is not None else obs.at,
+            v.totals,
+            None if v.totals is not None else _sample(v, v.at if v.at is not None else obs.at),
+        )
+        for v in obs.forwarders
+    ]
+    seen = {name: (at, totals) for name, at, totals in state.seen}
+    tick, remembered = fleet_tick(snapshots, seen)
+    kept = tuple(sorted((name, at, totals) for name, (at, totals) in remembered.items()))
+    return tick, replace(state, seen=kept)
+
+
+def _failing(spec: Spec, tick: Tick | None) -> str | None:
+    """Failures that are not overload (5xx, refused connections) beyond the error share."""
+    if tick is None or not tick.pushes or tick.failed_share <= spec.max_error_share:
+        return None
+    return f"analytics errors on {tick.failed_share:.0%} of pushes > {spec.max_error_share:.0%}"
 
 
 def usable_replicas(spec: Spec, budget: float, per_replica: float) -> int:
@@ -316,33 +329,16 @@ def usable_replicas(spec: Spec, budget: float, per_replica: float) -> int:
     return min(spec.replicas_max, max(spec.replicas_min, fit))
 
 
-def _budget(
-    spec: Spec, state: State, health: Health, obs: Observation
-) -> tuple[float, Reason | None]:
-    """Multiplicative decrease when sick; increase when healthy, backlogged and budget-bound.
-
-    Growing a budget nobody uses only stores up a burst for later (TCP's
-    congestion-window validation, RFC 7661): the budget grows only while the
-    forwarders deliver at least ``in_use`` of it.
-    """
-    old = state.budget
-    delivered = sum(f.events_per_second for f in obs.forwarders)
-    bound = delivered >= spec.in_use * old
-    if health.healthy is False:
-        new = max(spec.budget_min, min(spec.budget_max, old * spec.decrease))
-    elif health.healthy and obs.backlog > 0 and bound:
-        new = min(spec.budget_max, max(spec.budget_min, old * spec.increase))
-    else:
-        new = min(spec.budget_max, max(spec.budget_min, old))
-    if new == old:
-        return old, None
-    why = (
-        health.why
-        if health.healthy is False
-        else f"healthy, backlog {obs.backlog}, {delivered:.0f} ev/s delivered"
-    )
-    kind = ReasonKind.BUDGET_RAISED if new > old else ReasonKind.BUDGET_CUT
-    return new, Reason(kind, f"budget {old:.0f} -> {new:.0f} ev/s: {why}")
+def _arrivals(state: State, obs: Observation, delivered: float) -> float:
+    """Events/s arriving: what was delivered plus how fast the backlog grew, smoothed
+    over ticks (half the weight on the newest). Delivered alone would under-count what
+    a slow analytics leaves waiting."""
+    growth = 0.0
+    if state.backlog_at is not None and obs.at > state.backlog_at[0]:
+        at, backlog = state.backlog_at
+        growth = (obs.backlog - backlog) / (obs.at - at)
+    now = max(0.0, delivered + growth)
+    return now if state.arrivals is None else 0.5 * state.arrivals + 0.5 * now
 
 
 def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> float:
@@ -376,9 +372,9 @@ def _replicas(
     budget: float,
     per_replica: float,
     now: float,
+    arrivals: float,
 ) -> tuple[int, tuple[tuple[float, int], ...], Reason | None]:
-    delivered = sum(f.events_per_second for f in obs.forwarders)
-    demand = delivered + obs.backlog / spec.drain_seconds
+    demand = arrivals + obs.backlog / spec.drain_seconds
     wanted = min(spec.replicas_max, max(spec.replicas_min, math.ceil(demand / per_replica - 1e-9)))
     keep = max(spec.scale_up_window, spec.scale_down_window)
     history = (*((t, n) for t, n in state.history if now - t <= keep), (now, wanted))
@@ -393,7 +389,10 @@ def _replicas(
         up.append(old)
     if covered < spec.scale_down_window:
         down.append(old)
-    why = f"backlog {obs.backlog} and {delivered:.0f} ev/s at {per_replica:.0f} ev/s per replica"
+    why = (
+        f"backlog {obs.backlog} and {arrivals:.0f} ev/s arriving"
+        f" at {per_replica:.0f} ev/s per replica"
+    )
     if min(up) > old:
         if health.healthy:
             target = min(up)
@@ -441,6 +440,7 @@ def hold(spec: Spec, state: State, why: str) -> Decision:
         usable_replicas=usable_replicas(spec, state.budget, state.per_replica),
         held=True,
         reasons=(Reason(ReasonKind.HOLDING, f"holding the last decision: {why}"),),
+        last_good=state.memory.last_good,
     )
 
 
@@ -455,10 +455,24 @@ def decide(
         return hold(spec, state, missing), state
     if now - obs.at > spec.stale_after:
         return hold(spec, state, f"observation {now - obs.at:.0f} s old"), state
-    health = assess(spec, obs)
-    budget, budget_why = _budget(spec, state, health, obs)
+    tick, state = tick_of(obs, state)
+    budget, memory, budget_why, health = budget_law.step(
+        spec,
+        state.budget,
+        state.memory,
+        tick,
+        obs.backlog,
+        now,
+        down=outage(obs) or _failing(spec, tick),
+        external=obs.analytics,
+        staleness=obs.analytics.staleness if obs.analytics is not None else None,
+    )
+    delivered = tick.delivered if tick is not None else 0.0
+    arrivals = _arrivals(state, obs, delivered)
     per_replica = _per_replica(spec, state, obs, health)
-    replicas, history, replicas_why = _replicas(spec, state, obs, health, budget, per_replica, now)
+    replicas, history, replicas_why = _replicas(
+        spec, state, obs, health, budget, per_replica, now, arrivals
+    )
     shedding, shedding_why = _shedding(spec, state, obs)
     reasons = tuple(r for r in (budget_why, replicas_why, shedding_why) if r is not None)
     decision = Decision(
@@ -470,6 +484,8 @@ def decide(
         per_replica=per_replica,
         usable_replicas=usable_replicas(spec, budget, per_replica),
         reasons=reasons,
+        last_good=memory.last_good,
+        delivered=None if tick is None else tick.delivered,
     )
     new_state = replace(
         state,
@@ -478,5 +494,8 @@ def decide(
         shedding=shedding,
         per_replica=per_replica,
         history=history,
+        memory=memory,
+        backlog_at=(obs.at, obs.backlog),
+        arrivals=arrivals,
     )
     return decision, new_state

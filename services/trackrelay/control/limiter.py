@@ -179,8 +179,15 @@ def _learn(
     return state
 
 
-def wants_alone(config: LimiterConfig, state: LimiterState, now: float) -> bool:
+def wants_alone(
+    config: LimiterConfig, state: LimiterState, now: float, size: int | None = None
+) -> bool:
     """Whether the next push should go out alone, to renew the baseline.
+
+    ``size``: the most events the next push may carry. A push too small to teach the
+    baseline (under half a batch, as when a small budget caps pushes) never goes alone:
+    it could not renew the baseline, and holding every push for it would leave one push
+    in flight at a time.
 
     Under steady load pushes overlap and never measure analytics without our own
     queue; once per ``memory`` seconds one push waits for the others to finish
@@ -188,6 +195,8 @@ def wants_alone(config: LimiterConfig, state: LimiterState, now: float) -> bool:
     The first few pushes all go alone: the very first one also pays for opening
     the connection.
     """
+    if size is not None and not _judged(config, size):
+        return False
     return state.taught < WARMUP_ALONE or now - state.alone_at >= config.memory
 
 

@@ -34,6 +34,9 @@ class PushResult:
     detail: str = ""
     status: int | None = None
     """The HTTP status, when analytics answered at all."""
+    timed_out: bool = False
+    """No complete answer within the push's deadline (a failure that signals saturation,
+    unlike a refused connection)."""
 
     @property
     def blames_content(self) -> bool:
@@ -50,6 +53,12 @@ class PushResult:
         return self.outcome is Outcome.OVERLOADED or (
             self.outcome is Outcome.FAILED and self.status is None
         )
+
+    @property
+    def overloads(self) -> bool:
+        """A sign our load is too much for analytics: an overload answer or a timeout (a
+        refused or reset connection says analytics is down, not busy)."""
+        return self.outcome is Outcome.OVERLOADED or self.timed_out
 
     @property
     def analytics_up(self) -> bool:

@@ -36,7 +36,7 @@ from trackrelay.control import breaker, limiter
 from trackrelay.control.percentile import percentile
 from trackrelay.control.push_outcome import Outcome, PushResult
 from trackrelay.control.retry_allowance import RetryAllowance
-from trackrelay.events import ForwarderStats, PushSpan
+from trackrelay.events import ForwarderStats, PushSpan, PushTotals
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.queue import rate_budget
 from trackrelay.queue.client import Queue
@@ -51,7 +51,9 @@ _STATS_SPAN = 30.0
 _RATE_SPAN = 10.0
 """Seconds over which the published events/s is averaged."""
 _RECENT_SPAN = 5.0
-"""Seconds of pushes the ``recent`` span covers: what the controller judges health on."""
+"""Seconds of pushes the ``recent`` span covers (views; the controller reads ``totals``)."""
+_LATENCY_WEIGHT = 0.2
+"""Weight of a new answer's latency in the pushes' moving average (the push-size rule)."""
 
 
 BUDGET_RECHECK = 0.5
@@ -135,6 +137,9 @@ class Pacer:
         self._tickets = 0
         self._serving = 0
         self._done_waiting: set[int] = set()
+        self._latency: float | None = None
+        """Moving average of answered pushes' latency (seconds)."""
+        self.totals = PushTotals(started=time.time())
         self.metrics.limit.set(self.state.limit)
 
     # -- the window ---------------------------------------------------------
@@ -144,14 +149,27 @@ class Pacer:
             return self._cap(self.settings.batch_size)
         if self.breaker.mode is not breaker.Mode.CLOSED and self.in_flight > 0:
             return 0  # analytics is failing: only what is held already goes out (as probes)
-        if self.in_flight > 0 and limiter.wants_alone(self.config, self.state, self.clock()):
+        if self.in_flight > 0 and limiter.wants_alone(
+            self.config, self.state, self.clock(), self.push_size()
+        ):
             return 0  # let the pushes in flight finish: the next one measures the baseline
         return self._cap(limiter.chunk(self.config, self.state, self.in_flight))
 
     def _cap(self, events: int) -> int:
         if events <= 0 or self.budget is None:
             return events
-        return min(events, max(1, math.floor(self.budget * self.settings.budget_tolerance)))
+        return min(events, self.budget_push_cap(self.budget))
+
+    def budget_push_cap(self, budget: float) -> int:
+        """The most events one push may carry under ``budget``: ``budget_tolerance`` of a
+        second's budget, or, when more, what each lane must carry for the lanes together to
+        deliver the whole budget at the pushes' latency (``budget * latency / concurrency``,
+        Little's law). So a small budget stays deliverable at a slow analytics: 20 ev/s at
+        1 s per push is 5 events a push over 4 lanes, not 20 one-event pushes in a row."""
+        share = budget * self.settings.budget_tolerance
+        if self._latency is not None:
+            share = max(share, math.ceil(budget * self._latency / self.settings.concurrency))
+        return max(1, math.floor(share))
 
     def push_size(self) -> int:
         """The most events one push may carry now."""
@@ -307,11 +325,28 @@ class Pacer:
                 self._set_breaker(breaker.abandon(self.breaker))
             return
         self._pushes.append(_Push(now, result.outcome.value, events, latency))
+        answered = result.status is not None and not result.congests
+        self.totals = self.totals.add(
+            accepted_events=events if result.outcome is Outcome.ACCEPTED else 0,
+            congested=result.overloads,
+            failed=result.outcome is Outcome.FAILED and not result.overloads,
+            latency=latency if result.status is not None else None,
+            duration=latency,
+            delayed=self.adaptive
+            and answered
+            and latency is not None
+            and limiter.is_slow(self.config, self.state, events, latency),
+        )
+        if answered and latency is not None:
+            self._latency = (
+                latency
+                if self._latency is None
+                else (1 - _LATENCY_WEIGHT) * self._latency + _LATENCY_WEIGHT * latency
+            )
         while self._pushes and self._pushes[0].at < now - _STATS_SPAN:
             self._pushes.popleft()
         if not self.adaptive:
             return
-        answered = result.status is not None and not result.congests
         self.state = limiter.observe(
             self.config,
             self.state,
@@ -368,6 +403,7 @@ class Pacer:
             overall=overall,
             latency_p90=percentile(latencies, 0.9),
             recent=self._span(now, _RECENT_SPAN, rate_seconds=_RECENT_SPAN),
+            totals=self.totals,
         )
 
     def _span(self, now: float, seconds: float, rate_seconds: float) -> PushSpan:

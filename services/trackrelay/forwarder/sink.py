@@ -132,7 +132,11 @@ class HttpSink:
         except DeadlinePassed:
             return _EXPIRED
         except (TimeoutError, httpcore.TimeoutException):
-            return PushResult(Outcome.FAILED, detail=f"no complete answer within {remaining:.2f}s")
+            return PushResult(
+                Outcome.FAILED,
+                detail=f"no complete answer within {remaining:.2f}s",
+                timed_out=True,
+            )
         except httpcore.ProtocolError as exc:
             return PushResult(Outcome.FAILED, detail=f"protocol error: {exc}")
         except (httpcore.NetworkError, httpcore.UnsupportedProtocol, OSError) as exc:

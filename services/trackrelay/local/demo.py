@@ -258,6 +258,10 @@ class Demo:
         analytics = (await client.get(f"{sim}/admin/state")).json()
         pop = (await client.get(f"{sim}/v1/popularity", params={"top": 100_000})).json()
         seen = {t["sku"]: float(t["qty"]) for t in pop["top"]}
+        timeline = (
+            await client.get(f"{sim}/admin/timeline", params={"since": self.started})
+        ).json()["seconds"]
+        lines_per_order = lines / shoppers.accepted if shoppers.accepted else 0.0
         return report.summarize(
             orders_accepted=shoppers.accepted,
             orders_refused=shoppers.refused,
@@ -269,6 +273,7 @@ class Demo:
             shed=self.samples[-1]["shed"] if self.samples else {},
             samples=self.samples,
             left=await _left(stack, engine),
+            phases=report.phase_rates(self.samples, timeline, lines_per_order),
         )
 
     def _write(self, summary: dict[str, Any]) -> None:
@@ -320,6 +325,12 @@ def summary_text(summary: dict[str, Any], report_dir: Path) -> str:
         + ("-" if share is None else f"{share:.0%} of the quota"),
         f"  budget                 {summary['budget_min_seen']:.0f} to "
         f"{summary['budget_max_seen']:.0f} ev/s; forwarders up to {summary['max_replicas']}",
+        *(
+            f"  {r['phase']:<22} {r['lines_arrived_per_s']:.0f} lines/s arrived, "
+            f"{r['events_delivered_per_s']:.0f} events/s delivered"
+            + ("" if r["budget_min"] is None else f", budget {r['budget_min']:.0f} ev/s at least")
+            for r in summary.get("phases", [])
+        ),
         f"  report                 {report_dir / 'report.html'} (and summary.json)",
     ]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ JavaScript and no external file: the page renders anywhere, offline.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,39 @@ def shed_lines(shed: dict[str, int]) -> tuple[int, int]:
     return sum(shed.values()) - folded, folded
 
 
+def phase_rates(
+    samples: Sequence[dict[str, Any]],
+    timeline: Sequence[dict[str, Any]],
+    lines_per_order: float,
+) -> list[dict[str, Any]]:
+    """Per phase, in story order: order lines arrived and events analytics accepted, per
+    second, and the budget's range. ``timeline``: the simulator's seconds (``t``: Unix
+    second, ``accepted``); ``samples``: the demo's rows (``wall``, ``phase``,
+    ``orders_accepted`` so far, ``budget``)."""
+    out: list[dict[str, Any]] = []
+    for name, rows in itertools.groupby(samples, key=lambda r: r["phase"]):
+        group = list(rows)
+        start, end = group[0]["wall"], group[-1]["wall"]
+        seconds = end - start
+        if seconds < 1:
+            continue
+        orders = group[-1]["orders_accepted"] - group[0]["orders_accepted"]
+        accepted = sum(x["accepted"] for x in timeline if start <= x["t"] < int(end))
+        whole = max(1, int(end) - math.ceil(start))
+        budgets = [r["budget"] for r in group if r.get("budget") is not None]
+        out.append(
+            {
+                "phase": name,
+                "seconds": round(seconds, 1),
+                "lines_arrived_per_s": round(orders * lines_per_order / seconds, 1),
+                "events_delivered_per_s": round(accepted / whole, 1),
+                "budget_min": round(min(budgets), 1) if budgets else None,
+                "budget_max": round(max(budgets), 1) if budgets else None,
+            }
+        )
+    return out
+
+
 def summarize(
     *,
     orders_accepted: int,
@@ -50,6 +84,7 @@ def summarize(
     shed: dict[str, int],
     samples: Sequence[dict[str, Any]],
     left: dict[str, int],
+    phases: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """What the run proved: nothing lost, what analytics got, how well popularity held."""
     lost_lines, folded = shed_lines(shed)
@@ -83,6 +118,7 @@ def summarize(
             if s.get("usable") is not None and (s.get("decided") or 0) > s["usable"]
         ),
         "left_undelivered": left,
+        "phases": list(phases),
     }
 
 
@@ -292,8 +328,21 @@ def render_html(
         f"{summary['duplicates']} duplicates dropped by analytics, popularity top-100 Jaccard "
         f"{summary['popularity_top100_jaccard']}.</p>"
     )
+    rates = {r["phase"]: r for r in summary.get("phases", [])}
+
+    def rate(name: str) -> str:
+        r = rates.get(name)
+        if r is None:
+            return "<td></td>"
+        budget = "" if r["budget_min"] is None else f"{r['budget_min']:.0f}-{r['budget_max']:.0f}"
+        return (
+            f"<td>{r['lines_arrived_per_s']:.0f} lines/s in, "
+            f"{r['events_delivered_per_s']:.0f} events/s delivered, budget {budget} ev/s</td>"
+        )
+
     phase_rows = "".join(
-        f"<tr><th>{html.escape(n)}</th><td>{s:.0f}-{e:.0f} s</td><td>{html.escape(note)}</td></tr>"
+        f"<tr><th>{html.escape(n)}</th><td>{s:.0f}-{e:.0f} s</td>{rate(n)}"
+        f"<td>{html.escape(note)}</td></tr>"
         for (n, s, e), (_, note) in zip(phases, notes or [(p[0], "") for p in phases], strict=True)
     )
     t0 = samples[0]["wall"] if samples else 0.0
@@ -302,7 +351,7 @@ def render_html(
         for at, reason in reasons
     )
     summary_rows = "".join(
-        row(k, v) for k, v in summary.items() if not isinstance(v, dict)
+        row(k, v) for k, v in summary.items() if not isinstance(v, dict | list)
     ) + "".join(
         row(k, ", ".join(f"{a}: {b}" for a, b in v.items()) or "none")
         for k, v in summary.items()

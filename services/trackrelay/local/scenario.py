@@ -131,7 +131,8 @@ DEFAULT = Scenario(
             18,
             40,
             {"mode": "slow", "latency": 1.2},
-            note="p99 1.2 s > 500 ms target: the budget halves each tick",
+            note="1.2 s a push whatever our rate: not congestion, so the budget holds and "
+            "what arrives is delivered",
         ),
         Phase(
             "timeouts",
@@ -146,7 +147,8 @@ DEFAULT = Scenario(
             40,
             {"mode": "slow", "latency": 0.05},
             {"rate": 60, "queue_limit": 40},
-            note="analytics takes 60 ev/s and answers 429 beyond: the budget saws below it",
+            note="analytics takes 60 ev/s and answers 429 beyond: one cut per episode, "
+            "then back to the rate it took well",
         ),
         Phase(
             "quota pressure",

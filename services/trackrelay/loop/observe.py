@@ -43,6 +43,9 @@ def forwarder_view(name: str, stats: ForwarderStats) -> ForwarderView:
         events_per_second=recent.events_per_second,
         limit=stats.limit_events,
         latency_p50=recent.latency_p50,
+        at=stats.at,
+        totals=stats.totals,
+        span=recent.span_seconds,
     )
 
 

@@ -130,6 +130,8 @@ class ControlLoop:
                 "health": d.health.why,
                 "backlog": d.backlog,
                 "held": d.held,
+                "last_good": None if d.last_good is None else round(d.last_good, 1),
+                "delivered": None if d.delivered is None else round(d.delivered, 1),
             }
         return {
             "at": self.clock(),

@@ -5,10 +5,14 @@ reservation form of GCRA (generic cell rate algorithm) in one Lua script that
 reads Redis' own clock (``TIME``), so replicas on different machines agree.
 A push of ``n`` events reserves ``n / budget`` seconds of the budget's time
 line and is told when its slot begins; the slots never overlap and no credit
-piles up while the budget is idle (no burst). So in any one-second window the
+piles up while the budget is idle (no burst). When the budget changes, the time
+already reserved is rescaled to the new budget's pace (the same events, reserved
+again at the new rate): raised after a cut, pushes do not wait out the time their
+events were given at the lower rate. So in any one-second window the
 events whose pushes start in it add up to at most ``budget`` plus one push;
-the forwarder keeps pushes at most ``tolerance * budget`` events when a budget
-is set, which bounds the sum by ``budget * (1 + tolerance)``.
+the forwarder keeps pushes small next to the budget (``Pacer.budget_push_cap``: a
+share of a second's budget, or what its lanes need at analytics' latency), which
+bounds the sum by the budget plus that one push.
 
 Why not PyPI ``limits``: its Redis strategies answer "allowed or not" for a
 hit; the forwarders need "when may this push go", so that every replica waits
@@ -30,11 +34,17 @@ local rate = tonumber(ARGV[2]) or tonumber(redis.call('GET', KEYS[1]) or '')
 if not rate or rate <= 0 then return {'-1', '0'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local free_at = tonumber(redis.call('GET', KEYS[2]) or '') or now
+local clock = redis.call('GET', KEYS[2]) or ''
+local free_at = tonumber(string.match(clock, '^[^ ]+') or '') or now
+local at_rate = tonumber(string.match(clock, ' (.+)$') or '') or rate
 if free_at < now then free_at = now end
+if at_rate ~= rate then
+  -- time reserved at another budget: the same events, at this budget's pace
+  free_at = now + (free_at - now) * at_rate / rate
+end
 local next_free = free_at + tonumber(ARGV[1]) / rate
 local ttl = math.ceil((next_free - now) * 1000) + 60000
-redis.call('SET', KEYS[2], string.format('%.6f', next_free), 'PX', ttl)
+redis.call('SET', KEYS[2], string.format('%.6f %.17g', next_free, rate), 'PX', ttl)
 return {string.format('%.6f', free_at - now), tostring(rate)}
 """
 
