@@ -6,8 +6,8 @@
 #   tests/e2e/kind-cluster.sh up       build, then create the cluster unless it is running
 #   tests/e2e/kind-cluster.sh down     delete the cluster and its podman network
 #   tests/e2e/kind-cluster.sh app-images   build trackrelay's image (../../Dockerfile), and
-#                                      PostgreSQL and Redis images, from Debian; load them
-#                                      into the running cluster with `kind load image-archive`
+#                                      PostgreSQL, Redis and Prometheus images, from Debian;
+#                                      load them into the running cluster with `kind load image-archive`
 #   tests/e2e/kind-cluster.sh env      print KUBECONFIG=..., KIND=..., PATH additions (for eval)
 #   tests/e2e/kind-cluster.sh --print  print the cache directory
 #
@@ -119,15 +119,17 @@ build_pause() {
   log "pause built from $src"
 }
 
-rootfs() { # name, variant, packages (comma separated)[, essential hook; $0 = name]
-  local name=$1 variant=$2 packages=$3 hook=${4:-} out="$cache/rootfs-$1.tar"
+rootfs() { # name, variant, packages (comma separated)[, essential hook; $0 = name[, paths dpkg leaves out]]
+  local name=$1 variant=$2 packages=$3 hook=${4:-} excludes=${5:-} out="$cache/rootfs-$1.tar"
   hook=${hook//\$0/$1}
-  local want="$DEBIAN_SUITE $variant $packages${hook:+ $hook}"
+  local want="$DEBIAN_SUITE $variant $packages${hook:+ $hook}${excludes:+ $excludes}"
   done_already "rootfs-$name" "$want" && return
   local t0; t0=$(date +%s)
   log "making the $name Debian root filesystem ($DEBIAN_SUITE, $variant) with mmdebstrap ..."
   local hooks=(--customize-hook='chroot "$1" apt-get clean')
   [ -n "$hook" ] && hooks+=(--essential-hook="$hook")
+  local path paths; read -ra paths <<<"$excludes"  # split on spaces, never globbed
+  for path in "${paths[@]}"; do hooks+=(--dpkgopt="path-exclude=$path"); done
   mmdebstrap --quiet --variant="$variant" --include="$packages" "${hooks[@]}" \
     "$DEBIAN_SUITE" "$cache/rootfs-$name.partial.tar"  # mmdebstrap picks the format by suffix
   mv "$cache/rootfs-$name.partial.tar" "$out"
@@ -295,11 +297,14 @@ build() {
 
 # The chart's images, for the e2e tier: trackrelay's own Dockerfile on the slim
 # Debian image (the official Python image cannot be pulled here), and PostgreSQL
-# and Redis from Debian's packages, each run as uid 999 like the official images.
+# and Redis from Debian's packages, each run as uid 999 like the official images;
+# and Prometheus from Debian's package (uid 999 too), which the e2e runs in the
+# cluster to scrape the simulator (tests/e2e/prometheus.yaml).
 APP_TAG=e2e
 TRACKRELAY_IMAGE=localhost/trackrelay/trackrelay:$APP_TAG
 POSTGRES_IMAGE=localhost/trackrelay/postgres:15-bookworm
 REDIS_IMAGE=localhost/trackrelay/redis:7-bookworm
+PROMETHEUS_IMAGE=localhost/trackrelay/prometheus:2-bookworm
 app_images() {
   build
   cluster_exists || die "cluster $CLUSTER is not running: run '$0 up' first"
@@ -308,14 +313,27 @@ app_images() {
   local uid999='echo "$0:x:999:999:$0:/var/lib/$0:/usr/sbin/nologin" >> "$1/etc/passwd"; echo "$0:x:999:" >> "$1/etc/group"'
   rootfs postgres minbase "postgresql-15" "$uid999"
   rootfs redis minbase "redis-server" "$uid999"
-  if ! done_already app-base "$(cat "$cache"/.stamp-rootfs-postgres "$cache"/.stamp-rootfs-redis)"; then
+  # without the web console's JavaScript (218 MB of time zones), documentation and
+  # translations: the e2e asks Prometheus' HTTP API only
+  rootfs prometheus minbase "prometheus" "$uid999" \
+    "/usr/share/javascript/* /usr/share/doc/* /usr/share/man/* /usr/share/locale/*"
+  local bases; bases=$(cat "$cache"/.stamp-rootfs-postgres "$cache"/.stamp-rootfs-redis)
+  if ! done_already app-base "$bases"; then
     podman import -q --change "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/bin:/bin" \
       --change "USER 999" "$cache/rootfs-postgres.tar" "$POSTGRES_IMAGE" >/dev/null
     podman import -q --change "ENV PATH=/usr/local/bin:/usr/bin:/bin" --change "USER 999" \
       "$cache/rootfs-redis.tar" "$REDIS_IMAGE" >/dev/null
     save_image "$POSTGRES_IMAGE" app-postgres
     save_image "$REDIS_IMAGE" app-redis
-    mark_done app-base "$(cat "$cache"/.stamp-rootfs-postgres "$cache"/.stamp-rootfs-redis)"
+    mark_done app-base "$bases"
+  fi
+  if ! done_already app-prometheus "$(cat "$cache"/.stamp-rootfs-prometheus)"; then
+    # the Debian package's binary; its data and configuration are the pod's volumes
+    podman import -q --change "ENV PATH=/usr/local/bin:/usr/bin:/bin" --change "USER 999" \
+      --change "WORKDIR /var/lib/prometheus" --change 'ENTRYPOINT ["/usr/bin/prometheus"]' \
+      "$cache/rootfs-prometheus.tar" "$PROMETHEUS_IMAGE" >/dev/null
+    save_image "$PROMETHEUS_IMAGE" app-prometheus
+    mark_done app-prometheus "$(cat "$cache"/.stamp-rootfs-prometheus)"
   fi
   log "building $TRACKRELAY_IMAGE from the Dockerfile on $SLIM_IMAGE ..."
   local secret=()
@@ -325,10 +343,10 @@ app_images() {
     -t "$TRACKRELAY_IMAGE" "$repo" >/dev/null
   save_image "$TRACKRELAY_IMAGE" app-trackrelay
   local name
-  for name in app-postgres app-redis app-trackrelay; do
+  for name in app-postgres app-redis app-prometheus app-trackrelay; do
     "$bin/kind" load image-archive "$cache/images/$name.tar" --name "$CLUSTER" >/dev/null
   done
-  log "app images built and loaded in $(elapsed "$t0"): $TRACKRELAY_IMAGE $POSTGRES_IMAGE $REDIS_IMAGE"
+  log "app images built and loaded in $(elapsed "$t0"): $TRACKRELAY_IMAGE $POSTGRES_IMAGE $REDIS_IMAGE $PROMETHEUS_IMAGE"
 }
 
 cluster_exists() { "$bin/kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
@@ -393,6 +411,7 @@ case "${1:-}" in
     echo "E2E_TRACKRELAY_IMAGE=$TRACKRELAY_IMAGE"
     echo "E2E_POSTGRES_IMAGE=$POSTGRES_IMAGE"
     echo "E2E_REDIS_IMAGE=$REDIS_IMAGE"
+    echo "E2E_PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"
     echo "KUBECTL=$("$control_plane" --print)/kubectl"
     echo "KIND_EXPERIMENTAL_PROVIDER=$KIND_EXPERIMENTAL_PROVIDER"
     echo "KIND_EXPERIMENTAL_PODMAN_NETWORK=$KIND_EXPERIMENTAL_PODMAN_NETWORK"
