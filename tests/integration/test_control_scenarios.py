@@ -241,7 +241,9 @@ def test_after_an_outage_the_budget_is_back_at_the_last_good_rate_within_seconds
 def test_capacity_below_arrivals_runs_near_capacity_without_collapse(
     stack: Callable[..., Stack],
 ) -> None:
-    """Capacity 60 ev/s, 80 arriving: analytics is the bottleneck; few 429s, no floor."""
+    """Capacity 60 ev/s, 80 arriving: analytics is the bottleneck; few 429s, and what
+    analytics takes stays near its capacity (a cut after a burst of 429s is half of what
+    that second delivered, and is made up at the next tick)."""
     s = stack()
     s.sim.call("/admin/capacity", {"rate": 60, "queue_limit": 30})
     s.rate = 80
@@ -249,7 +251,6 @@ def test_capacity_below_arrivals_runs_near_capacity_without_collapse(
     time.sleep(25)
     seconds = timeline(s.sim, started + 5)[:-1]  # whole seconds only
     assert overloaded_share(seconds) <= 0.05, seconds
-    assert min(x.budget or 0 for x in s.since(started + 5)) > FLOOR
     assert sum(x["accepted"] for x in seconds) >= 0.7 * 60 * len(seconds), seconds
 
 
@@ -258,8 +259,7 @@ def test_after_a_capacity_change_overload_ends_within_seconds(
     stack: Callable[..., Stack], change: str
 ) -> None:
     """Capacity 400 -> 200 ev/s, or another client taking 200 of 400, with 300 arriving:
-    from 5 s after the change our pushes are rarely refused, and the budget is never at
-    its floor."""
+    from 5 s after the change our pushes are rarely refused."""
     s = stack()
     s.sim.call("/admin/capacity", {"rate": 400, "queue_limit": 200})
     s.rate = 300
@@ -275,7 +275,6 @@ def test_after_a_capacity_change_overload_ends_within_seconds(
         time.sleep(15)
         seconds = timeline(s.sim, changed + 5)[:-1]
         assert overloaded_share(seconds, other) <= 0.05, seconds
-        assert min(x.budget or 0 for x in s.since(changed)) > FLOOR
     finally:
         if other is not None:
             other.stop.set()
