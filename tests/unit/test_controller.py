@@ -100,6 +100,15 @@ def test_a_budget_nobody_uses_does_not_grow() -> None:
     assert d.budget == 800 and d.reasons == ()
 
 
+def test_breakers_opened_by_overload_answers_still_cut_once() -> None:
+    refused = (fwd(pushes=20, throttled=20, rate=0, breaker="open"),)
+    d, state = decide(SPEC, obs(0, lag=10, forwarders=refused), initial_state(SPEC), 0)
+    assert d.budget == 400 and d.reasons[0].kind is ReasonKind.BUDGET_CUT
+    for t in range(1, 30):  # the breakers' probes keep being refused: one episode
+        d, state = decide(SPEC, obs(t, lag=10, forwarders=refused), state, t)
+    assert d.budget == 400
+
+
 def test_a_high_latency_alone_is_not_congestion() -> None:
     """2.3 s per push with no 429s and no queueing at analytics: slow, not overloaded."""
     slow = (fwd(p99=2.3, rate=700),)
@@ -109,7 +118,7 @@ def test_a_high_latency_alone_is_not_congestion() -> None:
 
 def test_breakers_probe_failure_and_errors_hold_the_budget_for_the_return() -> None:
     for o in (
-        obs(0, lag=10, forwarders=(fwd(), fwd(breaker="open", name="f1"))),
+        obs(0, lag=10, forwarders=(fwd(), fwd(breaker="open", name="f1", pushes=5, errors=5))),
         Observation(0, 10, 0, (), probe_ok=False),
         obs(0, lag=10, forwarders=(fwd(pushes=20, errors=3),)),
     ):

@@ -32,7 +32,9 @@ window that outlives the decision):
   delivered.
 - **Analytics failing or down** (breakers open, probe failing, failures that are
   not overload): the breakers and the retry allowance pace the pushes; the budget
-  holds, ready for the return.
+  holds, ready for the return. Breakers opened by 429/503 answers are overload: the
+  budget is cut once for them, and the episode stays open while they hold the
+  pushes back.
 - **Unknown** analytics metrics hold the budget for the staleness window, then bring
   it down to the last good rate at most, with no growth: unknown is never healthy.
 """
@@ -141,7 +143,12 @@ def step(
 
     p99 = tick.latency_p99 if tick is not None else None
     share = tick.congested_share + tick.failed_share if tick is not None else 0.0
-    if down is not None:
+    overloaded = tick is not None and tick.pushes > 0 and (
+        tick.congested_share > spec.max_error_share
+    )
+    # Breakers opened by overload answers cut once: the episode stays open while they
+    # hold the pushes back (what they let through says nothing about our rate).
+    if down is not None and (not overloaded or memory.cut_at is not None):
         return budget, replace(memory, cut_latency=None), None, Health(False, down, p99, share)
 
     if external is not None and external.state is Signal.UNKNOWN:
@@ -191,10 +198,10 @@ def step(
     if memory.cut_latency is not None:
         caused = memory.cut_latency
         memory = replace(memory, cut_latency=None)
-        overloaded = why is not None and not latency_only
+        refused = why is not None and not latency_only
         # Judged by the mean latency, whatever the pushes' sizes: a cut makes pushes
         # smaller, and small pushes are not judged against the latency band.
-        if not overloaded and mean is not None and mean >= FLAT * caused:
+        if not refused and mean is not None and mean >= FLAT * caused:
             restored = clamp(max(budget, memory.cut_from))
             memory = replace(memory, flat=mean, cut_at=None)
             text = f"analytics slow at {ms(mean)} whatever our rate: not cutting"
