@@ -109,6 +109,18 @@ def test_breakers_opened_by_overload_answers_still_cut_once() -> None:
     assert d.budget == 400
 
 
+def test_an_episode_left_open_long_ago_does_not_stop_the_cut_for_refused_pushes() -> None:
+    sick = (fwd(pushes=20, throttled=5, rate=300),)
+    d, state = decide(SPEC, obs(0, lag=500, forwarders=sick), initial_state(SPEC), 0)
+    assert state.memory.cut_at == 0
+    for t in range(1, 60):  # idle: no pushes, so no tick closes the episode
+        d, state = decide(SPEC, obs(t, forwarders=(fwd(pushes=0, rate=0),)), state, t)
+    before = state.budget
+    refused = (fwd(pushes=20, throttled=20, rate=0, breaker="open"),)
+    d, state = decide(SPEC, obs(60, lag=10, forwarders=refused), state, 60)
+    assert d.budget < before
+
+
 def test_a_high_latency_alone_is_not_congestion() -> None:
     """2.3 s per push with no 429s and no queueing at analytics: slow, not overloaded."""
     slow = (fwd(p99=2.3, rate=700),)

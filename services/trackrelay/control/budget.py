@@ -86,6 +86,8 @@ class Memory:
     """Ticks in a row the budget has grown above the last good rate."""
     delivered: float | None = None
     """Events/s delivered in the last tick with pushes and no latency trouble."""
+    down_cut: bool = False
+    """The cut for breakers opened by overload answers is made (until they close)."""
     metrics_episode: bool = False
     """Analytics' metrics are unhealthy and the cut for it is made."""
 
@@ -143,13 +145,14 @@ def step(
 
     p99 = tick.latency_p99 if tick is not None else None
     share = tick.congested_share + tick.failed_share if tick is not None else 0.0
-    overloaded = tick is not None and tick.pushes > 0 and (
-        tick.congested_share > spec.max_error_share
+    overloaded = (
+        tick is not None and tick.pushes > 0 and (tick.congested_share > spec.max_error_share)
     )
     # Breakers opened by overload answers cut once: the episode stays open while they
     # hold the pushes back (what they let through says nothing about our rate).
-    if down is not None and (not overloaded or memory.cut_at is not None):
+    if down is not None and (not overloaded or memory.down_cut):
         return budget, replace(memory, cut_latency=None), None, Health(False, down, p99, share)
+    memory = replace(memory, down_cut=down is not None)
 
     if external is not None and external.state is Signal.UNKNOWN:
         since = memory.unknown_since if memory.unknown_since is not None else now
