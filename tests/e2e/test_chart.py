@@ -446,15 +446,29 @@ def test_overloaded_analytics_lowers_the_budget_and_the_pipeline_says_why(
 ) -> None:
     # overloaded: 503 to every push (a slow analytics that is not overloaded is no reason
     # to cut: tests/integration/test_control_scenarios.py)
-    start = float(release.live()["budget"])
+    # Healthy orders first: the budget comes back to the rate analytics last took well
+    # (the test before may leave it near its floor of 10), so that a cut has room to show.
+    release.client(
+        "orders", count=100, lines=2, skus=40, tag="warm", orders=release.orders_url, timeout=300
+    )
+    start = wait_for(
+        "a budget with room to fall",
+        lambda: (b := float(release.live()["budget"])) >= 30 and b,
+        timeout=60,
+    )
     release.client("post", url=release.sim_url + "/admin/fault", body={"mode": "down"})
     sender = release.send_orders(count=300, lines=2, skus=40, tag="overload", every=0.1)
     try:
-        lowered = wait_for(
-            "the operator to lower the budget in the ConfigMap",
-            lambda: (b := float(release.live()["budget"])) < start / 2 and b,
-            timeout=120,
-        )
+        try:
+            lowered = wait_for(
+                "the operator to lower the budget in the ConfigMap",
+                lambda: (b := float(release.live()["budget"])) < start / 2 and b,
+                timeout=120,
+            )
+        except AssertionError as exc:
+            st = release.pipeline().get("status", {})
+            seen = {k: st.get(k) for k in ("budget", "health", "healthReason", "reasons")}
+            raise AssertionError(f"{exc}; from {start}; status {seen}") from None
         assert lowered < start / 2
         status = release.pipeline()["status"]
         healthy = {c["type"]: c for c in status["conditions"]}["AnalyticsHealthy"]
