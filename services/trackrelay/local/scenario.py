@@ -131,8 +131,8 @@ DEFAULT = Scenario(
             18,
             40,
             {"mode": "slow", "latency": 1.2},
-            note="1.2 s a push whatever our rate: not congestion, so the budget holds and "
-            "what arrives is delivered",
+            note="1.2 s a push whatever our rate: not congestion, so the budget holds "
+            "while the forwarders find the pace",
         ),
         Phase(
             "timeouts",
