@@ -74,15 +74,27 @@ def test_the_summary_shows_nothing_lost_and_the_queue_within_quota(demo_run: Pat
     assert summary["lines_delivered"] + lost == summary["order_lines"]
 
 
-def test_the_budget_falls_when_analytics_is_sick_and_rises_after(demo_run: Path) -> None:
+def test_the_budget_holds_for_a_slow_analytics_falls_for_a_sick_one_and_rises_after(
+    demo_run: Path,
+) -> None:
     samples = [s for s in timeline(demo_run) if s["budget"] is not None]
     first = samples[0]["budget"]
-    sick = [s["budget"] for s in samples if s["phase"] in ("analytics slow", "timeouts")]
-    assert min(sick) < first / 4
-    trough = min(s["budget"] for s in samples)
-    assert trough == 10  # the demo's floor: the budget kept falling while analytics was sick
+    # 1.2 s a push whatever our rate is not congestion: one experimental cut at most
+    # (undone once a tick shows the latency did not fall), never one per tick.
+    slow = [s["wall"] for s in samples if s["phase"] == "analytics slow"]
+    reasons = json.loads((demo_run / "timeline.json").read_text())["reasons"]
+    cuts = [r for r in reasons if r["kind"] == "budget-cut" and slow[0] <= r["at"] <= slow[-1]]
+    assert len(cuts) <= 1, cuts
+    sick = [
+        s["budget"] for s in samples if s["phase"] in ("timeouts", "overloaded", "quota pressure")
+    ]
+    assert min(sick) < first / 4  # timeouts, 429s and 503s are congestion
     after = [s["budget"] for s in samples if s["phase"] in ("recovery", "drain")]
-    assert max(after) >= 4 * trough
+    assert max(after) >= 4 * min(sick)
+    summary = json.loads((demo_run / "summary.json").read_text())
+    phases = {p["phase"]: p for p in summary["phases"]}
+    assert phases["analytics slow"]["events_delivered_per_s"] > 0
+    assert phases["healthy"]["lines_arrived_per_s"] > 0
 
 
 def test_replicas_never_exceed_what_the_budget_can_use(demo_run: Path) -> None:

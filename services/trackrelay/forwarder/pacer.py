@@ -196,8 +196,12 @@ class Pacer:
                         permit.events = granted
                         self.in_flight += granted
                         break
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a
+                    # cancellation that arrives as the condition is notified, and a lane
+                    # cancelled by a crashing sibling then waits here for ever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+                        async with asyncio.timeout(0.5):
+                            await self._changed.wait()
         finally:
             self._done_waiting.add(ticket)
             while self._serving in self._done_waiting:
