@@ -330,14 +330,15 @@ def usable_replicas(spec: Spec, budget: float, per_replica: float) -> int:
 
 
 def _arrivals(state: State, obs: Observation, delivered: float) -> float:
-    """Events/s arriving: what was delivered plus how fast the backlog grew, smoothed
-    over ticks (half the weight on the newest). Delivered alone would under-count what
-    a slow analytics leaves waiting."""
+    """Events/s to carry: what was delivered plus how fast the backlog grew (a shrinking
+    backlog counts as none: the drain term covers it), smoothed over ticks (half the
+    weight on the newest). Delivered alone would under-count what a slow analytics
+    leaves waiting."""
     growth = 0.0
     if state.backlog_at is not None and obs.at > state.backlog_at[0]:
         at, backlog = state.backlog_at
         growth = (obs.backlog - backlog) / (obs.at - at)
-    now = max(0.0, delivered + growth)
+    now = delivered + max(0.0, growth)
     return now if state.arrivals is None else 0.5 * state.arrivals + 0.5 * now
 
 
