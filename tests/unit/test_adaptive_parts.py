@@ -17,6 +17,7 @@ from trackrelay.control.limiter import (
     chunk,
     is_slow,
     observe,
+    restart,
     start,
     wants_alone,
 )
@@ -84,7 +85,7 @@ def test_a_push_slower_than_the_band_shrinks_the_window(steps: list[Push]) -> No
         # The second lone push in a row slower than the band: nothing of ours was queued
         # ahead of it, so analytics became slower; its cost is the baseline now.
         assert after.baseline == pytest.approx(slowest * 1.01 / B)
-        assert after.limit == state.limit
+        assert after.limit >= state.limit and after.slow_start
     else:
         assert after.limit < state.limit or after.limit == CFG.min_limit
         assert after.recheck and wants_alone(CFG, after, now, size=B)
@@ -101,8 +102,27 @@ def test_analytics_slower_for_its_own_reasons_becomes_the_baseline_after_two_lon
     assert first.limit < state.limit and first.recheck  # maybe our queue: shrink, look alone
     now += 1
     second = observe(CFG, first, now=now, events=B, congested=False, latency=1.2)
-    assert second.baseline == pytest.approx(1.2 / B) and second.limit == first.limit
+    assert second.baseline == pytest.approx(1.2 / B)
     assert not is_slow(CFG, second, B, 1.2)
+    # Not our queue: the cut is undone, and slow start finds the window for the new pace.
+    assert second.limit == state.limit and second.slow_start
+    grown = second
+    for _ in range(3):  # each acknowledged event adds one: the window doubles per round trip
+        now += 0.4
+        grown = observe(CFG, grown, now=now, events=B, congested=False, latency=1.2, alone=False)
+    assert grown.limit == state.limit + 3 * B
+
+
+def test_a_run_of_slow_pushes_ended_by_an_overload_answer_is_not_undone() -> None:
+    state, now = start(CFG), 0.0
+    for _ in range(5):
+        now += 1
+        state = observe(CFG, state, now=now, events=B, congested=False, latency=0.05)
+    now += 1
+    slow = observe(CFG, state, now=now, events=B, congested=False, latency=1.2)
+    assert slow.before_slow == state.limit
+    refused = observe(CFG, slow, now=now + 1, events=B, congested=True, latency=None)
+    assert refused.before_slow is None  # congestion: that cut was ours to make
 
 
 @given(pushes)
@@ -262,3 +282,27 @@ def test_nearest_rank_percentiles() -> None:
     assert percentile(values, 1.0) == 100.0
     assert percentile(reversed(values), 0.0) == 1.0
     assert percentile([], 0.5) is None
+
+
+def test_after_an_outage_the_window_returns_to_where_analytics_last_took_pushes() -> None:
+    """An analytics that refuses a whole batch (its queue limit is under one) took pushes
+    of 12 before the outage: the breaker's close brings the window back there, not to a
+    whole batch it would refuse again."""
+    state, now = start(CFG), 0.0
+    for _ in range(2):
+        now += 1
+        state = observe(CFG, state, now=now, events=B, congested=True, latency=None)
+    for _ in range(5):
+        now += 1
+        state = observe(
+            CFG, state, now=now, events=12, congested=False, latency=0.012, saturated=False
+        )
+    took = state.limit
+    assert took < B
+    for _ in range(6):  # the outage: every push fails
+        now += 1
+        state = observe(CFG, state, now=now, events=1, congested=True, latency=None)
+    assert state.limit < took
+    back = restart(CFG, state)
+    assert back.limit == took and not back.slow_start
+    assert restart(CFG, start(CFG)).limit == B  # never accepted: one batch

@@ -131,7 +131,12 @@ def test_timed_out_pushes_keep_an_episode_open_for_as_long_as_they_waited() -> N
 def test_a_latency_that_stays_when_our_rate_falls_is_not_ours() -> None:
     run = Run()
     run.tick(n=10, events=60, latency=0.05)
-    # Analytics becomes slow for its own reasons: every push slow and queued.
+    # Analytics becomes slow for its own reasons: every push slow and queued, and (as
+    # pushes sent before it still end) our rate has not fallen yet: confirm first.
+    for _ in range(3):  # pushes of 1.2 s: the tick wholly after the first is the fourth
+        d = run.tick(n=10, events=60, latency=1.2, delayed=10)
+        assert cuts([d]) == 0 and "confirming" in d.health.why
+    # Still slow at the same rate on a tick wholly after: it may be ours; one cut.
     d = run.tick(n=10, events=60, latency=1.2, delayed=10)
     assert [r.kind for r in d.reasons] == [ReasonKind.BUDGET_CUT]
     cut = d.budget
@@ -157,6 +162,40 @@ def test_latency_that_rose_as_our_rate_fell_is_not_ours_and_costs_no_cut() -> No
     for _ in range(10):
         d = run.tick(n=3, events=40, latency=1.2, delayed=3)
     assert cuts(run.decisions) == 0
+
+
+def test_latency_that_rose_over_two_ticks_as_our_rate_fell_costs_no_cut() -> None:
+    """The first tick of a slowdown mixes fast and slow pushes and stays under the
+    thresholds; its lower rate must not become the reference the next tick is judged by."""
+    run = Run()
+    run.tick(n=20, events=40, latency=0.05)  # 800 ev/s
+    first = run.tick(n=12, events=40, latency=0.4, delayed=6)  # 480 ev/s, p99 under target
+    assert cuts([first]) == 0
+    second = run.tick(n=10, events=40, latency=1.2, delayed=10)  # 400 ev/s, slow
+    assert cuts([second]) == 0 and "whatever our rate" in second.health.why
+
+
+def test_a_tick_whose_slow_pushes_are_still_in_flight_is_not_the_reference() -> None:
+    """Analytics turns slow mid-tick: the next tick sees few pushes, all fast (the slow
+    ones have not ended); the one after sees the slow ones at a third of the old rate."""
+    run = Run()
+    run.tick(n=20, events=40, latency=0.05)  # 800 ev/s
+    gap = run.tick(n=2, events=40, latency=0.05)  # 80 ev/s: the rest still in flight
+    assert cuts([gap]) == 0
+    slow = run.tick(n=6, events=40, latency=1.2, delayed=6)  # 240 ev/s at 1.2 s
+    assert cuts([slow]) == 0 and "whatever our rate" in slow.health.why
+
+
+def test_a_tick_in_which_no_push_ended_is_judged_with_the_next() -> None:
+    """Pushes slower than a tick end every other tick: each judged tick covers both
+    seconds, so the delivered rate is the real one, not 0 then twice it."""
+    run = Run()
+    run.tick(n=2, events=40, latency=1.5)
+    for _ in range(4):
+        empty = run.tick()
+        assert empty.delivered is None
+        full = run.tick(n=2, events=40, latency=1.5)
+        assert full.delivered == 40.0  # 80 events over two seconds
 
 
 def test_after_an_outage_the_budget_is_back_at_the_last_good_rate_at_once() -> None:

@@ -257,7 +257,7 @@ def test_status_shows_what_analytics_metrics_say_and_the_query_that_decided() ->
 def test_each_phase_reports_what_arrived_and_what_analytics_took() -> None:
     samples = [
         {"wall": 100.0 + t, "phase": "healthy" if t < 10 else "analytics slow",
-         "orders_accepted": 40 * t, "budget": 400.0 + t}
+         "orders_accepted": 40 * t, "budget": 400.0 + t, "backlog": 5 * t}
         for t in range(20)
     ]  # fmt: skip
     timeline = [{"t": 100 + t, "accepted": 80 if t < 10 else 78} for t in range(20)]
@@ -267,3 +267,4 @@ def test_each_phase_reports_what_arrived_and_what_analytics_took() -> None:
     assert slow["lines_arrived_per_s"] == 80.0  # 40 orders/s of 2 lines
     assert slow["events_delivered_per_s"] == 78.0
     assert (slow["budget_min"], slow["budget_max"]) == (410.0, 419.0)
+    assert (slow["backlog_start"], slow["backlog_end"]) == (50, 95)

@@ -11,7 +11,9 @@ window that outlives the decision):
   for their size (analytics queues our work), with the tick's p99 above
   ``p99_target`` and its mean latency above the level analytics was found slow at
   whatever our rate (latency that rose while our delivered rate fell is analytics'
-  own, and becomes that level); or analytics' own metrics out of range (one cut for
+  own, and becomes that level), confirmed on a tick wholly after it was first seen
+  (in the tick a slowdown begins, pushes sent before it still end, so our rate has
+  not yet fallen as it will); or analytics' own metrics out of range (one cut for
   as long as they stay so: their queries average over a window that outlives any
   tick). On congestion the budget is cut to ``decrease`` times the rate analytics
   *delivered* in that tick (a budget nobody used says nothing), once per episode:
@@ -60,6 +62,8 @@ PROBE_TICKS = 4
 FELL = 0.25
 """Latency that rose in a tick whose delivered rate fell by more than this share is not
 ours (our load did not rise)."""
+FADE = 0.8
+"""Per tick, the share of the reference delivered rate that remains when less is delivered."""
 RISE = 0.5
 """Latency up to ``(1 + RISE)`` times the level analytics is slow at whatever our rate
 is not congestion."""
@@ -85,11 +89,16 @@ class Memory:
     probing: int = 0
     """Ticks in a row the budget has grown above the last good rate."""
     delivered: float | None = None
-    """Events/s delivered in the last tick with pushes and no latency trouble."""
+    """The recent peak (fading by ``FADE`` a tick) of events/s delivered in ticks with
+    pushes and no latency trouble: what a slower tick's fall is measured from."""
     down_cut: bool = False
     """The cut for breakers opened by overload answers is made (until they close)."""
     metrics_episode: bool = False
     """Analytics' metrics are unhealthy and the cut for it is made."""
+    rise_at: float | None = None
+    """When latency first read as congestion (None: it does not now). It is a cut only
+    once a tick wholly after that still shows it: in the tick a slowdown begins, pushes
+    sent before it still end, and our rate has not yet fallen as it will."""
 
 
 def ms(seconds: float) -> str:
@@ -188,11 +197,29 @@ def step(
             memory = replace(memory, flat=tick.latency_mean)
             why, latency_only = None, False
         if not latency_only:
-            memory = replace(memory, delivered=tick.delivered)
+            memory = replace(memory, rise_at=None)
+        if not latency_only and (
+            tick.delayed_share <= spec.max_error_share or memory.flat is not None
+        ):
+            # The reference is the recent peak of ticks without queueing at analytics (or
+            # at the level it is slow at), fading by ``FADE`` a tick: a tick in which the
+            # pushes of a slowdown are still in flight delivers little, and must not be
+            # what the next tick's fall is measured from.
+            ref = memory.delivered
+            peak = tick.delivered if ref is None else max(tick.delivered, FADE * ref)
+            memory = replace(memory, delivered=peak)
 
     # An episode: nothing judges the cut until a tick wholly after it.
     start = tick.start if tick is not None else (external.at if external is not None else now)
     settle = tick.settle if tick is not None else 0.0
+    if latency_only and memory.cut_at is None:
+        # Latency is confirmed on a tick wholly after it was first seen: by then a
+        # slowdown of analytics' own has lowered what we deliver (and reads as such).
+        rise_at = now if memory.rise_at is None else memory.rise_at
+        memory = replace(memory, rise_at=rise_at)
+        if start < rise_at + settle:
+            waiting = f"{why} (confirming on a tick wholly after it)"
+            return budget, memory, None, Health(False, waiting, p99, share)
     if memory.cut_at is not None and start < memory.cut_at + settle:
         waiting = f"{why or 'no congestion'} (waiting for a tick wholly after the cut)"
         return budget, memory, None, Health(why is None, waiting, p99, share)

@@ -36,7 +36,10 @@ of one idle batch. A push alone is arranged once per ``memory`` seconds
 (``wants_alone``) so the baseline stays fresh, and after every push slower than the
 band: two lone pushes in a row still slower than it mean analytics itself became
 slower (nothing of ours was queued ahead of them), and their cost becomes the
-baseline at once rather than after two epochs. Smaller pushes are not judged
+baseline at once rather than after two epochs. The cuts that slowness caused are
+then undone and slow start runs again: at a slower pace the same rate needs more
+events in flight (Little's law), and additive increase at a long round trip would
+take a minute to find them. Smaller pushes are not judged
 by latency: a request's fixed cost (which a per-event unit cannot see) would
 make them look slow and shrink the window for nothing.
 """
@@ -116,6 +119,13 @@ class LimiterState:
     recheck: bool = False
     """A push was slower than the band: the next one goes alone, to see whether the
     slowness is our queue or analytics' own."""
+    before_slow: float | None = None
+    """The window before the current run of pushes slower than the band shrank it (None:
+    no such run). If the run proves to be analytics' own slowness, the cuts were for
+    nothing and the window returns here."""
+    last_ok: float | None = None
+    """The window after the last push analytics took without congestion: where a
+    window driven down by an outage's failures starts again (``restart``)."""
 
     @property
     def baseline(self) -> float | None:
@@ -239,9 +249,16 @@ def observe(
     if latency is not None and not congested and alone and _judged(config, events):
         if slow and state.slow_alone + 1 >= REBASE_AFTER:
             # Slow with nothing of ours ahead of it, twice in a row: analytics itself
-            # became slower. Its cost now is the baseline (the old one is forgotten).
+            # became slower. Its cost now is the baseline (the old one is forgotten);
+            # the cuts its slowness caused are undone, and slow start finds the window
+            # that keeps it busy at its new pace (the same rate takes more in flight).
+            # Not when the push broke the latency target: that cut was asked for.
+            undo = config.target is None or latency <= config.target
             return replace(
                 state,
+                limit=max(state.limit, state.before_slow or 0.0) if undo else state.limit,
+                slow_start=undo or state.slow_start,
+                before_slow=None,
                 unit=latency / events,
                 unit_before=None,
                 epoch_end=now + config.memory,
@@ -254,11 +271,16 @@ def observe(
     if latency is not None and not congested and alone:
         state = _learn(config, state, now, events, latency)
     if slow:
-        state = replace(state, recheck=True)
+        before = state.before_slow if state.before_slow is not None else state.limit
+        state = replace(state, recheck=True, before_slow=None if congested else before)
+    elif congested or (latency is not None and _judged(config, events)):
+        state = replace(state, before_slow=None)
     if congested or slow:
         factor = config.decrease if congested else config.latency_decrease
         limit = max(config.min_limit, state.limit * factor)
         return replace(state, limit=limit, slow_start=False)
+    if latency is not None:
+        state = replace(state, last_ok=state.limit)
     if not saturated:
         return state
     if state.slow_start and queueing:
@@ -273,9 +295,13 @@ def observe(
 
 
 def restart(config: LimiterConfig, state: LimiterState) -> LimiterState:
-    """After an outage: at least one batch again, then additive increase.
+    """After an outage: the window analytics last took well, then additive increase.
 
     The outage drove the window down with every failed push; it says nothing about
     analytics' pace once back, and slow start would overshoot into its fresh queue.
+    So the window returns to where the last accepted push left it (one batch if none
+    was ever accepted), not to a whole batch: an analytics that refuses pushes of a
+    whole batch would refuse every push again, and open the breaker again.
     """
-    return replace(state, slow_start=False, limit=max(state.limit, float(config.batch)))
+    back = state.last_ok if state.last_ok is not None else float(config.batch)
+    return replace(state, slow_start=False, limit=max(state.limit, back))

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 from trackrelay.events import LATENCY_BOUNDS, PushTotals
 
+LONGEST = 5.0
+"""Seconds a forwarder's interval may stretch over ticks in which none of its pushes
+ended; past that, an interval without pushes counts (as none delivered)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -163,7 +167,9 @@ def fleet_tick(
     ``snapshots``: per forwarder its name, snapshot time, counters (None: it publishes
     none) and, for one without counters, the sample its recent span stands for. A
     forwarder seen for the first time gives no sample yet (its counters' history is not
-    this tick's), nor does one whose snapshot has not moved since the last tick.
+    this tick's), nor does one whose snapshot has not moved since the last tick, nor
+    one none of whose pushes ended since (for up to ``LONGEST`` seconds: its next
+    sample covers both).
     """
     samples: list[Sample] = []
     remembered: dict[str, tuple[float, PushTotals]] = {}
@@ -179,6 +185,11 @@ def fleet_tick(
                 remembered[name] = last
             continue
         sample = difference(last[1], totals, last[0], at)
+        if sample is not None and sample.pushes == 0 and at - last[0] < LONGEST:
+            # No push ended yet (pushes slower than a tick): the next tick covers this
+            # one too, rather than an empty tick reading as nothing delivered.
+            remembered[name] = last
+            continue
         if sample is not None:
             samples.append(sample)
     return combine(samples), remembered

@@ -45,7 +45,8 @@ def phase_rates(
     lines_per_order: float,
 ) -> list[dict[str, Any]]:
     """Per phase, in story order: order lines arrived and events analytics accepted, per
-    second, and the budget's range. ``timeline``: the simulator's seconds (``t``: Unix
+    second, the budget's range, and the backlog at the phase's first and last sample.
+    ``timeline``: the simulator's seconds (``t``: Unix
     second, ``accepted``); ``samples``: the demo's rows (``wall``, ``phase``,
     ``orders_accepted`` so far, ``budget``)."""
     out: list[dict[str, Any]] = []
@@ -67,6 +68,8 @@ def phase_rates(
                 "events_delivered_per_s": round(accepted / whole, 1),
                 "budget_min": round(min(budgets), 1) if budgets else None,
                 "budget_max": round(max(budgets), 1) if budgets else None,
+                "backlog_start": group[0].get("backlog"),
+                "backlog_end": group[-1].get("backlog"),
             }
         )
     return out
