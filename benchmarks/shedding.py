@@ -10,6 +10,14 @@ Once the load stops, analytics drains what the queue still holds (up to
 ``qty * weight`` per SKU) is compared with the truth from the order database.
 
     .venv/bin/python benchmarks/shedding.py [--seconds 120] [--capacity 100] [--quota 2MiB]
+        [--scenario zipf|unique|outage] [--skus 10000] [--only auto,...]
+
+Scenarios: ``zipf`` (the load above, ``--skus`` SKUs); ``unique`` (adversarial: every
+line a SKU never seen before, 128 characters long); ``outage`` (analytics down for the
+whole load, orders as fast as the order path takes them, then analytics back). Each
+run's outbox has the quota derived from the queue's (none is given), and every sample
+checks queue memory and outbox rows against their limits. Counts from the bounded
+sketch carry error bounds: every count analytics returned must bracket the truth.
 
 Per policy: the largest queue memory / quota of the per-second exact samples,
 lines shed for good, Jaccard of the top-100 SKUs, relative error of the total
@@ -38,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from redis.asyncio import Redis
 
 from benchmarks.harness import http, table, write_json
-from trackrelay.config.settings import resolve_database_url
+from trackrelay.config.settings import derived_outbox_quota, resolve_database_url
 from trackrelay.control.shedding import parse_size
 from trackrelay.db import engine as database
 from trackrelay.db import migrate
@@ -86,12 +94,28 @@ class Zipf:
         return f"sku-{rank + 1:05d}"
 
 
+class Unique:
+    """Every draw a SKU never drawn before, 128 characters long (the adversary of
+    aggregation: no two lines share a counter)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def sku(self) -> str:
+        self.n += 1
+        return f"u{self.n:09d}-".ljust(128, "x")
+
+
+SCENARIOS = ("zipf", "unique", "outage")
+
+
 @dataclass
 class Run:
     policy: str
     workdir: Path
     capacity: float
     quota: int
+    outbox_limit: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     procs: list[Any] = field(default_factory=list)
 
@@ -145,14 +169,17 @@ class Run:
         stop_all(self.procs)
         self.redis_server.stop()
 
-    async def sample(self, r: Redis, t: float, phase: str) -> dict[str, Any]:
+    async def sample(self, r: Redis, t: float, phase: str, engine: Any) -> dict[str, Any]:
         used = await exact_usage(r)
         relays = await views.read_stats(r, RELAY_STATS_PREFIX)
         view = next(iter(relays.values()), {})
+        rows = await outbox.count_outbox(engine)
         row = {
             "t": round(t, 1),
             "phase": phase,
             "share": used / self.quota,
+            "outbox": rows,
+            "outbox_share": rows / self.outbox_limit,
             "policy": view.get("policy"),
             "p": view.get("p"),
             "shed": view.get("shed", {}),
@@ -164,9 +191,10 @@ class Run:
 
 
 async def load(
-    engine: Any, zipf: Zipf, rng: random.Random, lines_per_s: float, seconds: float
+    engine: Any, zipf: Zipf | Unique, rng: random.Random, lines_per_s: float, seconds: float
 ) -> int:
-    """Orders of 1-4 lines (qty 1-3) at ``lines_per_s``, through the order path; lines written."""
+    """Orders of 1-4 lines (qty 1-3) at ``lines_per_s`` (inf: as fast as the order path
+    takes them), through the order path; lines written. Any order refused fails the run."""
     written = 0
     sem = asyncio.Semaphore(32)
     tasks: set[asyncio.Task[None]] = set()
@@ -184,7 +212,7 @@ async def load(
     start = time.monotonic()
     n = 0
     while (elapsed := time.monotonic() - start) < seconds:
-        while written < lines_per_s * elapsed:
+        while written < lines_per_s * elapsed and len(tasks) < 256:
             lines = [(zipf.sku(), rng.randint(1, 3)) for _ in range(rng.randint(1, 4))]
             n += 1
             written += len(lines)
@@ -200,31 +228,39 @@ def top(pop: dict[str, float], n: int) -> set[str]:
     return {sku for sku, _ in sorted(pop.items(), key=lambda kv: (-kv[1], kv[0]))[:n]}
 
 
-async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[str, Any]:
+async def run_policy(
+    run: Run, seconds: float, drain: float, seed: int, scenario: str, skus: int
+) -> dict[str, Any]:
     await asyncio.to_thread(run.start)
     r = Redis.from_url(run.redis_server.url)
     engine = database.make_engine(run.db)
     try:
         await asyncio.sleep(2.0)  # relay and forwarder connect
         rng = random.Random(seed)
-        zipf = Zipf(SKUS, EXPONENT, rng)
+        draw: Zipf | Unique = Unique() if scenario == "unique" else Zipf(skus, EXPONENT, rng)
+        rate = 10 * run.capacity
+        if scenario == "outage":
+            http(f"{run.sim_url}/admin/fault", {"mode": "down"})
+            rate = float("inf")  # the shop at full speed while analytics is down
         started = time.monotonic()
-        producing = asyncio.create_task(load(engine, zipf, rng, 10 * run.capacity, seconds))
+        producing = asyncio.create_task(load(engine, draw, rng, rate, seconds))
         while not producing.done():
-            await run.sample(r, time.monotonic() - started, "load")
+            await run.sample(r, time.monotonic() - started, "load", engine)
             await asyncio.sleep(1.0)
         lines = await producing
         load_s = time.monotonic() - started
+        if scenario == "outage":
+            http(f"{run.sim_url}/admin/fault", {"mode": "slow", "latency": 0.0})
         drained_at = None
         while time.monotonic() - started < load_s + drain:
-            row = await run.sample(r, time.monotonic() - started, "drain")
+            row = await run.sample(r, time.monotonic() - started, "drain", engine)
             left = await outbox.count_outbox(engine)
             if left == 0 and row["stream"] == 0 and row["windows"] == 0:
                 drained_at = time.monotonic() - started - load_s
                 break
             await asyncio.sleep(1.0)
         await asyncio.sleep(1.5)  # the last push lands; the relay publishes its counts
-        final = await run.sample(r, time.monotonic() - started, "end")
+        final = await run.sample(r, time.monotonic() - started, "end", engine)
         outbox_left = await outbox.count_outbox(engine)
         real = await audit.popularity(engine)
         pop = http(f"{run.sim_url}/v1/popularity?top=100000")
@@ -234,8 +270,22 @@ async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[
         await engine.dispose()
         run.stop()
     seen = {t["sku"]: float(t["qty"]) for t in pop["top"]}
+    bounds = {
+        t["sku"]: (float(t.get("min_qty", t["qty"])), float(t.get("max_qty", t["qty"])))
+        for t in pop["top"]
+    }
     true_top = top(real, TOP)
     total_true = sum(real.values())
+    # The truth lies within the bounds analytics states: [min_qty, max_qty] for a SKU it
+    # counted, [0, unlisted_max] for one it did not (or did not return).
+    unlisted = float(pop.get("unlisted_max", 0.0))
+    outside = sum(
+        1
+        for sku, qty in real.items()
+        if not bounds.get(sku, (0.0, unlisted))[0] - 1e-6
+        <= qty
+        <= bounds.get(sku, (0.0, unlisted))[1] + 1e-6
+    )
     shed = collections.Counter[str]()
     for key, n in final["shed"].items():
         shed[key.split(":")[2]] += n
@@ -244,7 +294,14 @@ async def run_policy(run: Run, seconds: float, drain: float, seed: int) -> dict[
         "policy": run.policy,
         "lines": lines,
         "offered_lines_per_s": round(lines / load_s, 1),
+        "scenario": scenario,
         "max_memory_over_quota": round(max(s["share"] for s in run.samples), 3),
+        "outbox_limit": run.outbox_limit,
+        "max_outbox_over_limit": round(max(s["outbox_share"] for s in run.samples), 3),
+        "recall_top100": round(len(true_top & top(seen, TOP)) / len(true_top), 3),
+        "counts_outside_bounds": outside,
+        "counts_with_bounds": sum(1 for low, high in bounds.values() if low != high),
+        "unlisted_max": unlisted,
         "samples": len(run.samples),
         "lines_shed": int(lost),
         "lines_folded": int(shed["folded"]),
@@ -289,8 +346,11 @@ def plot(series: dict[str, list[dict[str, Any]]]) -> Path | None:
 
 TARGETS = {
     "memory": "memory / quota <= 1.0 at every sample, every policy",
-    "auto_jaccard": "auto: top-100 Jaccard >= 0.98",
+    "outbox": "outbox rows / its limit <= 1.0 at every sample",
+    "bounds": "every count analytics returned within its reported error bound",
+    "auto_recall": "auto: top-100 recall >= 0.99",
     "auto_total": "auto: total quantity error <= 1%",
+    "drains": "the adversarial run drains completely once analytics keeps up",
 }
 
 
@@ -301,6 +361,8 @@ def main() -> None:
     ap.add_argument("--quota", default="1MiB", help="queue quota (default 1MiB)")
     ap.add_argument("--drain", type=float, default=150.0, help="longest drain after the load")
     ap.add_argument("--only", help="comma-separated runs, e.g. auto,none (default: all)")
+    ap.add_argument("--scenario", choices=SCENARIOS, default="zipf", help="the load (see above)")
+    ap.add_argument("--skus", type=int, default=SKUS, help="SKUs of the Zipf load")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument(
         "--with-earlier",
@@ -320,8 +382,15 @@ def main() -> None:
             print(
                 f"-- {policy}: {args.seconds:g} s of load at 10x {args.capacity:g} ev/s", flush=True
             )
-            run = Run(policy, Path(tempfile.mkdtemp(dir=tmp)), args.capacity, quota)
-            results.append(asyncio.run(run_policy(run, args.seconds, args.drain, args.seed)))
+            run = Run(
+                policy, Path(tempfile.mkdtemp(dir=tmp)), args.capacity, quota,
+                derived_outbox_quota(quota),
+            )  # fmt: skip
+            results.append(
+                asyncio.run(
+                    run_policy(run, args.seconds, args.drain, args.seed, args.scenario, args.skus)
+                )
+            )
             runs.append(run)
     series = {run.policy: run.samples for run in runs}
     if args.with_earlier:
@@ -335,6 +404,7 @@ def main() -> None:
         "policy",
         "lines/s",
         "max mem/quota",
+        "max outbox/limit",
         "lines shed",
         "folded",
         "delivered ev",
@@ -343,12 +413,15 @@ def main() -> None:
         "top-100 Jaccard",
         "total qty err",
         "max top-100 err",
+        "top-100 recall",
+        "outside bound",
     ]
     rows = [
         [
             x["policy"],
             x["offered_lines_per_s"],
             x["max_memory_over_quota"],
+            x.get("max_outbox_over_limit", "-"),
             x["lines_shed"],
             x["lines_folded"],
             x["events_delivered"],
@@ -357,31 +430,44 @@ def main() -> None:
             x["jaccard_top100"],
             f"{100 * x['total_qty_error']:.2f}%",
             f"{100 * x['max_top100_error']:.1f}%",
+            x.get("recall_top100", "-"),
+            x.get("counts_outside_bounds", "-"),
         ]
         for x in results
     ]
-    title = (
-        f"Shedding: {args.seconds:g} s at 10x analytics ({args.capacity:g} ev/s), "
-        f"quota {args.quota}, Zipf({EXPONENT}) over {SKUS:,} SKUs"
-    )
+    load = {
+        "zipf": f"Zipf({EXPONENT}) over {args.skus:,} SKUs at 10x analytics "
+        f"({args.capacity:g} ev/s)",
+        "unique": f"unique 128-character SKUs at 10x analytics ({args.capacity:g} ev/s)",
+        "outage": f"analytics down, orders at full speed, Zipf({EXPONENT}) over {args.skus:,} SKUs",
+    }[args.scenario]
+    title = f"Shedding: {args.seconds:g} s of {load}, quota {args.quota}"
     print(table(title, cols, rows), flush=True)
     checks = []
     for x in results:
         checks.append((TARGETS["memory"] + f" [{x['policy']}]", x["max_memory_over_quota"] <= 1.0))
-        if x["policy"] == "auto":
-            checks.append((TARGETS["auto_jaccard"], x["jaccard_top100"] >= 0.98))
+        checks.append((TARGETS["outbox"] + f" [{x['policy']}]", x["max_outbox_over_limit"] <= 1.0))
+        checks.append((TARGETS["bounds"] + f" [{x['policy']}]", x["counts_outside_bounds"] == 0))
+        if x["policy"] == "auto" and args.scenario != "unique":
+            checks.append((TARGETS["auto_recall"], x["recall_top100"] >= 0.99))
             checks.append((TARGETS["auto_total"], x["total_qty_error"] <= 0.01))
+        if args.scenario == "unique":
+            drained = x["drain_seconds"] is not None and x["outbox_left"] == 0
+            checks.append((TARGETS["drains"] + f" [{x['policy']}]", drained))
     print()
     for what, ok in checks:
         print(f"{'met   ' if ok else 'MISSED'} {what}")
     png = plot({x["policy"]: series[x["policy"]] for x in results})
     path = write_json(
-        "shedding",
+        "shedding"
+        if args.scenario == "zipf" and args.skus == SKUS
+        else f"shedding-{args.scenario}",
         {
+            "scenario": args.scenario,
             "seconds": args.seconds,
             "capacity": args.capacity,
             "quota": quota,
-            "skus": SKUS,
+            "skus": args.skus,
             "exponent": EXPONENT,
             "results": results,
             "targets": [{"target": w, "met": ok} for w, ok in checks],

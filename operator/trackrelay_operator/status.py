@@ -99,6 +99,7 @@ def pipeline_status(
     }
     if o is not None:
         status |= {"backlog": o.backlog, "queueBytes": o.queue_bytes, "queueQuota": o.queue_quota}
+        status |= {"outboxRows": o.outbox_rows, "outboxQuota": o.outbox_quota}
     if not prometheus:
         status["analyticsHealth"] = None  # a merge patch: removes what an earlier spec left
     elif o is not None:

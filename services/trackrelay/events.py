@@ -46,6 +46,17 @@ class Event:
     occurred_at: str
     lines: int = 1
     """Order lines this event stands for: 1, or more for an aggregate (sent only then)."""
+    error: float = 0.0
+    """How far ``qty * weight`` may overstate this SKU's true total: 0 for an exact count; an
+    aggregate from the bounded sketch (``queue/quota.py``) may stand for up to this much of
+    other SKUs' lines, so the true total lies in ``[qty * weight - error, qty * weight]``
+    (sent only when not 0)."""
+    floor: float = 0.0
+    """On an aggregate from a full sketch: the most any SKU that window's sketch does not
+    list had in the window (its smallest counter when the window was sealed; every count
+    it let go was no larger). So a SKU's true total over all windows is at most its
+    counted total plus the floors of the sketch windows that did not list it (sent only
+    when not 0)."""
 
     def to_json(self) -> str:
         # Built by hand, not through ``asdict``: this runs once per order line on the
@@ -63,6 +74,10 @@ class Event:
         }
         if self.lines != 1:
             out["lines"] = self.lines
+        if self.error:
+            out["error"] = self.error
+        if self.floor:
+            out["floor"] = self.floor
         return out
 
     @classmethod
@@ -83,6 +98,8 @@ class Event:
                 weight=float(data.get("weight", 1.0)),
                 occurred_at=str(data["occurred_at"]),
                 lines=int(data.get("lines", 1)),
+                error=float(data.get("error", 0.0)),
+                floor=float(data.get("floor", 0.0)),
             )
         except KeyError as exc:
             raise ValueError(f"event lacks field {exc.args[0]!r}") from exc
@@ -94,6 +111,8 @@ class Event:
         """Why popularity cannot count this event (``from_json`` checks shape, not ranges)."""
         if self.qty < 1 or not self.weight > 0 or self.lines < 1:
             return "an event needs qty >= 1, weight > 0 and lines >= 1"
+        if not 0 <= self.error <= self.qty * self.weight or self.floor < 0:
+            return "an event's error must be within [0, qty * weight], its floor >= 0"
         return None
 
 

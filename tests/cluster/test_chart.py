@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.cluster.conftest import Cluster
 from tests.support.rbac import disallowed_answers
-from trackrelay.config.settings import read_ahead
+from trackrelay.config.settings import derived_outbox_quota, read_ahead
 from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.orders.metrics import OrderMetrics
@@ -154,9 +154,15 @@ def test_the_queue_quota_sets_redis_maxmemory_the_relays_and_the_pipeline(
         replicas = yaml.safe_load(ALL_OPTIONS.read_text())["pipeline"]["replicas"]["max"]
         most = read_ahead(replicas, fwd["concurrency"], fwd["batchSize"])
         assert env_of(container)["TRACKRELAY_QUEUE_READ_AHEAD"] == str(most) == "24000"
+        # no outbox quota given: the one local mode derives from the queue quota
+        derived = derived_outbox_quota(100 * 2**20)
+        assert env_of(container)["TRACKRELAY_OUTBOX_QUOTA"] == str(derived) == "204800"
     default = render(cluster, "-f", str(SIMULATOR))
     conf = by_kind(default, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
     assert "maxmemory 128mb" in conf.splitlines()  # 64 MiB quota + 64 MiB headroom
+    given = render(cluster, "-f", str(SIMULATOR), "--set", "queue.outboxRows=5000")
+    relay = by_kind(given, "Deployment")["shop-trackrelay-orders"]["spec"]["template"]["spec"]
+    assert env_of(relay["containers"][0])["TRACKRELAY_OUTBOX_QUOTA"] == "5000"
 
 
 def test_the_pipeline_reads_analytics_metrics_from_the_prometheus_values(cluster: Cluster) -> None:

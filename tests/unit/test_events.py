@@ -46,7 +46,9 @@ def test_to_dict_names_every_field() -> None:
 
     from trackrelay.events import Event
 
-    ev = Event("o:0", "o", "sku", 2, 0.5, "2026-01-01T00:00:00.000Z", lines=3)
+    ev = Event(
+        "o:0", "o", "sku", 2, 0.5, "2026-01-01T00:00:00.000Z", lines=3, error=0.25, floor=0.5
+    )
     assert ev.to_dict() == asdict(ev)
     assert list(ev.to_dict()) == [f.name for f in fields(Event)]
     assert Event.from_json(ev.to_json()) == ev

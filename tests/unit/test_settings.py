@@ -4,7 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from trackrelay.config.settings import OrderSettings, resolve_database_url, sqlite_file
+from trackrelay.config.settings import (
+    OrderSettings,
+    derived_outbox_quota,
+    resolve_database_url,
+    sqlite_file,
+)
 
 
 def test_database_urls_resolve_to_async_drivers(tmp_path: Path) -> None:
@@ -54,3 +59,15 @@ def test_the_queue_quota_reads_sizes_and_bad_shedding_settings_say_why(
         OrderSettings(shedding="thin")
     with pytest.raises(ValidationError, match="sample_at <= aggregate_at < evict_at"):
         OrderSettings(shed_aggregate_at=0.95)
+
+
+def test_a_queue_quota_alone_bounds_the_outbox_too() -> None:
+    """With a queue quota and no outbox quota, the outbox gets one derived from it: the
+    order database is never the unbounded overflow of a full or unreachable queue."""
+    derived = OrderSettings(queue_quota="2MiB")
+    assert derived.outbox_quota == derived_outbox_quota(2 * 2**20) == 4096
+    assert derived.outbox_quota_derived
+    given = OrderSettings(queue_quota="2MiB", outbox_quota=50)
+    assert given.outbox_quota == 50 and not given.outbox_quota_derived
+    assert OrderSettings().outbox_quota is None  # no quota at all: no limit
+    assert derived_outbox_quota(1024) == 100  # a tiny quota still leaves room to wait

@@ -111,9 +111,22 @@ http://{{ include "trackrelay.fullname" . }}-simulator:{{ .Values.simulator.port
       key: url
 {{- end }}
 
+{{/* Outbox rows allowed: queue.outboxRows, or one derived from the queue quota (512 bytes of
+quota a row, at least 100: local mode's derived_outbox_quota, by test). */}}
+{{- define "trackrelay.outboxRows" -}}
+{{- if .Values.queue.outboxRows -}}
+{{ .Values.queue.outboxRows }}
+{{- else -}}
+{{ max 100 (mul .Values.queue.quotaMiB 2048) }}
+{{- end -}}
+{{- end }}
+
 {{- define "trackrelay.relayEnv" -}}
 - name: TRACKRELAY_QUEUE_QUOTA
   value: "{{ .Values.queue.quotaMiB }}MiB"
+# the outbox holds a bounded amount while the queue is unreachable or full, never the backlog
+- name: TRACKRELAY_OUTBOX_QUOTA
+  value: {{ include "trackrelay.outboxRows" . | quote }}
 # room the quota keeps for entries the forwarders will hold pending: at most every
 # forwarder's every lane with a full batch (local mode computes the same)
 - name: TRACKRELAY_QUEUE_READ_AHEAD

@@ -287,4 +287,12 @@ def _event_problem(ev: Any) -> str | None:
     lines = ev.get("lines", 1)
     if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
         return "lines must be an integer >= 1 (order lines an aggregate stands for)"
+    error = ev.get("error", 0.0)
+    if isinstance(error, bool) or not isinstance(error, int | float):
+        return "error must be a number (how far qty * weight may overstate the SKU's total)"
+    if not 0 <= error <= qty * weight * (1 + 1e-9):
+        return "error must be within [0, qty * weight]"
+    floor = ev.get("floor", 0.0)
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or floor < 0:
+        return "floor must be a number >= 0 (the most a SKU its window did not list had)"
     return None

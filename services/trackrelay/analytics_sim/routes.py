@@ -45,12 +45,26 @@ async def track(request: Request, sim: Sim) -> Response:
 
 @router.get("/v1/popularity")
 async def popularity(sim: Sim, top: int = Query(default=10, ge=1, le=100_000)) -> dict[str, Any]:
-    """The top SKUs by ``sum(qty * weight)``, and that sum over every SKU."""
-    counts = sim.state.popularity
+    """The top SKUs by ``sum(qty * weight)``, and that sum over every SKU. Where counts came
+    from trackrelay's bounded sketch, a SKU's true total lies in ``[min_qty, max_qty]``
+    (given when not ``qty`` itself), and ``unlisted_max`` is the most a SKU not counted
+    at all may have had."""
+    state = sim.state
+    counts = state.popularity
+    floors = sum(state.floors.values())
+
+    def row(sku: str, qty: float) -> dict[str, Any]:
+        low, high = state.bounds(sku, floors)
+        out: dict[str, Any] = {"sku": sku, "qty": qty}
+        if (low, high) != (qty, qty):
+            out |= {"min_qty": low, "max_qty": high}
+        return out
+
     return {
-        "top": [{"sku": sku, "qty": qty} for sku, qty in counts.most_common(top)],
+        "top": [row(sku, qty) for sku, qty in counts.most_common(top)],
         "total": sum(counts.values()),
         "skus": len(counts),
+        "unlisted_max": floors,
     }
 
 
@@ -121,6 +135,9 @@ async def admin_reset(sim: Sim) -> dict[str, Any]:
     state = sim.state
     state.seen.clear()
     state.popularity.clear()
+    state.errors.clear()
+    state.floors.clear()
+    state.floors_listed.clear()
     state.requests.clear()
     state.accepted = state.lines = state.duplicates = state.overlaps = 0
     state.capacity.other_served = state.capacity.other_refused = 0.0

@@ -53,6 +53,14 @@ class SimState:
     schedule_started: float = 0.0
     seen: set[str] = field(default_factory=set)
     popularity: collections.Counter[str] = field(default_factory=collections.Counter)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Per SKU: how far its popularity may overstate the truth (the sum of its events'
+    ``error``: counts from trackrelay's bounded sketch)."""
+    floors: dict[str, float] = field(default_factory=dict)
+    """Per sketch window (an aggregate's ``order_id``): the most a SKU it did not list had."""
+    floors_listed: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Per SKU: the floors of the sketch windows that listed it (their floor is no slack
+    for it)."""
     inflight: collections.Counter[str] = field(default_factory=collections.Counter)
     requests: collections.Counter[int] = field(default_factory=collections.Counter)
     accepted: int = 0
@@ -71,11 +79,33 @@ class SimState:
                 del self.timeline[min(self.timeline)]
         return self.timeline[key]
 
-    def count(self, event_id: str, sku: str, amount: float, lines: int) -> None:
+    def count(
+        self,
+        event_id: str,
+        sku: str,
+        amount: float,
+        lines: int,
+        error: float = 0.0,
+        floor: float = 0.0,
+        window: str = "",
+    ) -> None:
         """Count one new event (the caller checked it is not a duplicate)."""
         self.seen.add(event_id)
         self.popularity[sku] += amount  # type: ignore[assignment]  # Counter of floats
+        if error:
+            self.errors[sku] += error  # type: ignore[assignment]  # Counter of floats
+        if floor:
+            self.floors[window] = floor
+            self.floors_listed[sku] += floor  # type: ignore[assignment]  # Counter of floats
         self.lines += lines
+
+    def bounds(self, sku: str, floors: float | None = None) -> tuple[float, float]:
+        """The least and the most ``sku``'s true total can be, from the counts' bounds
+        (``floors``: the sum of every window's floor, when the caller has it already)."""
+        count = self.popularity.get(sku, 0.0)
+        total = sum(self.floors.values()) if floors is None else floors
+        slack = total - self.floors_listed.get(sku, 0.0)
+        return count - self.errors.get(sku, 0.0), count + max(0.0, slack)
 
     def current_fault(self, now: float) -> Fault:
         if self.schedule is not None:
@@ -129,13 +159,13 @@ class Journal:
                         records = json.loads(line)
                     except ValueError:
                         break  # a line cut short by a crash: what came before it counts
-                    for event_id, sku, amount, lines in records:
+                    for event_id, sku, amount, lines, *bounds in records:
                         if event_id not in state.seen:
-                            state.count(event_id, sku, amount, lines)
+                            state.count(event_id, sku, amount, lines, *bounds)
                             state.accepted += 1
         self.file = path.open("a", encoding="utf-8")
 
-    def write(self, records: list[tuple[str, str, float, int]]) -> None:
+    def write(self, records: list[tuple[str, str, float, int, float, float, str]]) -> None:
         self.file.write(json.dumps(records) + "\n")
         self.file.flush()  # in the kernel: survives the process being killed
 

@@ -193,6 +193,9 @@ class Tracker:
                 ev["sku"],
                 ev["qty"] * float(ev.get("weight", 1.0)),
                 int(ev.get("lines", 1)),
+                float(ev.get("error", 0.0)),
+                float(ev.get("floor", 0.0)),
+                str(ev["order_id"]),
             )
             self.state.count(*record)
             counted.append(record)

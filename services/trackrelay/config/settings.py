@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
@@ -72,6 +72,19 @@ FORWARDER_BATCH_SIZE = 500
 FORWARDER_CONCURRENCY = 8
 
 
+OUTBOX_ROW_BYTES = 512
+"""Queue-quota bytes per outbox row of the derived outbox quota (about what one event costs
+in the stream with its bookkeeping): the outbox may then hold about one queue's worth."""
+OUTBOX_MIN_ROWS = 100
+
+
+def derived_outbox_quota(queue_quota: int) -> int:
+    """The outbox quota (rows) a queue quota implies when none is given: one place for
+    local mode and the chart (``_helpers.tpl``, by test), so that with a queue quota the
+    order database is never the unbounded overflow of a full or unreachable queue."""
+    return max(OUTBOX_MIN_ROWS, queue_quota // OUTBOX_ROW_BYTES)
+
+
 def read_ahead(replicas: int, concurrency: int, batch_size: int) -> int:
     """Stream entries the forwarders can hold at once (each lane one batch): the room the
     queue quota keeps for them. Local mode and the chart (``_helpers.tpl``, by test) agree."""
@@ -100,8 +113,9 @@ class RelaySettings(BaseSettings):
     """ConfigMap (``namespace/name``) the operator writes the shedding policy to. It is
     watched through the API. None: the Redis key the local controller sets."""
     outbox_quota: PositiveInt | None = None
-    """Outbox rows allowed to wait for the stream while Redis is down or full. None: no
-    limit."""
+    """Outbox rows allowed to wait for the stream while Redis is down or full. None: one
+    derived from the queue quota (``derived_outbox_quota``), or no limit without one."""
+    _outbox_derived: bool = PrivateAttr(default=False)
     shedding: str = "auto"
     """How analytics data is thinned under the quotas. ``auto``: by pressure, with
     hysteresis; any other mode (none, sample, aggregate, evict, drop_new): always that one."""
@@ -151,7 +165,15 @@ class RelaySettings(BaseSettings):
     @model_validator(mode="after")
     def _levels(self) -> RelaySettings:
         self.thresholds()  # the same checks, one message
+        if self.outbox_quota is None and self.queue_quota is not None:
+            self.outbox_quota = derived_outbox_quota(self.queue_quota)
+            self._outbox_derived = True
         return self
+
+    @property
+    def outbox_quota_derived(self) -> bool:
+        """Whether ``outbox_quota`` was derived from the queue quota (none was given)."""
+        return self._outbox_derived
 
     def thresholds(self) -> Thresholds:
         return Thresholds(

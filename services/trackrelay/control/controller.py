@@ -203,7 +203,11 @@ class Observation:
     """Entries delivered to a forwarder and not yet acknowledged."""
     forwarders: tuple[ForwarderView, ...] = ()
     queue_bytes: int | None = None
+    """Queue memory as admission counts it (``quota.pressure_usage``)."""
     queue_quota: int | None = None
+    outbox_rows: int | None = None
+    """Rows waiting in the outbox, as the relays last counted them (None: not known)."""
+    outbox_quota: int | None = None
     probe_ok: bool | None = None
     """The analytics health probe's answer (None: no probe configured)."""
     analytics: Verdict | None = None

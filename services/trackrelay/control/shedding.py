@@ -219,10 +219,23 @@ def automatic(pressure: float, previous: Shedding, th: Thresholds | None = None)
     return Shedding(policy, p)
 
 
-def aggregate_event(sku: str, window: int | str, total: float, lines: int, stamp: str) -> Event:
-    """The one event a window sends for a SKU: ``qty * weight`` is the window's total."""
+def aggregate_event(
+    sku: str,
+    window: int | str,
+    total: float,
+    lines: int,
+    stamp: str,
+    error: float = 0.0,
+    floor: float = 0.0,
+) -> Event:
+    """The one event a window sends for a SKU: ``qty * weight`` is the window's total;
+    ``error``: how far that total may overstate the truth (a sketch counter's bound);
+    ``floor``: the most any SKU the window's sketch does not list had in the window."""
     qty, weight = aggregate_qty(total)
-    return Event(aggregate_id(sku, window), f"agg:{window}", sku, qty, weight, stamp, lines)
+    bound = min(error, qty * weight)  # the same total, as the event states it
+    return Event(
+        aggregate_id(sku, window), f"agg:{window}", sku, qty, weight, stamp, lines, bound, floor
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,6 +182,8 @@ class LocalStack:
         if settings.queue_quota is not None or settings.outbox_quota is not None:
             queue = human_size(settings.queue_quota) if settings.queue_quota else "none"
             rows = f"{settings.outbox_quota} rows" if settings.outbox_quota else "no limit"
+            if settings.outbox_quota_derived:
+                rows += " (derived from the queue quota; --outbox-quota to set it)"
             self.say(f"quota      queue {queue}, outbox {rows}, shedding {settings.shedding}")
         if self.loop is not None:
             s = self.spec

@@ -23,7 +23,8 @@ from trackrelay.events import ForwarderStats
 from trackrelay.loop import prometheus as metrics
 from trackrelay.queue import streams, views
 from trackrelay.queue.client import Queue
-from trackrelay.queue.quota import exact_usage
+from trackrelay.queue.keys import RELAY_STATS_PREFIX
+from trackrelay.queue.quota import pressure_usage
 
 _FAILED = (Outcome.FAILED.value, Outcome.EXPIRED.value)
 
@@ -101,7 +102,11 @@ async def observe(
     never an exception, when Prometheus cannot answer), read alongside the probe."""
     stats = await streams.queue_stats(redis)
     published = await views.read_stats(redis)
-    used = await exact_usage(redis) if queue_quota else None
+    relays = await views.read_stats(redis, RELAY_STATS_PREFIX)
+    # Every relay counts the one outbox table: the latest count and the quota they hold it to.
+    counted = [v for v in relays.values() if isinstance(v.get("outbox_rows"), int)]
+    newest = max(counted, key=lambda v: float(v.get("at", 0.0)), default=None)
+    used = await pressure_usage(redis) if queue_quota else None
     probe_ok, analytics = await asyncio.gather(
         _probe(client, health_url), _verdict(client, prometheus)
     )
@@ -112,6 +117,8 @@ async def observe(
         forwarders=forwarder_views(published),
         queue_bytes=used,
         queue_quota=queue_quota,
+        outbox_rows=None if newest is None else int(newest["outbox_rows"]),
+        outbox_quota=None if newest is None else newest.get("outbox_quota"),
         probe_ok=probe_ok,
         analytics=analytics,
     )

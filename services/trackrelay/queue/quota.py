@@ -27,7 +27,7 @@ overhead), which only errs high while forwarders delete. Admission stops at
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -38,6 +38,7 @@ from trackrelay.queue.keys import (
     AGG_WINDOWS_KEY,
     CONSUMER_GROUP,
     EVENT_FIELD,
+    QUOTA_GAUGE_KEY,
     QUOTA_KEYS,
 )
 
@@ -57,6 +58,25 @@ SLACK = 1.2
 high; before refusing an entry the script counts memory exactly, so this costs no room."""
 NEAR_CAP = 0.9
 """Above this share of the limit, every call samples memory afresh."""
+FLUSH_MIN = 16
+"""SKUs the smallest flush moves: the room folds leave free is enough for it."""
+AGGREGATE_ENTRY = 128 + 260
+"""The largest aggregate event's payload (a 128-character SKU and the other fields)."""
+SEAL_FIELD = "\0sealed"
+"""Set in a window's base key once its flush begins."""
+SKETCH_SCORES = ":sk"
+"""Suffix of a window's sketch: a sorted set of SKU -> total (the smallest is replaced)."""
+SKETCH_VALUES = ":skv"
+"""Suffix of a window's sketch values: SKU -> ``total lines error``."""
+SKETCH_SHARE = 0.04
+"""Share of the quota one window's sketch may use (two may exist: one flushing, one open)."""
+SKETCH_COUNTER = int((2 * 128 + 200) * SLACK)
+"""Bytes one sketch counter may cost (a 128-character SKU in both keys, and their entries)."""
+SKETCH_MIN = 16
+"""Fewest counters a sketch has, however small the quota."""
+FLUSH_RESERVE = int(FLUSH_MIN * (AGGREGATE_ENTRY + ENTRY_OVERHEAD + PEL_COST) * SLACK)
+"""Bytes a fold leaves free, so the smallest flush always fits (with the entries
+forwarders will hold): no input can fill the quota with windows that cannot drain."""
 
 _GAUGE = """
 local function usage(key, samples)
@@ -78,6 +98,7 @@ local function measure(samples)
   for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
     total = total + usage(w, samples)
     for i = 0, SHARDS - 1 do total = total + usage(w .. ':' .. i, samples) end
+    total = total + usage(w .. SKETCH_SCORES, samples) + usage(w .. SKETCH_VALUES, samples)
   end
   -- What one more entry really costs, learned once the stream's fixed part is spread thin.
   local n = redis.call('XLEN', KEYS[1])
@@ -113,13 +134,19 @@ local function short_by(need, extra)
   return bytes + added + need + step + pending_reserve(extra) - limit
 end
 local function fits(need, extra)
-  -- Judged on the estimate; a "no" is checked against an exact count first.
-  if short_by(need, extra) <= 0 then return true end
+  -- Judged on the estimate far from the cap; near it (within 1 - NEAR_CAP of the limit
+  -- once ``need`` is added: the reserves folds keep are a large share of a small quota,
+  -- and estimates between samples run low for hashes) on an exact count.
+  if short_by(need, extra) <= -limit * (1 - NEAR_CAP) then return true end
   if not exact_now then sample(true) end
   return short_by(need, extra) <= 0
 end
 if not bytes or now_ms - at >= interval or bytes + added > limit * NEAR_CAP then sample(false) end
-local function used() return bytes + added end
+local function used()
+  -- What admission counts: bytes held plus the room it keeps for what comes next (a
+  -- stream node, the entries forwarders will hold). One figure for every reader.
+  return bytes + added + step + pending_reserve(0)
+end
 local function shard_of(sku)
   -- A string hash, then Knuth's multiplicative scramble, whose high bits pick the shard.
   local h = 0
@@ -129,7 +156,8 @@ local function shard_of(sku)
 end
 local function cost(payload, overhead) return math.max(#payload + overhead, per) * SLACK end
 local function save()
-  redis.call('HSET', KEYS[4], 'bytes', bytes, 'at', at, 'added', added, 'per', per)
+  redis.call('HSET', KEYS[4], 'bytes', bytes, 'at', at, 'added', added, 'per', per,
+    'reserve', step + pending_reserve(0))
 end
 """
 _CONSTANTS = {
@@ -138,8 +166,11 @@ _CONSTANTS = {
     "STEP": str(STEP),
     "PEL_COST": str(PEL_COST),
     "GROUP_NAME": CONSUMER_GROUP,
-    "SEAL": "'\\0sealed'",  # set in a window's base key once its flush begins
+    "SEAL": "'\\0sealed'",  # SEAL_FIELD as a Lua literal (Lua 5.1 has no \\x escapes)
     "SHARDS": str(SHARDS),
+    "FLUSH_RESERVE": str(FLUSH_RESERVE),
+    "SKETCH_SCORES": repr(SKETCH_SCORES),
+    "SKETCH_VALUES": repr(SKETCH_VALUES),
 }
 
 
@@ -226,7 +257,12 @@ _FOLD = _script(
     """
 local overhead, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local token, ttl_ms, prefix = ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local deadline, cap, counter = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local FIRST = 12
 if redis.call('HEXISTS', KEYS[5], token) == 1 then save(); return {2, used()} end
+-- Fenced: past its lease the relay's rows may be another relay's (which may have folded
+-- them and forgotten the token): a late fold must not count them again.
+if deadline > 0 and now_ms >= deadline then save(); return {4, used()} end
 local cur = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local key, start
 if cur[1] and redis.call('HEXISTS', cur[1], SEAL) == 0 then
@@ -241,13 +277,20 @@ if not key then
 end
 -- A window is SHARDS small hashes (base:0 .. base:N-1): each stays a compact listpack
 -- up to 128 SKUs, where one big hash table would cost three to four times as much.
+local zk, vk = key .. SKETCH_SCORES, key .. SKETCH_VALUES
 local need = #token + 32
 local fresh = {}
-for i = 9, #ARGV, 3 do
+local present = {}
+local sketched = {}
+for i = FIRST, #ARGV, 3 do
   local shard = key .. ':' .. shard_of(ARGV[i])
-  if redis.call('HEXISTS', shard, ARGV[i]) == 0 then
+  if redis.call('HEXISTS', shard, ARGV[i]) == 1 then
+    present[i] = true
+  elseif cap > 0 and redis.call('HEXISTS', vk, ARGV[i]) == 1 then
+    sketched[i] = true  -- one counter per SKU and window: it stays in the sketch
+  else
     fresh[shard] = (fresh[shard] or 0) + 1
-    need = need + #ARGV[i] + 32
+    need = need + (#ARGV[i] + 32) * SLACK
   end
 end
 -- Past 128 fields a shard turns into a hash table (about FIELD bytes a field, and a
@@ -262,9 +305,7 @@ for shard, k in pairs(fresh) do
     if n0 <= 128 or buckets(n0 + k) > buckets(n0) then need = need + 16 * buckets(n0 + k) end
   end
 end
-if not fits(need, 0) then save(); return {0, used()} end
-if start then redis.call('ZADD', KEYS[3], start, key) end
-for i = 9, #ARGV, 3 do
+local function exact(i)
   local shard = key .. ':' .. shard_of(ARGV[i])
   local q, n = 0, 0
   local v = redis.call('HGET', shard, ARGV[i])
@@ -276,35 +317,105 @@ for i = 9, #ARGV, 3 do
   n = n + tonumber(ARGV[i + 2])
   redis.call('HSET', shard, ARGV[i], string.format('%.17g %d', q, n))
 end
+-- Room is left for the flushes that drain windows (a fold that took the last bytes
+-- would leave windows no flush can move: a wedge) and for two windows' sketches.
+local function sketch(i)
+  local sku, q, n = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local v = redis.call('HGET', vk, sku)
+  local total, lines, err = q, n, 0
+  if v then
+    local a, b, c = string.match(v, '^(%S+) (%S+) (%S+)$')
+    total, lines, err = tonumber(a) + q, tonumber(b) + n, tonumber(c)
+  elseif redis.call('ZCARD', zk) >= cap then
+    local low = redis.call('ZRANGE', zk, 0, 0)[1]
+    local a, b = string.match(redis.call('HGET', vk, low), '^(%S+) (%S+) ')
+    redis.call('ZREM', zk, low)
+    redis.call('HDEL', vk, low)
+    total, lines, err = tonumber(a) + q, tonumber(b) + n, tonumber(a)
+  end
+  redis.call('ZADD', zk, total, sku)
+  redis.call('HSET', vk, sku, string.format('%.17g %d %.17g', total, lines, err))
+end
+if fits(need + FLUSH_RESERVE + 2 * cap * counter, 0) then
+  if start then redis.call('ZADD', KEYS[3], start, key) end
+  for i = FIRST, #ARGV, 3 do
+    if sketched[i] then sketch(i) else exact(i) end
+  end
+  redis.call('HSET', KEYS[5], token, now_ms + ttl_ms)
+  added = added + need
+  save()
+  return {1, used()}
+end
+if cap <= 0 then save(); return {0, used()} end
+-- Exact counters no longer fit: SKUs the window does not count yet go into its
+-- sketch, at most ``cap`` counters (Space-Saving): a SKU that finds no free counter
+-- takes over the smallest, inherits its total and lines, and that total becomes its
+-- error bound. SKUs the window counts exactly stay exact.
+local worst = math.max(0, cap * counter - usage(zk, 0) - usage(vk, 0))
+local grow = #token + 32
+for i, _ in pairs(present) do grow = grow + 16 end
+if not fits(grow + worst + FLUSH_RESERVE, 0) then save(); return {0, used()} end
+if start then redis.call('ZADD', KEYS[3], start, key) end
+for i = FIRST, #ARGV, 3 do
+  if present[i] then exact(i) else sketch(i) end
+end
 redis.call('HSET', KEYS[5], token, now_ms + ttl_ms)
-added = added + need
+added = added + grow + worst
 save()
-return {1, used()}
+return {5, used()}
 """
 )
 
 _FLUSH = _script(
     """
 local overhead, window_ms, key, field = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local keep = tonumber(ARGV[8])
 local score = redis.call('ZSCORE', KEYS[3], key)
 if not score then save(); return {2, 0, used()} end
 if now_ms - tonumber(score) < window_ms then save(); return {3, 0, used()} end
 local need = 0
-for i = 8, #ARGV, 3 do need = need + cost(ARGV[i + 2], overhead) end
-if not fits(need, (#ARGV - 7) / 3) then save(); return {0, 0, used()} end
--- Sealed: no fold adds to this window again, so no SKU's id is ever flushed twice.
-redis.call('HSET', key, SEAL, 1)
-local moved = 0
-for i = 8, #ARGV, 3 do
-  local shard = key .. ':' .. shard_of(ARGV[i])
-  if redis.call('HGET', shard, ARGV[i]) == ARGV[i + 1] then
-    redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
-    redis.call('HDEL', shard, ARGV[i])
-    added = added + cost(ARGV[i + 2], overhead)
-    moved = moved + 1
+for i = 10, #ARGV, 3 do need = need + cost(ARGV[i + 2], overhead) end
+-- While forwarders have entries to read, a flush leaves the room folds keep free (so
+-- they go on while analytics catches up); with none, it may use it: the wedge's way out.
+local pending = 0
+local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], 'GROUP_NAME')
+if ok and p[1] then pending = tonumber(p[1]) end
+if redis.call('XLEN', KEYS[1]) - pending <= 0 then keep = 0 end
+if not fits(need + keep, (#ARGV - 9) / 3) then save(); return {0, 0, used()} end
+local zk, vk = key .. SKETCH_SCORES, key .. SKETCH_VALUES
+-- Sealed: no fold adds to this window again, so no SKU's id is ever flushed twice. The
+-- sketch's smallest total then is the window's floor: a SKU it does not list had at most
+-- that much in the window (every count the sketch let go was no larger).
+if redis.call('HEXISTS', key, SEAL) == 0 then
+  redis.call('HSET', key, SEAL, 1)
+  local low = redis.call('ZRANGE', zk, 0, 0, 'WITHSCORES')
+  if low[2] and redis.call('ZCARD', zk) >= tonumber(ARGV[9]) then
+    redis.call('HSET', key, 'floor', low[2])
   end
 end
-local left = 0
+local moved = 0
+for i = 10, #ARGV, 3 do
+  local sku, raw = ARGV[i], ARGV[i + 1]
+  if string.sub(raw, 1, 2) == 's ' then
+    -- A sketch counter: moved once, as an exact counter is.
+    if redis.call('HGET', vk, sku) == string.sub(raw, 3) then
+      redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
+      redis.call('HDEL', vk, sku)
+      redis.call('ZREM', zk, sku)
+      added = added + cost(ARGV[i + 2], overhead)
+      moved = moved + 1
+    end
+  else
+    local shard = key .. ':' .. shard_of(sku)
+    if redis.call('HGET', shard, sku) == raw then
+      redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
+      redis.call('HDEL', shard, sku)
+      added = added + cost(ARGV[i + 2], overhead)
+      moved = moved + 1
+    end
+  end
+end
+local left = redis.call('EXISTS', zk) + redis.call('EXISTS', vk)
 for i = 0, SHARDS - 1 do left = left + redis.call('EXISTS', key .. ':' .. i) end
 if left == 0 then
   redis.call('DEL', key)
@@ -337,6 +448,13 @@ class Window:
     key: str
     start_ms: int
     skus: dict[str, tuple[str, float, int]]
+    errors: dict[str, float] = field(default_factory=dict)
+    """SKU -> how far its total may overstate the truth (sketch counters only)."""
+    sealed: bool = False
+    """Its flush has begun: no fold adds to it any more."""
+    floor: float = 0.0
+    """A full sketch's smallest total when the window was sealed: a SKU the sketch does not
+    list had at most this much in the window (0: no full sketch, every SKU listed)."""
 
 
 class QueueQuota:
@@ -358,6 +476,8 @@ class QueueQuota:
         self.limit = int(quota * (1 - headroom))
         self.interval_ms = max(1, int(sample_interval * 1000))
         self.read_ahead = read_ahead
+        self.sketch_counters = max(SKETCH_MIN, int(quota * SKETCH_SHARE) // SKETCH_COUNTER)
+        """Counters of a window's sketch, where SKUs go once exact counters no longer fit."""
         self._measure = redis.register_script(_MEASURE)
         self._admit = redis.register_script(_ADMIT)
         self._fold = redis.register_script(_FOLD)
@@ -388,10 +508,15 @@ class QueueQuota:
         totals: dict[str, tuple[float, int]],
         window_s: float,
         ttl_s: float,
+        deadline: float | None = None,
     ) -> tuple[int, int]:
         """Add per-SKU ``(qty * weight, lines)`` to the open window, once per ``token``.
 
-        Returns (1 folded | 2 already folded | 0 no room, bytes used).
+        ``deadline``: Unix time after which the caller's claim on the rows may have
+        passed to another relay; Redis' clock past it refuses the fold.
+
+        Returns (1 folded | 5 folded, new SKUs into the window's sketch | 2 already folded
+        | 0 no room | 4 past the deadline, bytes used).
         """
         args: list[Any] = [
             FIELD_OVERHEAD,
@@ -399,6 +524,9 @@ class QueueQuota:
             token,
             int(ttl_s * 1000),
             AGG_WINDOW_PREFIX,
+            0 if deadline is None else int(deadline * 1000),
+            self.sketch_counters,
+            SKETCH_COUNTER,
         ]
         for sku, (total, lines) in totals.items():
             args += [sku, repr(float(total)), lines]
@@ -415,19 +543,36 @@ class QueueQuota:
         return [(_text(key), int(score)) for key, score in rows]
 
     async def read_window(self, key: str, start_ms: int, limit: int) -> Window:
-        """Up to about ``limit`` SKUs of a window (whole shards, in shard order)."""
+        """Up to about ``limit`` SKUs of a window: its sketch's first, then whole shards in
+        shard order. A sketch counter's raw value is marked ``s `` for ``flush``."""
         skus: dict[str, tuple[str, float, int]] = {}
+        errors: dict[str, float] = {}
         pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(key, [SEAL_FIELD, "floor"])
+        pipe.hgetall(key + SKETCH_VALUES)
         for shard in range(SHARDS):
             pipe.hgetall(f"{key}:{shard}")
-        for raw in await pipe.execute():
+        (sealed, floor), sketch, *shards = await pipe.execute()
+        for sku, value in sketch.items():
+            text = _text(value)
+            total, lines, error = text.split(" ")
+            skus[_text(sku)] = ("s " + text, float(total), int(lines))
+            errors[_text(sku)] = float(error)
+        for raw in shards:
+            if len(skus) >= limit:
+                break
             for sku, value in raw.items():
                 text = _text(value)
                 total, _, lines = text.partition(" ")
                 skus[_text(sku)] = (text, float(total), int(lines))
-            if len(skus) >= limit:
-                break
-        return Window(key, start_ms, skus)
+        return Window(
+            key,
+            start_ms,
+            skus,
+            errors,
+            sealed=sealed is not None,
+            floor=0.0 if floor is None else float(floor),
+        )
 
     async def flush(
         self, key: str, window_s: float, items: Sequence[tuple[str, str, str]]
@@ -436,22 +581,47 @@ class QueueQuota:
 
         Returns (1 done | 2 window gone | 3 window still open | 0 no room, moved, used).
         """
-        args: list[Any] = [ENTRY_OVERHEAD, int(window_s * 1000), key, EVENT_FIELD]
+        keep = FLUSH_RESERVE + 2 * self.sketch_counters * SKETCH_COUNTER
+        args: list[Any] = [
+            ENTRY_OVERHEAD,
+            int(window_s * 1000),
+            key,
+            EVENT_FIELD,
+            keep,
+            self.sketch_counters,
+        ]
         for sku, value, payload in items:
             args += [sku, value, payload]
         code, moved, used = await self._flush(keys=QUOTA_KEYS, args=self._args(*args))
         return int(code), int(moved), int(used)
 
 
+def window_keys(window: str) -> list[str]:
+    """Every key of one aggregation window: its base, its shards and its sketch."""
+    shards = [f"{window}:{shard}" for shard in range(SHARDS)]
+    return [window, *shards, window + SKETCH_SCORES, window + SKETCH_VALUES]
+
+
 async def exact_usage(redis: Redis) -> int:
     """MEMORY USAGE of every key the quota covers, counted exactly (SAMPLES 0): for checks."""
     keys = list(QUOTA_KEYS)
     for window in await redis.zrange(AGG_WINDOWS_KEY, 0, -1):
-        keys += [_text(window)] + [f"{_text(window)}:{shard}" for shard in range(SHARDS)]
+        keys += window_keys(_text(window))
     pipe = redis.pipeline(transaction=False)
     for key in keys:
         pipe.memory_usage(key, samples=0)
     return sum(int(n or 0) for n in await pipe.execute())
+
+
+async def pressure_usage(redis: Redis) -> int:
+    """Bytes as admission counts them: every covered key counted exactly, plus the room
+    the relays' scripts last kept for what comes next (a stream node, the entries
+    forwarders will hold). What the controller, the relay and the status line share as
+    "queue at N % of quota"; the raw bytes alone read low, and shedding would start only
+    after the relay had begun to hold events back."""
+    used = await exact_usage(redis)
+    reserve: Any = await redis.hget(QUOTA_GAUGE_KEY, "reserve")
+    return used + (int(float(reserve)) if reserve is not None else STEP)
 
 
 def _text(value: Any) -> str:

@@ -33,7 +33,7 @@ from trackrelay.control.shedding import choose as shedding_in_force
 from trackrelay.events import Event, countable, rfc3339_ms
 from trackrelay.queue import streams
 from trackrelay.queue.keys import SHEDDING_KEY
-from trackrelay.queue.quota import QueueQuota
+from trackrelay.queue.quota import FLUSH_MIN, QueueQuota
 from trackrelay.queue.shedding import get_shedding
 from trackrelay.relay import outbox
 from trackrelay.relay.outbox import OutboxRow
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 FOLD_MEMORY_SECONDS = 600.0
 """How long a fold is remembered if its rows are never deleted (a crash): well past a lease."""
 FLUSH_CHUNK = 200
-"""SKUs one flush script moves into the stream."""
+"""SKUs one flush script moves into the stream (fewer, down to ``FLUSH_MIN``, near the
+quota: folds leave room for the smallest)."""
 SAMPLE_CHUNK = 1000
 """Outbox rows one thinning transaction looks at."""
 
@@ -99,6 +100,8 @@ class StreamIngress:
         """The controller's decision (``SHEDDING_KEY``), which overrides our own when set."""
         self._bad_live: bytes | str | None = None
         self.used = 0
+        self.sketching = False
+        """The last fold put new SKUs into the window's sketch (exact counters were full)."""
 
     @property
     def share(self) -> float:
@@ -124,7 +127,11 @@ class StreamIngress:
             self._bad_live, self.live = raw, None
         self.decide()
 
-    async def relay(self, rows: Sequence[OutboxRow], token: str) -> Outcome:
+    async def relay(
+        self, rows: Sequence[OutboxRow], token: str, deadline: float | None = None
+    ) -> Outcome:
+        """Queue, fold or shed one claimed batch. ``deadline``: when the claim may pass
+        to another relay (Unix time); a fold that reaches Redis later is refused."""
         shedding = self.decide()
         out = Outcome()
         folds: dict[str, list[tuple[OutboxRow, Event]]] = collections.defaultdict(list)
@@ -144,16 +151,19 @@ class StreamIngress:
             payload = row.payload if weight is None else replace(ev, weight=weight).to_json()
             send.append((row, payload, ev.lines))
         if todo.fold:
-            ids = [decoded[i][0].id for i in todo.fold]
-            await outbox.mark_folded(self.engine, token, ids)
-            folds[token].extend(decoded[i] for i in todo.fold)
+            marked = await outbox.mark_folded(
+                self.engine, token, [decoded[i][0].id for i in todo.fold]
+            )
+            folds[token].extend(decoded[i] for i in todo.fold if decoded[i][0].id in marked)
         if todo.shed:
             gone = await outbox.delete_published(
                 self.engine, token, [decoded[i][0].id for i in todo.shed]
             )
             self.counts["stream", shedding.policy.value, "sampled"] += gone
         for fold_token, members in folds.items():
-            if not await self._fold(fold_token, members, token, shedding):
+            if not members:
+                continue
+            if not await self._fold(fold_token, members, token, shedding, deadline):
                 out.held = True
         if send:
             queued, held = await self._admit(send, token, shedding)
@@ -167,6 +177,7 @@ class StreamIngress:
         members: list[tuple[OutboxRow, Event]],
         token: str,
         shedding: Shedding,
+        deadline: float | None,
     ) -> bool:
         totals = fold_lines([_line(ev) for _, ev in members])
         code, self.used = await self.quota.fold(
@@ -174,17 +185,28 @@ class StreamIngress:
             totals,
             self.settings.aggregate_window,
             FOLD_MEMORY_SECONDS,
+            deadline,
         )
         if code == 0:
             return False  # no room even for the counters: the rows wait in the outbox
+        if code == 4:
+            log.warning("relay: a fold came after this relay's lease; its rows are not ours")
+            return True  # not held back: the rows belong to whichever relay holds them now
         ids = [row.id for row, _ in members]
         deleted = await outbox.delete_published(self.engine, token, ids)
         if deleted == len(ids):
             await self.quota.forget_fold(fold_token)
-        if code == 1:
+        if code in (1, 5):
             self.counts["stream", shedding.policy.value, "folded"] += sum(
                 ev.lines for _, ev in members
             )
+        if code == 5 and not self.sketching:
+            log.warning(
+                "relay: aggregation windows fill the queue quota; new SKUs go into a sketch"
+                " of %d counters (their counts carry error bounds)",
+                self.quota.sketch_counters,
+            )
+        self.sketching = code == 5
         return True
 
     async def _admit(
@@ -218,17 +240,43 @@ class StreamIngress:
             if room <= 0:
                 break
             window = await self.quota.read_window(key, start, room)
+            if not window.sealed:
+                # Sealed first (an empty flush), so the sketch's floor is fixed before any
+                # of the window's events is made, and no fold changes it after.
+                code, _, self.used = await self.quota.flush(key, self.settings.aggregate_window, [])
+                if code != 1:
+                    return moved  # no room yet, or the window is still open
+                window = await self.quota.read_window(key, start, room)
             stamp = rfc3339_ms(start)
             items = [
-                (sku, raw, aggregate_event(sku, start, total, count, stamp).to_json())
+                (
+                    sku,
+                    raw,
+                    aggregate_event(
+                        sku,
+                        start,
+                        total,
+                        count,
+                        stamp,
+                        window.errors.get(sku, 0.0),
+                        window.floor if sku in window.errors else 0.0,
+                    ).to_json(),
+                )
                 for sku, (raw, total, count) in list(window.skus.items())[:room]
             ]
-            for i in range(0, max(1, len(items)), FLUSH_CHUNK):
+            i, size = 0, FLUSH_CHUNK
+            while True:
                 code, n, self.used = await self.quota.flush(
-                    key, self.settings.aggregate_window, items[i : i + FLUSH_CHUNK]
+                    key, self.settings.aggregate_window, items[i : i + size]
                 )
+                if code == 0 and size > FLUSH_MIN:
+                    size = max(FLUSH_MIN, size // 2)  # near the quota: smaller flushes
+                    continue
                 moved += n
                 room -= n
                 if code in (0, 3):
                     return moved  # no room yet, or the window is still open
+                i += size
+                if i >= len(items):
+                    break
         return moved

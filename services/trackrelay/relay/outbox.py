@@ -7,6 +7,7 @@ in the stream, and when the queue is full thins or folds unclaimed rows.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -103,18 +104,22 @@ async def outbox_stats(engine: AsyncEngine) -> OutboxStats:
     return OutboxStats(depth=int(row[0]), oldest_created_at=row[1])
 
 
-async def mark_folded(engine: AsyncEngine, token: str, ids: Sequence[int]) -> int:
-    """Record, before folding, that these claimed rows go into the fold ``token``."""
+async def mark_folded(engine: AsyncEngine, token: str, ids: Sequence[int]) -> set[int]:
+    """Record, before folding, that these claimed rows go into the fold ``token``.
+
+    Returns the ids marked: only rows this claim still holds (a relay that stalled
+    past its lease may have lost some to another relay, and must not fold those)."""
     if not ids:
-        return 0
+        return set()
     async with engine.begin() as conn:
         result = await conn.execute(
             update(outbox)
             .where(outbox.c.id.in_(ids))
             .where(outbox.c.lease_token == token)
             .values(fold_token=token)
+            .returning(outbox.c.id)
         )
-    return int(result.rowcount)
+        return {int(i) for i in result.scalars()}
 
 
 # --- the outbox quota: shedding rows no relay holds ---------------------------
@@ -212,11 +217,23 @@ async def sample_outbox(
     return last, gone
 
 
+def fold_name(first_event_id: str) -> str:
+    """The name of an outbox fold, from the event id of its first row: unique as event
+    ids are, and short whatever that id is (an aggregate's own id may be folded again).
+
+    Not the row id: a store may hand out row ids again once the outbox is empty
+    (SQLite's ``INTEGER PRIMARY KEY`` without ``AUTOINCREMENT`` does), and a later
+    fold named as an earlier one would send aggregates analytics drops as duplicates.
+    """
+    return "o" + hashlib.blake2b(first_event_id.encode(), digest_size=10).hexdigest()
+
+
 async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int, int, int]:
     """Fold up to ``limit`` rows into one aggregate row per SKU, in one transaction.
 
     Exact: per-SKU sums of ``qty * weight`` and of ``lines`` are what the rows
-    held. The aggregate's id names the fold by its first row, so it is unique.
+    held. The aggregate's id names the fold by its first row's event id
+    (``fold_name``), so it is unique across outbox generations.
     Returns (rows folded, aggregate rows written, order lines folded); nothing
     happens when folding would not shrink the outbox.
     """
@@ -229,7 +246,7 @@ async def fold_outbox(engine: AsyncEngine, limit: int, now: float) -> tuple[int,
         )
         if len(totals) >= len(events):
             return 0, 0, 0
-        window = f"o{events[0][0].id}"
+        window = fold_name(events[0][0].event_id)
         stamp = min(ev.occurred_at for _, ev in events)
         created = min(float(row.created_at) for row, _ in events)
         aggregates = []

@@ -44,6 +44,9 @@ VIEW_TTL = 5.0
 """Seconds a relay's published view outlives its last refresh (refreshed every second)."""
 FLUSH_EVERY = 0.25
 """Seconds between looks for aggregation windows to flush."""
+LEASE_MARGIN = 1.0
+"""Seconds before its lease ends that a relay stops acting on its rows (publishing,
+folding): room for clocks a little apart and the time a write takes."""
 FULL_WAIT = 0.1
 """Seconds between attempts while the queue is at its quota (forwarders are making room)."""
 
@@ -94,11 +97,14 @@ class OutboxRelay:
         )
         if not rows:
             return 0
-        if not still_held(lease, self.clock(), margin=1.0):
+        if not still_held(lease, self.clock(), margin=LEASE_MARGIN):
             # We were too slow (e.g. a stalled process): another relay may own these now.
             return 0
         if self.ingress is not None:
-            return await self._through_ingress(self.ingress, rows, lease.token)
+            # Folds are fenced a margin before the lease ends, by Redis' clock: a relay
+            # that stalls past it cannot count rows another relay may have counted.
+            deadline = lease.expires_at - LEASE_MARGIN
+            return await self._through_ingress(self.ingress, rows, lease.token, deadline)
         try:
             results = await streams.publish(self.redis, [row.payload for row in rows])
         except QueueError:
@@ -118,10 +124,10 @@ class OutboxRelay:
         return len(accepted)
 
     async def _through_ingress(
-        self, ingress: StreamIngress, rows: list[outbox.OutboxRow], token: str
+        self, ingress: StreamIngress, rows: list[outbox.OutboxRow], token: str, deadline: float
     ) -> int:
         try:
-            outcome = await ingress.relay(rows, token)
+            outcome = await ingress.relay(rows, token, deadline)
         except BaseException:
             await outbox.release_claim(self.engine, token)  # a failure half way: free the rest
             raise
@@ -140,7 +146,7 @@ class OutboxRelay:
 
     def view(self) -> dict[str, Any]:
         """What this relay publishes for status lines and the controller."""
-        out: dict[str, Any] = {"shed": self.counts.as_dict(), "full": self.full}
+        out: dict[str, Any] = {"at": time.time(), "shed": self.counts.as_dict(), "full": self.full}
         if self.ingress is not None:
             out |= {
                 "policy": self.ingress.shedding.policy.value,
