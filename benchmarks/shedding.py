@@ -319,7 +319,7 @@ async def run_policy(
     }
 
 
-def plot(series: dict[str, list[dict[str, Any]]]) -> Path | None:
+def plot(series: dict[str, list[dict[str, Any]]], name: str, title: str) -> Path | None:
     try:
         import matplotlib
 
@@ -335,9 +335,9 @@ def plot(series: dict[str, list[dict[str, Any]]]) -> Path | None:
     ax.set_ylabel("queue memory / quota (exact, every second)")
     ax.set_ylim(0, 1.1)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"Queue memory against the quota, Zipf({EXPONENT}) over {SKUS:,} SKUs at 10x")
+    ax.set_title(f"Queue memory against the quota: {title}", fontsize=9)
     PLOTS.mkdir(parents=True, exist_ok=True)
-    path = PLOTS / "shedding-memory.png"
+    path = PLOTS / f"{name}-memory.png"
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -457,11 +457,11 @@ def main() -> None:
     print()
     for what, ok in checks:
         print(f"{'met   ' if ok else 'MISSED'} {what}")
-    png = plot({x["policy"]: series[x["policy"]] for x in results})
+    default = args.scenario == "zipf" and args.skus == SKUS
+    name = "shedding" if default else f"shedding-{args.scenario}"
+    png = plot({x["policy"]: series[x["policy"]] for x in results}, name, load)
     path = write_json(
-        "shedding"
-        if args.scenario == "zipf" and args.skus == SKUS
-        else f"shedding-{args.scenario}",
+        name,
         {
             "scenario": args.scenario,
             "seconds": args.seconds,

@@ -31,7 +31,7 @@ from tests.support.traffic import Traffic
 from trackrelay.events import Event
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
-from trackrelay.queue.keys import EVENT_FIELD, FORWARDER_STATS_PREFIX, STREAM
+from trackrelay.queue.keys import EVENT_FIELD, FORWARDER_STATS_PREFIX, RELAY_STATS_PREFIX, STREAM
 from trackrelay.runtime.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -382,6 +382,14 @@ def test_the_operator_steers_budget_replicas_and_shedding_and_fails_static(rig: 
     until(shedding_reported, 10, "the status reports shedding")
     st = rig.status()
     assert st["queueBytes"] > 0.4 * st["queueQuota"]
+    # The outbox against its limit, as a relay publishes it (its view, under a TTL).
+    view = {"at": time.time(), "outbox_rows": 37, "outbox_quota": 4096}
+    rig.r.set(RELAY_STATS_PREFIX + "relay-0", json.dumps(view), px=60_000)
+    until(
+        lambda: (rig.status().get("outboxRows"), rig.status().get("outboxQuota")) == (37, 4096),
+        15,
+        "the status shows the outbox against its limit",
+    )
 
     # The operator dies: the forwarders keep going on the last configuration.
     assert rig.operator is not None

@@ -168,6 +168,8 @@ STATUS = {
         "pending": 100,
         "queue_bytes": 500,
         "queue_quota": 1000,
+        "outbox_rows": 30,
+        "outbox_quota": 200,
         "forwarders": [
             {
                 "name": "local-forwarder-0",
@@ -199,6 +201,7 @@ def test_status_text_shows_decision_observation_processes_and_reasons() -> None:
     assert "forwarders   2 decided, 2 running (the budget can use 3 at 150 ev/s each)" in text
     assert "analytics    unhealthy: analytics p99 1.2 s > 500 ms" in text
     assert "queue memory 500 of 1000 bytes (50%)" in text
+    assert "outbox       30 of 200 rows (15%)" in text
     assert "local-forwarder-0: 50 ev/s, p99 1200 ms" in text
     assert "redis            pid 7, up 12 s, 1 restarts" in text
     assert "budget 800 -> 400 ev/s" in text

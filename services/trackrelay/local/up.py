@@ -112,6 +112,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             lines.append(
                 f"  queue memory {o['queue_bytes']} of {o['queue_quota']} bytes ({share:.0%})"
             )
+        if o.get("outbox_quota"):
+            rows, limit = o.get("outbox_rows") or 0, o["outbox_quota"]
+            lines.append(f"  outbox       {rows} of {limit} rows ({rows / limit:.0%})")
         verdict = o.get("analytics")
         if verdict is not None:
             decided = f" (query {verdict['query']})" if verdict.get("query") else ""
