@@ -156,7 +156,7 @@ def test_the_queue_quota_sets_redis_maxmemory_the_relays_and_the_pipeline(
         assert env_of(container)["TRACKRELAY_QUEUE_READ_AHEAD"] == str(most) == "24000"
         # no outbox quota given: the one local mode derives from the queue quota
         derived = derived_outbox_quota(100 * 2**20)
-        assert env_of(container)["TRACKRELAY_OUTBOX_QUOTA"] == str(derived) == "204800"
+        assert env_of(container)["TRACKRELAY_OUTBOX_QUOTA"] == str(derived) == "1638400"
     default = render(cluster, "-f", str(SIMULATOR))
     conf = by_kind(default, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
     assert "maxmemory 128mb" in conf.splitlines()  # 64 MiB quota + 64 MiB headroom

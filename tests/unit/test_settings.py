@@ -65,9 +65,9 @@ def test_a_queue_quota_alone_bounds_the_outbox_too() -> None:
     """With a queue quota and no outbox quota, the outbox gets one derived from it: the
     order database is never the unbounded overflow of a full or unreachable queue."""
     derived = OrderSettings(queue_quota=2 * 2**20)
-    assert derived.outbox_quota == derived_outbox_quota(2 * 2**20) == 4096
+    assert derived.outbox_quota == derived_outbox_quota(2 * 2**20) == 32768
     assert derived.outbox_quota_derived
     given = OrderSettings(queue_quota=2 * 2**20, outbox_quota=50)
     assert given.outbox_quota == 50 and not given.outbox_quota_derived
     assert OrderSettings().outbox_quota is None  # no quota at all: no limit
-    assert derived_outbox_quota(1024) == 100  # a tiny quota still leaves room to wait
+    assert derived_outbox_quota(1024) == 1000  # a tiny quota still leaves room to wait

@@ -111,13 +111,13 @@ http://{{ include "trackrelay.fullname" . }}-simulator:{{ .Values.simulator.port
       key: url
 {{- end }}
 
-{{/* Outbox rows allowed: queue.outboxRows, or one derived from the queue quota (512 bytes of
-quota a row, at least 100: local mode's derived_outbox_quota, by test). */}}
+{{/* Outbox rows allowed: queue.outboxRows, or one derived from the queue quota (64 bytes of
+quota a row, at least 1000: local mode's derived_outbox_quota, by test). */}}
 {{- define "trackrelay.outboxRows" -}}
 {{- if .Values.queue.outboxRows -}}
 {{ .Values.queue.outboxRows }}
 {{- else -}}
-{{ max 100 (mul .Values.queue.quotaMiB 2048) }}
+{{ max 1000 (mul .Values.queue.quotaMiB 16384) }}
 {{- end -}}
 {{- end }}
 

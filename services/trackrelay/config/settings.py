@@ -72,10 +72,11 @@ FORWARDER_BATCH_SIZE = 500
 FORWARDER_CONCURRENCY = 8
 
 
-OUTBOX_ROW_BYTES = 512
-"""Queue-quota bytes per outbox row of the derived outbox quota (about what one event costs
-in the stream with its bookkeeping): the outbox may then hold about one queue's worth."""
-OUTBOX_MIN_ROWS = 100
+OUTBOX_ROW_BYTES = 64
+"""Queue-quota bytes per outbox row of the derived outbox quota (16,384 rows a MiB): room
+for the rows in transit while the relay catches up at full order speed, and for a few
+queues' worth while Redis is unreachable, before the outbox guard sheds there."""
+OUTBOX_MIN_ROWS = 1000
 
 
 def derived_outbox_quota(queue_quota: int) -> int:
