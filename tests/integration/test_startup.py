@@ -61,7 +61,6 @@ def test_database_unreachable(args: list[str], must_say: str) -> None:
     ("args", "must_say"),
     [
         (["dlq", "list"], "cannot reach the queue redis"),
-        (["relay"], "cannot reach the queue redis"),
         (["forwarder", "--analytics-url", "http://127.0.0.1:1"], "cannot reach the queue redis"),
     ],
 )
@@ -129,6 +128,43 @@ def test_orders_start_while_the_queue_redis_is_down_and_say_so(tmp_path: Path) -
     text = log.read_text()
     assert "cannot reach the queue redis" in text
     assert SECRET not in text
+
+
+def test_a_relay_starts_while_the_queue_redis_is_down_and_guards_the_outbox(
+    tmp_path: Path,
+) -> None:
+    """A relay started during an outage keeps running (and so keeps the outbox within its
+    quota: its guard needs only the database), says so, and retries the queue."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {
+        "TRACKRELAY_DATABASE_URL": f"sqlite:///{tmp_path / 'o.db'}",
+        "TRACKRELAY_REDIS_URL": unreachable_redis(),
+        "TRACKRELAY_OUTBOX_QUOTA": "100",
+    }
+    log = tmp_path / "relay.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trackrelay.cli", "relay"],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "cannot reach the queue redis" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(2.0)  # a few rounds against the unreachable queue
+        assert proc.poll() is None, log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert SECRET not in log.read_text()
 
 
 def _answers(url: str) -> bool:

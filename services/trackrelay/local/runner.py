@@ -132,10 +132,14 @@ async def serve_orders(settings: OrderSettings) -> int:
 
 
 async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
-    """A standalone outbox relay (several may run against one database)."""
+    """A standalone outbox relay (several may run against one database).
+
+    It starts without its queue, as the order service does: while Redis is unreachable
+    it keeps the outbox within its quota (a relay restarted during an outage that
+    refused to start would leave the outbox unguarded) and retries Redis meanwhile."""
     if settings.redis_url is None:
         raise ValueError("a standalone relay needs TRACKRELAY_REDIS_URL / --redis-url")
-    await prepare_store(settings, settings.redis_url, queue_required=True)
+    await prepare_store(settings, settings.redis_url, queue_required=False)
     url = settings.resolved_database_url()
     engine = database.make_engine(url)
     redis = client.connect(settings.redis_url)
