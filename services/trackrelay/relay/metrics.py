@@ -36,7 +36,9 @@ class RelayMetrics:
         )
         self.queue_bytes = Gauge(
             "trackrelay_queue_bytes",
-            "Memory the queue's keys use in Redis, as the quota gauge estimates it.",
+            "Queue memory as admission counts it: what the queue's keys use in Redis (as the"
+            " quota gauge estimates it) plus the room kept for the next stream node and the"
+            " entries forwarders will hold.",
             registry=r,
         )
         self.queue_quota = Gauge(
