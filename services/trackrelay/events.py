@@ -291,6 +291,9 @@ class ForwarderStats:
     totals: PushTotals | None = None
     """Counters since the forwarder started: what the controller judges each tick by
     (None from forwarders of version 0.1.0)."""
+    redis_full: bool = False
+    """The queue's Redis is at its ``maxmemory``: it refuses new writes, and the forwarder
+    drains it with the commands it still serves."""
 
     def to_json(self) -> dict[str, Any]:
         out = self.overall.to_json()
@@ -307,6 +310,7 @@ class ForwarderStats:
         )
         if self.totals is not None:
             out["totals"] = self.totals.to_json()
+        out["redis_full"] = self.redis_full
         return out
 
     @classmethod
@@ -325,6 +329,7 @@ class ForwarderStats:
                 latency_p90=_seconds(data["latency_p90"]),
                 recent=PushSpan.from_json(data["recent"]),
                 totals=None if data.get("totals") is None else PushTotals.from_json(data["totals"]),
+                redis_full=bool(data.get("redis_full", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a forwarder's statistics: {exc!r}") from None

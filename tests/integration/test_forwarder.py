@@ -36,7 +36,7 @@ from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all
-from trackrelay.queue.keys import DLQ_STREAM, STREAM
+from trackrelay.queue.keys import BUDGET_KEY, DLQ_STREAM, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.runtime.ports import free_port
 
 
@@ -343,3 +343,66 @@ async def _until(cond: Callable[[], bool], timeout: float = 20) -> None:
     while not await asyncio.to_thread(cond):
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.1)
+
+
+def test_forwarders_keep_draining_a_full_redis_and_say_so(
+    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    """At maxmemory Redis refuses SET, XADD and XGROUP CREATE but still serves XREADGROUP,
+    XACK and XDEL: the forwarders (one running, one started while Redis is full) drain it,
+    under a shared budget, and their metrics and views say the queue's Redis is full."""
+    sim = start_sim()
+    sim.fault(mode="down")
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.set(BUDGET_KEY, "5000")  # every push reserves through the budget's script
+    add_events(redis_server.url, 3_000)
+    ports = [free_port(), free_port()]
+    env = fwd_env(redis_server, sim, TRACKRELAY_BACKOFF_BASE="0.1", TRACKRELAY_BACKOFF_MAX="1")
+    first = spawn_role(
+        ["forwarder", "--consumer-name", "a", "--metrics-port", str(ports[0])],
+        env,
+        tmp_path / "a.log",
+    )
+    procs = [first]
+    try:
+        wait_for(lambda: sim.state()["requests"].get("503", 0) >= 1, 30, "a first push")
+        admin.config_set("maxmemory", "1")
+        time.sleep(2)
+        assert first.poll() is None, "the forwarder exited when Redis filled up"
+        procs.append(
+            spawn_role(
+                ["forwarder", "--consumer-name", "b", "--metrics-port", str(ports[1])],
+                env,
+                tmp_path / "b.log",
+            )
+        )
+        sim.fault(mode="healthy")
+        wait_for(
+            lambda: sim.state()["accepted"] == 3_000,
+            60,
+            "every event delivered from the full Redis",
+            lambda: str(sim.state()["accepted"]),
+        )
+        assert [p.poll() for p in procs] == [None, None]
+        for port in ports:
+            wait_for(functools.partial(_full_is, port, 1), 10, "trackrelay_queue_redis_full 1")
+        wait_for(lambda: _view(admin, "a").get("redis_full") is True, 10, "a view saying full")
+        assert admin.xlen(STREAM) == 0
+        admin.config_set("maxmemory", "0")
+        for port in ports:
+            wait_for(functools.partial(_full_is, port, 0), 10, "trackrelay_queue_redis_full 0")
+    finally:
+        admin.config_set("maxmemory", "0")
+        stop_all(procs)
+        admin.close()
+    state = sim.state()
+    assert state["duplicates"] == 0 and state["overlaps"] == 0
+    assert "redis full" in (tmp_path / "a.log").read_text()
+
+
+def _view(admin: redis.Redis, consumer: str) -> dict[str, Any]:
+    return dict(json.loads(admin.get(FORWARDER_STATS_PREFIX + consumer) or "{}"))
+
+
+def _full_is(port: int, value: float) -> bool:
+    return _metric(port, "trackrelay_queue_redis_full") == value

@@ -228,3 +228,56 @@ def test_database_down_is_503_never_201(tmp_path: Path) -> None:
             assert _post_orders(client, 1) == [201]
     finally:
         cluster.stop()
+
+
+@pytest.mark.postgres
+def test_the_relay_rides_out_a_postgresql_restart_and_catches_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL stopped under the order service's relay, then started again: the relay
+    names the store that failed, stays alive, and relays every order once it is back."""
+    from tests.support.postgres import PostgresCluster
+
+    cluster = PostgresCluster(tmp_path / "pg").start()
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=False).start()
+    try:
+        settings = OrderSettings(database_url=cluster.url(), relay_backoff_max=0.5)
+        with TestClient(create_app(settings, redis_url=server.url)) as client:
+            assert _post_orders(client, 50) == [201] * 50
+            wait_for(lambda: _outbox_depth(client) == 0, 15, "an empty outbox")
+            cluster.pg_stop()
+            # Two whole relay rounds and a statistics refresh with the database gone.
+            relay: OutboxRelay = client.app.state.relay  # type: ignore[attr-defined]
+            failures = relay.backoff.failures
+            wait_for(lambda: relay.backoff.failures >= failures + 2, 15, "failed relay rounds")
+            time.sleep(1.5)
+            assert client.get("/healthz").status_code == 200  # the relay is alive
+            assert "relay: database unavailable" in caplog.text
+            assert "relay: redis unavailable" not in caplog.text
+            cluster.pg_start()
+            wait_for(lambda: client.get("/readyz").status_code == 200, 15, "ready again")
+            assert _post_orders(client, 50) == [201] * 50
+            wait_for(lambda: _outbox_depth(client) == 0, 15, "an empty outbox")
+            assert client.get("/healthz").status_code == 200
+        assert _xlen(server.url) == 100
+    finally:
+        server.stop()
+        cluster.stop()
+
+
+def test_a_dead_relay_task_fails_healthz(
+    redis_server: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background task that dies is not hidden behind a healthy /healthz."""
+
+    async def broken(self: OutboxRelay, stop: asyncio.Event) -> None:
+        raise RuntimeError("a bug the relay did not expect")
+
+    monkeypatch.setattr(OutboxRelay, "run", broken)
+    settings = OrderSettings(database_url=f"sqlite:///{tmp_path / 'o.db'}")
+    with TestClient(create_app(settings, redis_url=redis_server.url)) as client:
+        wait_for(lambda: client.get("/healthz").status_code == 503, 10, "an unhealthy service")
+        body = client.get("/healthz").json()
+        assert body["status"] == "failed"
+        assert "outbox-relay" in body["detail"]
+        assert "RuntimeError" in body["detail"]

@@ -31,6 +31,14 @@ DURABLE_SETTINGS = "fsync=on synchronous_commit=on full_page_writes=on"
 """PostgreSQL's defaults: a commit is on disk before it is acknowledged."""
 
 
+class PgCommandFailed(subprocess.CalledProcessError):
+    """A PostgreSQL command failed; the message carries what it printed."""
+
+    def __str__(self) -> str:
+        said = (self.stderr or "").strip() or "(no output)"
+        return f"{super().__str__()}: {said}"
+
+
 class PostgresCluster:
     def __init__(self, base: Path, durable: bool = False) -> None:
         self.durable = durable
@@ -51,7 +59,9 @@ class PostgresCluster:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self.user:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise PgCommandFailed(done.returncode, cmd, stderr=done.stderr)
 
     def start(self) -> PostgresCluster:
         self.base.mkdir(parents=True, exist_ok=True)

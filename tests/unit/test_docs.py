@@ -2,7 +2,8 @@
 
 Every relative link in README.md, docs/*.md and the chart's README must name a file
 or directory of the repository (and, for a Markdown file, a heading that exists);
-README.md stays within 12 KiB; every path in its "Where to look" table exists.
+README.md stays within 12 KiB; every path in its "Where to look" table exists, and
+every test its "Guarantees" table names.
 """
 
 from __future__ import annotations
@@ -178,3 +179,16 @@ def test_every_crd_field_is_in_the_operator_reference() -> None:
     reference = (REPO / "docs/operator.md").read_text()
     missing = [f for f in fields(schema, "spec") if f"`{f}`" not in reference]
     assert missing == []
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    text = README.read_text()
+    start = text.index("## Guarantees")
+    named = re.findall(r"`(test_\w+\.py)(?:::(\w+))?`", text[start : text.index("\n## ", start)])
+    assert len(named) >= 10
+    for path, name in named:
+        found = list((REPO / "tests").rglob(path))
+        assert found, f"README names {path}, which is not under tests/"
+        if name:
+            source = found[0].read_text()
+            assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
-from trackrelay.queue.client import RedisDurability
+from trackrelay.queue.client import RedisDurability, version_refusal
 from trackrelay.runtime.errors import StartupError, brief, describe
 from trackrelay.runtime.redact import redact_text, redact_url
 
@@ -42,3 +42,11 @@ def test_only_noeviction_may_hold_the_queue() -> None:
     assert RedisDurability(None, None, None).refusal() is None  # CONFIG disabled: warned
     refusal = RedisDurability("allkeys-lru", "no", "everysec").refusal()
     assert refusal is not None and "allkeys-lru" in refusal and "noeviction" in refusal
+
+
+def test_a_redis_older_than_7_is_refused_by_its_version() -> None:
+    assert version_refusal("7.0.15") is None
+    assert version_refusal("7.2.4") is None
+    refusal = version_refusal("6.2.14")
+    assert refusal is not None and "6.2.14" in refusal and "7.0" in refusal
+    assert version_refusal("") is None  # unnamed: the scripts will say

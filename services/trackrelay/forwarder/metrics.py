@@ -28,6 +28,12 @@ class ForwarderMetrics:
         self.dlq_size = Gauge(
             "trackrelay_dlq_size", "Entries in the dead-letter stream.", registry=r
         )
+        self.redis_full = Gauge(
+            "trackrelay_queue_redis_full",
+            "1 while the queue's Redis is at its maxmemory and refuses new writes "
+            "(the forwarders still drain it).",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "trackrelay_batch_size",
             "Events per push.",

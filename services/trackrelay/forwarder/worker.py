@@ -53,6 +53,7 @@ again after it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -80,8 +81,9 @@ from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.forwarder.pacer import Gate, Pacer
 from trackrelay.identity import process_name
 from trackrelay.queue import streams, views
-from trackrelay.queue.client import Queue, QueueError, QueueReplyError
+from trackrelay.queue.client import Queue, QueueError, QueueFullError, QueueReplyError, redis_full
 from trackrelay.queue.streams import DeadLetterEntry, Entry
+from trackrelay.runtime.errors import brief
 from trackrelay.runtime.retry import Backoff, pause
 
 log = logging.getLogger(__name__)
@@ -209,6 +211,8 @@ class Forwarder:
         """When analytics last accepted a push from this process (evidence against poison)."""
         self.push_byte_cap: int | None = settings.max_batch_bytes
         self.redis_ok = False
+        self.redis_full = False
+        """The queue's Redis is at its ``maxmemory`` (seen by housekeeping or a refusal)."""
         self.tasks_running = 0
         self._claim_cursor = "0-0"
         self._group: asyncio.TaskGroup | None = None
@@ -264,6 +268,11 @@ class Forwarder:
                     return
                 backoff.succeeded()
                 self.redis_ok = True
+            except QueueFullError as exc:
+                # A write Redis refuses at maxmemory (a DLQ entry, a missing group): the
+                # step is tried again; the commands that drain the stream still run.
+                self._set_full(True)
+                await self._back_off(stop, backoff, name, "redis_full", exc)
             except QueueReplyError as exc:
                 if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
@@ -272,16 +281,24 @@ class Forwarder:
                 await streams.ensure_group(self.redis)
             except (QueueError, OSError) as exc:
                 self.redis_ok = False
-                self.metrics.failures.labels("redis").inc()
-                wait = backoff.failed()
-                log.warning(
-                    "forwarder %s: %s: redis unavailable (%s); retry in %.2fs",
-                    self.consumer,
-                    name,
-                    exc,
-                    wait,
-                )
-                await pause(stop, wait)
+                await self._back_off(stop, backoff, name, "redis", exc)
+
+    async def _back_off(
+        self, stop: asyncio.Event, backoff: Backoff, name: str, kind: str, exc: Exception
+    ) -> None:
+        """Count the failure (``kind``: redis or redis_full), log it, wait before the retry."""
+        self.metrics.failures.labels(kind).inc()
+        wait = backoff.failed()
+        state = "redis full" if kind == "redis_full" else "redis unavailable"
+        log.warning(
+            "forwarder %s: %s: %s (%s); retry in %.2fs",
+            self.consumer,
+            name,
+            state,
+            brief(exc),
+            wait,
+        )
+        await pause(stop, wait)
 
     async def _start_step(self, stop: asyncio.Event) -> bool:
         """Create the group, then drain this consumer's own pending entries; False when done."""
@@ -310,9 +327,8 @@ class Forwarder:
     async def _stats_step(self, stop: asyncio.Event) -> bool:
         """Publish this forwarder's view for the controller (expires if the process dies)."""
         interval = self.settings.stats_interval
-        await views.publish_stats(
-            self.redis, self.consumer, self.pacer.snapshot().to_json(), ttl=5 * interval
-        )
+        view = dataclasses.replace(self.pacer.snapshot(), redis_full=self.redis_full)
+        await views.publish_stats(self.redis, self.consumer, view.to_json(), ttl=5 * interval)
         await pause(stop, interval)
         return True
 
@@ -598,7 +614,20 @@ class Forwarder:
         for entry, reason, _ in dead:
             log.error("forwarder %s: entry %s to the DLQ: %s", self.consumer, entry.id, reason)
 
+    def _set_full(self, full: bool) -> None:
+        if full != self.redis_full:
+            log.warning(
+                "forwarder %s: %s",
+                self.consumer,
+                "redis full (at maxmemory): draining with the commands it still serves"
+                if full
+                else "redis no longer full",
+            )
+        self.redis_full = full
+        self.metrics.redis_full.set(1 if full else 0)
+
     async def _refresh_stats(self) -> None:
+        self._set_full(await redis_full(self.redis))
         stats = await streams.queue_stats(self.redis)
         self.metrics.pending.set(stats.pending)
         self.metrics.stream_length.set(stats.length)

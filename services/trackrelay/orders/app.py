@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +29,8 @@ from trackrelay.orders.pg_writer import PgOrderWriter
 from trackrelay.orders.routes import ORDER_REQUEST_REF, router
 from trackrelay.queue import client
 from trackrelay.relay.relay import OutboxRelay
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI:
@@ -49,7 +52,17 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
     app.openapi = functools.partial(_openapi, app, order_model)  # type: ignore[method-assign]
     app.state.order_model = order_model
     app.state.metrics = metrics
+    app.state.background = []
     return app
+
+
+def _report_end(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """A background task that ends before shutdown is logged at once, with its traceback
+    (``/healthz`` fails from then on: ``routes.healthz``)."""
+    if stop.is_set() or task.cancelled():
+        return
+    exc = task.exception()
+    log.error("%s ended while the service runs", task.get_name(), exc_info=exc)
 
 
 @contextlib.asynccontextmanager
@@ -76,11 +89,15 @@ async def _lifespan(
         relay = OutboxRelay(engine, redis, settings, metrics=app.state.metrics.relay)
         app.state.relay = relay
         tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
+    for task in tasks:
+        task.add_done_callback(functools.partial(_report_end, stop))
+    app.state.background = tasks
     try:
         yield
     finally:
+        running = [task for task in tasks if not task.done()]  # the others were logged
         stop.set()
-        for task in tasks:
+        for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
         if redis is not None:

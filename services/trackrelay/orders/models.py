@@ -104,6 +104,12 @@ class ValidationProblem(BaseModel):
     detail: list[dict[str, Any]]
 
 
+class Health(BaseModel):
+    status: str
+    detail: str | None = None
+    """Which background task ended, and how."""
+
+
 class Readiness(BaseModel):
     status: str
     database: str | None = None

@@ -9,6 +9,7 @@ adds the body's schemas to the document.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -27,6 +28,7 @@ from trackrelay.orders.errors import KeyConflict
 from trackrelay.orders.models import (
     ORDER_ID_PATTERN,
     ErrorBody,
+    Health,
     OrderResponse,
     Readiness,
     ValidationProblem,
@@ -112,9 +114,26 @@ async def get_order(order_id: str, engine: EngineDep) -> Any:
     return found
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A background task has ended."}},
+)
+async def healthz(request: Request) -> JSONResponse:
+    """Alive while every background task (the relay, where it runs here) is running."""
+    for task in request.app.state.background:
+        if task.done():
+            return JSONResponse({"status": "failed", "detail": _ended(task)}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def _ended(task: asyncio.Task[None]) -> str:
+    if task.cancelled():
+        return f"{task.get_name()} was cancelled"
+    exc = task.exception()
+    if exc is None:
+        return f"{task.get_name()} ended"
+    return f"{task.get_name()} failed: {brief(exc)}"
 
 
 @router.get(

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from trackrelay.runtime.errors import StartupError, describe
 from trackrelay.runtime.redact import redact_url
@@ -28,6 +28,35 @@ QueueError = RedisError
 
 QueueReplyError = ResponseError
 """Redis answered with an error (a missing consumer group, a script refusing)."""
+
+QueueFullError = OutOfMemoryError
+"""Redis is at its ``maxmemory`` and refused a command that could grow it (``OOM ...``)."""
+
+
+_SET_SMALL = """#!lua flags=allow-oom
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+
+
+async def set_small(redis: Redis, key: str, value: str, ttl: float | None = None) -> None:
+    """SET for the few small keys that steer the queue (the budget, the shedding policy,
+    each process's view), in a script flagged ``allow-oom``: they are still written when
+    the queue's Redis is at its ``maxmemory``, which is when they matter most. Events are
+    never written this way."""
+    px = "" if ttl is None else str(max(1, int(ttl * 1000)))
+    await redis.eval(_SET_SMALL, 1, key, value, px)
+
+
+async def redis_full(redis: Redis) -> bool:
+    """Whether the queue's Redis is at its ``maxmemory`` (``INFO memory``, served when full)."""
+    info = await redis.info("memory")
+    limit = int(info.get("maxmemory", 0))
+    return limit > 0 and int(info.get("used_memory", 0)) >= limit
 
 
 class QueueRedisRefused(RuntimeError):
@@ -68,8 +97,28 @@ class RedisDurability:
         return f"maxmemory-policy {self.policy}, AOF {aof}"
 
 
+MIN_REDIS = (7, 0)
+"""The queue's scripts declare flags (``#!lua flags=allow-oom``), which Redis reads from 7.0."""
+
+
+def version_refusal(version: str) -> str | None:
+    """Why a Redis of ``version`` cannot hold the queue, or None."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None  # a fork that names its version otherwise: its scripts will tell
+    if found >= MIN_REDIS:
+        return None
+    need = ".".join(map(str, MIN_REDIS))
+    return f"the queue Redis is {version}; trackrelay needs Redis {need} or later"
+
+
 async def check_queue_redis(redis: Redis) -> RedisDurability:
-    """Read the eviction and AOF settings; refuse anything but ``noeviction``."""
+    """Refuse a Redis older than ``MIN_REDIS``; read the eviction and AOF settings and
+    refuse anything but ``noeviction``."""
+    refusal = version_refusal(_text((await redis.info("server")).get("redis_version", "")))
+    if refusal is not None:
+        raise QueueRedisRefused(refusal)
     try:
         raw = await redis.config_get("maxmemory-policy")
         raw.update(await redis.config_get("append*"))

@@ -21,15 +21,20 @@ its turn instead of polling, and that is a ten-line script.
 The budget itself is live configuration (``trackrelay budget set 800``): the
 script reads it on every reservation, so a change applies to the next push.
 No budget key means no limit beyond each forwarder's adaptive window.
+
+The script is flagged ``allow-oom``: at ``maxmemory`` Redis refuses new writes, but the
+forwarders still drain the stream (XREADGROUP, XACK and XDEL are served), and their
+pushes must stay within the budget. The one key it writes is a few dozen bytes.
 """
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from trackrelay.queue.client import set_small
 from trackrelay.queue.keys import BUDGET_CLOCK_KEY, BUDGET_KEY
 
-_RESERVE = """
+_RESERVE = """#!lua flags=allow-oom
 local rate = tonumber(ARGV[2]) or tonumber(redis.call('GET', KEYS[1]) or '')
 if not rate or rate <= 0 then return {'-1', '0'} end
 local t = redis.call('TIME')
@@ -84,7 +89,7 @@ async def set_budget(redis: Redis, events_per_second: float | None) -> None:
     if events_per_second is None:
         await redis.delete(BUDGET_KEY)
     else:
-        await redis.set(BUDGET_KEY, f"{events_per_second:g}")
+        await set_small(redis, BUDGET_KEY, f"{events_per_second:g}")
 
 
 async def get_budget(redis: Redis) -> float | None:

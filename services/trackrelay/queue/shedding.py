@@ -8,12 +8,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from trackrelay.queue.client import set_small
 from trackrelay.queue.keys import SHEDDING_KEY
 
 
 async def set_shedding(redis: Redis, policy: dict[str, Any]) -> None:
     """Publish the controller's shedding decision (JSON ``{"policy", "p"}``)."""
-    await redis.set(SHEDDING_KEY, json.dumps(policy))
+    await set_small(redis, SHEDDING_KEY, json.dumps(policy))
 
 
 async def get_shedding(redis: Redis) -> bytes | str | None:

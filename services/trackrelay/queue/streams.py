@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from trackrelay.queue.keys import (
     CONSUMER_GROUP,
@@ -63,9 +63,22 @@ async def ensure_group(redis: Redis) -> None:
     """Create the consumer group (and the stream) if missing; reading starts at the beginning."""
     try:
         await redis.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    except OutOfMemoryError:
+        # At maxmemory Redis refuses XGROUP CREATE before it looks: a group that is
+        # there already is all the forwarders need to drain the stream.
+        if not await _group_exists(redis):
+            raise
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+async def _group_exists(redis: Redis) -> bool:
+    try:
+        groups = await redis.xinfo_groups(STREAM)
+    except ResponseError:  # no stream
+        return False
+    return any(_text(g["name"]) == CONSUMER_GROUP for g in groups)
 
 
 async def read(
@@ -147,14 +160,23 @@ async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[st
     return out
 
 
+_ACK_DELETE = """#!lua flags=allow-oom
+for i = 1, #ARGV, 200 do
+  local ids = {unpack(ARGV, i, math.min(i + 199, #ARGV))}
+  redis.call('XACK', KEYS[1], KEYS[2], unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+return 1
+"""
+"""XACK then XDEL, atomically. A script, not MULTI: at ``maxmemory`` Redis refuses to queue
+any command in a transaction, while these two only free memory (``allow-oom``)."""
+
+
 async def ack_delete(redis: Redis, ids: Sequence[str]) -> None:
     """Acknowledge and delete entries analytics accepted (or that moved to the DLQ)."""
     if not ids:
         return
-    pipe = redis.pipeline(transaction=True)
-    pipe.xack(STREAM, CONSUMER_GROUP, *ids)
-    pipe.xdel(STREAM, *ids)
-    await pipe.execute()
+    await redis.eval(_ACK_DELETE, 2, STREAM, CONSUMER_GROUP, *ids)
 
 
 async def dead_letter(redis: Redis, entries: Sequence[DeadLetterEntry]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from trackrelay.queue.client import set_small
 from trackrelay.queue.keys import FORWARDER_STATS_PREFIX
 
 
@@ -26,7 +27,7 @@ async def publish_stats(
 
     Forwarders publish under ``FORWARDER_STATS_PREFIX``, relays under ``RELAY_STATS_PREFIX``.
     """
-    await redis.set(prefix + consumer, json.dumps(stats), px=int(ttl * 1000))
+    await set_small(redis, prefix + consumer, json.dumps(stats), ttl)
 
 
 async def read_stats(

@@ -40,6 +40,11 @@ from trackrelay.runtime.retry import Backoff, pause
 
 log = logging.getLogger(__name__)
 
+DATABASE_ERRORS = (SQLAlchemyError, OSError)
+"""What a database call raises when the store is down: asyncpg refuses a connection with a
+bare ``OSError`` that SQLAlchemy does not wrap. Redis' errors are all ``QueueError``s, so
+they are told apart by catching those first."""
+
 VIEW_TTL = 5.0
 """Seconds a relay's published view outlives its last refresh (refreshed every second)."""
 FLUSH_EVERY = 0.25
@@ -187,7 +192,7 @@ class OutboxRelay:
         while not stop.is_set():
             try:
                 await self.guard.check(self.clock())
-            except SQLAlchemyError as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("relay: outbox check failed (%s)", brief(exc))
             await pause(stop, self.settings.outbox_check_interval)
 
@@ -216,14 +221,15 @@ class OutboxRelay:
                     wait = max(wait, FULL_WAIT)
                 elif moved >= self.settings.relay_batch_size:
                     wait = 0.0  # a full batch: more is waiting; otherwise let rows gather
-            except (QueueError, OSError) as exc:
+            except QueueError as exc:
                 wait = self._failed("redis", exc)
-            except SQLAlchemyError as exc:
+            except DATABASE_ERRORS as exc:
                 wait = self._failed("database", exc)
             now = self.clock()
             if now - last_stats >= 1.0:
                 last_stats = now
-                with contextlib.suppress(SQLAlchemyError):
+                # A store that is down was named by the round above; statistics wait for it.
+                with contextlib.suppress(QueueError, *DATABASE_ERRORS):
                     await self.refresh_stats()
             await pause(stop, wait)
 
