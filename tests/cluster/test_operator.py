@@ -114,6 +114,10 @@ BAD_SPECS = [
     ),
     ({"queue": {"quota": "lots"}}, ["spec.queue.quota"]),
     ({"budget": {"decrease": 1.5}}, ["spec.budget.decrease"]),
+    (  # below one event per controller tick, delivery would stall
+        {"budget": {"min": 0.001, "max": 10, "initial": 5}},
+        ["spec.budget.min", "greater than or equal to 1"],
+    ),
     ({"configMap": None}, ["spec.configMap", "Required value"]),
     (
         {"analytics": {"prometheus": {"address": "prometheus:9090"}}},

@@ -180,7 +180,8 @@ def test_budget_command_refuses_bad_values(redis_server: EmbeddedRedis) -> None:
     for args, message in (
         (("set",), "needs a value"),
         (("set", "fast"), "must be a number"),
-        (("set", "-5"), "> 0"),
+        (("set", "-5"), ">= 1"),
+        (("set", "0.001"), "one event per controller tick"),
         (("clear", "5"), "takes no value"),
     ):
         done = budget_cli(redis_server, *args)

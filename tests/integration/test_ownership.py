@@ -160,3 +160,70 @@ async def test_abandoned_entries_behind_many_live_ones_are_taken_over(
     assert len(live) == 1000
     await sink.aclose()
     await r.aclose()
+
+
+async def test_a_stall_inside_the_ownership_check_gives_no_fresh_deadline(
+    redis_server: EmbeddedRedis, monkeypatch: Any
+) -> None:
+    """A forwarder that waited for its budget slot checks ownership again before the push.
+    A stall while that check is in flight (simulated: the clock jumps during the call)
+    must not give the push a deadline counted from after the stall: ownership was renewed
+    when the check was sent, and another forwarder may claim the entries a claim-idle
+    later. Every push's deadline is at most push_timeout past the last check's sending."""
+    import asyncio
+    import time
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from trackrelay.config.settings import ForwarderSettings
+    from trackrelay.control.push_outcome import Outcome, PushResult
+    from trackrelay.forwarder.worker import Forwarder
+    from trackrelay.queue import streams
+
+    add_events(redis_server.url, 20)
+    r = AsyncRedis.from_url(redis_server.url)
+    stall = {"seconds": 0.0}
+    sent_at: list[float] = []
+    pushes: list[tuple[float, float]] = []  # (deadline, last check sent at)
+
+    def clock() -> float:
+        return time.monotonic() + stall["seconds"]
+
+    real_refresh = streams.refresh_owned
+
+    async def stalled_refresh(redis: Any, consumer: str, ids: Any) -> set[str]:
+        sent_at.append(clock())
+        owned = await real_refresh(redis, consumer, ids)
+        stall["seconds"] += 2.0  # the process stopped for 2 s while the answer came back
+        return owned
+
+    class Sink:
+        async def push(self, raw: list[bytes], deadline: float | None = None) -> PushResult:
+            assert deadline is not None
+            pushes.append((deadline, sent_at[-1] if sent_at else float("-inf")))
+            return PushResult(Outcome.ACCEPTED, status=200)
+
+    settings = ForwarderSettings(
+        batch_size=10, claim_idle=20, push_timeout=3, block_ms=100, adaptive=False
+    )
+    forwarder = Forwarder(r, Sink(), settings, consumer="solo", clock=clock)
+
+    async def slot(events: int) -> float:
+        return 0.05  # every push waits for a budget slot, then checks ownership again
+
+    forwarder.pacer.reserve = slot  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    monkeypatch.setattr(streams, "refresh_owned", stalled_refresh)
+    try:
+        task = asyncio.create_task(forwarder.run(stop))
+        for _ in range(200):
+            if len(pushes) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        await r.aclose()
+    assert len(pushes) >= 2 and sent_at
+    for deadline, checked in pushes:
+        assert deadline <= checked + settings.push_timeout + 1e-6, (deadline, checked)

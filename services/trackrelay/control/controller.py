@@ -78,6 +78,9 @@ class Bound:
 
 
 _POSITIVE = Bound(0, low_open=True)
+BUDGET_BOUND = Bound(1)
+"""A rate budget, events/s: at least one event per controller tick. Below it a push of
+one event reserves more than a tick of the shared clock, and delivery stalls."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +143,9 @@ class Spec:
 
 
 BOUNDS: dict[str, Bound] = {
-    "budget_min": _POSITIVE,
-    "budget_max": _POSITIVE,
-    "budget_initial": _POSITIVE,
+    "budget_min": BUDGET_BOUND,
+    "budget_max": BUDGET_BOUND,
+    "budget_initial": BUDGET_BOUND,
     "increase": Bound(1, 10, low_open=True),
     "decrease": Bound(0, 1, low_open=True, high_open=True),
     "in_use": Bound(0, 1, low_open=True),

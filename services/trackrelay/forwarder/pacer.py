@@ -306,6 +306,28 @@ class Pacer:
             self.metrics.budget_wait.inc(wait)
         return wait
 
+    async def rescaled_wait(self, remaining: float, rate: float) -> tuple[float, float]:
+        """What is left of a wait for a budget slot reserved at ``rate``, with the budget
+        as it is now: (seconds, the rate they are counted at).
+
+        Raised since, the same events are due at the new pace (the reservation script
+        rescales the shared clock the same way), so a rise ends long waits at once. A cut
+        leaves a granted slot as it is.
+        """
+        if remaining <= 0:
+            return remaining, rate
+        if self.live is not None:
+            now = self.live.budget()
+        else:
+            now = await rate_budget.get_budget(self.redis)
+        if now is None:
+            return 0.0, rate  # the budget was removed: nothing limits
+        if now <= rate:
+            return remaining, rate
+        self.budget = now
+        self.metrics.budget.set(now)
+        return remaining * rate / now, now
+
     def begin(self, events: int) -> Ticket:
         """A push of ``events`` goes out now. Saturated: the window is (nearly) in full
         use, so success may grow it."""

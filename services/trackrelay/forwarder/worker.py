@@ -188,6 +188,11 @@ Attempt = Released | Refit | HeadTakenOver | BreakerOpen | RetryDenied | AfterPu
 """What one attempt at the head batch came to: stopped before a push, or its answer."""
 
 
+SLOT_RECHECK = 1.0
+"""Seconds between looks at the budget while a lane waits for its slot: a raised budget
+takes effect within this time, however long the slot given at the old one was."""
+
+
 class Forwarder:
     def __init__(
         self,
@@ -465,11 +470,16 @@ class Forwarder:
         if not held.attempts:
             self.pacer.first_attempt()
         slot = await self.pacer.reserve(len(held.entries))
+        slot_rate = self.pacer.budget  # the budget this slot was reserved at
         if slot > 0:
-            # Our slot in the shared budget is later: wait, then check ownership again.
-            if not await self._hold(queue, stop, slot) or not await self._keep_owned(queue):
+            # Our slot in the shared budget is later: wait, then check ownership again,
+            # counted from when the check is sent: a stall before its answer is read
+            # must not extend the push past the ownership the check renewed.
+            if not await self._hold(queue, stop, slot, slot_rate):
                 return Released(gated=True)
             checked_at = self.clock()
+            if not await self._keep_owned(queue):
+                return Released(gated=True)
             if queue[0] is not held:
                 return HeadTakenOver(checked_at)
         return await self._push(held, checked_at)
@@ -594,16 +604,33 @@ class Forwarder:
                     queue.remove(held)
         return bool(queue)
 
-    async def _hold(self, queue: deque[Held], stop: asyncio.Event, wait: float) -> bool:
-        """Wait ``wait`` seconds, renewing ownership every ``refresh_every``; False to give up."""
+    async def _hold(
+        self, queue: deque[Held], stop: asyncio.Event, wait: float, slot_rate: float | None = None
+    ) -> bool:
+        """Wait ``wait`` seconds, renewing ownership every ``refresh_every``; False to give up.
+
+        ``slot_rate``: the wait is for a slot of the shared budget reserved at this rate; it
+        is looked at again every ``SLOT_RECHECK`` seconds, and a budget raised meanwhile
+        shortens it."""
         deadline = self.clock() + wait
+        every = self.settings.refresh_every
+        if slot_rate is not None:
+            every = min(every, SLOT_RECHECK)
+        renewed = self.clock()
         while True:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 return True
-            if await pause(stop, min(remaining, self.settings.refresh_every)):
+            if await pause(stop, min(remaining, every)):
                 return False  # stopping: the entries stay pending for a later owner
-            if self.clock() < deadline and not await self._keep_owned(queue):
+            now = self.clock()
+            if slot_rate is not None:
+                left, slot_rate = await self.pacer.rescaled_wait(deadline - now, slot_rate)
+                deadline = now + left
+            if now >= deadline or now - renewed + every <= self.settings.refresh_every:
+                continue  # renewed at the last wake that keeps the gap within refresh_every
+            renewed = now
+            if not await self._keep_owned(queue):
                 return False
 
     async def _dead_letter(self, dead: list[DeadLetterEntry]) -> None:

@@ -18,6 +18,12 @@ Why not PyPI ``limits``: its Redis strategies answer "allowed or not" for a
 hit; the forwarders need "when may this push go", so that every replica waits
 its turn instead of polling, and that is a ten-line script.
 
+A lane waiting for its slot looks at the budget again every second
+(``worker.SLOT_RECHECK``) and rescales what is left of its wait the same way, so a
+raised budget takes effect within that second, however far the slot was. Budgets
+below one event per second (one event per controller tick) are refused everywhere
+they are given (``controller.BUDGET_BOUND``).
+
 The budget itself is live configuration (``trackrelay budget set 800``): the
 script reads it on every reservation, so a change applies to the next push.
 No budget key means no limit beyond each forwarder's adaptive window.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from trackrelay.control.controller import BUDGET_BOUND
 from trackrelay.queue.client import set_small
 from trackrelay.queue.keys import BUDGET_CLOCK_KEY, BUDGET_KEY
 
@@ -79,8 +86,11 @@ def parse_budget(text: str) -> float:
         value = float(text)
     except ValueError:
         raise ValueError(f"budget must be a number of events per second, not {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"budget must be a finite number of events per second > 0, not {text}")
+    if not BUDGET_BOUND.admits(value) or value == float("inf"):
+        raise ValueError(
+            f"budget must be a finite number of events per second, {BUDGET_BOUND.describe()} "
+            f"(one event per controller tick), not {text}"
+        )
     return value
 
 
