@@ -294,6 +294,9 @@ class ForwarderStats:
     redis_full: bool = False
     """The queue's Redis is at its ``maxmemory``: it refuses new writes, and the forwarder
     drains it with the commands it still serves."""
+    last_failure: str | None = None
+    """Why the last push that analytics did not accept failed (its status and the first
+    words of its answer: a redirect, a WAF's refusal), None when none has."""
 
     def to_json(self) -> dict[str, Any]:
         out = self.overall.to_json()
@@ -311,6 +314,7 @@ class ForwarderStats:
         if self.totals is not None:
             out["totals"] = self.totals.to_json()
         out["redis_full"] = self.redis_full
+        out["last_failure"] = self.last_failure
         return out
 
     @classmethod
@@ -330,6 +334,9 @@ class ForwarderStats:
                 recent=PushSpan.from_json(data["recent"]),
                 totals=None if data.get("totals") is None else PushTotals.from_json(data["totals"]),
                 redis_full=bool(data.get("redis_full", False)),
+                last_failure=None
+                if data.get("last_failure") is None
+                else str(data["last_failure"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a forwarder's statistics: {exc!r}") from None

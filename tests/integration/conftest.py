@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +181,35 @@ def stream_event_ids_sync(url: str) -> list[str]:
     with redis.Redis.from_url(url) as r:
         rows: Any = r.xrange(STREAM)
     return [Event.from_json(fields[EVENT_FIELD.encode()]).event_id for _, fields in rows]
+
+
+FAST_FORWARDER = {"backoff_base": 0.01, "backoff_max": 0.05, "block_ms": 50, "split_after": 2}
+"""Settings for in-process forwarders in tests: short backoffs, short blocking reads."""
+
+
+async def run_forwarder(
+    server: EmbeddedRedis,
+    sink: Any,
+    until: Callable[[Redis], Awaitable[bool]],
+    consumer: str = "solo",
+    **settings: Any,
+) -> tuple[Any, Redis]:
+    """Run an in-process forwarder until ``until(redis)`` is true (20 s at most), stop it;
+    the forwarder and a Redis client the caller closes."""
+    from trackrelay.config.settings import ForwarderSettings
+    from trackrelay.forwarder.worker import Forwarder
+
+    r = Redis.from_url(server.url)
+    fwd = Forwarder(r, sink, ForwarderSettings(**{**FAST_FORWARDER, **settings}), consumer=consumer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(fwd.run(stop))
+    try:
+        deadline = time.monotonic() + 20
+        while not await until(r):
+            assert time.monotonic() < deadline, "condition not met in 20 s"
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    return fwd, r

@@ -18,44 +18,27 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from tests.integration.conftest import Sim, add_events, fwd_env, queue_empty, wait_for
-from trackrelay.config.settings import ForwarderSettings
+from tests.integration.conftest import (
+    Sim,
+    add_events,
+    fwd_env,
+    queue_empty,
+    run_forwarder,
+    wait_for,
+)
 from trackrelay.control.push_outcome import Outcome
 from trackrelay.events import Event
 from trackrelay.forwarder.sink import HttpSink
-from trackrelay.forwarder.worker import Forwarder
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.queue.keys import DLQ_STREAM, EVENT_FIELD, STREAM
 from trackrelay.runtime.ports import free_port
-
-FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "block_ms": 50, "split_after": 2}
 
 
 def add_one(url: str, event_id: str, sku: str = "poison", order_id: str | None = None) -> None:
     ev = Event(event_id, order_id or event_id.split(":")[0], sku, 1, 1.0, "2026-01-01T00:00:00Z")
     with redis.Redis.from_url(url) as r:
         r.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
-
-
-async def run_forwarder(
-    server: EmbeddedRedis, sink: HttpSink, until: Callable[[AsyncRedis], Any], **settings: Any
-) -> tuple[Forwarder, AsyncRedis]:
-    """Run an in-process forwarder until ``until(redis)`` is true (20 s at most)."""
-    r = AsyncRedis.from_url(server.url)
-    fwd = Forwarder(r, sink, ForwarderSettings(**{**FAST, **settings}), consumer="solo")
-    stop = asyncio.Event()
-    task = asyncio.create_task(fwd.run(stop))
-    try:
-        deadline = time.monotonic() + 20
-        while not await until(r):
-            assert time.monotonic() < deadline, "condition not met in 20 s"
-            assert not task.done(), task.exception()
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await task
-    return fwd, r
 
 
 def after(seconds: float) -> Callable[[AsyncRedis], Awaitable[bool]]:

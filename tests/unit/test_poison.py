@@ -40,10 +40,16 @@ def test_accepted_is_acked_and_overload_retried() -> None:
     assert next_step(expired, 1, failing(50), 99.0, 3) is Step.RETRY
 
 
-def test_content_refusals_split_then_dead_letter_at_once() -> None:
+def test_content_refusals_split_then_dead_letter_while_others_get_through() -> None:
     for result in (BAD, TOO_LARGE, classify(422)):
         assert next_step(result, 8, failing(1), None, 3) is Step.SPLIT
-        assert next_step(result, 1, failing(1), None, 3) is Step.DEAD_LETTER
+        assert next_step(result, 1, failing(1, since=10), 11.0, 3) is Step.DEAD_LETTER
+        # Refused everything (a WAF answering 400, say): a wait, never the DLQ.
+        assert next_step(result, 1, failing(1), None, 3) is Step.RETRY
+    for result in (BAD, classify(422)):
+        assert next_step(result, 1, failing(1, since=10), 9.0, 3) is Step.RETRY
+    # Too large alone, where analytics took pushes before: its size is refused.
+    assert next_step(TOO_LARGE, 1, failing(1, since=10), 9.0, 3) is Step.DEAD_LETTER
 
 
 def test_other_4xx_dead_letters_a_lone_event_only_if_others_got_through() -> None:
@@ -175,7 +181,9 @@ def test_after_push_splits_with_the_extended_history_and_says_when_too_large() -
 
 
 def test_after_push_dead_letters_a_lone_poison_event_with_its_reason() -> None:
-    assert settle(BAD) == DeadLetter("rejected by analytics: HTTP 400")
+    assert settle(BAD, 1, failing(1, since=10), last_accepted_at=15.0) == DeadLetter(
+        "rejected by analytics: HTTP 400"
+    )
     assert settle(FAILED_500, 1, failing(2, since=10), last_accepted_at=15.0) == DeadLetter(
         "failed alone while analytics accepted other events: HTTP 500"
     )

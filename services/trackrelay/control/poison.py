@@ -6,11 +6,11 @@ in the dead-letter queue.
 
 - accepted: acknowledge.
 - overloaded (429/503) or expired (never sent): retry; never a sign of poison.
-- refused for its content (400, 413, 422): split in halves; a lone event so
-  refused is dead-lettered at once: analytics named it bad.
-- refused otherwise (other 4xx but 408, e.g. 404): split; a lone event is
-  dead-lettered only if analytics accepted something since this batch began to
-  fail (a wrong URL refuses everything: that is a wait, not poison).
+- refused (4xx but 408 and 429; 400, 413 and 422 blame the content): split in
+  halves; a lone event is dead-lettered only if analytics accepted something since
+  this batch began to fail (a wrong URL, or a WAF answering 400 to everything,
+  refuses everything: that is a wait, not poison), or, refused as too large
+  (413), once analytics has accepted any push.
 - failed (5xx, 408, timeouts, resets): retry; after ``split_after`` failures, and
   only if analytics accepted something meanwhile, split, and dead-letter a lone
   event.
@@ -76,9 +76,12 @@ def next_step(
     if result.outcome is Outcome.REJECTED:
         if batch_len > 1:
             return Step.SPLIT
-        if result.blames_content or healthy_elsewhere:
-            return Step.DEAD_LETTER
-        return Step.RETRY
+        # Poison only while analytics takes other events: a WAF or a broken analytics
+        # that refuses everything (even "for its content") is a wait, not poison. One
+        # event too large alone (413) is poison once analytics has taken any push: its
+        # size, not analytics' state, is what is refused.
+        too_large_alone = result.too_large and last_accepted_at is not None
+        return Step.DEAD_LETTER if healthy_elsewhere or too_large_alone else Step.RETRY
     # FAILED: transient unless it keeps failing while others get through.
     if history.failures < split_after or not healthy_elsewhere:
         return Step.RETRY

@@ -32,6 +32,9 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 
 _EXPIRED = PushResult(Outcome.EXPIRED, detail="ownership window closed before sending")
+MAX_ANSWER = 64 * 1024
+"""Bytes of an answer's body read at most: analytics' answer only says yes or no, and a
+body that never ends must not grow the forwarder's memory."""
 
 
 class DeadlinePassed(Exception):
@@ -120,15 +123,7 @@ class HttpSink:
         phase = min(remaining, self.timeout)
         try:
             async with asyncio.timeout(remaining):
-                response = await self.pool.request(
-                    "POST",
-                    self.url,
-                    headers={"content-type": "application/json"},
-                    content=body,
-                    extensions={
-                        "timeout": {"connect": phase, "read": phase, "write": phase, "pool": phase}
-                    },
-                )
+                status, headers, text = await self._answer(body, phase)
         except DeadlinePassed:
             return _EXPIRED
         except (TimeoutError, httpcore.TimeoutException):
@@ -143,14 +138,47 @@ class HttpSink:
             return PushResult(Outcome.FAILED, detail=f"{type(exc).__name__}: {exc}")
         finally:
             _DEADLINE.reset(token)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
-        result = classify(response.status, headers.get("retry-after"))
-        if result.outcome is Outcome.REJECTED:
-            text = response.content[:500].decode("utf-8", "replace")
-            return PushResult(
-                Outcome.REJECTED, detail=f"HTTP {response.status}: {text}", status=response.status
-            )
-        return result
+        return answer_result(status, headers, text)
+
+    async def _answer(self, body: bytes, phase: float) -> tuple[int, dict[str, str], bytes]:
+        """POST ``body``; the status, the headers and at most ``MAX_ANSWER`` bytes of the
+        answer. The rest is never read: a huge or endless body costs nothing (the
+        connection is closed instead of going back to the pool)."""
+        async with self.pool.stream(
+            "POST",
+            self.url,
+            headers={"content-type": "application/json"},
+            content=body,
+            extensions={
+                "timeout": {"connect": phase, "read": phase, "write": phase, "pool": phase}
+            },
+        ) as response:
+            text = b""
+            async for chunk in typing.cast(typing.AsyncIterable[bytes], response.stream):
+                text += chunk[: MAX_ANSWER - len(text)]
+                if len(text) >= MAX_ANSWER:
+                    break
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers
+            }
+            return response.status, headers, text
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+
+
+def answer_result(status: int, headers: dict[str, str], text: bytes) -> PushResult:
+    """The push's result from what analytics answered (the body only names a refusal)."""
+    result = classify(status, headers.get("retry-after"))
+    if result.outcome is Outcome.REJECTED:
+        shown = text[:500].decode("utf-8", "replace")
+        return PushResult(Outcome.REJECTED, detail=f"HTTP {status}: {shown}", status=status)
+    if 300 <= status < 400:
+        where = headers.get("location", "(no Location)")
+        return PushResult(
+            Outcome.FAILED,
+            detail=f"HTTP {status}: analytics redirects to {where}; pushes are not "
+            "redirected (set the analytics URL to where it points)",
+            status=status,
+        )
+    return result

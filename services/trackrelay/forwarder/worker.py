@@ -218,6 +218,8 @@ class Forwarder:
         self.redis_ok = False
         self.redis_full = False
         """The queue's Redis is at its ``maxmemory`` (seen by housekeeping or a refusal)."""
+        self.last_failure: str | None = None
+        """Why the last push analytics did not accept failed (published in the view)."""
         self.tasks_running = 0
         self._claim_cursor = "0-0"
         self._group: asyncio.TaskGroup | None = None
@@ -332,7 +334,9 @@ class Forwarder:
     async def _stats_step(self, stop: asyncio.Event) -> bool:
         """Publish this forwarder's view for the controller (expires if the process dies)."""
         interval = self.settings.stats_interval
-        view = dataclasses.replace(self.pacer.snapshot(), redis_full=self.redis_full)
+        view = dataclasses.replace(
+            self.pacer.snapshot(), redis_full=self.redis_full, last_failure=self.last_failure
+        )
         await views.publish_stats(self.redis, self.consumer, view.to_json(), ttl=5 * interval)
         await pause(stop, interval)
         return True
@@ -521,6 +525,10 @@ class Forwarder:
     ) -> bool:
         """Keep the head batch's failures, put it last, wait; False to give up."""
         queue[0].history = step.history
+        self.last_failure = f"{step.result.outcome.value}: {step.result.detail}"[:300]
+        # Analytics answered (or timed out) and this forwarder lives: these deliveries
+        # were no crash, so they do not count towards max_deliveries.
+        await streams.survived(self.redis, self.consumer, [e.id for e in queue[0].entries])
         queue.rotate(-1)  # let the other sub-batches show whether analytics is up
         # An open breaker paces the probes itself; otherwise back off with jitter.
         jitter = 0.0 if self.pacer.breaker_open() else backoff.failed()

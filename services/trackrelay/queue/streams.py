@@ -141,6 +141,33 @@ async def refresh_owned(redis: Redis, consumer: str, ids: Sequence[str]) -> set[
     return {_text(i) for i in owned or []}
 
 
+_SURVIVED = """#!lua flags=allow-oom
+local kept = 0
+for i = 3, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if row[1] and row[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0', ARGV[i], 'RETRYCOUNT', '1', 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
+"""
+
+
+async def survived(redis: Redis, consumer: str, ids: Sequence[str]) -> int:
+    """Set the delivery count of the entries ``consumer`` still owns back to 1.
+
+    A push of them was answered (refused, failed, timed out) and the forwarder lived:
+    they did not crash it. The delivery count then only grows with deliveries that
+    ended without an answer, the crashes the ``max_deliveries`` rule is for; ownership
+    moving from forwarder to forwarder through an outage does not dead-letter healthy
+    events. Entries another consumer took over are left alone. Returns how many were
+    reset."""
+    if not ids:
+        return 0
+    return int(await redis.eval(_SURVIVED, 1, STREAM, CONSUMER_GROUP, consumer, *ids))
+
+
 async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[str, int]:
     """How many times each pending entry was delivered (XPENDING per id, one pipeline).
 
