@@ -65,6 +65,7 @@ bench: venv
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/order_path.py
 	$(BIN)/python benchmarks/forwarder.py
+	$(BIN)/python benchmarks/relay_fsync.py
 	$(BIN)/python benchmarks/adaptive.py
 	$(BIN)/python benchmarks/shedding.py
 	$(BIN)/python benchmarks/control.py

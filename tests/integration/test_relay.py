@@ -281,3 +281,36 @@ def test_a_dead_relay_task_fails_healthz(
         assert body["status"] == "failed"
         assert "outbox-relay" in body["detail"]
         assert "RuntimeError" in body["detail"]
+
+
+async def test_a_redis_killed_right_after_a_relay_batch_keeps_every_event(
+    tmp_path: Path,
+) -> None:
+    """The relay deletes outbox rows only after Redis acknowledged their XADDs, and the
+    queue's Redis appends them to its AOF before it answers: SIGKILL the moment the
+    outbox is empty, start it again from its files, and every event is there."""
+    url = resolve_database_url(f"sqlite:///{tmp_path / 'orders.db'}", tmp_path)
+    await asyncio.to_thread(migrate.upgrade, url)
+    server = EmbeddedRedis(tmp_path / "aof-redis").start()  # AOF, appendfsync always
+    engine = database.make_engine(url)
+    redis = Redis.from_url(server.url)
+    stop = asyncio.Event()
+    relay = OutboxRelay(engine, redis, OrderSettings(relay_batch_size=500), owner="r")
+    expected = await insert_orders(engine, 2_000)
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        while (await outbox.outbox_stats(engine)).depth:  # noqa: ASYNC110 (polls the database)
+            await asyncio.sleep(0)  # poll as fast as the loop goes: kill at the first empty
+        server.kill()  # SIGKILL: no shutdown, no final fsync
+    finally:
+        stop.set()
+        await task
+        await redis.aclose()
+    server = EmbeddedRedis(server.data_dir, port=server.port).start()
+    try:
+        again = Redis.from_url(server.url)
+        assert set(await stream_event_ids(again)) == expected
+        await again.aclose()
+    finally:
+        server.stop()
+        await engine.dispose()
