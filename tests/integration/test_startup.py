@@ -53,8 +53,67 @@ def assert_one_clear_line(done: object, must_say: str) -> None:
     ],
 )
 def test_database_unreachable(args: list[str], must_say: str) -> None:
-    env = {"TRACKRELAY_DATABASE_URL": unreachable_db(), "TRACKRELAY_REDIS_URL": unreachable_redis()}
+    env = {
+        "TRACKRELAY_DATABASE_URL": unreachable_db(),
+        "TRACKRELAY_REDIS_URL": unreachable_redis(),
+        "TRACKRELAY_START_WAIT": "0",  # one try (the wait itself: below)
+    }
     assert_one_clear_line(run_cli(args, env), must_say)
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["relay"], "the order database"),
+        (["forwarder", "--analytics-url", "http://127.0.0.1:1"], "the queue redis"),
+    ],
+)
+def test_a_store_that_never_comes_is_waited_for_then_named(args: list[str], what: str) -> None:
+    """A bounded wait at start, with a line of progress per try, then the one clear line."""
+    import time
+
+    env = {
+        "TRACKRELAY_DATABASE_URL": unreachable_db(),
+        "TRACKRELAY_REDIS_URL": unreachable_redis(),
+        "TRACKRELAY_START_WAIT": "3",
+    }
+    started = time.monotonic()
+    done = run_cli(args, env)
+    assert time.monotonic() - started >= 3
+    assert f"waiting for {what} (try 1," in done.stderr
+    assert f"waiting for {what} (try 2," in done.stderr
+    assert "cannot reach" in done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.postgres
+def test_a_service_started_before_its_database_waits_and_serves(tmp_path: Path) -> None:
+    """A fresh install starts everything at once: the order service is up before
+    PostgreSQL, waits for it, then serves; no crash, no restart."""
+    import time
+
+    from tests.support.postgres import PostgresCluster
+
+    cluster = PostgresCluster(tmp_path / "pg").start()
+    cluster.pg_stop()
+    port = free_port()
+    env = {"TRACKRELAY_DATABASE_URL": cluster.url(), "TRACKRELAY_START_WAIT": "60"}
+    log = tmp_path / "orders.log"
+    proc = _start_orders(["--no-relay", "--port", str(port)], env, log)
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for the order database (try 2," not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        cluster.pg_start()
+        _until_ready(proc, port, log, 60)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        cluster.stop()
+    assert "the order database answered after" in log.read_text()
 
 
 @pytest.mark.parametrize(
@@ -68,6 +127,7 @@ def test_redis_unreachable(args: list[str], must_say: str, tmp_path: Path) -> No
     env = {
         "TRACKRELAY_DATABASE_URL": f"sqlite:///{tmp_path / 'o.db'}",
         "TRACKRELAY_REDIS_URL": unreachable_redis(),
+        "TRACKRELAY_START_WAIT": "0",
     }
     assert_one_clear_line(run_cli(args, env), must_say)
 
@@ -91,37 +151,15 @@ def test_a_redis_that_may_evict_is_refused(
 
 def test_orders_start_while_the_queue_redis_is_down_and_say_so(tmp_path: Path) -> None:
     """Orders never wait on the queue: the service starts, warns, and serves."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     port = free_port()
     env = {
         "TRACKRELAY_DATABASE_URL": f"sqlite:///{tmp_path / 'o.db'}",
         "TRACKRELAY_REDIS_URL": unreachable_redis(),
     }
-    import os
-
     log = tmp_path / "orders.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "trackrelay.cli", "orders", "--port", str(port)],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = _start_orders(["--port", str(port)], env, log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        _until_ready(proc, port, log, 30)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -205,3 +243,35 @@ def test_servers_listen_where_host_says(
     finally:
         stop_all(procs)
     assert [p.returncode for p in procs] == [0, 0]  # SIGTERM drains and exits cleanly
+
+
+def _start_orders(args: list[str], env: dict[str, str], log: Path) -> Any:
+    """``trackrelay orders ARGS`` as a process, its output in ``log``."""
+    import os
+    import subprocess
+    import sys
+
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trackrelay.cli", "orders", *args],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _until_ready(proc: Any, port: int, log: Path, timeout: float) -> None:
+    """Until ``/readyz`` answers 200; fails if the process exits or time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                assert r.status == 200
+                return
+        except OSError:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)

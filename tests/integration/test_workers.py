@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import urllib.request
 from pathlib import Path
@@ -53,6 +55,23 @@ def test_workers_serve_orders_and_the_relay_runs_apart(
         # Both workers start; on a busy machine the second may come up after the first
         # has served every order.
         wait_for(lambda: len(pids()) == 2, 30, "two worker processes")
+        # The relay child killed: it is restarted, and orders taken meanwhile relayed.
+        log = (tmp_path / "orders.log").read_text()
+        relay_pid = int(re.findall(r"relay running as process (\d+)", log)[0])
+        os.kill(relay_pid, signal.SIGKILL)
+        later = {post(base) for _ in range(10)}
+        wait_for(
+            lambda: "relay restarted as pid" in (tmp_path / "orders.log").read_text(),
+            30,
+            "the relay restarted",
+        )
+        wait_for(
+            lambda: (
+                {e.split(":")[0] for e in stream_event_ids_sync(redis_server.url)} == ids | later
+            ),
+            30,
+            "the orders taken while the relay was down in the stream",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)

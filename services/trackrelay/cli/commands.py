@@ -36,11 +36,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from trackrelay.config.settings import StoreSettings
     from trackrelay.db.startup import check_store, migrate_store
     from trackrelay.runtime.redact import redact_url
+    from trackrelay.runtime.retry import until_up
 
-    url = settings_for(StoreSettings, args).resolved_database_url()
+    settings = settings_for(StoreSettings, args)
+    url = settings.resolved_database_url()
 
     async def go() -> None:
-        await check_store(url)
+        await until_up(lambda: check_store(url), "the order database", settings.start_wait)
         await migrate_store(url)
 
     asyncio.run(go())

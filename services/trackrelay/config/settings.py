@@ -24,6 +24,8 @@ _CONFIG = SettingsConfigDict(
     env_prefix="TRACKRELAY_", extra="ignore", use_attribute_docstrings=True
 )
 
+START_WAIT = 60.0
+"""Seconds a service waits at start for the stores it needs (``start_wait``)."""
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -40,6 +42,10 @@ class StoreSettings(BaseSettings):
     ``data_dir``."""
     data_dir: Path = Path(".trackrelay")
     """Where embedded data lives: the SQLite file, the embedded Redis, local mode's logs."""
+    start_wait: float = Field(default=START_WAIT, ge=0)
+    """Seconds a service waits at start for its database to answer, trying again with a
+    line of progress each time, before it exits saying why (0: one try). A fresh install
+    starts every pod at once: waiting beats crash-looping."""
 
     @field_validator("redis_url", "database_url", mode="before")
     @classmethod
@@ -234,6 +240,9 @@ class ForwarderSettings(BaseSettings):
 
     model_config = _CONFIG
 
+    start_wait: float = Field(default=START_WAIT, ge=0)
+    """Seconds the forwarder waits at start for the queue's Redis to answer, trying again
+    with a line of progress each time, before it exits saying why (0: one try)."""
     redis_url: str | None = None
     """Queue Redis URL: the stream the forwarder reads. None: refused at start."""
     analytics_url: str | None = None

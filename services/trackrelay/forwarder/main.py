@@ -13,6 +13,7 @@ from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
 from trackrelay.queue import client
 from trackrelay.runtime.redact import redact_url
+from trackrelay.runtime.retry import until_up
 from trackrelay.runtime.serve import make_server
 from trackrelay.runtime.signals import stop_on_signals
 
@@ -26,7 +27,10 @@ async def run_forwarder(settings: ForwarderSettings) -> int:
     if settings.analytics_url is None:
         raise ValueError("a forwarder needs TRACKRELAY_ANALYTICS_URL / --analytics-url")
     # Start needs the queue (a supervisor restarts us); once running, outages are ridden out.
-    await client.check_queue(settings.redis_url, required=True)
+    url = settings.redis_url
+    await until_up(
+        lambda: client.check_queue(url, required=True), "the queue redis", settings.start_wait
+    )
     redis = client.connect(settings.redis_url, settings.redis_timeout)
     sink = HttpSink(settings.analytics_url, settings.push_timeout)
     forwarder = Forwarder(redis, sink, settings, metrics=ForwarderMetrics())

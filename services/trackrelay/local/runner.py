@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import threading
 from collections.abc import Iterator
 
 import uvicorn
@@ -19,11 +21,13 @@ from trackrelay.config.settings import OrderSettings, SimulatorSettings
 from trackrelay.db import engine as database
 from trackrelay.db import startup
 from trackrelay.local.embedded_redis import EmbeddedRedis
-from trackrelay.local.processes import spawn_role, stop_all
+from trackrelay.local.processes import spawn_role
+from trackrelay.local.supervisor import Supervisor
 from trackrelay.orders.app import create_app
 from trackrelay.queue import client
 from trackrelay.relay.relay import OutboxRelay
 from trackrelay.runtime.redact import redact_url
+from trackrelay.runtime.retry import until_up
 from trackrelay.runtime.serve import serve_until_signal
 from trackrelay.runtime.signals import stop_on_signals
 
@@ -65,7 +69,9 @@ async def prepare_store(
     wait for it); a standalone relay does not.
     """
     url = settings.resolved_database_url()
-    await startup.check_store(url)
+    await until_up(
+        functools.partial(startup.check_store, url), "the order database", settings.start_wait
+    )
     if settings.migrate_on_start:
         await startup.migrate_store(url)
     if redis_url is not None:
@@ -85,13 +91,20 @@ def serve_orders_workers(settings: OrderSettings) -> int:
         env = settings_env(ready, redis_url)
         os.environ.update(env)  # uvicorn's workers inherit it and build the app from it
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        relay = (
-            spawn_role(["relay", "--no-migrate"], env, settings.data_dir / "relay.log")
-            if relay_url is not None
-            else None
-        )
-        if relay is not None:
-            log.info("relay running as process %d (log %s)", relay.pid, settings.data_dir)
+        supervisor = Supervisor()
+        watching = threading.Event()
+        watcher = None
+        if relay_url is not None:
+            log_file = settings.data_dir / "relay.log"
+            relay = supervisor.start(
+                "relay", lambda: spawn_role(["relay", "--no-migrate"], env, log_file)
+            )
+            assert relay.process is not None
+            log.info("relay running as process %d (log %s)", relay.process.pid, log_file)
+            watcher = threading.Thread(
+                target=_supervise, args=(supervisor, watching), name="relay-supervisor"
+            )
+            watcher.start()
         try:
             uvicorn.run(
                 "trackrelay.orders.asgi:create_from_env",
@@ -104,9 +117,24 @@ def serve_orders_workers(settings: OrderSettings) -> int:
                 timeout_graceful_shutdown=5,
             )
         finally:
-            if relay is not None:
-                stop_all([relay])
+            watching.set()
+            if watcher is not None:
+                watcher.join()
+            supervisor.stop_all()
     return 0
+
+
+def _supervise(supervisor: Supervisor, stopping: threading.Event) -> None:
+    """Restart the relay child whenever it exits, until ``stopping`` (uvicorn owns the
+    main thread and the signals, so this watches from a thread of its own)."""
+
+    async def watch() -> None:
+        while not stopping.is_set():
+            for child in supervisor.check():
+                await supervisor.relaunch(child)
+            await asyncio.sleep(0.2)
+
+    asyncio.run(watch())
 
 
 def settings_env(settings: OrderSettings, redis_url: str | None) -> dict[str, str]:

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import time
+from collections.abc import Awaitable, Callable
 
 from trackrelay.control import backoff
+from trackrelay.runtime.errors import StartupError
+
+log = logging.getLogger(__name__)
 
 
 class Backoff:
@@ -41,3 +47,30 @@ async def pause(stop: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     return stop.is_set()
+
+
+async def until_up(attempt: Callable[[], Awaitable[None]], what: str, wait: float) -> None:
+    """Run ``attempt`` until it does not raise ``StartupError``, for ``wait`` seconds at most.
+
+    A service started beside the database or the Redis it needs (a fresh install: all pods
+    at once) waits for them instead of exiting into a crash loop. Each failed try logs one
+    line of progress; past ``wait`` the last error is raised. ``wait`` 0: one try.
+    """
+    started = time.monotonic()
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            await attempt()
+            if tries > 1:
+                log.info("%s answered after %.0f s", what, time.monotonic() - started)
+            return
+        except StartupError as exc:
+            elapsed = time.monotonic() - started
+            delay = min(backoff.ceiling(tries, 0.5, 5.0), wait - elapsed)
+            if delay <= 0:
+                raise
+            log.warning(
+                "waiting for %s (try %d, %.0f s of %.0f s): %s", what, tries, elapsed, wait, exc
+            )
+            await asyncio.sleep(delay)
