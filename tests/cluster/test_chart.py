@@ -257,6 +257,33 @@ def test_secrets_carry_the_urls_the_services_and_the_pipeline_read(cluster: Clus
     assert len(password) == 32 and password.isalnum()
 
 
+def test_passwords_with_url_characters_are_escaped_in_the_urls(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A password may hold "/", "#", "?", "@", ":", "+" or a space: the URLs the services
+    read carry it percent-encoded, and parse back to it."""
+    from urllib.parse import unquote, urlsplit
+
+    password = "p/a#s?s w+rd@:x"
+    values = tmp_path / "pw.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "redis": {"password": password},
+                "postgresql": {"password": password},
+                "simulator": {"enabled": True},
+            }
+        )
+    )
+    secrets = by_kind(render(cluster, "-f", str(values)), "Secret")
+    for name in ("shop-trackrelay-redis", "shop-trackrelay-database"):
+        data = secrets[name]["stringData"]
+        assert data["password"] == password, name
+        parts = urlsplit(data["url"])
+        assert parts.password is not None and unquote(parts.password) == password, name
+        assert parts.hostname is not None and parts.hostname.startswith("shop-trackrelay-")
+
+
 def test_the_dashboard_and_the_alerts_ask_for_metrics_the_services_export(
     cluster: Cluster,
 ) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
+import pytest
 from sqlalchemy.exc import OperationalError
 
 from trackrelay.queue.client import RedisDurability, version_refusal
@@ -50,3 +53,19 @@ def test_a_redis_older_than_7_is_refused_by_its_version() -> None:
     refusal = version_refusal("6.2.14")
     assert refusal is not None and "6.2.14" in refusal and "7.0" in refusal
     assert version_refusal("") is None  # unnamed: the scripts will say
+
+
+@pytest.mark.parametrize("password", ["p/a#s?s", "a b+c", "x@y:z", "%2F-already"])
+def test_a_password_with_url_characters_is_masked_written_decoded_and_encoded(
+    password: str,
+) -> None:
+    encoded = quote(password, safe="")
+    url = f"redis://:{encoded}@redis:6379/0"
+    assert redact_url(url) == "redis://:***@redis:6379/0"
+    said = f"auth failed for {password} ({encoded}) via {url}"
+    masked = redact_text(said, url)
+    assert password not in masked and encoded not in masked
+    raw = f"postgresql://shop:{password}@db/o"  # written raw by hand
+    if "@" not in password:
+        assert redact_url(raw) == "postgresql://shop:***@db/o"
+        assert password not in redact_text(f"cannot reach {raw}", raw)

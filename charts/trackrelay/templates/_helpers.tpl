@@ -75,6 +75,13 @@ http://{{ include "trackrelay.fullname" . }}-simulator:{{ .Values.simulator.port
 {{- end }}
 {{- end }}
 
+{{/* A URL's userinfo part, percent-encoded: a password may hold "/", "#", "?", "@" or ":".
+urlquery escapes all of them and writes a space as "+", which userinfo reads literally:
+"+" is made "%20" (a "+" of the password itself is already "%2B"). */}}
+{{- define "trackrelay.urlEscape" -}}
+{{ . | urlquery | replace "+" "%20" }}
+{{- end }}
+
 {{/* A password kept across upgrades: the value given, else the Secret's, else a new one. */}}
 {{- define "trackrelay.password" -}}
 {{- $given := index . "given" -}}
