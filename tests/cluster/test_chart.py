@@ -220,6 +220,28 @@ def test_long_running_containers_have_probes_and_resources(cluster: Cluster, val
     assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def test_the_stores_are_probed_by_asking_them_and_kept_through_drains(cluster: Cluster) -> None:
+    """Redis and PostgreSQL are ready when they answer (PONG, pg_isready), not when a
+    TCP port accepts; each has a PodDisruptionBudget selecting its pod; the order pods
+    leave the Service before they get SIGTERM."""
+    docs = render(cluster, "-f", str(SIMULATOR))
+    sets = by_kind(docs, "StatefulSet")
+    redis_probe = sets["shop-trackrelay-redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert "redis-cli -p 6379 ping" in " ".join(redis_probe["readinessProbe"]["exec"]["command"])
+    assert "REDISCLI_AUTH" in env_of(redis_probe)
+    pg = sets["shop-trackrelay-postgresql"]["spec"]["template"]["spec"]["containers"][0]
+    assert "pg_isready" in " ".join(pg["readinessProbe"]["exec"]["command"])
+    budgets = by_kind(docs, "PodDisruptionBudget")
+    for store in ("redis", "postgresql"):
+        budget = budgets[f"shop-trackrelay-{store}"]["spec"]
+        assert budget["minAvailable"] == 1
+        labels = sets[f"shop-trackrelay-{store}"]["spec"]["template"]["metadata"]["labels"]
+        assert budget["selector"]["matchLabels"].items() <= labels.items(), store
+    orders = by_kind(docs, "Deployment")["shop-trackrelay-orders"]["spec"]["template"]["spec"]
+    assert orders["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert orders["terminationGracePeriodSeconds"] > 5 + 10
+
+
 def test_the_rbac_is_exactly_the_manifests(cluster: Cluster) -> None:
     docs = render(cluster, "-f", str(SIMULATOR))
     manifests = {
