@@ -194,9 +194,9 @@ class Kube:
 
 
 def live_data(budget: float, shedding: Shedding) -> dict[str, str]:
-    """The ConfigMap data forwarders and relays read (``trackrelay.config.live``)."""
+    """The ConfigMap data forwarders and relays read (``trackrelay.config.live``): the same
+    decision gives the same data, so an unchanged decision is not written again."""
     return {
         BUDGET: f"{budget:g}",
         SHEDDING: json.dumps(live_form(shedding)),
-        "updated": now_rfc3339(),
     }

@@ -1,9 +1,11 @@
 """What a pipeline's controller did, told on the resource: its status and its Events.
 
-Every tick patches the status subresource (``kubectl get`` and ``describe``
-show it); every reason recorded since the last report becomes one core/v1
-Event, its Event reason and type chosen by the reason's kind, its message the
-reason's text, so the status and the Events say the same thing. A change of
+A tick patches the status subresource (``kubectl get`` and ``describe`` show it)
+when it says something new, and at least every ``RESYNC`` seconds (its
+``lastDecisionTime`` says the operator still steers); every reason recorded
+since the last report becomes one core/v1 Event, its Event reason and type
+chosen by the reason's kind, its message the reason's text, so the status and
+the Events say the same thing. A change of
 the verdict of analytics' metrics (its state, or the query that decided) is one
 ``AnalyticsHealth`` Event too, as ``status.analyticsHealth`` shows it.
 """
@@ -11,7 +13,10 @@ the verdict of analytics' metrics (its state, or the query that decided) is one
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -19,7 +24,9 @@ import kopf
 from trackrelay.control.analytics_health import Signal
 from trackrelay.control.controller import Decision, Reason
 from trackrelay.loop.shell import ControlLoop
+from trackrelay_operator.actuation import RESYNC
 from trackrelay_operator.kube import Kube, now_rfc3339
+from trackrelay_operator.liveness import Liveness
 from trackrelay_operator.status import condition, event_class, pipeline_status, verdict_event
 
 log = logging.getLogger(__name__)
@@ -31,8 +38,19 @@ LAST_REASONS = 5
 class Reporter:
     """Reports one pipeline's decisions, each reason as an Event exactly once."""
 
-    def __init__(self, kube: Kube, body: kopf.Body) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        body: kopf.Body,
+        clock: Callable[[], float] = time.monotonic,
+        liveness: Liveness | None = None,
+    ) -> None:
         self.kube = kube
+        self.clock = clock
+        self.liveness = liveness
+        """Told of each status write (it awaits the write's watch event)."""
+        self._patched: tuple[str, float] | None = None
+        """The status last patched (without its timestamps), and when."""
         self.body = body  # a live view: kopf keeps it current
         self.namespace: str = body["metadata"]["namespace"]
         self.name: str = body["metadata"]["name"]
@@ -68,7 +86,11 @@ class Reporter:
         )
         verdict = loop.observation.analytics if loop.observation is not None else None
         try:
-            await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, status)
+            said = _steady(status)
+            last = self._patched
+            if last is None or last[0] != said or self.clock() - last[1] >= RESYNC:
+                await self._patch(status)
+                self._patched = (said, self.clock())
             for _, reason in loop.reasons_since(self.reported):
                 await self._event(reason)
             self.reported = loop.recorded
@@ -80,6 +102,16 @@ class Reporter:
                 self.verdict = (verdict.state, verdict.query)
         except Exception as exc:  # the API server is away: the next tick reports again
             log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)
+
+    async def _patch(self, status: dict[str, Any]) -> None:
+        if self.liveness is not None:
+            self.liveness.wrote()
+        try:
+            await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, status)
+        except Exception:
+            if self.liveness is not None:
+                self.liveness.unwrote()
+            raise
 
     async def _event(self, reason: Reason) -> None:
         shown = event_class(reason.kind)
@@ -99,6 +131,7 @@ class Reporter:
         }
         try:
             await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, status)
+            self._patched = None
             if message != self.problem:
                 await asyncio.to_thread(
                     self.kube.event, dict(self.body), reason, message, "Warning"
@@ -106,3 +139,13 @@ class Reporter:
             self.problem = message
         except Exception as exc:
             log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)
+
+
+def _steady(status: dict[str, Any]) -> str:
+    """The status without what changes on every tick by itself (its timestamps)."""
+    steady = dict(status)
+    steady.pop("lastDecisionTime", None)
+    health = steady.get("analyticsHealth")
+    if isinstance(health, dict):
+        steady["analyticsHealth"] = {k: v for k, v in health.items() if k != "readTime"}
+    return json.dumps(steady, sort_keys=True, default=str)

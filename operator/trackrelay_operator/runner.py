@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import kopf
 
@@ -19,9 +20,10 @@ from trackrelay.control.controller import Decision, Observation, State, initial_
 from trackrelay.loop.shell import ControlLoop
 from trackrelay_operator.actuation import Actuator
 from trackrelay_operator.kube import Kube
+from trackrelay_operator.liveness import Liveness
 from trackrelay_operator.observing import PipelineObserver
 from trackrelay_operator.reporting import Reporter
-from trackrelay_operator.spec import Pipeline, parse
+from trackrelay_operator.spec import RECONCILE_INTERVAL, Pipeline, parse
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,17 @@ async def running_state(kube: Kube, namespace: str, pipeline: Pipeline) -> State
 class PipelineRunner:
     """Ticks one pipeline every reconcile interval: observe -> decide -> act, then report."""
 
-    def __init__(self, kube: Kube, body: kopf.Body) -> None:
+    def __init__(self, kube: Kube, body: kopf.Body, liveness: Liveness | None = None) -> None:
         self.kube = kube
         self.body = body  # a live view: kopf keeps it current
         self.namespace: str = body["metadata"]["namespace"]
         self.name: str = body["metadata"]["name"]
         self.observer = PipelineObserver(kube, self.namespace)
         self.actuator = Actuator(kube, self.namespace, self.name)
-        self.reporter = Reporter(kube, body)
+        self.reporter = Reporter(kube, body, liveness=liveness)
+        self.ticked_at = time.monotonic()
+        """When the loop last ticked (the liveness probe checks it turns)."""
+        self.interval = RECONCILE_INTERVAL
         self.pipeline: Pipeline | None = None
         self.loop: ControlLoop | None = None
 
@@ -64,6 +69,7 @@ class PipelineRunner:
 
     async def tick(self) -> float:
         """One tick; the seconds until the next."""
+        self.ticked_at = time.monotonic()
         try:
             pipeline, loop = await self._prepare()
         except ValueError as exc:
@@ -82,6 +88,7 @@ class PipelineRunner:
             self.actuator.hpa_replicas,
             prometheus=pipeline.prometheus is not None,
         )
+        self.interval = pipeline.interval
         return pipeline.interval
 
     async def _prepare(self) -> tuple[Pipeline, ControlLoop]:

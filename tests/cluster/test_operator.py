@@ -235,6 +235,27 @@ class Rig:
         )
 
 
+def create_forwarders(cluster: Cluster, ns: str) -> None:
+    """A one-replica Deployment named ``forwarders`` (no kubelet here: its pods never run)."""
+    labels = {"app": "forwarders"}
+    cluster.apps.create_namespaced_deployment(
+        ns,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name="forwarders"),
+            spec=client.V1DeploymentSpec(
+                replicas=1,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels),
+                    spec=client.V1PodSpec(
+                        containers=[client.V1Container(name="f", image="trackrelay:test")]
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
 @pytest.fixture
 def rig(crd: Cluster, tmp_path: Path) -> Iterator[Rig]:
     ns = namespace(crd)
@@ -252,23 +273,7 @@ def rig(crd: Cluster, tmp_path: Path) -> Iterator[Rig]:
             data={"url": base64.b64encode(server.url.encode()).decode()},
         )
         crd.core.create_namespaced_secret(ns, secret)
-        labels = {"app": "forwarders"}
-        crd.apps.create_namespaced_deployment(
-            ns,
-            client.V1Deployment(
-                metadata=client.V1ObjectMeta(name="forwarders"),
-                spec=client.V1DeploymentSpec(
-                    replicas=1,
-                    selector=client.V1LabelSelector(match_labels=labels),
-                    template=client.V1PodTemplateSpec(
-                        metadata=client.V1ObjectMeta(labels=labels),
-                        spec=client.V1PodSpec(
-                            containers=[client.V1Container(name="f", image="trackrelay:test")]
-                        ),
-                    ),
-                ),
-            ),
-        )
+        create_forwarders(crd, ns)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "AnalyticsPipeline",
@@ -666,3 +671,83 @@ def test_analytics_health_from_a_real_prometheus_shows_in_status_and_events(rig:
             "analyticsHealth says Prometheus is unreachable",
         )
         assert metrics()["state"] == "unknown"
+
+
+IDLE_PIPELINES = 50
+WRITES = ("configmaps", "analyticspipelines", "horizontalpodautoscalers", "deployments", "events")
+
+
+def _api_requests(crd: Cluster) -> int:
+    """Requests the API server has served for the resources the operator touches (its own
+    ``apiserver_request_total``, every verb but WATCH)."""
+    text = crd.plane.kubectl("get", "--raw", "/metrics").stdout
+    total = 0
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            (k, v.strip('"'))
+            for k, v in (
+                part.split("=", 1)
+                for part in line[line.index("{") + 1 : line.index("}")].split(",")
+            )
+        )
+        if labels.get("resource") in WRITES and labels.get("verb") != "WATCH":
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def test_idle_pipelines_cost_the_api_server_almost_nothing(crd: Cluster, tmp_path: Path) -> None:
+    """50 pipelines with nothing to do, one operator: after their first decisions, the
+    operator writes nothing and reads next to nothing (target: at most 2 requests per
+    pipeline per minute; the count is the API server's own)."""
+    ns = namespace(crd)
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    env = {**crd.plane.env(), "KUBECONFIG": str(crd.plane.kubeconfig)}
+    operator = None
+    try:
+        secret = client.V1Secret(
+            metadata=client.V1ObjectMeta(name="queue"),
+            data={"url": base64.b64encode(server.url.encode()).decode()},
+        )
+        crd.core.create_namespaced_secret(ns, secret)
+        create_forwarders(crd, ns)
+        for n in range(IDLE_PIPELINES):
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "AnalyticsPipeline",
+                "metadata": {"name": f"idle-{n}"},
+                "spec": {
+                    "forwarders": {"deployment": "forwarders"},
+                    "configMap": f"idle-{n}-live",
+                    "redis": {"secretRef": {"name": "queue"}},
+                    "replicas": {"min": 1, "max": 1},
+                },
+            }
+            crd.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        operator = spawn_role(
+            ["operator", "-n", ns, "--liveness", liveness], env, tmp_path / "operator.log"
+        )
+
+        def decided() -> int:
+            listed: Any = crd.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+            return sum(1 for item in listed["items"] if (item.get("status") or {}).get("budget"))
+
+        until(lambda: decided() == IDLE_PIPELINES, 120, "every pipeline's first decision")
+        time.sleep(10)  # first decisions settle (the first few ticks may still differ)
+        before, started = _api_requests(crd), time.monotonic()
+        time.sleep(60)
+        after, minutes = _api_requests(crd), (time.monotonic() - started) / 60
+        assert operator.poll() is None, (tmp_path / "operator.log").read_text()[-2000:]
+        # A minute with no write, so no watch event: the operator is alive all the same.
+        with urllib.request.urlopen(liveness, timeout=5) as r:
+            assert r.status == 200
+    finally:
+        stop_all([operator] if operator else [])
+        server.stop()
+    per_pipeline = (after - before) / IDLE_PIPELINES / minutes
+    print(
+        f"idle: {after - before} API requests in {minutes:.2f} min, {per_pipeline:.2f} a pipeline"
+    )
+    assert per_pipeline <= 2.0

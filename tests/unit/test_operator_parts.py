@@ -202,14 +202,17 @@ async def test_the_kind_not_the_text_decides_the_event_reason() -> None:
     ]
 
 
-async def test_liveness_fails_only_when_pipelines_run_and_the_watch_is_silent() -> None:
+async def test_liveness_fails_when_a_write_does_not_come_back_or_a_loop_stops() -> None:
     memo = OperatorMemo()
     handle_startup.fill(memo, cast(Kube, FakeKube()))
     memo.liveness.last_event = time.monotonic() - 3600
     assert handle_liveness.probe(memo)["pipelines"] == 0  # nothing to watch: alive
-    runner = PipelineRunner(cast(Kube, FakeKube()), BODY)
+    runner = PipelineRunner(cast(Kube, FakeKube()), BODY, liveness=memo.liveness)
     memo.runners[("ns", "shop")] = runner
     try:
+        # An idle pipeline writes nothing for minutes: a silent watch is no sign then.
+        assert handle_liveness.probe(memo)["pipelines"] == 1
+        memo.liveness.wrote(now=time.monotonic() - 61)  # a write a minute ago, no event
         with pytest.raises(kopf.PermanentError, match="watch looks frozen"):
             handle_liveness.probe(memo)
         resource_memo = copy.copy(memo)  # what kopf gives a resource's handlers
@@ -218,6 +221,9 @@ async def test_liveness_fails_only_when_pipelines_run_and_the_watch_is_silent() 
         report = memo.liveness.report(len(memo.runners), now=memo.liveness.last_event + 0.5)
         assert report == {"pipelines": 1, "last_event_seconds": 0.5}
         assert handle_liveness.probe(memo)["pipelines"] == 1
+        runner.ticked_at = time.monotonic() - 3600  # its loop stopped turning
+        with pytest.raises(kopf.PermanentError, match="loop is frozen"):
+            handle_liveness.probe(memo)
     finally:
         await runner.observer.aclose()
 

@@ -13,5 +13,9 @@ def seen(memo: OperatorMemo) -> None:
 
 
 def probe(memo: OperatorMemo) -> dict[str, Any]:
-    """Fails the liveness endpoint (HTTP 500) when the watch looks frozen."""
-    return memo.liveness.report(len(memo.runners))
+    """Fails the liveness endpoint (HTTP 500) when the watch or a loop looks frozen."""
+    ticks = [
+        (f"{ns}/{name}", runner.ticked_at, runner.interval)
+        for (ns, name), runner in list(memo.runners.items())
+    ]
+    return memo.liveness.report(len(memo.runners), ticks=ticks)
