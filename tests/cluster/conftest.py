@@ -50,3 +50,20 @@ def controllers(cluster: Cluster) -> Cluster:
     """The same cluster with kube-controller-manager running (Deployments get ReplicaSets)."""
     cluster.plane.start_controller_manager()
     return cluster
+
+
+def deployment(name: str, replicas: int, image: str) -> client.V1Deployment:
+    """A Deployment of one container, its pods labelled ``app: name`` (this control plane
+    runs no kubelet: the pods are only ever scheduled on paper)."""
+    labels = {"app": name}
+    return client.V1Deployment(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1DeploymentSpec(
+            replicas=replicas,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="app", image=image)]),
+            ),
+        ),
+    )

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, deployment
 
 FIXTURES = Path(__file__).with_name("fixtures")
 
@@ -22,21 +22,7 @@ def _namespace(cluster: Cluster) -> str:
     return name
 
 
-def _deployment(name: str) -> client.V1Deployment:
-    labels = {"app": name}
-    return client.V1Deployment(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1DeploymentSpec(
-            replicas=2,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(
-                    containers=[client.V1Container(name="app", image="example.invalid/app:1")]
-                ),
-            ),
-        ),
-    )
+IMAGE = "example.invalid/app:1"
 
 
 def test_namespace_configmap_and_deployment_round_trip(cluster: Cluster) -> None:
@@ -44,7 +30,7 @@ def test_namespace_configmap_and_deployment_round_trip(cluster: Cluster) -> None
     cluster.core.create_namespaced_config_map(
         ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cfg"), data={"rate": "100"})
     )
-    cluster.apps.create_namespaced_deployment(ns, _deployment("web"))
+    cluster.apps.create_namespaced_deployment(ns, deployment("web", 2, IMAGE))
     assert cluster.core.read_namespaced_config_map("cfg", ns).data == {"rate": "100"}
     dep = cluster.apps.read_namespaced_deployment("web", ns)
     assert dep.spec.replicas == 2
@@ -106,7 +92,7 @@ def test_crd_with_structural_schema_rejects_a_bad_object(cluster: Cluster) -> No
 
 def test_deployment_gets_a_replicaset_from_the_controller_manager(controllers: Cluster) -> None:
     ns = _namespace(controllers)
-    controllers.apps.create_namespaced_deployment(ns, _deployment("worker"))
+    controllers.apps.create_namespaced_deployment(ns, deployment("worker", 2, IMAGE))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         sets = controllers.apps.list_namespaced_replica_set(ns).items

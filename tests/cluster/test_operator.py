@@ -24,7 +24,7 @@ import redis
 import yaml
 from kubernetes import client
 
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, deployment
 from tests.support.prometheus import PrometheusServer
 from tests.support.rbac import disallowed_answers
 from tests.support.traffic import Traffic
@@ -237,23 +237,7 @@ class Rig:
 
 def create_forwarders(cluster: Cluster, ns: str) -> None:
     """A one-replica Deployment named ``forwarders`` (no kubelet here: its pods never run)."""
-    labels = {"app": "forwarders"}
-    cluster.apps.create_namespaced_deployment(
-        ns,
-        client.V1Deployment(
-            metadata=client.V1ObjectMeta(name="forwarders"),
-            spec=client.V1DeploymentSpec(
-                replicas=1,
-                selector=client.V1LabelSelector(match_labels=labels),
-                template=client.V1PodTemplateSpec(
-                    metadata=client.V1ObjectMeta(labels=labels),
-                    spec=client.V1PodSpec(
-                        containers=[client.V1Container(name="f", image="trackrelay:test")]
-                    ),
-                ),
-            ),
-        ),
-    )
+    cluster.apps.create_namespaced_deployment(ns, deployment("forwarders", 1, "trackrelay:test"))
 
 
 @pytest.fixture

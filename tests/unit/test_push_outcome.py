@@ -8,6 +8,7 @@ from trackrelay.control.push_outcome import (
     Outcome,
     PushResult,
     classify,
+    from_answer,
     parse_retry_after,
     retry_wait,
 )
@@ -65,3 +66,15 @@ def test_retry_wait_honours_retry_after_within_the_cap() -> None:
 def test_what_a_push_says_about_analytics(result: PushResult, congests: bool, up: bool) -> None:
     assert result.congests is congests
     assert result.analytics_up is up
+
+
+def test_an_answer_is_read_by_its_status_a_refusal_quotes_its_body_a_redirect_its_target() -> None:
+    assert from_answer(200, {}, b"<html>not json</html>").outcome is Outcome.ACCEPTED
+    refused = from_answer(400, {}, b"blocked by policy" + b"x" * 1000)
+    assert refused.outcome is Outcome.REJECTED and refused.status == 400
+    assert refused.detail.startswith("HTTP 400: blocked by policy") and len(refused.detail) < 520
+    moved = from_answer(301, {"location": "http://elsewhere/v1/track"}, b"")
+    assert moved.outcome is Outcome.FAILED and moved.status == 301
+    assert "redirects to http://elsewhere/v1/track" in moved.detail
+    assert "(no Location)" in from_answer(302, {}, b"").detail
+    assert from_answer(429, {"retry-after": "3"}, b"").retry_after == 3.0

@@ -81,6 +81,25 @@ def classify(
     return PushResult(Outcome.FAILED, detail=f"HTTP {status}", status=status)
 
 
+def from_answer(status: int, headers: dict[str, str], text: bytes) -> PushResult:
+    """The push's result from analytics' answer: its status, its headers (lower-case names)
+    and the first bytes of its body, which only name a refusal. A 3xx is a failure that
+    says where it points (pushes are never redirected)."""
+    result = classify(status, headers.get("retry-after"))
+    if result.outcome is Outcome.REJECTED:
+        shown = text[:500].decode("utf-8", "replace")
+        return PushResult(Outcome.REJECTED, detail=f"HTTP {status}: {shown}", status=status)
+    if 300 <= status < 400:
+        where = headers.get("location", "(no Location)")
+        return PushResult(
+            Outcome.FAILED,
+            detail=f"HTTP {status}: analytics redirects to {where}; pushes are not "
+            "redirected (set the analytics URL to where it points)",
+            status=status,
+        )
+    return result
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from Retry-After (delta-seconds or HTTP date); None if absent or bad."""
     if value is None:

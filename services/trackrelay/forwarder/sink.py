@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 
-from trackrelay.control.push_outcome import Outcome, PushResult, classify
+from trackrelay.control.push_outcome import Outcome, PushResult, from_answer
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "trackrelay_push_deadline", default=None
@@ -138,7 +138,7 @@ class HttpSink:
             return PushResult(Outcome.FAILED, detail=f"{type(exc).__name__}: {exc}")
         finally:
             _DEADLINE.reset(token)
-        return answer_result(status, headers, text)
+        return from_answer(status, headers, text)
 
     async def _answer(self, body: bytes, phase: float) -> tuple[int, dict[str, str], bytes]:
         """POST ``body``; the status, the headers and at most ``MAX_ANSWER`` bytes of the
@@ -165,20 +165,3 @@ class HttpSink:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
-
-
-def answer_result(status: int, headers: dict[str, str], text: bytes) -> PushResult:
-    """The push's result from what analytics answered (the body only names a refusal)."""
-    result = classify(status, headers.get("retry-after"))
-    if result.outcome is Outcome.REJECTED:
-        shown = text[:500].decode("utf-8", "replace")
-        return PushResult(Outcome.REJECTED, detail=f"HTTP {status}: {shown}", status=status)
-    if 300 <= status < 400:
-        where = headers.get("location", "(no Location)")
-        return PushResult(
-            Outcome.FAILED,
-            detail=f"HTTP {status}: analytics redirects to {where}; pushes are not "
-            "redirected (set the analytics URL to where it points)",
-            status=status,
-        )
-    return result

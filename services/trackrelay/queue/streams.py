@@ -107,9 +107,9 @@ async def autoclaim(
     return _text(reply[0]), _entries(reply[1])
 
 
-_OWNED_REFRESH = """
+_OWNED = """#!lua flags=allow-oom
 local owned = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if row[1] and row[1][2] == ARGV[2] then
     owned[#owned + 1] = ARGV[i]
@@ -120,11 +120,25 @@ for i = 1, #owned, 200 do
   for j = i, math.min(i + 199, #owned) do
     args[#args + 1] = owned[j]
   end
+  if ARGV[3] ~= '' then
+    args[#args + 1] = 'RETRYCOUNT'
+    args[#args + 1] = ARGV[3]
+  end
   args[#args + 1] = 'JUSTID'
   redis.call('XCLAIM', unpack(args))
 end
 return owned
 """
+"""Of the ids in ARGV[4...], the entries the consumer ARGV[2] owns, re-claimed by it (idle
+time reset; with ARGV[3], the delivery count set to it). Only XPENDING and XCLAIM, so it
+runs in a full Redis too."""
+
+
+async def _owned(redis: Redis, consumer: str, ids: Sequence[str], count: str) -> set[str]:
+    if not ids:
+        return set()
+    owned = await redis.eval(_OWNED, 1, STREAM, CONSUMER_GROUP, consumer, count, *ids)
+    return {_text(i) for i in owned or []}
 
 
 async def refresh_owned(redis: Redis, consumer: str, ids: Sequence[str]) -> set[str]:
@@ -135,23 +149,7 @@ async def refresh_owned(redis: Redis, consumer: str, ids: Sequence[str]) -> set[
     An entry another consumer took over stays theirs and is left out of the answer.
     (A bare ``XCLAIM ... 0`` would skip that check and steal the entry back.)
     """
-    if not ids:
-        return set()
-    owned = await redis.eval(_OWNED_REFRESH, 1, STREAM, CONSUMER_GROUP, consumer, *ids)
-    return {_text(i) for i in owned or []}
-
-
-_SURVIVED = """#!lua flags=allow-oom
-local kept = 0
-for i = 3, #ARGV do
-  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if row[1] and row[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0', ARGV[i], 'RETRYCOUNT', '1', 'JUSTID')
-    kept = kept + 1
-  end
-end
-return kept
-"""
+    return await _owned(redis, consumer, ids, "")
 
 
 async def survived(redis: Redis, consumer: str, ids: Sequence[str]) -> int:
@@ -161,11 +159,9 @@ async def survived(redis: Redis, consumer: str, ids: Sequence[str]) -> int:
     they did not crash it. The delivery count then only grows with deliveries that
     ended without an answer, the crashes the ``max_deliveries`` rule is for; ownership
     moving from forwarder to forwarder through an outage does not dead-letter healthy
-    events. Entries another consumer took over are left alone. Returns how many were
-    reset."""
-    if not ids:
-        return 0
-    return int(await redis.eval(_SURVIVED, 1, STREAM, CONSUMER_GROUP, consumer, *ids))
+    events. Entries another consumer took over are left alone (the same check as
+    ``refresh_owned``). Returns how many were reset."""
+    return len(await _owned(redis, consumer, ids, "1"))
 
 
 async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[str, int]:
