@@ -168,8 +168,8 @@ class Kube:
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}
         )
 
-    def event(self, owner: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
-        """A core/v1 Event on the pipeline (``kubectl describe`` shows it)."""
+    def event(self, owner: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> str:
+        """A new core/v1 Event on the pipeline (``kubectl describe`` shows it): its name."""
         meta = owner["metadata"]
         stamp = datetime.datetime.now(datetime.UTC)
         body = self._client.CoreV1Event(
@@ -190,7 +190,22 @@ class Kube:
             source=self._client.V1EventSource(component=MANAGED_BY),
             reporting_component=MANAGED_BY,
         )
-        self.core.create_namespaced_event(meta["namespace"], body)
+        made = self.core.create_namespaced_event(meta["namespace"], body)
+        return str(made.metadata.name)
+
+    def bump_event(self, namespace: str, name: str, message: str, count: int) -> bool:
+        """The Event ``name`` told again: its count, last time and message; False when
+        it is gone (Events expire)."""
+        from kubernetes.client.exceptions import ApiException
+
+        body = {"count": count, "lastTimestamp": now_rfc3339(), "message": message[:1024]}
+        try:
+            self.core.patch_namespaced_event(name, namespace, body)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
 
 def live_data(budget: float, shedding: Shedding) -> dict[str, str]:

@@ -3,11 +3,13 @@
 A tick patches the status subresource (``kubectl get`` and ``describe`` show it)
 when it says something new, and at least every ``RESYNC`` seconds (its
 ``lastDecisionTime`` says the operator still steers); every reason recorded
-since the last report becomes one core/v1 Event, its Event reason and type
+since the last report is told as a core/v1 Event, its Event reason and type
 chosen by the reason's kind, its message the reason's text, so the status and
 the Events say the same thing. A change of
-the verdict of analytics' metrics (its state, or the query that decided) is one
-``AnalyticsHealth`` Event too, as ``status.analyticsHealth`` shows it.
+the verdict of analytics' metrics (its state, or the query that decided) is told as
+an ``AnalyticsHealth`` Event too, as ``status.analyticsHealth`` shows it. A repeat
+bumps the Event already written, and many similar ones share one
+(``correlation.py``), so a busy pipeline does not fill etcd with Events.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from trackrelay.control.analytics_health import Signal
 from trackrelay.control.controller import Decision, Reason
 from trackrelay.loop.shell import ControlLoop
 from trackrelay_operator.actuation import RESYNC
+from trackrelay_operator.correlation import EventCorrelator
 from trackrelay_operator.kube import Kube, now_rfc3339
 from trackrelay_operator.liveness import Liveness
 from trackrelay_operator.status import condition, event_class, pipeline_status, verdict_event
@@ -60,6 +63,8 @@ class Reporter:
         """The last problem posted as a Warning (a repeat is not posted again)."""
         self.verdict: tuple[Signal, str | None] | None = None
         """The state and deciding query of the last metrics verdict posted as an Event."""
+        self.events = EventCorrelator()
+        """The Events written for this pipeline: a repeat bumps, similar ones combine."""
 
     def _conditions(self) -> list[dict[str, Any]]:
         return list((self.body.get("status") or {}).get("conditions") or [])
@@ -96,9 +101,7 @@ class Reporter:
             self.reported = loop.recorded
             if verdict is not None and (verdict.state, verdict.query) != self.verdict:
                 shown, text = verdict_event(verdict)
-                await asyncio.to_thread(
-                    self.kube.event, dict(self.body), shown.reason, text, shown.type
-                )
+                await self.tell(shown.reason, text, shown.type)
                 self.verdict = (verdict.state, verdict.query)
         except Exception as exc:  # the API server is away: the next tick reports again
             log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)
@@ -115,9 +118,24 @@ class Reporter:
 
     async def _event(self, reason: Reason) -> None:
         shown = event_class(reason.kind)
-        await asyncio.to_thread(
-            self.kube.event, dict(self.body), shown.reason, reason.text, shown.type
+        await self.tell(shown.reason, reason.text, shown.type)
+
+    async def tell(self, reason: str, message: str, kind: str) -> None:
+        """One Event write: a new Event, or a bump of the one that said it already."""
+        write = self.events.write(reason, kind, message, self.clock())
+        if write.name is not None:
+            bumped = await asyncio.to_thread(
+                self.kube.bump_event, self.namespace, write.name, write.message, write.count
+            )
+            if bumped:
+                self.events.written(write, write.name, self.clock())
+                return
+            self.events.lost(write)  # expired meanwhile: told afresh
+            write = self.events.write(reason, kind, message, self.clock())
+        name = await asyncio.to_thread(
+            self.kube.event, dict(self.body), write.reason, write.message, write.type
         )
+        self.events.written(write, name, self.clock())
 
     async def degraded(self, reason: str, message: str) -> None:
         """Not steering (a bad spec): Degraded and not Ready, and a Warning when it is new."""
@@ -133,9 +151,7 @@ class Reporter:
             await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, status)
             self._patched = None
             if message != self.problem:
-                await asyncio.to_thread(
-                    self.kube.event, dict(self.body), reason, message, "Warning"
-                )
+                await self.tell(reason, message, "Warning")
             self.problem = message
         except Exception as exc:
             log.warning("pipeline %s/%s: cannot report: %s", self.namespace, self.name, exc)

@@ -738,3 +738,32 @@ def test_idle_pipelines_cost_the_api_server_almost_nothing(crd: Cluster, tmp_pat
         f"idle: {after - before} API requests in {minutes:.2f} min, {per_pipeline:.2f} a pipeline"
     )
     assert per_pipeline <= 2.0
+
+
+async def test_repeated_and_similar_events_are_aggregated_in_the_api_server(crd: Cluster) -> None:
+    """Against the real API server: a repeat bumps the Event's count, and similar Events
+    past ten distinct messages share one combined Event."""
+    from trackrelay_operator.correlation import COMBINED, SIMILAR_MAX
+    from trackrelay_operator.kube import Kube
+    from trackrelay_operator.reporting import Reporter
+
+    ns = namespace(crd)
+    body = yaml.safe_load((MANIFESTS / "examples/minimal.yaml").read_text())
+    made: Any = crd.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    reporter = Reporter(Kube(crd.api), made)
+    for _ in range(3):  # the same words three times: one Event, counted 3
+        await reporter.tell("BudgetChanged", "budget 100 -> 200", "Normal")
+    for n in range(SIMILAR_MAX + 2):  # twelve other words: nine Events, then one combined
+        await reporter.tell("ReplicasChanged", f"replicas {n} -> {n + 1}", "Normal")
+    listed = crd.core.list_namespaced_event(ns).items
+    by_reason: dict[str, list[Any]] = {}
+    for e in listed:
+        by_reason.setdefault(str(e.reason), []).append(e)
+    assert [(e.message, e.count) for e in by_reason["BudgetChanged"]] == [("budget 100 -> 200", 3)]
+    replicas = by_reason["ReplicasChanged"]
+    assert len(replicas) == SIMILAR_MAX
+    combined = [e for e in replicas if e.message.startswith(COMBINED)]
+    assert [(e.message, e.count) for e in combined] == [(COMBINED + "replicas 11 -> 12", 3)]
+    assert all(e.count == 1 for e in replicas if e not in combined)
+    stamps = [(e.first_timestamp, e.last_timestamp) for e in listed]
+    assert all(first is not None and last is not None and last >= first for first, last in stamps)

@@ -17,6 +17,7 @@ CAN = [
     ("update", "analyticspipelines.trackrelay.io/status"),
     ("list", "horizontalpodautoscalers.autoscaling"),
     ("create", "events"),
+    ("patch", "events"),
     ("patch", "kopfpeerings.kopf.dev"),
 ]
 CANNOT = [

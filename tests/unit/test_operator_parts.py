@@ -25,6 +25,7 @@ from trackrelay.control.controller import (
 from trackrelay.control.shedding import Shedding
 from trackrelay.loop.shell import ControlLoop
 from trackrelay_operator import status
+from trackrelay_operator.correlation import COMBINED, EventCorrelator, Write
 from trackrelay_operator.handlers import handle_liveness, handle_startup
 from trackrelay_operator.kube import Kube
 from trackrelay_operator.memo import OperatorMemo
@@ -105,17 +106,25 @@ def test_each_reason_kind_has_its_event_reason_and_type() -> None:
 
 
 class FakeKube:
-    """The two calls a Reporter makes, recorded."""
+    """The calls a Reporter makes, recorded."""
 
     def __init__(self) -> None:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
+        """Each Event created: reason, type, message."""
+        self.bumps: list[tuple[str, str, int]] = []
+        """Each Event bumped: its name, message and count."""
 
     def patch_status(self, namespace: str, name: str, st: dict[str, Any]) -> None:
         self.statuses.append(st)
 
-    def event(self, owner: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
+    def event(self, owner: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> str:
         self.events.append((reason, kind, message))
+        return f"shop.{len(self.events)}"
+
+    def bump_event(self, namespace: str, name: str, message: str, count: int) -> bool:
+        self.bumps.append((name, message, count))
+        return True
 
 
 BODY = kopf.Body(
@@ -352,3 +361,57 @@ async def test_the_reporter_posts_one_event_per_change_of_the_metrics_verdict() 
         ("Warning", "analytics' metrics say unknown: analytics_p99: Prometheus unreachable"),
     ]
     assert kube.statuses[-1]["analyticsHealth"]["state"] == "unknown"
+
+
+def test_a_repeated_event_is_bumped_and_similar_ones_combine_after_ten() -> None:
+    events = EventCorrelator(window=600, similar_max=10)
+    made: dict[str, list[Any]] = {}
+
+    def tell(message: str, now: float, reason: str = "BudgetChanged") -> Write:
+        write = events.write(reason, "Normal", message, now)
+        if write.name is None:
+            name = f"e{len(made)}"
+            made[name] = [write.message, 1]
+        else:
+            name = write.name
+            assert made[name][1] + 1 == write.count  # a bump counts on from the Event's count
+            made[name] = [write.message, write.count]
+        events.written(write, name, now)
+        return write
+
+    assert tell("budget 100 -> 200", 0).name is None
+    assert tell("budget 100 -> 200", 1).count == 2  # the same words: the same Event, bumped
+    assert tell("budget 100 -> 200", 2).count == 3
+    assert len(made) == 1
+    for i in range(8):  # other words of the same reason: an Event each, up to nine
+        assert tell(f"budget cut to {i}", 10 + i).name is None
+    assert len(made) == 9
+    first = tell("budget cut to 99", 20)  # the tenth distinct message: combined from here on
+    assert first.name is None and first.message == COMBINED + "budget cut to 99"
+    later = tell("budget cut to 100", 21)
+    assert later.name == "e9" and later.count == 2
+    assert made["e9"] == [COMBINED + "budget cut to 100", 2]
+    assert tell("replicas 1 -> 2", 22, reason="ReplicasChanged").name is None  # other reason
+    # past the window nothing is combined or bumped: the next is an Event of its own
+    fresh = tell("budget 100 -> 200", 700)
+    assert fresh.name is None and fresh.message == "budget 100 -> 200"
+    # an Event that expired in the API server is told afresh
+    gone = events.write("BudgetChanged", "Normal", "budget 100 -> 200", 701)
+    assert gone.name is not None
+    events.lost(gone)
+    assert events.write("BudgetChanged", "Normal", "budget 100 -> 200", 702).name is None
+
+
+async def test_the_reporter_bumps_the_event_of_a_repeated_problem() -> None:
+    kube = FakeKube()
+    clock = iter(float(t) for t in range(100))
+    reporter = Reporter(cast(Kube, kube), BODY, clock=lambda: next(clock))
+    await reporter.degraded("InvalidSpec", "spec.budget.min: must be at least 1")
+    await reporter.degraded("InvalidSpec", "spec.budget.min: must be at least 1")  # not new
+    await reporter.degraded("InvalidSpec", "spec.replicas.max: below min")
+    await reporter.degraded("InvalidSpec", "spec.budget.min: must be at least 1")  # again
+    assert kube.events == [
+        ("InvalidSpec", "Warning", "spec.budget.min: must be at least 1"),
+        ("InvalidSpec", "Warning", "spec.replicas.max: below min"),
+    ]
+    assert kube.bumps == [("shop.1", "spec.budget.min: must be at least 1", 2)]
