@@ -16,6 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from trackrelay.config.settings import sqlite_file
 
+CONNECT_TIMEOUT = 5.0
+"""Seconds a PostgreSQL connection may take to open. A database pod replaced in a
+cluster leaves its old address silent (no refusal) until the Service moves on: a
+connect there waits this long, then the request is a 503 and the next one retries."""
+
 
 def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
     """An async engine; SQLite gets WAL and a busy timeout so readers never block writers.
@@ -47,7 +52,7 @@ def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=0,
         hide_parameters=True,
-        connect_args={"timeout": 5},
+        connect_args={"timeout": CONNECT_TIMEOUT},
     )
 
 

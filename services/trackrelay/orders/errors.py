@@ -38,7 +38,10 @@ async def store_down(request: Request, exc: SQLAlchemyError) -> JSONResponse:
     # The class only: exception text can carry SQL and customer data.
     log.error("order store unavailable: %s", brief(exc))
     return JSONResponse(
-        {"detail": "order store unavailable; the order was not accepted, retry later"},
+        {
+            "detail": "order store unavailable; the order was not accepted, or (when the store"
+            " failed while committing it) not confirmed: retry with the same Idempotency-Key"
+        },
         status_code=503,
         headers={"Retry-After": "1"},
     )

@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from trackrelay.db.engine import CONNECT_TIMEOUT
+
 ORDER_WITH_OUTBOX = (
     "WITH o AS (INSERT INTO orders (order_id, customer_id, total, created_at, idempotency_key,"
     " request_hash) VALUES ($1, $2, $3, $4, $5, $6)),"
@@ -26,6 +28,17 @@ ORDER_WITH_OUTBOX = (
     " SELECT * FROM unnest($11::varchar[], $12::text[], $13::float8[])"
 )
 """The order, its lines and one outbox row per line: one statement, one round trip, atomic."""
+
+STORE_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+"""What the insert raises when the store is down or restarting: each is the store's
+(a 503), none the order's. ``InternalClientError`` comes from a connection PostgreSQL
+dropped mid-statement (seen in the chaos run: a 500 while the database pod restarted)."""
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -38,7 +51,9 @@ class PgOrderWriter:
         self.pool = pool
 
     @classmethod
-    async def open(cls, database_url: str, size: int, timeout: float = 10.0) -> PgOrderWriter:
+    async def open(
+        cls, database_url: str, size: int, timeout: float = CONNECT_TIMEOUT
+    ) -> PgOrderWriter:
         pool = await asyncpg.create_pool(
             asyncpg_dsn(database_url), min_size=size, max_size=size, timeout=timeout
         )
@@ -46,10 +61,18 @@ class PgOrderWriter:
 
     async def insert(self, params: Sequence[Any]) -> None:
         try:
-            await self.pool.execute(ORDER_WITH_OUTBOX, *params)
+            async with self.pool.acquire() as con:
+                try:
+                    await con.execute(ORDER_WITH_OUTBOX, *params)
+                except asyncpg.InternalClientError:
+                    # A connection the server dropped mid-statement can be left in a state
+                    # no later statement gets out of ("cannot switch to state ..."): it is
+                    # closed, and the pool opens another.
+                    con.terminate()
+                    raise
         except asyncpg.UniqueViolationError as exc:
             raise IntegrityError("insert order", None, exc) from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except STORE_ERRORS as exc:
             raise OperationalError("insert order", None, exc) from None
 
     async def close(self) -> None:
