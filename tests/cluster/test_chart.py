@@ -240,6 +240,13 @@ def test_the_stores_are_probed_by_asking_them_and_kept_through_drains(cluster: C
     orders = by_kind(docs, "Deployment")["shop-trackrelay-orders"]["spec"]["template"]["spec"]
     assert orders["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     assert orders["terminationGracePeriodSeconds"] > 5 + 10
+    # a store pod restarted on a volume that applies fsGroup starts again (the chaos run in
+    # tests/e2e/test_chaos.py found PostgreSQL refusing its group-writable data directory)
+    for store in ("redis", "postgresql"):
+        pod = sets[f"shop-trackrelay-{store}"]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch", store
+    started = pg["command"][-1]
+    assert started.startswith('chmod 0700 "$PGDATA" && exec postgres -D "$PGDATA"'), started
 
 
 def test_the_rbac_is_exactly_the_manifests(cluster: Cluster) -> None:

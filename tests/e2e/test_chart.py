@@ -1,178 +1,36 @@
 """``helm install`` of the whole bundle in the kind cluster, with images built here.
 
 The chart runs as a user would run it: PostgreSQL, Redis, the order service, the
-forwarders, the simulator as analytics and the operator, every pod from an image
-built on this machine (trackrelay's own Dockerfile on a Debian base; PostgreSQL
-and Redis from Debian's packages) and loaded with ``kind load image-archive``.
-Traffic comes from a client pod inside the cluster, to the cluster's Services.
+forwarders, the simulator as analytics and the operator (tests/e2e/bundle.py).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support.kind import KindCluster, script, wait_for
+from tests.e2e.bundle import Release, installed
+from tests.support.kind import KindCluster, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "trackrelay"
 RELEASE = "shop"
 FULLNAME = "shop-trackrelay"
 QUOTA_MIB = 1
 INITIAL_BUDGET = 400
-
-# what the client pod runs: the order API and the simulator's admin API, by Service name
-CLIENT = r"""
-import json, sys, time, urllib.request, uuid
-
-def call(method, url, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
-
-command, args = sys.argv[1], json.loads(sys.argv[2])
-if command == "orders":  # create orders, read each back, print ids and lines
-    made = []
-    for i in range(args["count"]):
-        items = [{"sku": f"sku-{(i * 7 + j) % args['skus']}", "qty": 1 + j % 3, "price": 100}
-                 for j in range(args["lines"])]
-        body = {"customer_id": f"c-{args['tag']}-{i}", "items": items}
-        order = call("POST", args["orders"] + "/v1/orders", body)
-        made.append(order["order_id"])
-        if args.get("every"):
-            time.sleep(args["every"])
-    read = [call("GET", args["orders"] + "/v1/orders/" + o)["order_id"] for o in made]
-    print(json.dumps({"created": made, "read": read}))
-elif command == "get":
-    print(json.dumps(call("GET", args["url"])))
-elif command == "post":
-    print(json.dumps(call("POST", args["url"], args["body"])))
-"""
-
-
-@dataclass
-class Release:
-    cluster: KindCluster
-    ns: str
-    helm_bin: str
-    client_pod: str = "client"
-
-    def helm(
-        self, *args: str, timeout: float = 600, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return self.cluster.run(
-            self.helm_bin,
-            "--kubeconfig",
-            str(self.cluster.kubeconfig),
-            *args,
-            timeout=timeout,
-            check=check,
-        )
-
-    def client(self, command: str, timeout: float = 300, **args: Any) -> Any:
-        done = self.cluster.kubectl(
-            "exec",
-            "-n",
-            self.ns,
-            self.client_pod,
-            "--",
-            "python3",
-            "-c",
-            CLIENT,
-            command,
-            json.dumps(args),
-            timeout=timeout,
-        )
-        return json.loads(done.stdout)
-
-    def diagnose(self) -> str:
-        """The pods, and the last log lines of every container that is not ready."""
-        out = [self.cluster.kubectl("get", "pods", "-n", self.ns, "-o", "wide", check=False).stdout]
-        pods = self.cluster.get("pods", "-n", self.ns)["items"]
-        for pod in pods:
-            for status in pod["status"].get("containerStatuses", []):
-                if not status.get("ready"):
-                    name = pod["metadata"]["name"]
-                    logs = self.cluster.kubectl(
-                        "logs",
-                        "-n",
-                        self.ns,
-                        name,
-                        "-c",
-                        status["name"],
-                        "--tail=30",
-                        "--previous" if status.get("restartCount") else "--tail=30",
-                        check=False,
-                    )
-                    out.append(f"--- {name}/{status['name']}:\n{logs.stdout}{logs.stderr}")
-        return "\n".join(out)
-
-    def send_orders(self, **args: Any) -> subprocess.Popen[str]:
-        """``client("orders", ...)`` in the background, while the test does something else."""
-        argv = [self.cluster.kubectl_bin, "--kubeconfig", str(self.cluster.kubeconfig), "exec"]
-        argv += ["-n", self.ns, self.client_pod, "--", "python3", "-c", CLIENT, "orders"]
-        argv.append(json.dumps({**args, "orders": self.orders_url}))
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    @property
-    def orders_url(self) -> str:
-        return f"http://{FULLNAME}-orders"
-
-    @property
-    def sim_url(self) -> str:
-        return f"http://{FULLNAME}-simulator:8100"
-
-    def sim_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = self.client("get", url=self.sim_url + "/admin/state")
-        return state
-
-    def live(self) -> dict[str, str]:
-        live = self.cluster.get("configmap", f"{FULLNAME}-live", "-n", self.ns)
-        data: dict[str, str] = live.get("data") or {}
-        return data
-
-    def pipeline(self) -> dict[str, Any]:
-        obj: dict[str, Any] = self.cluster.get("analyticspipeline", FULLNAME, "-n", self.ns)
-        return obj
-
-    def ready_pods(self, component: str) -> list[str]:
-        pods = self.cluster.ready_pods(self.ns, f"app.kubernetes.io/component={component}")
-        return [p["metadata"]["name"] for p in pods]
 
 
 @pytest.fixture(scope="module")
 def release(
     kind_cluster: KindCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
-    script("app-images", timeout=1800)
-    env = kind_cluster.env  # the script's env, after app-images built what it names
-    ns = f"shop-{secrets.token_hex(3)}"
-    rel = Release(kind_cluster, ns, str(Path(kind_cluster.kubectl_bin).parent / "helm"))
-    image, tag = env["E2E_TRACKRELAY_IMAGE"].rsplit(":", 1)
-    pg_repo, pg_tag = env["E2E_POSTGRES_IMAGE"].rsplit(":", 1)
-    redis_repo, redis_tag = env["E2E_REDIS_IMAGE"].rsplit(":", 1)
     values = {
-        "image": {"repository": image, "tag": tag, "pullPolicy": "Never"},
-        "postgresql": {
-            "image": {"repository": pg_repo, "tag": pg_tag, "pullPolicy": "Never"},
-            "persistence": {"enabled": False},  # kind's node has no volume provisioner here
-        },
-        "redis": {
-            "image": {"repository": redis_repo, "tag": redis_tag, "pullPolicy": "Never"},
-            "persistence": {"enabled": False},
-            "appendfsync": "always",
-        },
+        "redis": {"appendfsync": "always"},
         "simulator": {"enabled": True, "rate": 400},
         "queue": {"quotaMiB": QUOTA_MIB},
         "orders": {"replicas": 1},
@@ -185,48 +43,8 @@ def release(
             "latencyTargetSeconds": 0.5,
         },
     }
-    values_file = tmp_path_factory.mktemp("helm") / "e2e-values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    try:
-        started = time.monotonic()
-        installed = rel.helm(
-            "install",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            ns,
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "5m",
-            "-f",
-            str(values_file),
-            check=False,
-        )
-        assert installed.returncode == 0, installed.stderr + rel.diagnose()
-        print(f"\nhelm install --wait took {time.monotonic() - started:.0f}s")
-        kind_cluster.kubectl(
-            "run",
-            rel.client_pod,
-            "-n",
-            ns,
-            f"--image={env['E2E_TRACKRELAY_IMAGE']}",
-            "--image-pull-policy=Never",
-            "--restart=Never",
-            "--command",
-            "--",
-            "python3",
-            "-c",
-            "import time; time.sleep(10**6)",
-        )
-        kind_cluster.kubectl(
-            "wait", "-n", ns, f"pod/{rel.client_pod}", "--for=condition=Ready", "--timeout=120s"
-        )
+    with installed(kind_cluster, tmp_path_factory, RELEASE, "shop", values) as rel:
         yield rel
-    finally:
-        if rel.helm("status", RELEASE, "-n", ns, check=False).returncode == 0:
-            rel.helm("uninstall", RELEASE, "-n", ns, "--wait", check=False)
-        kind_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_every_pod_becomes_ready_and_helm_test_passes(release: Release) -> None:

@@ -2,7 +2,7 @@
 
 Every relative link in README.md, docs/*.md and the chart's README must name a file
 or directory of the repository (and, for a Markdown file, a heading that exists);
-README.md stays within 14 KiB (the pitch, the guarantees, the quick start, the map);
+README.md stays within 15 KiB (the pitch, the guarantees, the quick start, the map);
 every path in its "Where to look" table exists, and every test its "Guarantees" table
 names.
 """
@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 PACKAGE = REPO / "services" / "trackrelay"
-README_LIMIT = 14 * 1024
+README_LIMIT = 15 * 1024
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 _CODE = re.compile(r"`[^`\n]*`")
