@@ -377,6 +377,33 @@ def test_the_api_server_accepts_every_object_in_strict_validation(
     assert checked.stdout.count("(server dry run)") == len(docs)
 
 
+@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+def test_every_pod_meets_pod_security_restricted_on_the_api_server(
+    cluster: Cluster, values: Path
+) -> None:
+    """The API server's own PodSecurity admission, at level "restricted", finds nothing
+    to refuse in any pod or pod template the chart renders (it warns for templates and
+    refuses pods: both show here), and pods that need no API keep no token."""
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        applied = cluster.plane.kubectl("apply", "-f", str(path))
+        assert applied.returncode == 0, applied.stderr
+    ns = f"pss-{uuid.uuid4().hex[:6]}"
+    assert cluster.plane.kubectl("create", "namespace", ns).returncode == 0
+    labels = [f"pod-security.kubernetes.io/{mode}=restricted" for mode in ("enforce", "warn")]
+    assert cluster.plane.kubectl("label", "namespace", ns, *labels).returncode == 0
+    cluster.plane.kubectl("create", "serviceaccount", "default", "-n", ns)
+    rendered = render(cluster, "-f", str(values), namespace=ns)
+    docs = [d for d in rendered if d["kind"] not in NOT_ON_THIS_SERVER]
+    checked = cluster.plane.kubectl(
+        "apply", "-n", ns, "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs)
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "PodSecurity" not in checked.stderr, checked.stderr
+    for d in docs:
+        if d["kind"] == "StatefulSet":  # the stores never call the API
+            assert d["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
 def test_helm_install_creates_everything_and_uninstall_keeps_only_the_crd(
     cluster: Cluster,
 ) -> None:

@@ -26,6 +26,28 @@ from tests.support.kind import KindCluster, script
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "trackrelay"
+RESTRICTED = [f"pod-security.kubernetes.io/{mode}=restricted" for mode in ("enforce", "warn")]
+"""The labels that make a namespace admit only pods meeting Pod Security "restricted"."""
+RESTRICTED_POD = {
+    "spec": {
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "client",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    }
+}
+"""``kubectl run --overrides`` for the client pod: restricted, like every other pod."""
 
 
 # what the client pod runs: the order API and the simulator's admin API, by Service name
@@ -219,6 +241,9 @@ def installed(
     values_file = tmp.mktemp("helm") / f"{name}-values.yaml"
     values_file.write_text(yaml.safe_dump(merged(images, values)))
     try:
+        # every pod must pass Pod Security "restricted": the namespace refuses any other
+        cluster.kubectl("create", "namespace", ns)
+        cluster.kubectl("label", "namespace", ns, *RESTRICTED)
         if before is not None:
             before(ns)
         started = time.monotonic()
@@ -246,6 +271,8 @@ def installed(
             f"--image={env['E2E_TRACKRELAY_IMAGE']}",
             "--image-pull-policy=Never",
             "--restart=Never",
+            "--override-type=strategic",
+            f"--overrides={json.dumps(RESTRICTED_POD)}",
             "--command",
             "--",
             "python3",
