@@ -58,6 +58,11 @@ class Kube:
         except ApiException as exc:
             if exc.status == 404:
                 raise LookupError(f"Secret {namespace}/{secret} not found") from None
+            if exc.status == 403:  # a namespaced operator reads only the Secrets it was given
+                raise LookupError(
+                    f"Secret {namespace}/{secret}: the operator may not read it"
+                    " (a namespaced install reads its own; add others to operator.secretNames)"
+                ) from None
             raise
         raw = (s.data or {}).get(key)
         if raw is None:

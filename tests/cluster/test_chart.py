@@ -250,20 +250,62 @@ def test_the_stores_are_probed_by_asking_them_and_kept_through_drains(cluster: C
 
 
 def test_the_rbac_is_exactly_the_manifests(cluster: Cluster) -> None:
-    docs = render(cluster, "-f", str(SIMULATOR))
     manifests = {
         d["metadata"]["name"]: d
         for d in yaml.safe_load_all((MANIFESTS / "rbac" / "operator.yaml").read_text())
         if d and d["kind"] == "ClusterRole"
     }
-    role = by_kind(docs, "ClusterRole")["shop-trackrelay-operator"]
-    assert role["rules"] == manifests["trackrelay-operator"]["rules"]
+    operator_rules = manifests["trackrelay-operator"]["rules"]
+    # namespaced (the default): a Role whose Secrets rule names the release's Secret and
+    # operator.secretNames; nothing cluster-wide at all
+    docs = render(cluster, "-f", str(SIMULATOR), "--set", "operator.secretNames={queue-b}")
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    role = by_kind(docs, "Role")["shop-trackrelay-operator"]
+    named = [
+        {**rule, "resourceNames": ["shop-trackrelay-redis", "queue-b"]}
+        if "secrets" in rule["resources"]
+        else rule
+        for rule in operator_rules
+    ]
+    assert role["rules"] == named
+    binding = by_kind(docs, "RoleBinding")["shop-trackrelay-operator"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "shop-trackrelay-operator",
+    }
     reader = by_kind(docs, "Role")["shop-trackrelay-live-config-reader"]
     assert reader["rules"] == manifests["trackrelay-live-config-reader"]["rules"]
+    # cluster-wide, asked for: a ClusterRole with both sets of rules
+    docs = render(cluster, "-f", str(SIMULATOR), "--set", "operator.namespaced=false")
+    role = by_kind(docs, "ClusterRole")["shop-trackrelay-operator"]
+    assert role["rules"] == operator_rules + manifests["trackrelay-operator-cluster"]["rules"]
+    assert "shop-trackrelay-operator" not in by_kind(docs, "Role")
     binding = by_kind(docs, "ClusterRoleBinding")["shop-trackrelay-operator"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "shop-trackrelay-operator", "namespace": "shop"}
     ]
+
+
+def test_a_cluster_wide_operator_is_granted_what_the_manifests_say(cluster: Cluster) -> None:
+    """operator.namespaced: false, the opt-in: the whole matrix in any namespace, and the
+    grant the values say it makes (every Secret in the cluster, get)."""
+    ns = f"wide-{uuid.uuid4().hex[:6]}"
+    installed = cluster.plane.helm(
+        "install", "wide", str(CHART), "--namespace", ns, "--create-namespace",
+        "-f", str(SIMULATOR), "--set", "operator.namespaced=false", "--no-hooks",
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    try:
+        who = f"system:serviceaccount:{ns}:wide-trackrelay-operator"
+        assert disallowed_answers(cluster.plane.kubectl, who, "default") == {}
+        for verb, resource in [("list", "namespaces"), ("get", "secrets/anything")]:
+            r = cluster.plane.kubectl(
+                "auth", "can-i", verb, resource, "-n", "kube-system", "--as", who
+            )
+            assert r.stdout.strip() == "yes", (verb, resource, r.stdout, r.stderr)
+    finally:
+        cluster.plane.helm("uninstall", "wide", "--namespace", ns, "--no-hooks")
 
 
 def test_the_crds_are_the_manifests() -> None:
@@ -428,9 +470,21 @@ def test_helm_install_creates_everything_and_uninstall_keeps_only_the_crd(
         scope = [] if d["kind"] in ("ClusterRole", "ClusterRoleBinding") else ["-n", ns]
         got = cluster.plane.kubectl("get", d["kind"], d["metadata"]["name"], *scope)
         assert got.returncode == 0, (d["kind"], d["metadata"]["name"], got.stderr)
-    # the operator's service account: exactly what the manifests allow
+    # the operator's service account, namespaced: what the manifests allow, in this
+    # namespace only, and of the Secrets only the release's own
     who = f"system:serviceaccount:{ns}:shop-trackrelay-operator"
-    assert disallowed_answers(cluster.plane.kubectl, who, ns) == {}
+    assert disallowed_answers(cluster.plane.kubectl, who, ns, namespaced=True) == {}
+    for verb, resource, where, expected in [
+        ("get", "secrets/shop-trackrelay-redis", ns, "yes"),
+        ("get", "secrets/shop-trackrelay-database", ns, "no"),
+        ("get", "secrets/shop-trackrelay-redis", "default", "no"),
+        ("get", "analyticspipelines.trackrelay.io", "default", "no"),
+        ("patch", "configmaps", "default", "no"),
+        ("list", "namespaces", ns, "no"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io", ns, "no"),
+    ]:
+        r = cluster.plane.kubectl("auth", "can-i", verb, resource, "-n", where, "--as", who)
+        assert r.stdout.strip() == expected, (verb, resource, where, r.stdout, r.stderr)
     # the workloads' service account reads the live ConfigMap, and nothing else
     workload = f"system:serviceaccount:{ns}:shop-trackrelay-workload"
     for verb, resource, expected in [

@@ -58,6 +58,11 @@ def test_every_pod_becomes_ready_and_helm_test_passes(release: Release) -> None:
     # the migration hook ran before the services needed it
     status = release.helm("status", RELEASE, "-n", release.ns).stdout
     assert "STATUS: deployed" in status
+    # the operator steers with a Role in its namespace alone: no request was refused
+    logs = release.cluster.kubectl(
+        "logs", "-n", release.ns, f"deployment/{FULLNAME}-operator", "--tail=-1"
+    ).stdout
+    assert "Not enough permissions" not in logs and "Forbidden" not in logs, logs[-3000:]
 
 
 PROMETHEUS_MANIFEST = Path(__file__).parent / "prometheus.yaml"

@@ -415,3 +415,16 @@ async def test_the_reporter_bumps_the_event_of_a_repeated_problem() -> None:
         ("InvalidSpec", "Warning", "spec.replicas.max: below min"),
     ]
     assert kube.bumps == [("shop.1", "spec.budget.min: must be at least 1", 2)]
+
+
+def test_a_secret_the_operator_may_not_read_is_named_with_the_value_that_allows_it() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    class Forbidden:
+        def read_namespaced_secret(self, name: str, namespace: str) -> None:
+            raise ApiException(status=403, reason="Forbidden")
+
+    kube = Kube(api_client=object())
+    kube.core = cast(Any, Forbidden())
+    with pytest.raises(LookupError, match=r"Secret shop/queue-b: .*operator\.secretNames"):
+        kube.redis_url("shop", "queue-b", "url")
