@@ -60,8 +60,8 @@ class Kube:
                 raise LookupError(f"Secret {namespace}/{secret} not found") from None
             if exc.status == 403:  # a namespaced operator reads only the Secrets it was given
                 raise LookupError(
-                    f"Secret {namespace}/{secret}: the operator may not read it"
-                    " (a namespaced install reads its own; add others to operator.secretNames)"
+                    f"Secret {namespace}/{secret}: 403 Forbidden, the operator may not read"
+                    " it (grant get on it; with the chart: operator.secretNames)"
                 ) from None
             raise
         raw = (s.data or {}).get(key)

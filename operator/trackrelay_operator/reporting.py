@@ -39,7 +39,8 @@ LAST_REASONS = 5
 
 
 class Reporter:
-    """Reports one pipeline's decisions, each reason as an Event exactly once."""
+    """Reports one pipeline's decisions, each reason told once as an Event (a new one, or a
+    bump of the Event that said it already)."""
 
     def __init__(
         self,

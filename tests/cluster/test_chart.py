@@ -299,7 +299,7 @@ def test_a_cluster_wide_operator_is_granted_what_the_manifests_say(cluster: Clus
     try:
         who = f"system:serviceaccount:{ns}:wide-trackrelay-operator"
         assert disallowed_answers(cluster.plane.kubectl, who, "default") == {}
-        for verb, resource in [("list", "namespaces"), ("get", "secrets/anything")]:
+        for verb, resource in [("get", "secrets/anything"), ("patch", "configmaps")]:
             r = cluster.plane.kubectl(
                 "auth", "can-i", verb, resource, "-n", "kube-system", "--as", who
             )

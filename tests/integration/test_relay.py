@@ -233,52 +233,63 @@ def test_database_down_is_503_never_201(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgresql_restarted_under_concurrent_orders_is_503_never_500(tmp_path: Path) -> None:
     """PostgreSQL stopped (fast) and started again five times while four clients keep
-    ordering: every answer is 201 or 503, and orders are accepted again after each start.
-    (A connection dropped mid-statement once came back as asyncpg's
-    ``InternalClientError``, a 500, and could poison its pool slot.)"""
+    ordering, two of them with an Idempotency-Key (its look-up goes through SQLAlchemy,
+    the insert through asyncpg's own pool): every answer is 201 or 503, and orders are
+    accepted again after each start. (A connection dropped mid-statement once came back
+    as asyncpg's ``InternalClientError``, a 500, and could poison its pool slot.)"""
     import threading
 
     from tests.support.postgres import PostgresCluster
 
     cluster = PostgresCluster(tmp_path / "pg").start()
     answers: collections.Counter[int] = collections.Counter()
+    counting = threading.Lock()
     stop = threading.Event()
     try:
         settings = OrderSettings(database_url=cluster.url(), run_relay=False)
         app = create_app(settings)
         with TestClient(app, raise_server_exceptions=False) as client:
 
-            def order(n: int) -> int:
+            def order(n: int, keyed: bool) -> int:
                 body = {"customer_id": f"c{n}", "items": [{"sku": "s", "qty": 1, "price": 1}]}
-                status: int = client.post("/v1/orders", json=body).status_code
+                headers = {"Idempotency-Key": f"k-{n}"} if keyed else {}
+                r = client.post("/v1/orders", json=body, headers=headers)
+                status: int = r.status_code
                 return status
 
             def keep_ordering(k: int) -> None:
                 n = 0
                 while not stop.is_set():
-                    answers[order(k * 1_000_000 + n)] += 1
+                    status = order(k * 1_000_000 + n, keyed=k % 2 == 0)
+                    with counting:
+                        answers[status] += 1
                     n += 1
+
+            def accepted() -> int:
+                with counting:
+                    return answers[201]
 
             clients = [threading.Thread(target=keep_ordering, args=(k,)) for k in range(4)]
             for t in clients:
                 t.start()
             try:
                 for restart in range(5):
-                    accepted = answers[201]
+                    before = accepted()
 
-                    def more(a: int = accepted) -> bool:
-                        return answers[201] > a + 20
+                    def more(a: int = before) -> bool:
+                        return accepted() > a + 20
 
                     wait_for(more, 30, f"orders before restart {restart}")
                     cluster.pg_stop()
                     time.sleep(0.3)
                     cluster.pg_start()
-                accepted = answers[201]
-                wait_for(lambda: answers[201] > accepted + 20, 30, "orders after the last")
+                before = accepted()
+                wait_for(lambda: accepted() > before + 20, 30, "orders after the last")
             finally:
                 stop.set()
                 for t in clients:
-                    t.join()
+                    t.join(timeout=60)
+            assert not [t for t in clients if t.is_alive()], "a request never ended"
     finally:
         cluster.stop()
     assert set(answers) <= {201, 503}, answers

@@ -114,7 +114,7 @@ def test_a_broken_link_is_reported(tmp_path: Path) -> None:
     ]
 
 
-def test_the_readme_stays_within_12_kib() -> None:
+def test_the_readme_stays_short() -> None:
     assert len(README.read_bytes()) <= README_LIMIT
 
 

@@ -426,5 +426,7 @@ def test_a_secret_the_operator_may_not_read_is_named_with_the_value_that_allows_
 
     kube = Kube(api_client=object())
     kube.core = cast(Any, Forbidden())
-    with pytest.raises(LookupError, match=r"Secret shop/queue-b: .*operator\.secretNames"):
+    with pytest.raises(
+        LookupError, match=r"Secret shop/queue-b: 403 Forbidden.*operator\.secretNames"
+    ):
         kube.redis_url("shop", "queue-b", "url")

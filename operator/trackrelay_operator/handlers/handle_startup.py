@@ -21,6 +21,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
         settings.peering.priority = random.randint(1, 32767)
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
+    # No cluster-wide reads: kopf does not scan namespaces or CRDs (the CRD is installed
+    # before the operator; a namespaced operator's Role could list neither).
+    settings.scanning.disabled = True
 
 
 def fill(memo: OperatorMemo, kube: Kube) -> None:

@@ -79,13 +79,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if (args.log_level or "INFO").upper() != "DEBUG":
         # kopf logs every handler run at INFO; the controller's reasons are what matter.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    settings = kopf.OperatorSettings()
-    # Named namespaces need no cluster-wide reads: kopf does not scan namespaces or CRDs
-    # (the CRD is installed first; a namespaced operator's Role could list neither).
-    settings.scanning.disabled = not args.all_namespaces
     asyncio.run(
         kopf.operator(
-            settings=settings,
             clusterwide=args.all_namespaces,
             namespaces=args.namespace or (),
             standalone=args.peering is None,

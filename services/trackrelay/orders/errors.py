@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from asyncpg import InternalClientError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +30,9 @@ class KeyConflict(Exception):
 def install(app: FastAPI) -> None:
     app.exception_handler(SQLAlchemyError)(store_down)
     app.exception_handler(OSError)(store_unreachable)
+    # SQLAlchemy's asyncpg adapter passes this one through unwrapped (idempotency
+    # look-ups, reads, readiness): the store's error all the same (see pg_writer)
+    app.exception_handler(InternalClientError)(store_unreachable)
     app.exception_handler(RequestValidationError)(invalid)
     app.exception_handler(KeyConflict)(conflict)
 
@@ -47,7 +51,7 @@ async def store_down(request: Request, exc: SQLAlchemyError) -> JSONResponse:
     )
 
 
-async def store_unreachable(request: Request, exc: OSError) -> JSONResponse:
+async def store_unreachable(request: Request, exc: OSError | InternalClientError) -> JSONResponse:
     return await store_down(request, SQLAlchemyError(brief(exc)))
 
 
