@@ -455,13 +455,21 @@ def test_a_deployment_managed_by_an_hpa_is_left_alone(rig: Rig) -> None:
 
 
 def test_when_observations_fail_nothing_is_scaled_down_and_the_status_says_why(rig: Rig) -> None:
-    # The first decision is acted on (the status is written after it) before the
-    # forwarders are scaled by hand, so that act cannot undo the hand's 3.
-    until(lambda: rig.status().get("budget"), 30, "a first decision")
-    rig.cluster.apps.patch_namespaced_deployment_scale(
-        "forwarders", rig.ns, {"spec": {"replicas": 3}}
+    # The operator itself scales to the most (3) on a backlog that outlasts the test, with a
+    # one-second scale-down window: a controller that read missing data as "no backlog"
+    # would scale down within the test. (A scale by hand would race the first decision.)
+    window = {"spec": {"replicas": {"scaleDownWindowSeconds": 1}}}
+    rig.cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, rig.ns, PLURAL, "shop", window
     )
-    time.sleep(2)  # ticks that decide again, with nothing changed
+    rig.publish(10)  # pushes to judge analytics by: scaling up needs it healthy
+    until(lambda: rig.status().get("health") == "Healthy", 30, "analytics judged healthy")
+    rig.publish(6000, start=10)
+
+    def scaled_up() -> bool:  # the scale first, the status after (the operator reports last)
+        return rig.replicas() == 3 and rig.status().get("replicas") == 3
+
+    until(scaled_up, 60, "the operator scales the forwarders to 3 on the backlog")
     # Redis goes away: nothing can be observed.
     rig.r.shutdown(nosave=True)
 

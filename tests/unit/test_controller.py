@@ -174,6 +174,26 @@ def test_replicas_scale_up_for_backlog_after_the_up_window() -> None:
     ) or (results[-2] > 1)
 
 
+@pytest.mark.parametrize("gap", [1.0, 1.05, 1.5])
+def test_a_down_window_no_longer_than_the_up_window_still_lets_replicas_scale(gap: float) -> None:
+    """Ticks come a little more than an interval apart: the history kept for the longer
+    window must still cover it (it once could not, and nothing ever scaled up)."""
+    spec = Spec(replicas_max=6, scale_up_window=2, scale_down_window=1, replica_rate=200)
+    state = State(budget=4000, replicas=1, per_replica=200)
+    up = []
+    for i in range(8):
+        t = i * gap
+        d, state = decide(spec, obs(t, lag=30_000, forwarders=(fwd(rate=200),)), state, t)
+        up.append(d.replicas)
+    assert up[0] == 1 and up[-1] > 1
+    down = []
+    for i in range(8, 16):
+        t = i * gap
+        d, state = decide(spec, obs(t, lag=0, forwarders=(fwd(rate=10),)), state, t)
+        down.append(d.replicas)
+    assert down[0] == up[-1] and down[-1] == 1
+
+
 def test_replicas_follow_what_arrives_not_only_what_is_delivered() -> None:
     """A slow analytics delivers 20 ev/s while 80 arrive: the backlog's growth counts."""
     spec = Spec(replicas_max=8, scale_up_window=0, drain_seconds=1000)

@@ -372,6 +372,21 @@ def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> 
     return max(1.0, learned)
 
 
+def _recent(
+    history: tuple[tuple[float, int], ...], now: float, window: float
+) -> tuple[tuple[float, int], ...]:
+    """The recommendations made within ``window`` of ``now``, and the one in force when
+    the window opened (the newest made before it), oldest first."""
+    inside = tuple((t, n) for t, n in history if now - t <= window)
+    before = [(t, n) for t, n in history if now - t > window]
+    return (*before[-1:], *inside)
+
+
+def _covers(history: tuple[tuple[float, int], ...], now: float, window: float) -> bool:
+    """Some recommendation in ``history`` was made at least ``window`` before ``now``."""
+    return any(now - t >= window for t, _ in history)
+
+
 def _replicas(
     spec: Spec,
     state: State,
@@ -385,17 +400,19 @@ def _replicas(
     demand = arrivals + obs.backlog / spec.drain_seconds
     wanted = min(spec.replicas_max, max(spec.replicas_min, math.ceil(demand / per_replica - 1e-9)))
     keep = max(spec.scale_up_window, spec.scale_down_window)
-    history = (*((t, n) for t, n in state.history if now - t <= keep), (now, wanted))
+    history = _recent((*state.history, (now, wanted)), now, keep)
     old = state.replicas
     target = old
-    # A change must be wanted over its whole window: until the recommendations
-    # reach back that far, the current count stands in for the ones not yet made.
-    covered = max((now - t for t, _ in history), default=0.0)
-    up = [n for t, n in history if now - t <= spec.scale_up_window]
-    down = [n for t, n in history if now - t <= spec.scale_down_window]
-    if covered < spec.scale_up_window:
+    # A change must be wanted over its whole window: the recommendation in force when
+    # the window opened counts, and until one reaches back that far, the current
+    # count stands in for it. (Ticks are never exactly an interval apart: keeping only
+    # the ones inside the window would leave its start uncovered, and no change would
+    # ever pass a window as long as the one the history is kept for.)
+    up = [n for _, n in _recent(history, now, spec.scale_up_window)]
+    down = [n for _, n in _recent(history, now, spec.scale_down_window)]
+    if not _covers(history, now, spec.scale_up_window):
         up.append(old)
-    if covered < spec.scale_down_window:
+    if not _covers(history, now, spec.scale_down_window):
         down.append(old)
     why = (
         f"backlog {obs.backlog} and {arrivals:.0f} ev/s arriving"
