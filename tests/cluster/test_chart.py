@@ -381,6 +381,37 @@ def test_the_dashboard_and_the_alerts_ask_for_metrics_the_services_export(
         assert topic in titles
 
 
+def test_the_api_service_exposes_only_the_api_and_the_simulator_admin_is_opt_in(
+    cluster: Cluster,
+) -> None:
+    docs = render(cluster, "-f", str(SIMULATOR))
+    services = by_kind(docs, "Service")
+    ports = {
+        name: {p["name"]: p["targetPort"] for p in s["spec"]["ports"]}
+        for name, s in services.items()
+    }
+    assert ports["shop-trackrelay-orders"] == {"http": "http"}
+    assert ports["shop-trackrelay-orders-metrics"] == {"metrics": "metrics"}
+    orders = by_kind(docs, "Deployment")["shop-trackrelay-orders"]["spec"]["template"]["spec"]
+    (container,) = orders["containers"]
+    assert "--metrics-port=9102" in container["args"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": 8000,
+        "metrics": 9102,
+    }
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"
+    sim = by_kind(docs, "Deployment")["shop-trackrelay-simulator"]["spec"]["template"]["spec"]
+    assert "--no-admin" in sim["containers"][0]["args"]
+    asked = render(cluster, "-f", str(SIMULATOR), "--set", "simulator.admin=true")
+    sim = by_kind(asked, "Deployment")["shop-trackrelay-simulator"]["spec"]["template"]["spec"]
+    assert "--no-admin" not in sim["containers"][0]["args"]
+    # Prometheus scrapes the ports named metrics only: the API's Service has none.
+    monitored = render(cluster, "-f", str(ALL_OPTIONS))
+    monitor = by_kind(monitored, "ServiceMonitor")["shop-trackrelay"]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+
+
 SERIES_SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
 
 

@@ -103,7 +103,7 @@ def chaos(kind_cluster: KindCluster, tmp_path_factory: pytest.TempPathFactory) -
             "persistence": {"enabled": True, "storageClass": STORAGE_CLASS, "size": "1Gi"},
             "appendfsync": "always",
         },
-        "simulator": {"enabled": True, "rate": 2000},
+        "simulator": {"enabled": True, "rate": 2000, "admin": True},
         "queue": {"quotaMiB": 16},  # no shedding: every line is counted one by one
         "orders": {"replicas": 1},
         "relay": {"separate": True, "replicas": 1},

@@ -32,7 +32,7 @@ def release(
 ) -> Iterator[Release]:
     values = {
         "redis": {"appendfsync": "always"},
-        "simulator": {"enabled": True, "rate": 400},
+        "simulator": {"enabled": True, "rate": 400, "admin": True},
         "queue": {"quotaMiB": QUOTA_MIB},
         "orders": {"replicas": 1},
         # small batches: the quota's room for pending entries stays well under 1 MiB

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from trackrelay.analytics_sim.model import Capacity
-from trackrelay.analytics_sim.routes import Simulator, router
+from trackrelay.analytics_sim.routes import Simulator, admin, router
 from trackrelay.analytics_sim.state import Journal, SimState, load_scenario
 from trackrelay.analytics_sim.track import SimMetrics, Tracker
 from trackrelay.config.settings import SimulatorSettings
@@ -46,4 +46,6 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         journal=journal,
     )
     app.include_router(router)
+    if settings.sim_admin:
+        app.include_router(admin)
     return app

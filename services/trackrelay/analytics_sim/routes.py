@@ -36,6 +36,10 @@ def simulator(request: Request) -> Simulator:
 Sim = Annotated[Simulator, Depends(simulator)]
 
 router = APIRouter()
+"""What analytics serves: tracking, popularity, health, metrics."""
+admin = APIRouter()
+"""Steering for tests and demos (faults, scenarios, capacity, state): off with
+``sim_admin`` false, as the chart has it unless asked."""
 
 
 @router.post("/v1/track")
@@ -68,7 +72,7 @@ async def popularity(sim: Sim, top: int = Query(default=10, ge=1, le=100_000)) -
     }
 
 
-@router.get("/admin/state")
+@admin.get("/admin/state")
 async def admin_state(sim: Sim) -> dict[str, Any]:
     return sim.state.snapshot(time.monotonic())
 
@@ -99,19 +103,19 @@ def _set_capacity(state: SimState, body: dict[str, Any]) -> None:
         setattr(state.capacity, name, value)
 
 
-@router.post("/admin/fault")
+@admin.post("/admin/fault")
 async def admin_fault(request: Request, sim: Sim) -> JSONResponse:
     """Switch to one fault now (and leave any running scenario)."""
     return await _change(request, sim, _set_fault)
 
 
-@router.post("/admin/scenario")
+@admin.post("/admin/scenario")
 async def admin_scenario(request: Request, sim: Sim) -> JSONResponse:
     """Start a timed scenario of phases now."""
     return await _change(request, sim, _start_scenario)
 
 
-@router.get("/admin/timeline")
+@admin.get("/admin/timeline")
 async def admin_timeline(
     sim: Sim, since: float = Query(default=0.0), raw: bool = Query(default=False)
 ) -> dict[str, Any]:
@@ -122,7 +126,7 @@ async def admin_timeline(
     return {"seconds": [timeline[t].as_dict(t, raw) for t in sorted(timeline) if t >= int(since)]}
 
 
-@router.post("/admin/capacity")
+@admin.post("/admin/capacity")
 async def admin_capacity(request: Request, sim: Sim) -> JSONResponse:
     """Change the capacity model now: ``rate`` (events/s, 0 unlimited), ``overhead``,
     ``queue_limit`` (events), ``collapse``, ``other_client`` (events/s another client
@@ -130,7 +134,7 @@ async def admin_capacity(request: Request, sim: Sim) -> JSONResponse:
     return await _change(request, sim, _set_capacity)
 
 
-@router.post("/admin/reset")
+@admin.post("/admin/reset")
 async def admin_reset(sim: Sim) -> dict[str, Any]:
     state = sim.state
     state.seen.clear()

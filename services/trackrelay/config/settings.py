@@ -201,6 +201,9 @@ class OrderSettings(StoreSettings, RelaySettings):
     """Address the order API listens on; ``0.0.0.0`` is every interface."""
     port: int = Field(default=8000, ge=0, le=65535)
     """Order API port."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of ``/metrics``, ``/docs`` and ``/openapi.json``, which the API port then no
+    longer serves (it keeps the orders and the health probes). None: all on the API port."""
     max_items: PositiveInt = 100
     """Most lines one order may have; more are answered 422."""
     workers: PositiveInt = 1
@@ -372,6 +375,9 @@ class SimulatorSettings(BaseSettings):
     """JSON or YAML file of timed phases (faults, capacity). None: steady as configured."""
     sim_seed: int = 0
     """Seed of the simulator's random choices (faults, latencies)."""
+    sim_admin: bool = True
+    """Serve ``/admin`` (faults, scenarios, capacity for tests and demos). Off: those
+    routes do not exist (404)."""
     sim_journal: Path | None = None
     """File that keeps accepted events across restarts. Every accepted event (id, SKU,
     qty x weight, lines) is appended and replayed at start, so counts and duplicate detection

@@ -26,9 +26,10 @@ from trackrelay.orders.metrics import OrderMetrics
 from trackrelay.orders.middleware import BodyLimit, ObserveLatency
 from trackrelay.orders.models import OrderRequest, order_request_model
 from trackrelay.orders.pg_writer import PgOrderWriter
-from trackrelay.orders.routes import ORDER_REQUEST_REF, router
+from trackrelay.orders.routes import ORDER_REQUEST_REF, operations, router
 from trackrelay.queue import client
 from trackrelay.relay.relay import OutboxRelay
+from trackrelay.runtime.serve import listening_socket, make_server
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +45,36 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
     lifespan = functools.partial(
         _lifespan, settings=settings, database_url=database_url, queue_url=queue_url
     )
-    app = FastAPI(title="trackrelay order service", version="0.1.0", lifespan=lifespan)
+    apart = settings.metrics_port is not None
+    documents: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(
+        title="trackrelay order service",
+        version="0.1.0",
+        lifespan=lifespan,
+        **(documents if apart else {}),
+    )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(ObserveLatency, histogram=metrics.request_latency)
     errors.install(app)
     app.include_router(router)
+    if not apart:
+        app.include_router(operations)
     app.openapi = functools.partial(_openapi, app, order_model)  # type: ignore[method-assign]
     app.state.order_model = order_model
     app.state.metrics = metrics
     app.state.background = []
+    app.state.operations = operations_app(app) if apart else None
     return app
+
+
+def operations_app(api: FastAPI) -> FastAPI:
+    """``/metrics`` and the API's documents (``/docs``, ``/openapi.json``), for the port of
+    their own: what they tell (the routes, the traffic) is for operators, not clients."""
+    ops = FastAPI(title=f"{api.title}: operations", version=api.version)
+    ops.include_router(operations)
+    ops.openapi = api.openapi  # type: ignore[method-assign]  # the document of the API
+    ops.state.metrics = api.state.metrics
+    return ops
 
 
 def _report_end(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
@@ -89,6 +110,15 @@ async def _lifespan(
         relay = OutboxRelay(engine, redis, settings, metrics=app.state.metrics.relay)
         app.state.relay = relay
         tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
+    ops_server = None
+    if app.state.operations is not None and settings.metrics_port is not None:
+        # Several worker processes share the port, as they share the API's.
+        sock = listening_socket(settings.host, settings.metrics_port, shared=settings.workers > 1)
+        ops_server = make_server(
+            app.state.operations, settings.host, settings.metrics_port, "warning"
+        )
+        serving = ops_server.serve(sockets=[sock])
+        tasks.append(asyncio.create_task(serving, name="operations-server"))
     for task in tasks:
         task.add_done_callback(functools.partial(_report_end, stop))
     app.state.background = tasks
@@ -97,6 +127,8 @@ async def _lifespan(
     finally:
         running = [task for task in tasks if not task.done()]  # the others were logged
         stop.set()
+        if ops_server is not None:
+            ops_server.should_exit = True
         for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)

@@ -38,6 +38,10 @@ from trackrelay.runtime.errors import brief
 log = logging.getLogger(__name__)
 
 router = APIRouter()
+"""The public routes: orders and the health probes."""
+operations = APIRouter()
+"""What only operators need: ``/metrics`` (``create_app`` puts it on its own port when
+``metrics_port`` is set, with the API's documents)."""
 
 ORDER_REQUEST_REF = "#/components/schemas/{model}"
 """Where the document keeps the order body's schemas (``ref_template`` for pydantic)."""
@@ -150,7 +154,7 @@ async def readyz(engine: EngineDep) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-@router.get(
+@operations.get(
     "/metrics",
     response_class=PlainTextResponse,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
