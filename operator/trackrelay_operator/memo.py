@@ -34,6 +34,8 @@ class OperatorMemo(kopf.Memo):
     """The pipelines whose daemon runs now, each with its runner."""
     steered: set[PipelineKey]
     """Every pipeline this process ran a daemon for (its finalizers are released at exit)."""
+    allowed_hosts: tuple[str, ...]
+    """The hosts a pipeline's URLs may name (``destinations``); set before kopf starts."""
 
 
 def pipeline_key(body: kopf.Body) -> PipelineKey:

@@ -18,7 +18,9 @@ import kopf
 from trackrelay.config.configmap import BUDGET
 from trackrelay.control.controller import Decision, Observation, State, initial_state, within
 from trackrelay.loop.shell import ControlLoop
+from trackrelay_operator import destinations
 from trackrelay_operator.actuation import Actuator
+from trackrelay_operator.destinations import DEFAULT_ALLOWED, DestinationRefused
 from trackrelay_operator.kube import Kube
 from trackrelay_operator.liveness import Liveness
 from trackrelay_operator.observing import PipelineObserver
@@ -46,12 +48,19 @@ async def running_state(kube: Kube, namespace: str, pipeline: Pipeline) -> State
 class PipelineRunner:
     """Ticks one pipeline every reconcile interval: observe -> decide -> act, then report."""
 
-    def __init__(self, kube: Kube, body: kopf.Body, liveness: Liveness | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        body: kopf.Body,
+        liveness: Liveness | None = None,
+        allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED,
+    ) -> None:
         self.kube = kube
         self.body = body  # a live view: kopf keeps it current
         self.namespace: str = body["metadata"]["namespace"]
         self.name: str = body["metadata"]["name"]
-        self.observer = PipelineObserver(kube, self.namespace)
+        self.allowed_hosts = allowed_hosts
+        self.observer = PipelineObserver(kube, self.namespace, allowed_hosts)
         self.actuator = Actuator(kube, self.namespace, self.name)
         self.reporter = Reporter(kube, body, liveness=liveness)
         self.ticked_at = time.monotonic()
@@ -72,6 +81,9 @@ class PipelineRunner:
         self.ticked_at = time.monotonic()
         try:
             pipeline, loop = await self._prepare()
+        except DestinationRefused as exc:  # nothing is connected: the old loop stops too
+            await self.reporter.degraded("DestinationRefused", str(exc))
+            return RETRY_SECONDS
         except ValueError as exc:
             await self.reporter.degraded("InvalidSpec", str(exc))
             return RETRY_SECONDS
@@ -94,6 +106,7 @@ class PipelineRunner:
     async def _prepare(self) -> tuple[Pipeline, ControlLoop]:
         """The spec as it is now, and its loop (a new one when the spec changed)."""
         pipeline = parse(dict(self.body["spec"]))
+        destinations.check(destinations.urls_of(pipeline), self.allowed_hosts)
         old = self.loop
         if old is not None and pipeline == self.pipeline:
             return pipeline, old

@@ -412,6 +412,20 @@ def test_the_api_service_exposes_only_the_api_and_the_simulator_admin_is_opt_in(
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
 
 
+def test_the_operators_allowed_hosts_reach_its_command_line(cluster: Cluster) -> None:
+    def args(*more: str) -> list[str]:
+        docs = render(cluster, "-f", str(SIMULATOR), *more)
+        pod = by_kind(docs, "Deployment")["shop-trackrelay-operator"]["spec"]["template"]["spec"]
+        return list(pod["containers"][0]["args"])
+
+    assert not [a for a in args() if a.startswith("--allow-host")]  # the operator's default
+    listed = args("--set", "operator.allowedHosts={analytics.example.com,10.0.0.7}")
+    assert [a for a in listed if a.startswith("--allow-host")] == [
+        "--allow-host=analytics.example.com",
+        "--allow-host=10.0.0.7",
+    ]
+
+
 SERIES_SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
 
 

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -37,6 +38,8 @@ from trackrelay.runtime.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 GROUP, VERSION, PLURAL = "trackrelay.io", "v1alpha1", "analyticspipelines"
+LOCAL = ["--allow-host", "127.0.0.1"]
+"""Redis, the simulator and Prometheus run on this machine, not as the cluster's Services."""
 
 
 def namespace(cluster: Cluster) -> str:
@@ -229,7 +232,7 @@ class Rig:
     def start_operator(self) -> None:
         self.liveness = f"http://127.0.0.1:{free_port()}/healthz"
         self.operator = spawn_role(
-            ["operator", "-n", self.ns, "--liveness", self.liveness],
+            ["operator", "-n", self.ns, "--liveness", self.liveness, *LOCAL],
             self.env,
             self.logs / "operator.log",
         )
@@ -493,6 +496,58 @@ def test_when_observations_fail_nothing_is_scaled_down_and_the_status_says_why(r
     assert rig.replicas() == 3  # no scale-down on missing data
 
 
+def test_a_url_off_the_allowed_hosts_is_refused_in_the_status_and_never_requested(
+    rig: Rig,
+) -> None:
+    until(lambda: rig.status().get("budget"), 30, "a first decision")
+    # A listener the spec points at: the operator must never connect to it.
+    trap = socket.socket()
+    trap.bind(("127.0.0.2", 0))
+    trap.listen(8)
+    trap.settimeout(0.2)
+    port = trap.getsockname()[1]
+    change = {"spec": {"analytics": {"healthURL": f"http://127.0.0.2:{port}/healthz"}}}
+    rig.cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, rig.ns, PLURAL, "shop", change
+    )
+    try:
+
+        def refused() -> dict[str, Any]:
+            conditions = rig.status().get("conditions", [])
+            found: dict[str, Any] = next((c for c in conditions if c["type"] == "Degraded"), {})
+            return found if found.get("reason") == "DestinationRefused" else {}
+
+        degraded = until(refused, 30, "the status says the URL is refused")
+        assert degraded["status"] == "True"
+        assert "spec.analytics.healthURL: host '127.0.0.2'" in degraded["message"]
+        until(
+            lambda: any(
+                e.startswith("DestinationRefused: spec.analytics.healthURL") for e in rig.events()
+            ),
+            10,
+            "a Warning Event says so",
+        )
+        time.sleep(3)  # ticks that would have probed it
+        try:
+            conn, _ = trap.accept()
+            conn.close()
+            raise AssertionError("the operator connected to a host it may not reach")
+        except TimeoutError:
+            pass
+    finally:
+        trap.close()
+    # Back to an allowed URL: steering again.
+    back = {"spec": {"analytics": {"healthURL": f"{rig.sim}/healthz"}}}
+    rig.cluster.custom.patch_namespaced_custom_object(GROUP, VERSION, rig.ns, PLURAL, "shop", back)
+
+    def ready() -> bool:
+        conditions = rig.status().get("conditions", [])
+        found: dict[str, Any] = next((c for c in conditions if c["type"] == "Ready"), {})
+        return found.get("status") == "True"
+
+    until(ready, 30, "steering again once the URL is allowed")
+
+
 def test_two_operators_with_peering_do_not_fight(crd: Cluster, tmp_path: Path) -> None:
     ns = namespace(crd)
     peering = {
@@ -505,7 +560,7 @@ def test_two_operators_with_peering_do_not_fight(crd: Cluster, tmp_path: Path) -
 
     def start(priority: int) -> subprocess.Popen[bytes]:
         args = ["--log-level", "DEBUG", "operator", "-n", ns, "--peering", "trackrelay"]
-        args += ["--priority", str(priority)]
+        args += ["--priority", str(priority), *LOCAL]
         return spawn_role(args, env, tmp_path / f"operator-{priority}.log")
 
     def log(priority: int) -> str:
@@ -722,7 +777,7 @@ def test_idle_pipelines_cost_the_api_server_almost_nothing(crd: Cluster, tmp_pat
             crd.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
         operator = spawn_role(
-            ["operator", "-n", ns, "--liveness", liveness], env, tmp_path / "operator.log"
+            ["operator", "-n", ns, "--liveness", liveness, *LOCAL], env, tmp_path / "operator.log"
         )
 
         def decided() -> int:

@@ -26,11 +26,13 @@ from trackrelay.control.shedding import Shedding
 from trackrelay.loop.shell import ControlLoop
 from trackrelay_operator import status
 from trackrelay_operator.correlation import COMBINED, EventCorrelator, Write
+from trackrelay_operator.destinations import DEFAULT_ALLOWED, DestinationRefused, admits, refusal
 from trackrelay_operator.handlers import handle_liveness, handle_startup
 from trackrelay_operator.kube import Kube
 from trackrelay_operator.memo import OperatorMemo
+from trackrelay_operator.observing import PipelineObserver
 from trackrelay_operator.reporting import Reporter
-from trackrelay_operator.runner import PipelineRunner
+from trackrelay_operator.runner import RETRY_SECONDS, PipelineRunner
 from trackrelay_operator.spec import parse
 
 
@@ -430,3 +432,76 @@ def test_a_secret_the_operator_may_not_read_is_named_with_the_value_that_allows_
         LookupError, match=r"Secret shop/queue-b: 403 Forbidden.*operator\.secretNames"
     ):
         kube.redis_url("shop", "queue-b", "url")
+
+
+# -- destinations (the operator is no confused deputy) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://analytics:8100/healthz", True),  # a Service of the pipeline's namespace
+        ("http://prometheus-operated.monitoring.svc:9090", True),
+        ("http://analytics.shop.svc.cluster.local/healthz", True),
+        ("http://ANALYTICS.Shop.SVC./healthz", True),  # case and a trailing dot do not count
+        ("http://169.254.169.254/latest/meta-data/", False),  # a cloud metadata service
+        ("http://kubernetes.default/api", False),  # name.namespace is also a public name's shape
+        ("https://evil.example.com/", False),
+        ("http://10.0.0.7:6379/", False),
+        ("http://a.b.c.svc/", False),  # a label more than *.*.svc
+        ("http:///nohost", False),
+    ],
+)
+def test_the_default_destinations_are_the_clusters_services(url: str, allowed: bool) -> None:
+    why = refusal("spec.analytics.healthURL", url, DEFAULT_ALLOWED)
+    assert (why is None) is allowed, why
+    if why is not None:
+        assert why.startswith("spec.analytics.healthURL: ")
+
+
+def test_named_hosts_and_the_opt_out_admit_what_they_say() -> None:
+    assert admits("10.0.0.7", "10.0.0.7") and not admits("10.0.0.7", "10.0.0.70")
+    assert admits("*.example.com", "analytics.example.com")
+    assert not admits("*.example.com", "a.analytics.example.com")
+    assert admits("**", "anything.at.all") and not admits("*", "")
+
+
+async def test_a_spec_naming_a_host_not_allowed_is_refused_and_nothing_is_connected() -> None:
+    kube = FakeKube()
+    spec = {
+        **example("minimal"),
+        "analytics": {
+            "healthURL": "http://169.254.169.254/latest/meta-data/",
+            "prometheus": {"address": "http://prometheus.monitoring.svc:9090"},
+        },
+    }
+    body = kopf.Body(cast(kopf.RawBody, {**BODY, "spec": spec}))
+    runner = PipelineRunner(cast(Kube, kube), body, allowed_hosts=DEFAULT_ALLOWED)
+    try:
+        assert await runner.tick() == RETRY_SECONDS
+        assert runner.loop is None  # no loop: nothing observed, nothing connected
+        (status,) = kube.statuses
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert degraded["status"] == "True" and degraded["reason"] == "DestinationRefused"
+        assert "'169.254.169.254' is not an allowed destination" in degraded["message"]
+        assert "operator.allowedHosts" in degraded["message"]
+        assert "prometheus" not in degraded["message"]  # the allowed one is not named
+        assert kube.events == [("DestinationRefused", "Warning", degraded["message"])]
+    finally:
+        await runner.observer.aclose()
+
+
+async def test_a_redis_secret_naming_a_host_not_allowed_is_never_connected() -> None:
+    class SecretKube(FakeKube):
+        def redis_url(self, namespace: str, name: str, key: str) -> str:
+            return "redis://:pw@10.1.2.3:6379/0"
+
+    observer = PipelineObserver(cast(Kube, SecretKube()), "ns", DEFAULT_ALLOWED)
+    try:
+        with pytest.raises(
+            DestinationRefused, match=re.escape("Secret trackrelay-redis key url: host '10.1.2.3'")
+        ):
+            await observer.connect(parse(example("minimal")))
+        assert observer.redis is None
+    finally:
+        await observer.aclose()

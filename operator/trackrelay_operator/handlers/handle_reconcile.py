@@ -14,7 +14,9 @@ from trackrelay_operator.runner import PipelineRunner
 
 async def reconcile(body: kopf.Body, stopped: kopf.DaemonStopped, memo: OperatorMemo) -> None:
     key = pipeline_key(body)
-    runner = PipelineRunner(memo.kube, body, liveness=memo.liveness)
+    runner = PipelineRunner(
+        memo.kube, body, liveness=memo.liveness, allowed_hosts=memo.allowed_hosts
+    )
     memo.runners[key] = runner
     memo.steered.add(key)
     try:

@@ -8,6 +8,7 @@ import random
 
 import kopf
 
+from trackrelay_operator.destinations import DEFAULT_ALLOWED
 from trackrelay_operator.kube import Kube
 from trackrelay_operator.liveness import Liveness
 from trackrelay_operator.memo import OperatorMemo
@@ -32,6 +33,8 @@ def fill(memo: OperatorMemo, kube: Kube) -> None:
     memo.liveness = Liveness()
     memo.runners = {}
     memo.steered = set()
+    if "allowed_hosts" not in memo:  # the command line sets it before kopf starts
+        memo.allowed_hosts = DEFAULT_ALLOWED
 
 
 async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo) -> None:

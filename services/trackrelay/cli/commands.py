@@ -70,6 +70,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
         import kopf
 
         import trackrelay_operator  # noqa: F401  (registers the handlers)
+        from trackrelay_operator.destinations import DEFAULT_ALLOWED
+        from trackrelay_operator.memo import OperatorMemo
     except ImportError as exc:
         raise ValueError(
             f"the operator needs its extra: pip install 'trackrelay[operator]' ({exc})"
@@ -79,8 +81,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if (args.log_level or "INFO").upper() != "DEBUG":
         # kopf logs every handler run at INFO; the controller's reasons are what matter.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    memo = OperatorMemo()
+    memo.allowed_hosts = tuple(args.allow_host or DEFAULT_ALLOWED)
+    logging.getLogger(__name__).info(
+        "pipelines' URLs may name these hosts: %s", ", ".join(memo.allowed_hosts)
+    )
     asyncio.run(
         kopf.operator(
+            memo=memo,
             clusterwide=args.all_namespaces,
             namespaces=args.namespace or (),
             standalone=args.peering is None,

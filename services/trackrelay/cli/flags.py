@@ -107,6 +107,7 @@ NOT_SETTINGS = frozenset(
         "peering",
         "priority",
         "liveness",
+        "allow_host",
     }
 )
 """Flags that steer a command itself rather than a settings field."""

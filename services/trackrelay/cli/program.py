@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--priority", type=int, help="peering priority (default: random)")
     p.add_argument(
+        "--allow-host",
+        dest="allow_host",
+        action="append",
+        metavar="PATTERN",
+        help="a host a pipeline's URLs may name (repeatable; * is one DNS label, ** any host;"
+        " default: the cluster's Services, *, *.*.svc and *.*.svc.cluster.local)",
+    )
+    p.add_argument(
         "--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz (default: none)"
     )
 
