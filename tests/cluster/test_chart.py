@@ -426,6 +426,38 @@ def test_the_operators_allowed_hosts_reach_its_command_line(cluster: Cluster) ->
     ]
 
 
+def test_the_stores_take_only_authenticated_clients_from_the_client_networks(
+    cluster: Cluster,
+) -> None:
+    docs = render(cluster, "-f", str(SIMULATOR), "--set", "postgresql.clientCIDRs={10.244.0.0/16}")
+    hba = by_kind(docs, "ConfigMap")["shop-trackrelay-postgresql"]["data"]["pg_hba.conf"]
+    rules = [line.split() for line in hba.splitlines() if line.strip()]
+    assert rules == [
+        ["local", "all", "all", "trust"],  # the container's own socket (probes)
+        ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"],
+        ["host", "all", "all", "::1/128", "scram-sha-256"],
+        ["host", "all", "all", "10.244.0.0/16", "scram-sha-256"],
+    ]
+    pg = by_kind(docs, "StatefulSet")["shop-trackrelay-postgresql"]["spec"]["template"]["spec"]
+    command = " ".join(pg["containers"][0]["command"])
+    assert "hba_file=/etc/trackrelay-postgresql/pg_hba.conf" in command
+    assert "0.0.0.0/0" not in json.dumps(pg)
+    conf = by_kind(docs, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
+    assert "protected-mode yes" in conf.splitlines()
+    redis_pod = by_kind(docs, "StatefulSet")["shop-trackrelay-redis"]["spec"]["template"]["spec"]
+    assert "--requirepass" in redis_pod["containers"][0]["command"]
+    refused = cluster.plane.helm(
+        "template",
+        "shop",
+        str(CHART),
+        "-f",
+        str(SIMULATOR),
+        "--set",
+        "postgresql.clientCIDRs={everyone}",
+    )
+    assert refused.returncode != 0 and "clientCIDRs" in refused.stderr
+
+
 SERIES_SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
 
 
