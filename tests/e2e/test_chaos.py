@@ -295,7 +295,9 @@ def test_nothing_is_lost_or_counted_twice_while_the_bundle_is_taken_apart(
         fault("forwarders drained", drain, replaced("forwarder", drained, 2))
         operators = uids("operator")
         fault(
-            "operator restarted", lambda: delete(*pods("operator")), replaced("operator", operators)
+            "operator restarted",
+            lambda: delete(*pods("operator")),
+            replaced("operator", operators, 2),
         )
     finally:
         cluster.kubectl("uncordon", node, check=False)

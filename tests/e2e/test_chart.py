@@ -6,6 +6,7 @@ forwarders, the simulator as analytics and the operator (tests/e2e/bundle.py).
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 import subprocess
@@ -59,12 +60,29 @@ def test_every_pod_becomes_ready_and_helm_test_passes(release: Release) -> None:
     # the migration hook ran before the services needed it
     status = release.helm("status", RELEASE, "-n", release.ns).stdout
     assert "STATUS: deployed" in status
-    # the operator steers with a Role in its namespace alone: no request was refused
-    logs = release.cluster.kubectl(
-        "logs", "-n", release.ns, f"deployment/{FULLNAME}-operator", "--tail=-1"
-    ).stdout
-    refused = [line for line in logs.splitlines() if re.search(r"forbidden|permission", line, re.I)]
-    assert not refused, refused[:10]
+    # the operators steer with a Role in their namespace alone: no request was refused
+    operators = release.ready_pods("operator")
+    assert len(operators) == 2  # one steers, one stands by (kopf peering)
+    for pod in operators:
+        logs = operator_log(release, pod)
+        refused = [
+            line for line in logs.splitlines() if re.search(r"forbidden|permission", line, re.I)
+        ]
+        assert not refused, refused[:10]
+
+
+PAUSED = "Pausing operations in favour of"
+RESUMED = "Resuming operations after the pause"
+
+
+def steers(log: str) -> bool:
+    """The operator whose log this is has resumed since it last paused (kopf peering)."""
+    return log.rfind(RESUMED) > log.rfind(PAUSED)
+
+
+def operator_log(release: Release, pod: str) -> str:
+    done = release.cluster.kubectl("logs", "-n", release.ns, pod, "--tail=-1", check=False)
+    return done.stdout
 
 
 PROMETHEUS_MANIFEST = Path(__file__).parent / "prometheus.yaml"
@@ -351,6 +369,42 @@ def test_a_full_quota_switches_the_shedding_policy(release: Release) -> None:
         assert shedding["status"] == "True"
     finally:
         release.client("post", url=release.sim_url + "/admin/fault", body={"mode": "healthy"})
+
+
+def test_one_operator_steers_and_the_other_takes_over_when_it_is_deleted(
+    release: Release,
+) -> None:
+    pods = release.ready_pods("operator")
+    assert len(pods) == 2
+
+    def roles() -> tuple[str, str] | None:  # (leader, standby) once one steers
+        # kopf starts every replica paused and resumes the one no peer outranks
+        steering = [p for p in pods if steers(operator_log(release, p))]
+        if len(steering) != 1:
+            return None
+        (leader,) = steering
+        (standby,) = [p for p in pods if p != leader]
+        return leader, standby
+
+    leader, standby = wait_for("one operator steers, the other stands by", roles, timeout=90)
+    deleted_at = time.time()
+    release.cluster.kubectl("delete", "pod", "-n", release.ns, leader, "--wait=false")
+
+    def decided_since() -> bool:
+        # a daemon that starts reports its first decision at once, idle or not
+        stamp = release.pipeline().get("status", {}).get("lastDecisionTime", "")
+        return (
+            bool(stamp)
+            and calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) > deleted_at + 1
+        )
+
+    # kopf's peering lifetime is 60 s; a leader that stops in order hands over at once
+    wait_for("the standby resumes", lambda: steers(operator_log(release, standby)), timeout=75)
+    took_over = time.time() - deleted_at
+    wait_for("a decision after the hand-over", decided_since, timeout=60)
+    print(f"operator hand-over: the standby resumed {took_over:.1f} s after the leader's deletion")
+    # the Deployment replaces the deleted pod: two again, one of them paused
+    wait_for("two operators again", lambda: len(release.ready_pods("operator")) == 2, timeout=120)
 
 
 def test_helm_uninstall_leaves_the_crd_and_nothing_else(release: Release) -> None:
