@@ -25,6 +25,7 @@ from trackrelay.config.settings import derived_outbox_quota, read_ahead
 from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.orders.metrics import OrderMetrics
+from trackrelay_operator.destinations import refusal
 from trackrelay_operator.spec import parse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -317,15 +318,47 @@ def test_secrets_carry_the_urls_the_services_and_the_pipeline_read(cluster: Clus
     docs = render(cluster, "-f", str(ALL_OPTIONS))
     secrets = by_kind(docs, "Secret")
     redis_url = secrets["shop-trackrelay-redis"]["stringData"]["url"]
-    assert redis_url == "redis://:a-fixed-password@shop-trackrelay-redis:6379/0"
+    assert redis_url == "redis://:a-fixed-password@shop-trackrelay-redis.shop.svc:6379/0"
     database = secrets["shop-trackrelay-database"]["stringData"]
     assert database == {"url": "postgresql://shop:secret@orders-db.example:5432/shop"}
     assert "shop-trackrelay-postgresql" not in by_kind(docs, "StatefulSet")
     pipeline = by_kind(docs, "AnalyticsPipeline")["shop-trackrelay"]["spec"]
-    assert pipeline["redis"]["secretRef"] == {"name": "shop-trackrelay-redis", "key": "url"}
-    generated = by_kind(render(cluster, "-f", str(SIMULATOR)), "Secret")
-    password = generated["shop-trackrelay-redis"]["stringData"]["password"]
+    assert pipeline["redis"]["secretRef"] == {
+        "name": "shop-trackrelay-redis",
+        "key": "operator-url",
+    }
+    rendered = render(cluster, "-f", str(SIMULATOR))
+    redis = by_kind(rendered, "Secret")["shop-trackrelay-redis"]["stringData"]
+    password = redis["password"]
     assert len(password) == 32 and password.isalnum()
+    # one Redis user a role, each with a password of its own, in its URL and in Redis' command
+    users = yaml.safe_load((CHART / "files" / "redis-users.yaml").read_text())
+    assert sorted(users) == ["forwarder", "operator", "relay"]
+    pod = by_kind(rendered, "StatefulSet")["shop-trackrelay-redis"]["spec"]["template"]["spec"]
+    command = pod["containers"][0]["command"]
+    passwords = {redis[f"{role}-password"] for role in users} | {password}
+    assert len(passwords) == 4
+    for role, rules in users.items():
+        role_password = redis[f"{role}-password"]
+        assert (
+            redis[f"{role}-url"]
+            == f"redis://{role}:{role_password}@shop-trackrelay-redis.shop.svc:6379/0"
+        )
+        at = command.index(role, command.index("--user"))
+        assert command[at + 1 : at + 3] == ["on", f">$({role.upper()}_PASSWORD)"]
+        assert command[at + 3 : at + 3 + len(rules.split())] == rules.split()
+    urls = {
+        name: [
+            e["valueFrom"]["secretKeyRef"]["key"]
+            for e in spec["containers"][0].get("env", [])
+            if e["name"] == "TRACKRELAY_REDIS_URL"
+        ]
+        for name, spec in pod_specs(rendered).items()
+    }
+    assert {n: u for n, u in urls.items() if u} == {
+        "Deployment/shop-trackrelay-orders": ["relay-url"],
+        "Deployment/shop-trackrelay-forwarder": ["forwarder-url"],
+    }
 
 
 def test_passwords_with_url_characters_are_escaped_in_the_urls(
@@ -418,7 +451,20 @@ def test_the_operators_allowed_hosts_reach_its_command_line(cluster: Cluster) ->
         pod = by_kind(docs, "Deployment")["shop-trackrelay-operator"]["spec"]["template"]["spec"]
         return list(pod["containers"][0]["args"])
 
-    assert not [a for a in args() if a.startswith("--allow-host")]  # the operator's default
+    # the release namespace's Services by default; every namespace's when cluster-wide
+    assert [a for a in args() if a.startswith("--allow-host")] == [
+        "--allow-host=*.shop.svc",
+        "--allow-host=*.shop.svc.cluster.local",
+    ]
+    wide = args("--set", "operator.namespaced=false")
+    assert not [a for a in wide if a.startswith("--allow-host")]  # the operator's own default
+    # every URL the chart gives the pipeline is on the default list
+    docs = render(cluster, "-f", str(SIMULATOR))
+    pipeline = by_kind(docs, "AnalyticsPipeline")["shop-trackrelay"]["spec"]
+    redis = by_kind(docs, "Secret")["shop-trackrelay-redis"]["stringData"]
+    urls = [pipeline["analytics"]["healthURL"], redis[pipeline["redis"]["secretRef"]["key"]]]
+    for url in urls:
+        assert refusal("url", url, ("*.shop.svc", "*.shop.svc.cluster.local")) is None, url
     listed = args("--set", "operator.allowedHosts={analytics.example.com,10.0.0.7}")
     assert [a for a in listed if a.startswith("--allow-host")] == [
         "--allow-host=analytics.example.com",

@@ -8,6 +8,7 @@ import re
 import signal
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -19,10 +20,10 @@ from trackrelay.runtime.ports import free_port
 ORDER = {"customer_id": "c", "items": [{"sku": "a", "qty": 1, "price": 5}]}
 
 
-def post(base: str) -> str:
+def post(base: str, order: dict[str, Any] | None = None) -> str:
     req = urllib.request.Request(
         f"{base}/v1/orders",
-        data=json.dumps(ORDER).encode(),
+        data=json.dumps(order or ORDER).encode(),
         headers={"content-type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=10) as r:

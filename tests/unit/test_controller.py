@@ -194,6 +194,18 @@ def test_a_down_window_no_longer_than_the_up_window_still_lets_replicas_scale(ga
     assert down[0] == up[-1] and down[-1] == 1
 
 
+@pytest.mark.parametrize(("window", "first"), [(0, 0), (2, 2), (4, 4)])
+def test_a_scale_up_waits_exactly_its_window(window: int, first: int) -> None:
+    """With ticks a second apart, wanting more from t=0 scales at t=window, not later."""
+    spec = Spec(replicas_max=6, scale_up_window=window, scale_down_window=120, replica_rate=200)
+    state = State(budget=4000, replicas=1, per_replica=200)
+    scaled = []
+    for t in range(8):
+        d, state = decide(spec, obs(t, lag=30_000, forwarders=(fwd(rate=200),)), state, t)
+        scaled.append(d.replicas > 1)
+    assert scaled.index(True) == first
+
+
 def test_replicas_follow_what_arrives_not_only_what_is_delivered() -> None:
     """A slow analytics delivers 20 ev/s while 80 arrive: the backlog's growth counts."""
     spec = Spec(replicas_max=8, scale_up_window=0, drain_seconds=1000)

@@ -27,7 +27,7 @@ from trackrelay.loop.shell import ControlLoop
 from trackrelay_operator import status
 from trackrelay_operator.correlation import COMBINED, EventCorrelator, Write
 from trackrelay_operator.destinations import DEFAULT_ALLOWED, DestinationRefused, admits, refusal
-from trackrelay_operator.handlers import handle_liveness, handle_startup
+from trackrelay_operator.handlers import handle_liveness, handle_reconcile, handle_startup
 from trackrelay_operator.kube import Kube
 from trackrelay_operator.memo import OperatorMemo
 from trackrelay_operator.observing import PipelineObserver
@@ -440,14 +440,24 @@ def test_a_secret_the_operator_may_not_read_is_named_with_the_value_that_allows_
 @pytest.mark.parametrize(
     ("url", "allowed"),
     [
-        ("http://analytics:8100/healthz", True),  # a Service of the pipeline's namespace
+        ("http://analytics.shop.svc:8100/healthz", True),
         ("http://prometheus-operated.monitoring.svc:9090", True),
         ("http://analytics.shop.svc.cluster.local/healthz", True),
         ("http://ANALYTICS.Shop.SVC./healthz", True),  # case and a trailing dot do not count
+        ("http://analytics:8100/healthz", False),  # resolved by the operator pod's search path
+        ("http://metadata/computeMetadata/v1/", False),  # GKE's metadata server, so
         ("http://169.254.169.254/latest/meta-data/", False),  # a cloud metadata service
-        ("http://kubernetes.default/api", False),  # name.namespace is also a public name's shape
+        ("http://2852039166/", False),  # the same, as one number
+        ("http://0x7f000001/", False),  # loopback in hex
+        ("http://0:8080/", False),
+        ("http://[fd00:ec2::254]/", False),  # AWS' metadata over IPv6
+        ("http://[::ffff:a9fe:a9fe]/", False),
+        ("redis://:p@2130706433:6379", False),
+        ("redis://169\uff0e254\uff0e169\uff0e254:6379", False),  # full-width dots (IDNA)
+        ("http://allowed.shop.svc@evil.example.com/", False),  # userinfo is not the host
+        ("http://1abc.shop.svc/", False),  # not a DNS label: * never matches it
+        ("http://kubernetes.default/api", False),
         ("https://evil.example.com/", False),
-        ("http://10.0.0.7:6379/", False),
         ("http://a.b.c.svc/", False),  # a label more than *.*.svc
         ("http:///nohost", False),
     ],
@@ -461,6 +471,8 @@ def test_the_default_destinations_are_the_clusters_services(url: str, allowed: b
 
 def test_named_hosts_and_the_opt_out_admit_what_they_say() -> None:
     assert admits("10.0.0.7", "10.0.0.7") and not admits("10.0.0.7", "10.0.0.70")
+    assert admits("127.0.0.1", "2130706433")  # an address, however it is written
+    assert not admits("*", "127.0.0.1") and not admits("*.*.*.*", "10.0.0.7")
     assert admits("*.example.com", "analytics.example.com")
     assert not admits("*.example.com", "a.analytics.example.com")
     assert admits("**", "anything.at.all") and not admits("*", "")
@@ -505,3 +517,30 @@ async def test_a_redis_secret_naming_a_host_not_allowed_is_never_connected() -> 
         assert observer.redis is None
     finally:
         await observer.aclose()
+
+
+@pytest.mark.parametrize(
+    ("reason", "kept"),
+    [
+        (kopf.DaemonStoppingReason.OPERATOR_PAUSING, False),  # another replica steers now
+        (kopf.DaemonStoppingReason.OPERATOR_EXITING, True),  # released at exit
+    ],
+)
+async def test_a_paused_replica_does_not_release_what_the_leader_now_steers(
+    reason: kopf.DaemonStoppingReason, kept: bool
+) -> None:
+    class Stopped:
+        def __init__(self) -> None:
+            self.reason = reason
+
+        def __bool__(self) -> bool:
+            return True  # stopped already: the runner's loop does not turn
+
+        async def wait(self, timeout: float | None = None) -> None:
+            return None
+
+    memo = OperatorMemo()
+    handle_startup.fill(memo, cast(Kube, FakeKube()))
+    await handle_reconcile.reconcile(BODY, cast(kopf.DaemonStopped, Stopped()), memo)
+    assert (("ns", "shop") in memo.steered) is kept
+    assert memo.runners == {}

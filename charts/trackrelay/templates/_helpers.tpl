@@ -61,7 +61,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "trackrelay.analyticsUrl" -}}
 {{- if .Values.simulator.enabled -}}
-http://{{ include "trackrelay.fullname" . }}-simulator:{{ .Values.simulator.port }}
+http://{{ include "trackrelay.fullname" . }}-simulator.{{ .Release.Namespace }}.svc:{{ .Values.simulator.port }}
 {{- else -}}
 {{ required "analytics.url is required unless simulator.enabled is true" .Values.analytics.url }}
 {{- end }}
@@ -82,30 +82,38 @@ urlquery escapes all of them and writes a space as "+", which userinfo reads lit
 {{ . | urlquery | replace "+" "%20" }}
 {{- end }}
 
-{{/* A password kept across upgrades: the value given, else the Secret's, else a new one. */}}
+{{/* A password kept across upgrades: the value given, else the Secret's (its key "password",
+or "key"), else a new one. */}}
 {{- define "trackrelay.password" -}}
 {{- $given := index . "given" -}}
+{{- $key := index . "key" | default "password" -}}
 {{- if $given -}}
 {{ $given }}
 {{- else -}}
 {{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret -}}
-{{- if and $existing (index $existing.data "password") -}}
-{{ index $existing.data "password" | b64dec }}
+{{- if and $existing (index $existing.data $key) -}}
+{{ index $existing.data $key | b64dec }}
 {{- else -}}
 {{ randAlphaNum 32 }}
 {{- end -}}
 {{- end -}}
 {{- end }}
 
-{{/* Environment every trackrelay process shares. */}}
+{{/* The Redis roles, each a user of its own (files/redis-users.yaml). */}}
+{{- define "trackrelay.redisRoles" -}}
+relay forwarder operator
+{{- end }}
+
+{{/* Environment every trackrelay process shares; "role" names its Redis user. */}}
 {{- define "trackrelay.commonEnv" -}}
+{{- $ctx := .ctx -}}
 - name: TRACKRELAY_REDIS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "trackrelay.redisSecret" . }}
-      key: url
+      name: {{ include "trackrelay.redisSecret" $ctx }}
+      key: {{ .role }}-url
 - name: TRACKRELAY_LIVE_CONFIGMAP
-  value: {{ printf "%s/%s" .Release.Namespace (include "trackrelay.liveConfigMap" .) | quote }}
+  value: {{ printf "%s/%s" $ctx.Release.Namespace (include "trackrelay.liveConfigMap" $ctx) | quote }}
 - name: TRACKRELAY_DATA_DIR
   value: /tmp/trackrelay
 {{- end }}

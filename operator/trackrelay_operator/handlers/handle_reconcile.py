@@ -11,6 +11,8 @@ import kopf
 from trackrelay_operator.memo import OperatorMemo, pipeline_key
 from trackrelay_operator.runner import PipelineRunner
 
+PAUSING = kopf.DaemonStoppingReason.OPERATOR_PAUSING
+
 
 async def reconcile(body: kopf.Body, stopped: kopf.DaemonStopped, memo: OperatorMemo) -> None:
     key = pipeline_key(body)
@@ -24,3 +26,7 @@ async def reconcile(body: kopf.Body, stopped: kopf.DaemonStopped, memo: Operator
     finally:
         if memo.runners.get(key) is runner:  # a daemon started since keeps its own
             del memo.runners[key]
+            if stopped.reason is not None and stopped.reason & PAUSING:
+                # Another replica steers now: at exit, this one must not take off the
+                # finalizer that replica relies on.
+                memo.steered.discard(key)

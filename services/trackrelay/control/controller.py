@@ -375,10 +375,10 @@ def _per_replica(spec: Spec, state: State, obs: Observation, health: Health) -> 
 def _recent(
     history: tuple[tuple[float, int], ...], now: float, window: float
 ) -> tuple[tuple[float, int], ...]:
-    """The recommendations made within ``window`` of ``now``, and the one in force when
-    the window opened (the newest made before it), oldest first."""
-    inside = tuple((t, n) for t, n in history if now - t <= window)
-    before = [(t, n) for t, n in history if now - t > window]
+    """The recommendations made within ``window`` before ``now``, and the one in force
+    when the window opened (the newest made at or before its start), oldest first."""
+    inside = tuple((t, n) for t, n in history if now - t < window)
+    before = [(t, n) for t, n in history if now - t >= window]
     return (*before[-1:], *inside)
 
 

@@ -46,6 +46,8 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
         _lifespan, settings=settings, database_url=database_url, queue_url=queue_url
     )
     apart = settings.metrics_port is not None
+    if apart and settings.metrics_port == settings.port and settings.port != 0:
+        raise ValueError(f"the metrics port must differ from the API's ({settings.port})")
     documents: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
         title="trackrelay order service",
@@ -70,7 +72,7 @@ def create_app(settings: OrderSettings, redis_url: str | None = None) -> FastAPI
 def operations_app(api: FastAPI) -> FastAPI:
     """``/metrics`` and the API's documents (``/docs``, ``/openapi.json``), for the port of
     their own: what they tell (the routes, the traffic) is for operators, not clients."""
-    ops = FastAPI(title=f"{api.title}: operations", version=api.version)
+    ops = FastAPI(title=f"{api.title}: operations", version=api.version, redoc_url=None)
     ops.include_router(operations)
     ops.openapi = api.openapi  # type: ignore[method-assign]  # the document of the API
     ops.state.metrics = api.state.metrics
@@ -91,6 +93,11 @@ async def _lifespan(
     app: FastAPI, *, settings: OrderSettings, database_url: str, queue_url: str | None
 ) -> AsyncIterator[None]:
     """Open the store (and the relay, when it runs here) for the app's life."""
+    # The operations port first: a port taken stops the start before anything is opened.
+    sock = None
+    if app.state.operations is not None and settings.metrics_port is not None:
+        # Several worker processes share the port, as they share the API's.
+        sock = listening_socket(settings.host, settings.metrics_port, shared=settings.workers > 1)
     if settings.migrate_on_start:
         await asyncio.to_thread(migrate.upgrade, database_url)
     on_postgres = database_url.startswith("postgresql")
@@ -111,12 +118,9 @@ async def _lifespan(
         app.state.relay = relay
         tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
     ops_server = None
-    if app.state.operations is not None and settings.metrics_port is not None:
-        # Several worker processes share the port, as they share the API's.
-        sock = listening_socket(settings.host, settings.metrics_port, shared=settings.workers > 1)
-        ops_server = make_server(
-            app.state.operations, settings.host, settings.metrics_port, "warning"
-        )
+    if sock is not None and settings.metrics_port is not None:
+        # uvicorn's logging stays the API server's: this one configures none
+        ops_server = make_server(app.state.operations, settings.host, settings.metrics_port, None)
         serving = ops_server.serve(sockets=[sock])
         tasks.append(asyncio.create_task(serving, name="operations-server"))
     for task in tasks:
@@ -130,8 +134,10 @@ async def _lifespan(
         if ops_server is not None:
             ops_server.should_exit = True
         for task in running:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout=10)
+        if sock is not None:
+            sock.close()  # uvicorn closes it when it stops in time; not when cut short
         if redis is not None:
             await redis.aclose()
         if app.state.writer is not None:

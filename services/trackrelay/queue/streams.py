@@ -184,22 +184,24 @@ async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[st
 
 
 _ACK_DELETE = """#!lua flags=allow-oom
-for i = 1, #ARGV, 200 do
+local group = ARGV[1]
+for i = 2, #ARGV, 200 do
   local ids = {unpack(ARGV, i, math.min(i + 199, #ARGV))}
-  redis.call('XACK', KEYS[1], KEYS[2], unpack(ids))
+  redis.call('XACK', KEYS[1], group, unpack(ids))
   redis.call('XDEL', KEYS[1], unpack(ids))
 end
 return 1
 """
 """XACK then XDEL, atomically. A script, not MULTI: at ``maxmemory`` Redis refuses to queue
-any command in a transaction, while these two only free memory (``allow-oom``)."""
+any command in a transaction, while these two only free memory (``allow-oom``). The group
+is an argument, not a key: Redis checks a user's key patterns against every key passed."""
 
 
 async def ack_delete(redis: Redis, ids: Sequence[str]) -> None:
     """Acknowledge and delete entries analytics accepted (or that moved to the DLQ)."""
     if not ids:
         return
-    await redis.eval(_ACK_DELETE, 2, STREAM, CONSUMER_GROUP, *ids)
+    await redis.eval(_ACK_DELETE, 1, STREAM, CONSUMER_GROUP, *ids)
 
 
 async def dead_letter(redis: Redis, entries: Sequence[DeadLetterEntry]) -> None:

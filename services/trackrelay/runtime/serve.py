@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -38,16 +39,21 @@ def listening_socket(host: str, port: int, shared: bool = False) -> socket.socke
     return sock
 
 
-def make_server(app: ASGIApp, host: str, port: int, log_level: str, grace: int = 5) -> QuietServer:
+def make_server(
+    app: ASGIApp, host: str, port: int, log_level: str | None, grace: int = 5
+) -> QuietServer:
+    """``log_level`` None: a second server in a process, which leaves uvicorn's logging
+    as the first one configured it."""
     # No access log: a line per request at INFO costs more CPU than the order itself;
     # request counts and latencies are in /metrics.
+    logging: dict[str, Any] = {"log_level": log_level} if log_level else {"log_config": None}
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=grace,
+        **logging,
     )
     return QuietServer(config)
 
