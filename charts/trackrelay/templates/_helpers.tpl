@@ -99,9 +99,9 @@ or "key"), else a new one. */}}
 {{- end -}}
 {{- end }}
 
-{{/* The Redis roles, each a user of its own (files/redis-users.yaml). */}}
+{{/* The Redis roles, each a user of its own: the keys of files/redis-users.yaml. */}}
 {{- define "trackrelay.redisRoles" -}}
-relay forwarder operator
+{{ .Files.Get "files/redis-users.yaml" | fromYaml | keys | sortAlpha | join " " }}
 {{- end }}
 
 {{/* Environment every trackrelay process shares; "role" names its Redis user. */}}

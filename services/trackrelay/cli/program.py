@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="allow_host",
         action="append",
         metavar="PATTERN",
-        help="a host a pipeline's URLs may name (repeatable; * is one DNS label, ** any host;"
-        " default: the cluster's Services, *, *.*.svc and *.*.svc.cluster.local)",
+        help="a host a pipeline's URLs may name (repeatable; * is one DNS label, ** any host,"
+        " an IP address only itself; default: the cluster's Services by cluster name,"
+        " *.*.svc and *.*.svc.cluster.local)",
     )
     p.add_argument(
         "--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz (default: none)"

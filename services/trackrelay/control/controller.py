@@ -376,15 +376,18 @@ def _recent(
     history: tuple[tuple[float, int], ...], now: float, window: float
 ) -> tuple[tuple[float, int], ...]:
     """The recommendations made within ``window`` before ``now``, and the one in force
-    when the window opened (the newest made at or before its start), oldest first."""
+    when the window opened (the newest made at or before its start), oldest first: the
+    window is covered when the first of them is that one."""
     inside = tuple((t, n) for t, n in history if now - t < window)
     before = [(t, n) for t, n in history if now - t >= window]
     return (*before[-1:], *inside)
 
 
-def _covers(history: tuple[tuple[float, int], ...], now: float, window: float) -> bool:
-    """Some recommendation in ``history`` was made at least ``window`` before ``now``."""
-    return any(now - t >= window for t, _ in history)
+def _over(history: tuple[tuple[float, int], ...], now: float, window: float, old: int) -> list[int]:
+    """The counts wanted over ``window``; ``old`` stands in for the start not yet covered."""
+    recent = _recent(history, now, window)
+    covered = bool(recent) and now - recent[0][0] >= window
+    return [n for _, n in recent] + ([] if covered else [old])
 
 
 def _replicas(
@@ -408,12 +411,8 @@ def _replicas(
     # count stands in for it. (Ticks are never exactly an interval apart: keeping only
     # the ones inside the window would leave its start uncovered, and no change would
     # ever pass a window as long as the one the history is kept for.)
-    up = [n for _, n in _recent(history, now, spec.scale_up_window)]
-    down = [n for _, n in _recent(history, now, spec.scale_down_window)]
-    if not _covers(history, now, spec.scale_up_window):
-        up.append(old)
-    if not _covers(history, now, spec.scale_down_window):
-        down.append(old)
+    up = _over(history, now, spec.scale_up_window, old)
+    down = _over(history, now, spec.scale_down_window, old)
     why = (
         f"backlog {obs.backlog} and {arrivals:.0f} ev/s arriving"
         f" at {per_replica:.0f} ev/s per replica"

@@ -94,10 +94,11 @@ async def _lifespan(
 ) -> AsyncIterator[None]:
     """Open the store (and the relay, when it runs here) for the app's life."""
     # The operations port first: a port taken stops the start before anything is opened.
+    ops_port = settings.metrics_port if app.state.operations is not None else None
     sock = None
-    if app.state.operations is not None and settings.metrics_port is not None:
+    if ops_port is not None:
         # Several worker processes share the port, as they share the API's.
-        sock = listening_socket(settings.host, settings.metrics_port, shared=settings.workers > 1)
+        sock = listening_socket(settings.host, ops_port, shared=settings.workers > 1)
     if settings.migrate_on_start:
         await asyncio.to_thread(migrate.upgrade, database_url)
     on_postgres = database_url.startswith("postgresql")
@@ -118,9 +119,9 @@ async def _lifespan(
         app.state.relay = relay
         tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
     ops_server = None
-    if sock is not None and settings.metrics_port is not None:
+    if sock is not None and ops_port is not None:
         # uvicorn's logging stays the API server's: this one configures none
-        ops_server = make_server(app.state.operations, settings.host, settings.metrics_port, None)
+        ops_server = make_server(app.state.operations, settings.host, ops_port, None)
         serving = ops_server.serve(sockets=[sock])
         tasks.append(asyncio.create_task(serving, name="operations-server"))
     for task in tasks:

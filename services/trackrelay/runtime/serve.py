@@ -35,7 +35,6 @@ def listening_socket(host: str, port: int, shared: bool = False) -> socket.socke
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.set_inheritable(True)
     return sock
 
 
