@@ -35,7 +35,7 @@ from trackrelay.events import Event
 from trackrelay.forwarder.sink import HttpSink
 from trackrelay.forwarder.worker import Forwarder
 from trackrelay.local.embedded_redis import EmbeddedRedis
-from trackrelay.local.processes import spawn_role, stop_all
+from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.queue.keys import BUDGET_KEY, DLQ_STREAM, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.runtime.ports import free_port
 
@@ -384,7 +384,10 @@ def test_forwarders_keep_draining_a_full_redis_and_say_so(
             lambda: str(sim.state()["accepted"]),
         )
         assert [p.poll() for p in procs] == [None, None]
-        for port in ports:
+        for port, proc in zip(ports, procs, strict=True):
+            # the second may deliver nothing before the first has it all: its endpoint
+            # may still be starting, which is no answer yet
+            wait_http(f"http://127.0.0.1:{port}/healthz", 30, proc)
             wait_for(functools.partial(_full_is, port, 1), 10, "trackrelay_queue_redis_full 1")
         wait_for(lambda: _view(admin, "a").get("redis_full") is True, 10, "a view saying full")
         assert admin.xlen(STREAM) == 0
