@@ -51,6 +51,7 @@ if $e2e; then
   need mmdebstrap has mmdebstrap
   need gcc has gcc                       # the static pause binary
   need libc6-dev test -f /usr/lib/x86_64-linux-gnu/libc.a
+  need patch has patch                   # the NetworkPolicy engine's source (tests/e2e/netpol)
 fi
 
 debian_root() { [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; }

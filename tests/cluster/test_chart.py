@@ -504,6 +504,146 @@ def test_the_stores_take_only_authenticated_clients_from_the_client_networks(
     assert refused.returncode != 0 and "clientCIDRs" in refused.stderr
 
 
+# -- NetworkPolicies ---------------------------------------------------------------------
+
+# who listens where in a default install with the simulator (component -> ports)
+LISTENERS = {
+    "orders": [8000, 9102],
+    "forwarder": [9100],
+    "simulator": [8100],
+    "redis": [6379],
+    "postgresql": [5432],
+}
+OUTSIDER = {"run": "client"}  # a pod of the namespace that is not the release's
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, selector  # the chart writes matchLabels only
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _peer_matches(peer: dict[str, Any], labels: dict[str, str]) -> bool:
+    """One NetworkPolicyPeer against a pod of the release namespace."""
+    assert set(peer) <= {"podSelector", "namespaceSelector"}, peer
+    return _selects(peer.get("podSelector", {}), labels)  # a namespaceSelector {} is any
+
+
+def _allows(
+    policies: list[dict[str, Any]], kind: str, pod: dict[str, str], peer: dict[str, str], port: int
+) -> bool:
+    """What NetworkPolicy semantics say of one direction (Ingress: ``pod`` receiving from
+    ``peer``; Egress: ``pod`` sending to it): free unless a policy selects the pod for that
+    direction, then allowed by any rule of those policies naming the port and the peer."""
+    chosen = [p["spec"] for p in policies if _selects(p["spec"]["podSelector"], pod)]
+    chosen = [p for p in chosen if kind in p["policyTypes"]]
+    if not chosen:
+        return True
+    side = "from" if kind == "Ingress" else "to"
+    for rule in (r for p in chosen for r in p.get(kind.lower(), [])):
+        ports = [p["port"] for p in rule.get("ports", [])]
+        peers = rule.get(side)
+        if (not ports or port in ports) and (
+            not peers or any(_peer_matches(x, peer) for x in peers)
+        ):
+            return True
+    return False
+
+
+def test_network_policies_open_only_the_paths_each_role_needs(cluster: Cluster) -> None:
+    docs = render(cluster, "-f", str(SIMULATOR))
+    policies = list(by_kind(docs, "NetworkPolicy").values())
+    pods = {}
+    for spec_docs in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job", "Pod")):
+        meta = (
+            spec_docs["metadata"]
+            if spec_docs["kind"] == "Pod"
+            else spec_docs["spec"]["template"]["metadata"]
+        )
+        pods[meta["labels"]["app.kubernetes.io/component"]] = meta["labels"]
+    assert set(pods) == {
+        "orders",
+        "forwarder",
+        "simulator",
+        "redis",
+        "postgresql",
+        "operator",
+        "migrations",
+        "uninstall",
+        "test",
+    }
+    # every pod of the release is denied everything but what a policy names
+    deny = by_kind(docs, "NetworkPolicy")["shop-trackrelay-default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
+    assert all(_selects(deny["podSelector"], labels) for labels in pods.values())
+    opened = {
+        (src, dst, port)
+        for src, src_labels in {**pods, "outsider": OUTSIDER}.items()
+        for dst, ports in LISTENERS.items()
+        for port in ports
+        if _allows(policies, "Egress", src_labels, pods[dst], port)
+        and _allows(policies, "Ingress", pods[dst], src_labels, port)
+    }
+    metrics = {
+        (src, dst, port)
+        for src in {**pods, "outsider": 1}
+        for dst, port in [("orders", 9102), ("forwarder", 9100), ("simulator", 8100)]
+        if src in ("outsider", "operator", "forwarder") or dst != "simulator"
+    }
+    needed = {
+        ("orders", "redis", 6379),
+        ("orders", "postgresql", 5432),
+        ("forwarder", "redis", 6379),
+        ("forwarder", "simulator", 8100),
+        ("operator", "redis", 6379),
+        ("operator", "simulator", 8100),
+        ("migrations", "postgresql", 5432),
+        ("outsider", "orders", 8000),
+        ("test", "orders", 8000),
+    }
+    scraped = {
+        (src, dst, port)
+        for (src, dst, port) in metrics
+        if _allows(
+            policies, "Egress", OUTSIDER if src == "outsider" else pods[src], pods[dst], port
+        )
+    }
+    assert opened == needed | scraped, (sorted(opened - needed - scraped), sorted(needed - opened))
+    # the outsider, a pod that is not the release's, scrapes metrics but reaches no store
+    assert ("outsider", "orders", 9102) in opened
+    assert not {
+        (s, d, p) for (s, d, p) in opened if s == "outsider" and d in ("redis", "postgresql")
+    }
+    assert not by_kind(
+        render(cluster, "-f", str(SIMULATOR), "--set", "networkPolicy.enabled=false"),
+        "NetworkPolicy",
+    )
+
+
+def test_network_policies_follow_external_stores_and_analytics(cluster: Cluster) -> None:
+    """An external database and analytics: egress on their URLs' ports (any address unless
+    narrowed), and no policy for pods the release does not run."""
+    docs = render(
+        cluster,
+        "-f",
+        str(ALL_OPTIONS),
+        "--set",
+        "networkPolicy.databaseTo[0].ipBlock.cidr=10.9.0.0/16",
+    )
+    policies = by_kind(docs, "NetworkPolicy")
+    assert "shop-trackrelay-postgresql" not in policies
+
+    def egress(component: str) -> list[tuple[list[int], Any]]:
+        rules = policies[f"shop-trackrelay-{component}"]["spec"]["egress"]
+        return [([p["port"] for p in r["ports"]], r.get("to")) for r in rules]
+
+    assert ([5432], [{"ipBlock": {"cidr": "10.9.0.0/16"}}]) in egress("relay")
+    assert ([5432], [{"ipBlock": {"cidr": "10.9.0.0/16"}}]) in egress("orders")
+    operator = egress("operator")
+    assert ([9090], None) in operator  # the pipeline's Prometheus (on the default port)
+    assert ([8100], None) in operator  # analytics.healthUrl's port
+    assert ([443, 6443], None) in operator  # the API server
+
+
 SERIES_SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
 
 

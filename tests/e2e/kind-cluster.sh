@@ -18,6 +18,9 @@
 #     of the cluster tests (whose etcd, kube-apiserver, kube-controller-manager
 #     and kubectl are reused);
 #   - pause: Kubernetes' own pause.c from the pinned module, with gcc;
+#   - kube-network-policies, the NetworkPolicy engine: its module's source with
+#     netpol/nfqueue-xt-target.patch, `go build`, as a one-binary image that `up` loads
+#     and runs as a DaemonSet (netpol/engine.yaml);
 #   - two Debian root filesystems with mmdebstrap: the node's (systemd,
 #     containerd, runc, iptables, ...; what kind's base image holds) and a slim
 #     one (python3, iptables) under kube-proxy and the test images;
@@ -33,6 +36,8 @@ KIND_VERSION=v0.33.0
 CRICTL_VERSION=v1.37.0
 CNI_VERSION=v1.10.0
 COREDNS_VERSION=v1.13.1
+# the NetworkPolicy engine (kindnet's is the same code, built into kindnetd)
+KNP_VERSION=v0.8.0
 DEBIAN_SUITE=bookworm
 # what kubeadm v1.35 asks for (`kubeadm config images list`); containerd 1.6's
 # default sandbox image is pause:3.10, kind's config pins that too.
@@ -66,7 +71,7 @@ mark_done() { echo "$2" > "$cache/.stamp-$1"; }
 preflight() {
   [ "$(id -u)" = 0 ] || die "run as root: kind's podman provider needs rootful podman"
   local tool
-  for tool in podman mmdebstrap gcc go; do
+  for tool in podman mmdebstrap gcc go patch; do
     command -v "$tool" >/dev/null || die "'$tool' is not installed: run tests/setup.sh --e2e"
   done
   # kind mounts /lib/modules into the node; this kernel may have none
@@ -352,6 +357,42 @@ app_images() {
   log "app images built and loaded in $(elapsed "$t0"): $TRACKRELAY_IMAGE $POSTGRES_IMAGE $REDIS_IMAGE $PROMETHEUS_IMAGE"
 }
 
+# kube-network-policies, the NetworkPolicy engine of the e2e cluster (the ptp CNI
+# enforces none): its module's source with netpol/nfqueue-xt-target.patch (this
+# kernel has no nft_queue), as a one-binary image, run as a DaemonSet.
+KNP_PATCH="$here/netpol/nfqueue-xt-target.patch"
+KNP_IMAGE=localhost/trackrelay/kube-network-policies:$KNP_VERSION-$(sha256sum "$KNP_PATCH" | cut -c1-12)
+build_network_policies() {
+  local patch=$KNP_PATCH
+  local want; want="$KNP_VERSION $(sha256sum "$patch" | cut -c1-16)"
+  if ! done_already knp "$want" || [ ! -x "$bin/kube-network-policies" ]; then
+    local t0 src dir; t0=$(date +%s)
+    log "building kube-network-policies $KNP_VERSION from the Go module proxy, patched ..."
+    src=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kube-network-policies@$KNP_VERSION" |
+          python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    dir="$cache/knp-src"
+    rm -rf "$dir"; cp -r "$src" "$dir"; chmod -R u+w "$dir"
+    patch -s -d "$dir" -p1 < "$patch"
+    (cd "$dir" && CGO_ENABLED=0 GOFLAGS="-trimpath -mod=mod" go build -ldflags=-s -o "$bin/kube-network-policies" ./cmd)
+    rm -rf "$dir"
+    mark_done knp "$want"
+    log "kube-network-policies built in $(elapsed "$t0")"
+  fi
+  if ! done_already knp-image "$want" || ! podman image exists "$KNP_IMAGE"; then
+    binary_image "$KNP_IMAGE" "$bin/kube-network-policies" /bin/netpol '["/bin/netpol"]'
+    save_image "$KNP_IMAGE" knp
+    mark_done knp-image "$want"
+  fi
+}
+
+network_policies() {
+  build_network_policies
+  "$bin/kind" load image-archive "$cache/images/knp.tar" --name "$CLUSTER" >/dev/null
+  sed "s#@IMAGE@#$KNP_IMAGE#" "$here/netpol/engine.yaml" | kubectl_ apply -f - >/dev/null
+  kubectl_ -n kube-system rollout status daemonset/kube-network-policies --timeout=180s >/dev/null
+  log "NetworkPolicies enforced by kube-network-policies $KNP_VERSION"
+}
+
 cluster_exists() { "$bin/kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
 
 kubectl_() { "$("$control_plane" --print)/kubectl" --kubeconfig "$kubeconfig" "$@"; }
@@ -387,6 +428,7 @@ up() {
   coredns_cluster_only
   kubectl_ wait --for=condition=Ready node --all --timeout=180s >/dev/null
   kubectl_ -n kube-system rollout status deployment/coredns --timeout=180s >/dev/null
+  network_policies
   log "cluster $CLUSTER ready; export KUBECONFIG=$kubeconfig"
 }
 

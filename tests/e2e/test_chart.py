@@ -71,6 +71,70 @@ def test_every_pod_becomes_ready_and_helm_test_passes(release: Release) -> None:
         assert not refused, refused[:10]
 
 
+# a TCP connection from inside a pod: "open", or "closed <why>" when none was made in time
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()
+    print("open")
+except OSError as exc:
+    print("closed", type(exc).__name__)
+"""
+
+
+def connects(release: Release, pod: str, service: str, port: int, timeout: float) -> bool:
+    done = release.cluster.kubectl(
+        "exec",
+        "-n",
+        release.ns,
+        pod,
+        "--",
+        "python3",
+        "-c",
+        CONNECT,
+        service,
+        str(port),
+        str(timeout),
+        timeout=timeout + 60,
+    )
+    return done.stdout.split()[0] == "open"
+
+
+def test_network_policies_let_each_role_reach_only_what_it_needs(release: Release) -> None:
+    """The chart's NetworkPolicies, enforced by the cluster's engine (kube-network-policies):
+    a pod that is not the release's reaches the order API and neither store; the order
+    service reaches both stores but not analytics, which only the forwarders reach."""
+    policies = release.cluster.get("networkpolicy", "-n", release.ns)["items"]
+    names = {p["metadata"]["name"] for p in policies}
+    assert f"{FULLNAME}-default-deny" in names, names
+    redis, postgresql = (f"{FULLNAME}-redis", 6379), (f"{FULLNAME}-postgresql", 5432)
+    simulator, orders = (f"{FULLNAME}-simulator", 8100), (f"{FULLNAME}-orders", 80)
+    (orders_pod, *_), (forwarder_pod, *_) = (
+        release.ready_pods("orders"),
+        release.ready_pods("forwarder"),
+    )
+    # allowed paths connect: what each role needs (a dropped SYN would wait out the timeout)
+    allowed = [
+        (release.client_pod, orders),
+        (orders_pod, redis),
+        (orders_pod, postgresql),
+        (forwarder_pod, redis),
+        (forwarder_pod, simulator),
+    ]
+    for pod, (service, port) in allowed:
+        assert connects(release, pod, service, port, timeout=20), f"{pod} -> {service}:{port}"
+    # refused paths: nothing answers in 3 s (the engine drops the first packet; an allowed
+    # path above connected to the same Service)
+    refused = [
+        (release.client_pod, redis),
+        (release.client_pod, postgresql),
+        (orders_pod, simulator),
+        (forwarder_pod, postgresql),
+    ]
+    for pod, (service, port) in refused:
+        assert not connects(release, pod, service, port, timeout=3), f"{pod} -> {service}:{port}"
+
+
 PAUSED = "Pausing operations in favour of"
 PAUSED_ALL = "Pausing all operators, including self"  # two equal priorities
 RESUMED = "Resuming operations after the pause"

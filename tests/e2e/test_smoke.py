@@ -116,7 +116,7 @@ def test_the_cluster_runs_on_images_built_here(kind_cluster: KindCluster) -> Non
     system = kind_cluster.get("pods", "-n", "kube-system")["items"]
     phases = {p["metadata"]["name"]: p["status"]["phase"] for p in system}
     assert phases and all(phase == "Running" for phase in phases.values()), phases
-    for component in ("kube-apiserver", "etcd", "kube-proxy", "coredns"):
+    for component in ("kube-apiserver", "etcd", "kube-proxy", "coredns", "kube-network-policies"):
         assert any(name.startswith(component) for name in phases), (component, phases)
     # nothing was ever pulled: every image was preloaded or loaded
     events = kind_cluster.get("events", "-A")["items"]

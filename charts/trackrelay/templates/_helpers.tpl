@@ -179,3 +179,116 @@ affinity:
 - name: tmp
   mountPath: /tmp
 {{- end }}
+
+{{/* The port a URL names, else its scheme's (443 for https, 5432 for postgresql, else 80). */}}
+{{- define "trackrelay.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $hostport := splitList ":" $url.host -}}
+{{- if gt (len $hostport) 1 -}}
+{{ last $hostport }}
+{{- else if eq $url.scheme "https" -}}
+443
+{{- else if hasPrefix "postgres" $url.scheme -}}
+5432
+{{- else -}}
+80
+{{- end -}}
+{{- end }}
+
+{{/* NetworkPolicyPeers for the release's pods of some components; call with
+(dict "ctx" $ "components" (list ...)). A YAML list, for fromYamlArray. */}}
+{{- define "trackrelay.componentPeers" -}}
+{{- $ctx := .ctx -}}
+{{- range .components }}
+- podSelector:
+    matchLabels:
+      {{- include "trackrelay.selectorLabels" (dict "ctx" $ctx "component" .) | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* The egress rule to analytics at "url": the simulator's pods when the URL is the
+simulator's, else networkPolicy.analyticsTo on the URL's port. A YAML mapping, for fromYaml. */}}
+{{- define "trackrelay.analyticsEgress" -}}
+{{- $ctx := .ctx -}}
+{{- $simulator := printf "%s-simulator.%s.svc:%v" (include "trackrelay.fullname" $ctx) $ctx.Release.Namespace $ctx.Values.simulator.port -}}
+{{- if and $ctx.Values.simulator.enabled (eq (urlParse .url).host $simulator) -}}
+to:
+  {{- include "trackrelay.componentPeers" (dict "ctx" $ctx "components" (list "simulator")) | nindent 2 }}
+ports: [{port: {{ $ctx.Values.simulator.port }}}]
+{{- else -}}
+to: {{ toYaml $ctx.Values.networkPolicy.analyticsTo | nindent 2 }}
+ports: [{port: {{ include "trackrelay.urlPort" .url }}}]
+{{- end -}}
+{{- end }}
+
+{{/* The egress rule to the order store: the release's PostgreSQL pods, else
+networkPolicy.databaseTo on database.externalUrl's port. A YAML mapping, for fromYaml. */}}
+{{- define "trackrelay.databaseEgress" -}}
+{{- if .Values.postgresql.enabled -}}
+to:
+  {{- include "trackrelay.componentPeers" (dict "ctx" . "components" (list "postgresql")) | nindent 2 }}
+ports: [{port: 5432}]
+{{- else -}}
+to: {{ toYaml .Values.networkPolicy.databaseTo | nindent 2 }}
+ports: [{port: {{ include "trackrelay.urlPort" .Values.database.externalUrl }}}]
+{{- end -}}
+{{- end }}
+
+{{/* One component's NetworkPolicy: (dict "ctx" $ "component" name "ingress" rules "egress"
+rules), each rule {from|to: peers, ports: [{port}]} (no peers: any address). Every
+component that sends anything may also ask DNS (networkPolicy.dnsTo, port 53). */}}
+{{- define "trackrelay.networkPolicy" -}}
+{{- $ctx := .ctx -}}
+{{- $ingress := .ingress | default list -}}
+{{- $egress := .egress | default list -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "trackrelay.fullname" $ctx }}-{{ .component }}
+  labels:
+    {{- include "trackrelay.labels" (dict "ctx" $ctx "component" "network") | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "trackrelay.selectorLabels" (dict "ctx" $ctx "component" .component) | nindent 6 }}
+  policyTypes:
+    {{- if $ingress }}
+    - Ingress
+    {{- end }}
+    {{- if $egress }}
+    - Egress
+    {{- end }}
+  {{- if $ingress }}
+  ingress:
+    {{- range $ingress }}
+    - ports:
+        {{- range .ports }}
+        - {protocol: TCP, port: {{ .port }}}
+        {{- end }}
+      {{- with .from }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- end }}
+  {{- end }}
+  {{- if $egress }}
+  egress:
+    {{- range $egress }}
+    - ports:
+        {{- range .ports }}
+        - {protocol: TCP, port: {{ .port }}}
+        {{- end }}
+      {{- with .to }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- end }}
+    - ports:
+        - {protocol: UDP, port: 53}
+        - {protocol: TCP, port: 53}
+      {{- with $ctx.Values.networkPolicy.dnsTo }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+  {{- end }}
+{{- end }}
