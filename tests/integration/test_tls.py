@@ -124,6 +124,9 @@ class TlsPostgres(PostgresCluster):
             pw = pwd.getpwnam(self.user)
             for path in (self.tls, *self.tls.iterdir(), hba):
                 os.chown(path, pw.pw_uid, pw.pw_gid)
+            # as the chart's Secret volume holds it: root's, the server's group, 0640
+            os.chown(self.tls / "tls.key", 0, pw.pw_gid)
+            (self.tls / "tls.key").chmod(0o640)
         super().start()
         return self
 
