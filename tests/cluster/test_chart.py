@@ -33,6 +33,7 @@ CHART = REPO / "charts" / "trackrelay"
 MANIFESTS = REPO / "manifests"
 ALL_OPTIONS = CHART / "ci" / "all-options-values.yaml"
 SIMULATOR = CHART / "ci" / "simulator-values.yaml"
+TLS = CHART / "ci" / "tls-values.yaml"
 KUBE_VERSION = "1.35.4"
 # Prometheus Operator kinds: no CRD for them on the test API server
 NOT_ON_THIS_SERVER = {"ServiceMonitor", "PrometheusRule"}
@@ -80,7 +81,9 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 # -- lint and schema -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+@pytest.mark.parametrize(
+    "values", [SIMULATOR, ALL_OPTIONS, TLS], ids=["simulator", "all-options", "tls"]
+)
 def test_helm_lint_is_clean_in_strict_mode(cluster: Cluster, values: Path) -> None:
     out = helm(cluster, "lint", "--strict", str(CHART), "-f", str(values))
     assert "1 chart(s) linted, 0 chart(s) failed" in out
@@ -184,7 +187,9 @@ def test_the_pipeline_reads_analytics_metrics_from_the_prometheus_values(cluster
     assert only == PrometheusSpec("http://prometheus.monitoring:9090")  # the defaults
 
 
-@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+@pytest.mark.parametrize(
+    "values", [SIMULATOR, ALL_OPTIONS, TLS], ids=["simulator", "all-options", "tls"]
+)
 def test_every_container_is_non_root_read_only_and_capability_free(
     cluster: Cluster, values: Path
 ) -> None:
@@ -201,7 +206,9 @@ def test_every_container_is_non_root_read_only_and_capability_free(
             assert sc.get("runAsUser", 0) > 0, label
 
 
-@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+@pytest.mark.parametrize(
+    "values", [SIMULATOR, ALL_OPTIONS, TLS], ids=["simulator", "all-options", "tls"]
+)
 def test_long_running_containers_have_probes_and_resources(cluster: Cluster, values: Path) -> None:
     docs = render(cluster, "-f", str(values))
     workloads = {**by_kind(docs, "Deployment"), **by_kind(docs, "StatefulSet")}
@@ -643,6 +650,100 @@ def test_network_policies_follow_external_stores_and_analytics(cluster: Cluster)
     assert ([8100], None) in operator  # analytics.healthUrl's port
     assert ([443, 6443], None) in operator  # the API server
 
+def test_tls_makes_the_stores_tls_only_and_every_client_verify_them_with_the_ca_alone(
+    cluster: Cluster,
+) -> None:
+    docs = render(cluster, "-f", str(TLS))
+    sets = by_kind(docs, "StatefulSet")
+    # Redis: no plain-text port, the certificate and key from the Secret, the rest unchanged
+    conf = by_kind(docs, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"].splitlines()
+    server = "/etc/trackrelay-redis-tls"
+    for line in ("port 0", "tls-port 6379", "appendonly yes", "maxmemory-policy noeviction"):
+        assert line in conf
+    assert f"tls-cert-file {server}/tls.crt" in conf and f"tls-key-file {server}/tls.key" in conf
+    assert "port 6379" not in conf and "tls-auth-clients no" in conf
+    redis_pod = sets["shop-trackrelay-redis"]["spec"]["template"]["spec"]
+    probe = " ".join(redis_pod["containers"][0]["readinessProbe"]["exec"]["command"])
+    assert f"redis-cli --tls --cacert {server}/ca.crt -p 6379 ping" in probe
+    # PostgreSQL: ssl on, its key root's and 0640 for the group the pod's fsGroup gives it
+    pg_pod = sets["shop-trackrelay-postgresql"]["spec"]["template"]["spec"]
+    command = " ".join(pg_pod["containers"][0]["command"])
+    server = "/etc/trackrelay-postgresql-tls"
+    assert (
+        f"-c ssl=on -c ssl_cert_file={server}/tls.crt -c ssl_key_file={server}/tls.key" in command
+    )
+    probe = " ".join(pg_pod["containers"][0]["readinessProbe"]["exec"]["command"])
+    assert "PGSSLMODE=require pg_isready" in probe
+    assert pg_pod["securityContext"]["fsGroup"] == 999
+    assert pg_pod["containers"][0]["securityContext"]["runAsGroup"] == 999
+    for pod, secret, path in (
+        (redis_pod, "shop-redis-tls", "/etc/trackrelay-redis-tls"),
+        (pg_pod, "shop-postgresql-tls", server),
+    ):
+        volume = next(v for v in pod["volumes"] if v["name"] == "tls")
+        assert volume["secret"] == {"secretName": secret, "defaultMode": 0o640}
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["tls"] == {"name": "tls", "mountPath": path, "readOnly": True}
+    hba = by_kind(docs, "ConfigMap")["shop-trackrelay-postgresql"]["data"]["pg_hba.conf"]
+    rows = [line.split()[0] for line in hba.splitlines() if line.strip()]
+    assert rows[0] == "local" and set(rows[1:]) == {"hostssl"}, hba
+    # every client: the CA of each store it uses, ca.crt alone, where its URL says
+    cas = {"redis": "shop-redis-tls", "postgresql": "shop-postgresql-tls"}
+    mounted = {}
+    for name, spec in pod_specs(docs).items():
+        if name.startswith("StatefulSet/"):
+            continue
+        volumes = [
+            v
+            for v in spec.get("volumes", [])
+            if v.get("secret", {}).get("secretName") in cas.values()
+        ]
+        for v in volumes:
+            assert v["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], name
+        assert "tls.key" not in json.dumps(spec) and "tls.crt" not in json.dumps(spec), name
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0].get("volumeMounts", [])}
+        mounted[name] = {v["name"]: mounts[v["name"]] for v in volumes}
+    redis_ca = {"redis-ca": "/etc/trackrelay/tls/redis"}
+    pg_ca = {"postgresql-ca": "/etc/trackrelay/tls/postgresql"}
+    assert {n: m for n, m in mounted.items() if m} == {
+        "Deployment/shop-trackrelay-orders": redis_ca | pg_ca,
+        "Deployment/shop-trackrelay-relay": redis_ca | pg_ca,
+        "Deployment/shop-trackrelay-forwarder": redis_ca,
+        "Deployment/shop-trackrelay-operator": redis_ca,
+        "Job/shop-trackrelay-migrate-1": pg_ca,
+    }
+    # the URLs: TLS, the names the certificates carry, verified against the mounted CA
+    secrets = by_kind(docs, "Secret")
+    redis_urls = {
+        k: v for k, v in secrets["shop-trackrelay-redis"]["stringData"].items() if k.endswith("url")
+    }
+    assert sorted(redis_urls) == ["forwarder-url", "operator-url", "relay-url", "url"]
+    for url in redis_urls.values():
+        assert re.fullmatch(
+            r"rediss://[a-z]*:[^@]+@shop-trackrelay-redis\.shop\.svc:6379/0"
+            r"\?ssl_ca_certs=/etc/trackrelay/tls/redis/ca\.crt",
+            url,
+        ), url
+    pg_url = secrets["shop-trackrelay-database"]["stringData"]["url"]
+    assert re.fullmatch(
+        r"postgresql://trackrelay:[^@]+@shop-trackrelay-postgresql\.shop\.svc:5432/trackrelay"
+        r"\?sslmode=verify-full&sslrootcert=/etc/trackrelay/tls/postgresql/ca\.crt",
+        pg_url,
+    ), pg_url
+    # one store on, the other as it was
+    only_redis = render(cluster, "-f", str(SIMULATOR), "--set", "redis.tls.secretName=r")
+    database = by_kind(only_redis, "Secret")["shop-trackrelay-database"]["stringData"]["url"]
+    assert "ssl" not in database and "hostssl" not in json.dumps(only_redis)
+
+
+def test_tls_is_off_by_default(cluster: Cluster) -> None:
+    docs = render(cluster, "-f", str(SIMULATOR))
+    text = json.dumps(docs)
+    for word in ("rediss://", "ssl", "tls-port", "--tls", "hostssl", "/etc/trackrelay/tls"):
+        assert word not in text, word
+    conf = by_kind(docs, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
+    assert "port 6379" in conf.splitlines()
+
 
 SERIES_SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
 
@@ -654,7 +755,9 @@ def _metric_names(expr: str) -> set[str]:
 # -- against the API server ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+@pytest.mark.parametrize(
+    "values", [SIMULATOR, ALL_OPTIONS, TLS], ids=["simulator", "all-options", "tls"]
+)
 def test_the_api_server_accepts_every_object_in_strict_validation(
     cluster: Cluster, values: Path
 ) -> None:
@@ -682,7 +785,9 @@ def test_the_api_server_accepts_every_object_in_strict_validation(
     assert checked.stdout.count("(server dry run)") == len(docs)
 
 
-@pytest.mark.parametrize("values", [SIMULATOR, ALL_OPTIONS], ids=["simulator", "all-options"])
+@pytest.mark.parametrize(
+    "values", [SIMULATOR, ALL_OPTIONS, TLS], ids=["simulator", "all-options", "tls"]
+)
 def test_every_pod_meets_pod_security_restricted_on_the_api_server(
     cluster: Cluster, values: Path
 ) -> None:

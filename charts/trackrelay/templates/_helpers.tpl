@@ -292,3 +292,57 @@ spec:
       {{- end }}
   {{- end }}
 {{- end }}
+
+{{/* TLS to the stores (redis.tls.secretName, postgresql.tls.secretName, cert-manager-style
+Secrets): clients find a store's CA here, the Secret's ca.crt only. */}}
+{{- define "trackrelay.tlsCA" -}}
+/etc/trackrelay/tls/{{ . }}/ca.crt
+{{- end }}
+
+{{/* A URL of the chart's Redis for "userinfo" (user:password, escaped): rediss:// with the
+CA when redis.tls.secretName is set, the host the certificate names. */}}
+{{- define "trackrelay.redisUrl" -}}
+{{- $ctx := .ctx -}}
+{{- $host := printf "%s-redis.%s.svc:6379" (include "trackrelay.fullname" $ctx) $ctx.Release.Namespace -}}
+{{- if $ctx.Values.redis.tls.secretName -}}
+rediss://{{ .userinfo }}@{{ $host }}/0?ssl_ca_certs={{ include "trackrelay.tlsCA" "redis" }}
+{{- else -}}
+redis://{{ .userinfo }}@{{ $host }}/0
+{{- end -}}
+{{- end }}
+
+{{/* The volumes of the CAs of "stores" (redis, postgresql) whose TLS is on: ca.crt only,
+never the server's key. */}}
+{{- define "trackrelay.tlsVolumes" -}}
+{{- $ctx := .ctx -}}
+{{- range $store := .stores }}
+{{- with index $ctx.Values $store "tls" "secretName" }}
+- name: {{ $store }}-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "trackrelay.tlsMounts" -}}
+{{- $ctx := .ctx -}}
+{{- range $store := .stores }}
+{{- if index $ctx.Values $store "tls" "secretName" }}
+- name: {{ $store }}-ca
+  mountPath: {{ include "trackrelay.tlsCA" $store | dir }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A store's own certificate and key (the Secret's tls.crt, tls.key, ca.crt), readable by
+its group only: PostgreSQL refuses a key file others may read (root-owned, 0640 at most). */}}
+{{- define "trackrelay.serverTlsVolume" -}}
+- name: tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0640
+{{- end }}

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trackrelay.config.tls import check_redis_url, postgres_tls
 from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
 from trackrelay.control.controller import Spec
 from trackrelay.control.shedding import MODES, Thresholds, parse_size
@@ -36,9 +37,13 @@ class StoreSettings(BaseSettings):
     model_config = _CONFIG
 
     redis_url: str | None = None
-    """Queue Redis URL. None: trackrelay starts an embedded Redis of its own."""
+    """Queue Redis URL; ``rediss://...?ssl_ca_certs=/path/ca.crt`` is TLS (the server's
+    name checked; ``ssl_certfile``, ``ssl_keyfile``: a client certificate). None:
+    trackrelay starts an embedded Redis of its own."""
     database_url: str | None = None
-    """Order store: ``postgresql://...`` or ``sqlite:///path``. None: a SQLite file under
+    """Order store: ``postgresql://...`` or ``sqlite:///path``. On PostgreSQL,
+    ``?sslmode=verify-full&sslrootcert=/path/ca.crt`` is TLS with the server's name
+    checked (``sslcert``, ``sslkey``: a client certificate). None: a SQLite file under
     ``data_dir``."""
     data_dir: Path = Path(".trackrelay")
     """Where embedded data lives: the SQLite file, the embedded Redis, local mode's logs."""
@@ -51,6 +56,20 @@ class StoreSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_tls(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_redis_url(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_tls(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith(("postgres://", "postgresql")):
+            postgres_tls(value)  # its checks (the files are read), one message
+        return value
 
     def resolved_database_url(self) -> str:
         return resolve_database_url(self.database_url, self.data_dir)
@@ -247,7 +266,8 @@ class ForwarderSettings(BaseSettings):
     """Seconds the forwarder waits at start for the queue's Redis to answer, trying again
     with a line of progress each time, before it exits saying why (0: one try)."""
     redis_url: str | None = None
-    """Queue Redis URL: the stream the forwarder reads. None: refused at start."""
+    """Queue Redis URL: the stream the forwarder reads (``rediss://`` for TLS, as the
+    order service's). None: refused at start."""
     analytics_url: str | None = None
     """Analytics base URL the forwarder pushes to, at ``/v1/track``. None: refused at start."""
     batch_size: PositiveInt = FORWARDER_BATCH_SIZE
@@ -314,6 +334,13 @@ class ForwarderSettings(BaseSettings):
     """Longest wait (seconds) between pushes of a failed batch."""
     shutdown_grace: PositiveFloat = 10.0
     """Seconds the pushes in flight have to finish after SIGTERM."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_tls(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_redis_url(value)
+        return value
 
     @property
     def refresh_every(self) -> float:

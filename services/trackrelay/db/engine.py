@@ -15,6 +15,7 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from trackrelay.config.settings import sqlite_file
+from trackrelay.config.tls import postgres_tls
 
 CONNECT_TIMEOUT = 5.0
 """Seconds a PostgreSQL connection may take to open. A database pod replaced in a
@@ -47,12 +48,17 @@ def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
     # with 503 and the pool drops it, so the next request gets a fresh one. No
     # overflow: overflow connections are closed on return, and opening connections
     # (and preparing statements again) under load costs more than waiting for one.
+    # TLS: the URL's sslmode/sslrootcert/sslcert/sslkey become asyncpg's ssl argument.
+    url, tls = postgres_tls(database_url)
+    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT}
+    if tls is not None:
+        connect_args["ssl"] = tls
     return create_async_engine(
-        database_url,
+        url,
         pool_size=pool_size,
         max_overflow=0,
         hide_parameters=True,
-        connect_args={"timeout": CONNECT_TIMEOUT},
+        connect_args=connect_args,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from trackrelay.config.tls import postgres_tls
 from trackrelay.db.engine import CONNECT_TIMEOUT
 
 ORDER_WITH_OUTBOX = (
@@ -54,8 +55,9 @@ class PgOrderWriter:
     async def open(
         cls, database_url: str, size: int, timeout: float = CONNECT_TIMEOUT
     ) -> PgOrderWriter:
+        dsn, tls = postgres_tls(asyncpg_dsn(database_url))  # as the engine's (engine.py)
         pool = await asyncpg.create_pool(
-            asyncpg_dsn(database_url), min_size=size, max_size=size, timeout=timeout
+            dsn, min_size=size, max_size=size, timeout=timeout, ssl=tls
         )
         return cls(pool)
 

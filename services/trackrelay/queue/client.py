@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
+from trackrelay.config.tls import check_redis_url
 from trackrelay.runtime.errors import StartupError, describe
 from trackrelay.runtime.redact import redact_url
 
@@ -64,7 +65,11 @@ class QueueRedisRefused(RuntimeError):
 
 
 def connect(url: str, timeout: float = 5.0) -> Redis:
-    """A client whose every command fails within ``timeout`` seconds on a dead peer."""
+    """A client whose every command fails within ``timeout`` seconds on a dead peer.
+
+    TLS is the URL's (``rediss://...?ssl_ca_certs=...``, which ``from_url`` reads); its
+    files are checked here, so a wrong one is a ``ValueError`` naming the parameter."""
+    check_redis_url(url)
     return Redis.from_url(
         url,
         socket_timeout=timeout,

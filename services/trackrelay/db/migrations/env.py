@@ -11,8 +11,8 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from trackrelay.db.engine import make_engine
 from trackrelay.db.schema import MIGRATION_LOCK_KEY, metadata
 
 
@@ -27,7 +27,7 @@ def _run(connection: Connection) -> None:
 async def _main() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url, "sqlalchemy.url must be set"
-    engine = create_async_engine(url, hide_parameters=True)
+    engine = make_engine(url, pool_size=1)  # the services' settings, TLS among them
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)
