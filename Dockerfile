@@ -29,9 +29,12 @@ RUN --mount=type=secret,id=ca,required=false \
     /opt/trackrelay/bin/pip install --no-cache-dir --disable-pip-version-check --quiet \
         --no-deps /tmp/wheels/trackrelay-*.whl; \
     /opt/trackrelay/bin/pip check; \
-    /opt/trackrelay/bin/trackrelay --help >/dev/null
+    /opt/trackrelay/bin/trackrelay --help >/dev/null; \
+    /opt/trackrelay/bin/python -m pip uninstall --yes --quiet pip setuptools; \
+    /opt/trackrelay/bin/python -c "import trackrelay.cli, trackrelay_operator"
 
 FROM ${BASE_IMAGE}
+# the environment without pip and setuptools: nothing installs at run time
 COPY --from=build /opt/trackrelay /opt/trackrelay
 # a fixed non-root user with no home and no shell; the root filesystem can be read-only
 RUN echo "trackrelay:x:10001:10001:trackrelay:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \

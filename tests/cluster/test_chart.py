@@ -236,7 +236,9 @@ def test_the_stores_are_probed_by_asking_them_and_kept_through_drains(cluster: C
     sets = by_kind(docs, "StatefulSet")
     redis_probe = sets["shop-trackrelay-redis"]["spec"]["template"]["spec"]["containers"][0]
     assert "redis-cli -p 6379 ping" in " ".join(redis_probe["readinessProbe"]["exec"]["command"])
-    assert "REDISCLI_AUTH" in env_of(redis_probe)
+    # the probe's password from the Secret's file, on no command line
+    probe = " ".join(redis_probe["readinessProbe"]["exec"]["command"])
+    assert 'REDISCLI_AUTH="$(cat /etc/trackrelay-redis-secrets/password)"' in probe
     pg = sets["shop-trackrelay-postgresql"]["spec"]["template"]["spec"]["containers"][0]
     assert "pg_isready" in " ".join(pg["readinessProbe"]["exec"]["command"])
     budgets = by_kind(docs, "PodDisruptionBudget")
@@ -338,11 +340,15 @@ def test_secrets_carry_the_urls_the_services_and_the_pipeline_read(cluster: Clus
     redis = by_kind(rendered, "Secret")["shop-trackrelay-redis"]["stringData"]
     password = redis["password"]
     assert len(password) == 32 and password.isalnum()
-    # one Redis user a role, each with a password of its own, in its URL and in Redis' command
+    # one Redis user a role, each with a password of its own, in its URL and in Redis' ACL
+    # file, which the container writes from the Secret's files with each password's hash
     users = yaml.safe_load((CHART / "files" / "redis-users.yaml").read_text())
     assert sorted(users) == ["forwarder", "operator", "relay"]
     pod = by_kind(rendered, "StatefulSet")["shop-trackrelay-redis"]["spec"]["template"]["spec"]
-    command = pod["containers"][0]["command"]
+    (container,) = pod["containers"]
+    (script,) = container["args"]
+    assert 'echo "user default on #$(hash password) ~* &* +@all"' in script
+    assert "--aclfile /run/trackrelay-redis/users.acl" in script
     passwords = {redis[f"{role}-password"] for role in users} | {password}
     assert len(passwords) == 4
     for role, rules in users.items():
@@ -351,9 +357,13 @@ def test_secrets_carry_the_urls_the_services_and_the_pipeline_read(cluster: Clus
             redis[f"{role}-url"]
             == f"redis://{role}:{role_password}@shop-trackrelay-redis.shop.svc:6379/0"
         )
-        at = command.index(role, command.index("--user"))
-        assert command[at + 1 : at + 3] == ["on", f">$({role.upper()}_PASSWORD)"]
-        assert command[at + 3 : at + 3 + len(rules.split())] == rules.split()
+        assert f'echo "user {role} on #$(hash {role}-password) {rules}"' in script
+    # no password in Redis' environment or command line: files of the Secret, and memory
+    assert not [e for e in container.get("env", []) if "valueFrom" in e], container.get("env")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    items = [i["key"] for i in volumes["secrets"]["secret"]["items"]]
+    assert sorted(items) == sorted(["password"] + [f"{role}-password" for role in users])
+    assert volumes["acl"]["emptyDir"]["medium"] == "Memory"
     urls = {
         name: [
             e["valueFrom"]["secretKeyRef"]["key"]
@@ -498,7 +508,7 @@ def test_the_stores_take_only_authenticated_clients_from_the_client_networks(
     conf = by_kind(docs, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
     assert "protected-mode yes" in conf.splitlines()
     redis_pod = by_kind(docs, "StatefulSet")["shop-trackrelay-redis"]["spec"]["template"]["spec"]
-    assert "--requirepass" in redis_pod["containers"][0]["command"]
+    assert "user default on #$(hash password)" in redis_pod["containers"][0]["args"][0]
     refused = cluster.plane.helm(
         "template",
         "shop",
@@ -649,6 +659,7 @@ def test_network_policies_follow_external_stores_and_analytics(cluster: Cluster)
     assert ([9090], None) in operator  # the pipeline's Prometheus (on the default port)
     assert ([8100], None) in operator  # analytics.healthUrl's port
     assert ([443, 6443], None) in operator  # the API server
+
 
 def test_tls_makes_the_stores_tls_only_and_every_client_verify_them_with_the_ca_alone(
     cluster: Cluster,

@@ -6,6 +6,7 @@ forwarders, the simulator as analytics and the operator (tests/e2e/bundle.py).
 
 from __future__ import annotations
 
+import base64
 import calendar
 import json
 import re
@@ -18,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.bundle import Release, installed
+from tests.e2e.bundle import Release, installed, merged
+from tests.support.certs import server_tls
 from tests.support.kind import KindCluster, wait_for
 
 RELEASE = "shop"
@@ -45,8 +47,35 @@ def release(
             "latencyTargetSeconds": 0.5,
         },
     }
-    with installed(kind_cluster, tmp_path_factory, RELEASE, "shop", values) as rel:
+    with installed(
+        kind_cluster,
+        tmp_path_factory,
+        RELEASE,
+        "shop",
+        merged(values, TLS_VALUES),
+        before=lambda ns: store_certificates(kind_cluster, ns),
+    ) as rel:
         yield rel
+
+
+# both stores speak TLS alone, with certificates made here (cert-manager-style Secrets)
+TLS_SECRETS = {"postgresql": f"{FULLNAME}-postgresql-tls", "redis": f"{FULLNAME}-redis-tls"}
+TLS_VALUES = {store: {"tls": {"secretName": name}} for store, name in TLS_SECRETS.items()}
+
+
+def store_certificates(cluster: KindCluster, ns: str) -> None:
+    """A CA and a server certificate for each store's Service, in the Secrets TLS_VALUES name."""
+    for store, name in TLS_SECRETS.items():
+        service = f"{FULLNAME}-{store}"
+        certs = server_tls([f"{service}.{ns}.svc", f"{service}.{ns}.svc.cluster.local"])
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": certs.secret_data(),
+        }
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(secret))
 
 
 def test_every_pod_becomes_ready_and_helm_test_passes(release: Release) -> None:
@@ -69,6 +98,65 @@ def test_every_pod_becomes_ready_and_helm_test_passes(release: Release) -> None:
             line for line in logs.splitlines() if re.search(r"forbidden|permission", line, re.I)
         ]
         assert not refused, refused[:10]
+
+
+def test_the_stores_speak_only_verified_tls(release: Release) -> None:
+    """With both stores' tls.secretName: every session the services hold with PostgreSQL
+    is encrypted, Redis has no plain-text port, and the URLs verify the server's name."""
+    wait_for("the operator's first ConfigMap write", lambda: "budget" in release.live())
+    pg = f"{FULLNAME}-postgresql-0"
+    sessions = release.cluster.kubectl(
+        "exec",
+        "-n",
+        release.ns,
+        pg,
+        "-c",
+        "postgresql",
+        "--",
+        "psql",
+        "-h",
+        "/tmp",
+        "-U",
+        "trackrelay",
+        "-d",
+        "trackrelay",
+        "-At",
+        "-F",
+        " ",
+        "-c",
+        "SELECT s.ssl, a.application_name FROM pg_stat_ssl s JOIN pg_stat_activity a"
+        " USING (pid) WHERE a.usename = 'trackrelay' AND a.pid <> pg_backend_pid()"
+        " AND a.client_addr IS NOT NULL",
+    ).stdout.split("\n")
+    sessions = [line for line in sessions if line.strip()]
+    assert sessions, "no service session with PostgreSQL"
+    assert all(line.startswith("t") for line in sessions), sessions
+
+    def redis_cli(*flags: str) -> str:  # as the administrator, whose password is a file there
+        cli = f"redis-cli {' '.join(flags)} -p 6379 ping"
+        auth = 'REDISCLI_AUTH="$(cat /etc/trackrelay-redis-secrets/password)"'
+        done = release.cluster.kubectl(
+            "exec",
+            "-n",
+            release.ns,
+            f"{FULLNAME}-redis-0",
+            "-c",
+            "redis",
+            "--",
+            "sh",
+            "-c",
+            f"{auth} {cli}",
+            check=False,
+        )
+        return done.stdout + done.stderr
+
+    assert redis_cli("--tls", "--cacert", "/etc/trackrelay-redis-tls/ca.crt").strip() == "PONG"
+    assert "PONG" not in redis_cli()  # no answer without a TLS handshake
+    urls = release.cluster.get("secret", f"{FULLNAME}-redis", "-n", release.ns)["data"]
+    forwarder_url = base64.b64decode(urls["forwarder-url"]).decode()
+    assert forwarder_url.startswith("rediss://") and "ssl_ca_certs=" in forwarder_url
+    database = release.cluster.get("secret", f"{FULLNAME}-database", "-n", release.ns)["data"]
+    assert "sslmode=verify-full" in base64.b64decode(database["url"]).decode()
 
 
 # a TCP connection from inside a pod: "open", or "closed <why>" when none was made in time
