@@ -66,6 +66,7 @@ bench: venv
 	$(BIN)/python benchmarks/order_path.py
 	$(BIN)/python benchmarks/forwarder.py
 	$(BIN)/python benchmarks/relay_fsync.py
+	$(BIN)/python benchmarks/relay.py
 	$(BIN)/python benchmarks/adaptive.py
 	$(BIN)/python benchmarks/shedding.py
 	$(BIN)/python benchmarks/control.py

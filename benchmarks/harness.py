@@ -118,6 +118,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def drained(events: int, seconds: float, **labels: Any) -> dict[str, Any]:
+    """One row of a drain benchmark: its labels, the events moved, the seconds, events/s."""
+    print(f"  {' '.join(map(str, labels.values()))}: {events} events in {seconds:.2f}s", flush=True)
+    return {
+        **labels,
+        "events": events,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(events / seconds),
+    }
+
+
 def write_json(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

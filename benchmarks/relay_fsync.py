@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.postgres import PostgresCluster
 
-from benchmarks.harness import table, write_json
+from benchmarks.harness import drained, table, write_json
 from trackrelay.config.settings import OrderSettings, resolve_database_url
 from trackrelay.db import engine as database
 from trackrelay.db import migrate
@@ -82,15 +82,7 @@ def run(orders: int, batch: int, work: Path) -> list[dict[str, Any]]:
             asyncio.run(fill(url, orders))
             with EmbeddedRedis(work / f"redis-{policy}", appendfsync=policy) as server:
                 seconds = asyncio.run(drain(url, server.url, batch))
-            rows.append(
-                {
-                    "appendfsync": policy,
-                    "events": orders,
-                    "seconds": round(seconds, 2),
-                    "events_per_s": round(orders / seconds),
-                }
-            )
-            print(f"  {policy}: {orders} events in {seconds:.2f}s", flush=True)
+            rows.append(drained(orders, seconds, appendfsync=policy))
     finally:
         pg.stop()
     return rows

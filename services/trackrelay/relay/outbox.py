@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import BigInteger, any_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackrelay.control.lease import Lease
@@ -66,13 +67,23 @@ async def claim_outbox(
     return claimed
 
 
+def _among(ids: Sequence[int], dialect: str) -> Any:
+    """``outbox.id`` among ``ids``: one array parameter on PostgreSQL (``= ANY``), where an
+    expanded ``IN`` of a batch costs the relay more CPU in compiling than the delete takes."""
+    if dialect == "postgresql":
+        return outbox.c.id == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger)))
+    return outbox.c.id.in_(ids)
+
+
 async def delete_published(engine: AsyncEngine, token: str, ids: Sequence[int]) -> int:
     """Remove rows that Redis accepted; only while this claim still holds them."""
     if not ids:
         return 0
     async with engine.begin() as conn:
         result = await conn.execute(
-            delete(outbox).where(outbox.c.id.in_(ids)).where(outbox.c.lease_token == token)
+            delete(outbox)
+            .where(_among(ids, engine.dialect.name))
+            .where(outbox.c.lease_token == token)
         )
     return int(result.rowcount)
 
