@@ -347,7 +347,8 @@ def test_secrets_carry_the_urls_the_services_and_the_pipeline_read(cluster: Clus
     pod = by_kind(rendered, "StatefulSet")["shop-trackrelay-redis"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     (script,) = container["args"]
-    assert 'echo "user default on #$(hash password) ~* &* +@all"' in script
+    assert "h_default=$(hash password)" in script
+    assert 'echo "user default on #$h_default ~* &* +@all"' in script
     assert "--aclfile /run/trackrelay-redis/users.acl" in script
     passwords = {redis[f"{role}-password"] for role in users} | {password}
     assert len(passwords) == 4
@@ -357,7 +358,8 @@ def test_secrets_carry_the_urls_the_services_and_the_pipeline_read(cluster: Clus
             redis[f"{role}-url"]
             == f"redis://{role}:{role_password}@shop-trackrelay-redis.shop.svc:6379/0"
         )
-        assert f'echo "user {role} on #$(hash {role}-password) {rules}"' in script
+        assert f"h_{role}=$(hash {role}-password)" in script
+        assert f'echo "user {role} on #$h_{role} {rules}"' in script
     # no password in Redis' environment or command line: files of the Secret, and memory
     assert not [e for e in container.get("env", []) if "valueFrom" in e], container.get("env")
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -508,7 +510,7 @@ def test_the_stores_take_only_authenticated_clients_from_the_client_networks(
     conf = by_kind(docs, "ConfigMap")["shop-trackrelay-redis"]["data"]["redis.conf"]
     assert "protected-mode yes" in conf.splitlines()
     redis_pod = by_kind(docs, "StatefulSet")["shop-trackrelay-redis"]["spec"]["template"]["spec"]
-    assert "user default on #$(hash password)" in redis_pod["containers"][0]["args"][0]
+    assert "user default on #$h_default" in redis_pod["containers"][0]["args"][0]
     refused = cluster.plane.helm(
         "template",
         "shop",
@@ -634,6 +636,41 @@ def test_network_policies_open_only_the_paths_each_role_needs(cluster: Cluster) 
         render(cluster, "-f", str(SIMULATOR), "--set", "networkPolicy.enabled=false"),
         "NetworkPolicy",
     )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--set", "operator.enabled=false"],
+        ["--set", "relay.separate=true"],
+        ["-f", str(ALL_OPTIONS)],
+    ],
+    ids=["default", "no-operator", "relay-apart", "all-options"],
+)
+def test_every_pod_that_holds_a_token_may_reach_the_api_server(
+    cluster: Cluster, extra: list[str]
+) -> None:
+    """A pod given a service-account token calls the API server (the live ConfigMap, the
+    operator's objects, the uninstall hook's pipeline): some policy selecting it opens the
+    API server's ports; a pod without one is opened no such path."""
+    docs = render(cluster, "-f", str(SIMULATOR), *extra)
+    policies = [p["spec"] for p in by_kind(docs, "NetworkPolicy").values()]
+    api_ports = {443, 6443}
+    for name, spec in pod_specs(docs).items():
+        d = next(d for d in docs if f"{d['kind']}/{d['metadata']['name']}" == name)
+        meta = d["metadata"] if d["kind"] == "Pod" else d["spec"]["template"]["metadata"]
+        selecting = [p for p in policies if _selects(p["podSelector"], meta["labels"])]
+        assert selecting, f"{name} is selected by no policy"
+        opened = {
+            port["port"]
+            for p in selecting
+            for rule in p.get("egress", [])
+            if not rule.get("to")
+            for port in rule.get("ports", [])
+        }
+        holds_token = spec.get("automountServiceAccountToken", True) is not False
+        assert (api_ports <= opened) == holds_token, (name, holds_token, sorted(opened))
 
 
 def test_network_policies_follow_external_stores_and_analytics(cluster: Cluster) -> None:
@@ -842,6 +879,7 @@ def test_helm_install_creates_everything_and_uninstall_keeps_only_the_crd(
     )
     assert installed.returncode == 0, installed.stderr
     assert "kubectl -n " + ns + " get analyticspipelines" in installed.stdout  # NOTES.txt
+    assert "an ingress controller elsewhere needs an entry there" in installed.stdout
     manifest = helm(cluster, "get", "manifest", "shop", "--namespace", ns)
     docs = [d for d in yaml.safe_load_all(manifest) if d]
     assert len(docs) >= 20

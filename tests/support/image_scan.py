@@ -112,9 +112,12 @@ def scan(image: str) -> Findings:
     release = in_image(image, "sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME").strip()
     found = Findings(image, release)
     installed = {}
-    for line in in_image(image, "dpkg-query", "-W", "-f", "${Package} ${Version}\n").splitlines():
-        name, version = line.split(" ", 1)
-        installed[name] = version
+    fields = "${db:Status-Abbrev}|${Package} ${Version}\n"
+    for line in in_image(image, "dpkg-query", "-W", "-f", fields).splitlines():
+        status, package = line.split("|", 1)
+        name, version = package.split(" ", 1)
+        if status.strip() == "ii":  # installed (not a package of which only config is left)
+            installed[name] = version
     found.debian_packages = len(installed)
     found.debian_behind = behind(installed, suite_versions(release))
     has_venv = in_image(image, "sh", "-c", f"test -x {VENV_PYTHON} && echo yes || echo no")
