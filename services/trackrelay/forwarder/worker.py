@@ -54,13 +54,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, assert_never
+
+import orjson
 
 from trackrelay.config.live import ConfigMapLive
 from trackrelay.config.settings import ForwarderSettings
@@ -100,8 +101,8 @@ def undecodable(raw: bytes | None) -> str | None:
     if raw is None:
         return "entry has no event field"
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = orjson.loads(raw)  # every event of every batch: stdlib json was 18 % of a forwarder
+    except orjson.JSONDecodeError as exc:
         return f"event is not JSON: {exc}"
     if not isinstance(value, dict):
         return "event is not a JSON object"
