@@ -52,17 +52,19 @@ LINES = 5
 TRACKRELAY = str(Path(sys.executable).parent / "trackrelay")
 
 
-async def fill(url: str, events: int) -> None:
+async def fill(url: str, events: int, lines: int = LINES) -> None:
+    """Orders of ``lines`` lines each, ``events`` lines in all, through the order path's
+    own insert: the outbox holds what a shop's orders put there."""
     engine = database.make_engine(url)
     sem = asyncio.Semaphore(32)
 
     async def one(n: int) -> None:
-        items = [{"sku": f"sku-{(n + j) % 100}", "qty": 1, "price": 1} for j in range(LINES)]
+        items = [{"sku": f"sku-{(n + j) % 100}", "qty": 1, "price": 1} for j in range(lines)]
         req = OrderRequest.model_validate({"customer_id": f"c{n}", "items": items})
         async with sem:
             await store.create_order(engine, req, None)
 
-    await asyncio.gather(*(one(n) for n in range(events // LINES)))
+    await asyncio.gather(*(one(n) for n in range(events // lines)))
     await engine.dispose()
 
 

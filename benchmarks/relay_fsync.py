@@ -26,32 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.postgres import PostgresCluster
 
 from benchmarks.harness import drained, table, write_json
+from benchmarks.relay import fill
 from trackrelay.config.settings import OrderSettings, resolve_database_url
 from trackrelay.db import engine as database
 from trackrelay.db import migrate
 from trackrelay.local.embedded_redis import EmbeddedRedis
-from trackrelay.orders import store
-from trackrelay.orders.models import OrderRequest
 from trackrelay.queue.client import connect
 from trackrelay.relay import outbox
 from trackrelay.relay.relay import OutboxRelay
 
 POLICIES = ("always", "everysec")
-
-
-async def fill(url: str, orders: int) -> None:
-    engine = database.make_engine(url)
-    sem = asyncio.Semaphore(32)
-
-    async def one(n: int) -> None:
-        req = OrderRequest.model_validate(
-            {"customer_id": f"c{n}", "items": [{"sku": f"sku-{n % 100}", "qty": 1, "price": 1}]}
-        )
-        async with sem:
-            await store.create_order(engine, req, None)
-
-    await asyncio.gather(*(one(n) for n in range(orders)))
-    await engine.dispose()
 
 
 async def drain(url: str, redis_url: str, batch: int) -> float:
@@ -79,7 +63,7 @@ def run(orders: int, batch: int, work: Path) -> list[dict[str, Any]]:
         for policy in POLICIES:
             url = resolve_database_url(pg.create_database(), work)
             migrate.upgrade(url)
-            asyncio.run(fill(url, orders))
+            asyncio.run(fill(url, orders, lines=1))
             with EmbeddedRedis(work / f"redis-{policy}", appendfsync=policy) as server:
                 seconds = asyncio.run(drain(url, server.url, batch))
             rows.append(drained(orders, seconds, appendfsync=policy))

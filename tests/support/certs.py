@@ -29,8 +29,11 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:  # Kubernetes reads a client certificate's O as its groups
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,12 @@ class CertificateAuthority:
         ips: Sequence[str] = (),
         *,
         common_name: str | None = None,
+        organization: str | None = None,
         client: bool = False,
     ) -> KeyPair:
         """A certificate for ``dns_names`` and ``ips`` (its subjectAltName), for a server
-        or, with ``client``, a client (``common_name`` then names the user)."""
+        or, with ``client``, a client (``common_name`` then names the user, ``organization``
+        its group)."""
         if not (dns_names or ips or common_name):
             raise ValueError("a certificate needs a DNS name, an IP address or a common name")
         key = ec.generate_private_key(ec.SECP256R1())
@@ -96,7 +101,7 @@ class CertificateAuthority:
         cn = common_name or (dns_names[0] if dns_names else ips[0])
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(cn))
+            .subject_name(_name(cn, organization))
             .issuer_name(self._name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

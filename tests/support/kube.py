@@ -1,14 +1,13 @@
 """A real Kubernetes control plane for tests: etcd + kube-apiserver (+ controller-manager).
 
 The binaries come from the cache that ``tests/cluster/control-plane.sh`` fills.
-Certificates are generated per run: a CA, the API server's serving cert, an
-admin client cert in ``system:masters`` and the service-account signing key.
+Certificates are generated per run (tests/support/certs.py): a CA, the API server's
+serving cert, an admin client cert in ``system:masters``; and the service-account
+signing key.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import shutil
 import ssl
@@ -19,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
+from tests.support.certs import CertificateAuthority
 from trackrelay.runtime.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,57 +57,6 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     )
 
 
-def _cert(
-    subject: x509.Name,
-    key: rsa.RSAPrivateKey,
-    issuer: x509.Name,
-    issuer_key: rsa.RSAPrivateKey,
-    *,
-    ca: bool = False,
-    sans: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _name(cn: str, org: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if org:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    return x509.Name(attrs)
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 class ControlPlane:
     """etcd + kube-apiserver on free loopback ports, in ``workdir``."""
 
@@ -142,28 +89,18 @@ class ControlPlane:
 
     def make_pki(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
-        ca_key = _key()
-        ca_name = _name("trackrelay-test-ca")
-        ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
-        (self.pki / "ca.crt").write_bytes(_pem(ca))
-        _write_key(self.pki / "ca.key", ca_key)
-
-        api_key = _key()
-        sans: list[x509.GeneralName] = [
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes"),
-            x509.DNSName("kubernetes.default.svc"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-        ]
-        api = _cert(_name("kube-apiserver"), api_key, ca_name, ca_key, sans=sans)
-        (self.pki / "apiserver.crt").write_bytes(_pem(api))
-        _write_key(self.pki / "apiserver.key", api_key)
-
-        admin_key = _key()
-        admin = _cert(_name("admin", "system:masters"), admin_key, ca_name, ca_key)
-        (self.pki / "admin.crt").write_bytes(_pem(admin))
-        _write_key(self.pki / "admin.key", admin_key)
+        ca = CertificateAuthority("trackrelay-test-ca")
+        (self.pki / "ca.crt").write_bytes(ca.cert)
+        api = ca.issue(
+            ["localhost", "kubernetes", "kubernetes.default.svc"],
+            ["127.0.0.1", "10.0.0.1"],
+            common_name="kube-apiserver",
+        )
+        (self.pki / "apiserver.crt").write_bytes(api.cert)
+        (self.pki / "apiserver.key").write_bytes(api.key)
+        admin = ca.issue(common_name="admin", organization="system:masters", client=True)
+        (self.pki / "admin.crt").write_bytes(admin.cert)
+        (self.pki / "admin.key").write_bytes(admin.key)
 
         sa_key = _key()
         _write_key(self.pki / "sa.key", sa_key)

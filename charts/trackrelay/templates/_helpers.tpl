@@ -210,8 +210,7 @@ affinity:
 simulator's, else networkPolicy.analyticsTo on the URL's port. A YAML mapping, for fromYaml. */}}
 {{- define "trackrelay.analyticsEgress" -}}
 {{- $ctx := .ctx -}}
-{{- $simulator := printf "%s-simulator.%s.svc:%v" (include "trackrelay.fullname" $ctx) $ctx.Release.Namespace $ctx.Values.simulator.port -}}
-{{- if and $ctx.Values.simulator.enabled (eq (urlParse .url).host $simulator) -}}
+{{- if and $ctx.Values.simulator.enabled (eq (urlParse .url).host (urlParse (include "trackrelay.analyticsUrl" $ctx)).host) -}}
 to:
   {{- include "trackrelay.componentPeers" (dict "ctx" $ctx "components" (list "simulator")) | nindent 2 }}
 ports: [{port: {{ $ctx.Values.simulator.port }}}]

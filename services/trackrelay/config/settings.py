@@ -13,13 +13,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trackrelay.config.tls import check_redis_url, postgres_tls
 from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
 from trackrelay.control.controller import Spec
 from trackrelay.control.shedding import MODES, Thresholds, parse_size
+
+
+def _checked_redis_url(value: str) -> str:
+    check_redis_url(value)  # its TLS parameters can work (the files are read), one message
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(_checked_redis_url)]
+"""A Redis URL whose TLS parameters were checked when the settings were read."""
 
 _CONFIG = SettingsConfigDict(
     env_prefix="TRACKRELAY_", extra="ignore", use_attribute_docstrings=True
@@ -36,7 +45,7 @@ class StoreSettings(BaseSettings):
 
     model_config = _CONFIG
 
-    redis_url: str | None = None
+    redis_url: RedisUrl | None = None
     """Queue Redis URL; ``rediss://...?ssl_ca_certs=/path/ca.crt`` is TLS (the server's
     name checked; ``ssl_certfile``, ``ssl_keyfile``: a client certificate). None:
     trackrelay starts an embedded Redis of its own."""
@@ -56,13 +65,6 @@ class StoreSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_tls(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_redis_url(value)
-        return value
 
     @field_validator("database_url")
     @classmethod
@@ -265,7 +267,7 @@ class ForwarderSettings(BaseSettings):
     start_wait: float = Field(default=START_WAIT, ge=0)
     """Seconds the forwarder waits at start for the queue's Redis to answer, trying again
     with a line of progress each time, before it exits saying why (0: one try)."""
-    redis_url: str | None = None
+    redis_url: RedisUrl | None = None
     """Queue Redis URL: the stream the forwarder reads (``rediss://`` for TLS, as the
     order service's). None: refused at start."""
     analytics_url: str | None = None
@@ -334,13 +336,6 @@ class ForwarderSettings(BaseSettings):
     """Longest wait (seconds) between pushes of a failed batch."""
     shutdown_grace: PositiveFloat = 10.0
     """Seconds the pushes in flight have to finish after SIGTERM."""
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_tls(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_redis_url(value)
-        return value
 
     @property
     def refresh_every(self) -> float:
