@@ -67,6 +67,8 @@ bench: venv
 	$(BIN)/python benchmarks/forwarder.py
 	$(BIN)/python benchmarks/relay_fsync.py
 	$(BIN)/python benchmarks/relay.py
+	$(BIN)/python benchmarks/freshness.py
+	$(BIN)/python benchmarks/drain.py
 	$(BIN)/python benchmarks/adaptive.py
 	$(BIN)/python benchmarks/shedding.py
 	$(BIN)/python benchmarks/control.py

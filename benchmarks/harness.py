@@ -51,15 +51,25 @@ def _ms(text: str) -> float:
 
 
 def wrk(
-    url: str, body: str, seconds: float, connections: int, threads: int = 1, timeout: float = 10
+    url: str,
+    body: str,
+    seconds: float,
+    connections: int,
+    threads: int = 1,
+    timeout: float = 10,
+    delay_ms: float = 0.0,
 ) -> dict[str, float]:
-    """POST ``body`` to ``url`` for ``seconds``; requests/s, ok/s, p50/p99 (ms), errors."""
+    """POST ``body`` to ``url`` for ``seconds``; requests/s, ok/s, p50/p99 (ms), errors.
+
+    ``delay_ms``: each connection waits this long before each request (a steady load
+    of about ``connections / (delay + answer time)`` requests/s, not the service's limit)."""
     script = RESULTS / "post.lua"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(body)}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
+        + (f"function delay() return {delay_ms:.1f} end\n" if delay_ms > 0 else "")
     )
     out = subprocess.run(
         [

@@ -39,10 +39,10 @@ from benchmarks.harness import drained, table, write_json
 from trackrelay.config.settings import resolve_database_url
 from trackrelay.db import engine as database
 from trackrelay.db import migrate
+from trackrelay.db.engine import asyncpg_dsn
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.orders import store
 from trackrelay.orders.models import OrderRequest
-from trackrelay.orders.pg_writer import asyncpg_dsn
 from trackrelay.queue import streams
 from trackrelay.queue.client import connect
 from trackrelay.queue.keys import STREAM

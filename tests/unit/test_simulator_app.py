@@ -6,6 +6,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,25 @@ def test_another_client_is_set_through_the_capacity_route(sim: TestClient) -> No
     assert set(state["other_client"]) == {"served", "refused"}
     bad = sim.post("/admin/capacity", json={"other_client": "lots"})
     assert bad.status_code == 422 and "other_client" in bad.json()["detail"]
+
+
+def test_the_timeline_gives_each_new_event_its_freshness_from_occurred_at() -> None:
+    from trackrelay.events import rfc3339
+
+    app = create_app(SimulatorSettings(sim_rate=1000))
+    with TestClient(app) as sim:
+        moment = datetime.now(UTC) - timedelta(seconds=2)
+        old, fresh = ev(1), ev(2)
+        old["occurred_at"] = rfc3339(moment)
+        fresh["occurred_at"] = rfc3339(datetime.now(UTC))
+        assert sim.post("/v1/track", json={"events": [old, fresh]}).status_code == 200
+        # a duplicate is not counted again, so it says nothing of freshness
+        assert sim.post("/v1/track", json={"events": [old]}).status_code == 200
+        seconds = sim.get("/admin/timeline", params={"raw": "true"}).json()["seconds"]
+        ages = sorted(a for s in seconds for a in s["freshness"])
+        assert len(ages) == 2
+        assert 0 <= ages[0] < 1.0 and 2.0 <= ages[1] < 3.0
+        assert max(s["freshness_p99"] or 0 for s in seconds) == ages[1]
+        exported = _samples(sim.get("/metrics").text)
+        assert exported["analytics_sim_event_freshness_seconds_count"] == 2
+        assert exported['analytics_sim_event_freshness_seconds_bucket{le="1.0"}'] == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -255,6 +256,18 @@ def extra_latency(fault: Fault) -> float:
 class Checked:
     good: list[dict[str, Any]] = field(default_factory=list)
     bad: list[dict[str, str]] = field(default_factory=list)
+
+
+def age(occurred_at: str, now: float) -> float | None:
+    """Seconds from an event's RFC 3339 ``occurred_at`` to ``now`` (epoch seconds): its
+    freshness when counted. None for a time without a zone, or one that does not parse."""
+    try:
+        moment = datetime.fromisoformat(occurred_at)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return now - moment.timestamp()
 
 
 def check_events(body: Any) -> Checked:

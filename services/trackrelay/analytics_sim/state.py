@@ -29,9 +29,12 @@ class Second:
     served: list[tuple[float, float]] = field(default_factory=list)
     """(response time, idle response time) of each accepted request (seconds): the idle one
     leaves out the time it waited behind work queued before it."""
+    freshness: list[float] = field(default_factory=list)
+    """Seconds from each new event's ``occurred_at`` (its order's moment) to its count."""
 
     def as_dict(self, at: int, raw: bool = False) -> dict[str, Any]:
         ordered = sorted(self.latencies)
+        fresh = sorted(self.freshness)
         return {
             "t": at,
             "accepted": self.accepted,
@@ -40,7 +43,9 @@ class Second:
             "p50": percentile(ordered, 0.5),
             "p99": percentile(ordered, 0.99),
             "max": ordered[-1] if ordered else None,
-            **({"latencies": ordered, "served": self.served} if raw else {}),
+            "freshness_p50": percentile(fresh, 0.5),
+            "freshness_p99": percentile(fresh, 0.99),
+            **({"latencies": ordered, "served": self.served, "freshness": fresh} if raw else {}),
         }
 
 

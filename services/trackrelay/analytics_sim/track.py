@@ -16,12 +16,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from trackrelay.analytics_sim.model import (
     Mode,
     Verdict,
+    age,
     check_events,
     extra_latency,
     fault_verdict,
 )
 from trackrelay.analytics_sim.state import Journal, SimState
 
+FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Seconds from an event's order to its count: fine up to the 100 ms a healthy path takes."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 """Seconds: fine where a healthy analytics answers, every 0.25-0.5 s around the thresholds."""
 
@@ -66,6 +69,12 @@ class SimMetrics:
         )
         self.dupes = Counter(
             "analytics_sim_events_duplicate", "Events dropped as duplicates.", registry=registry
+        )
+        self.freshness = Histogram(
+            "analytics_sim_event_freshness_seconds",
+            "Seconds from each new event's occurred_at (its order's moment) to its count.",
+            buckets=FRESHNESS_BUCKETS,
+            registry=registry,
         )
         self.overlaps = Counter(
             "analytics_sim_overlapping_deliveries",
@@ -168,7 +177,7 @@ class Tracker:
             await asyncio.sleep(delay)
         if verdict.status != 200:
             return self.answer(verdict, {"detail": f"analytics is {fault.mode.value}"}, arrived)
-        new = self._count(good)
+        new = self._count(good, arrived)
         dupes = len(ids) - new
         state.accepted += new
         state.second(arrived).accepted += new
@@ -182,9 +191,12 @@ class Tracker:
         counts = {"accepted": new, "duplicates": dupes}
         return self.answer(verdict, counts, arrived, queued=verdict.queued)
 
-    def _count(self, good: list[dict[str, Any]]) -> int:
-        """Count the events not seen before; journal them before the answer says so."""
+    def _count(self, good: list[dict[str, Any]], arrived: float) -> int:
+        """Count the events not seen before, and how fresh each is; journal them before
+        the answer says so."""
         counted = []
+        now = time.time()
+        fresh = self.state.second(arrived).freshness
         for ev in good:
             if ev["event_id"] in self.state.seen:
                 continue
@@ -199,6 +211,10 @@ class Tracker:
             )
             self.state.count(*record)
             counted.append(record)
+            seconds = age(ev["occurred_at"], now)
+            if seconds is not None:
+                fresh.append(seconds)
+                self.metrics.freshness.observe(seconds)
         if self.journal is not None and counted:
             self.journal.write(counted)  # before the answer: what we say we have, we keep
         return len(counted)

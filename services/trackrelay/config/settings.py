@@ -129,7 +129,13 @@ class RelaySettings(BaseSettings):
     relay_lease_seconds: PositiveFloat = 30.0
     """Seconds a relay's claim on outbox rows lasts; after it, another relay may take them."""
     relay_idle_seconds: PositiveFloat = 0.05
-    """Seconds between relay rounds while the outbox holds less than a full batch."""
+    """Seconds between relay rounds while the outbox holds less than a full batch, and no
+    commit woke the relay (``relay_wakeups``)."""
+    relay_wakeups: bool = False
+    """Wake the relay as orders commit: a PostgreSQL notification (LISTEN/NOTIFY), or the
+    order route of its own process. Off (the default for now: under a tiny queue quota
+    and a loaded machine, the many small rounds it brings let the queue pass its quota
+    by a few hundred bytes): the relay finds new rows by polling alone."""
     relay_backoff_base: PositiveFloat = 0.1
     """First wait (seconds) after a relay round fails on Redis or the database."""
     relay_backoff_max: PositiveFloat = 5.0

@@ -23,6 +23,11 @@ cluster leaves its old address silent (no refusal) until the Service moves on: a
 connect there waits this long, then the request is a 503 and the next one retries."""
 
 
+def asyncpg_dsn(database_url: str) -> str:
+    """A SQLAlchemy ``postgresql+asyncpg://`` URL as the DSN asyncpg takes."""
+    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
 def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
     """An async engine; SQLite gets WAL and a busy timeout so readers never block writers.
 

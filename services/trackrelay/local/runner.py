@@ -171,7 +171,7 @@ async def run_relay(settings: OrderSettings, owner: str | None = None) -> int:
     url = settings.resolved_database_url()
     engine = database.make_engine(url)
     redis = client.connect(settings.redis_url)
-    relay = OutboxRelay(engine, redis, settings, owner=owner)
+    relay = OutboxRelay(engine, redis, settings, owner=owner, database_url=url)
     log.info(
         "relay %s: outbox %s -> %s",
         relay.owner,

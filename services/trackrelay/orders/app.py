@@ -115,7 +115,9 @@ async def _lifespan(
     app.state.relay = None
     if settings.run_relay and queue_url is not None:
         redis = client.connect(queue_url)
-        relay = OutboxRelay(engine, redis, settings, metrics=app.state.metrics.relay)
+        relay = OutboxRelay(
+            engine, redis, settings, metrics=app.state.metrics.relay, database_url=database_url
+        )
         app.state.relay = relay
         tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
     ops_server = None

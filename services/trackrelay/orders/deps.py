@@ -12,6 +12,7 @@ exception handlers, which get the request and no dependencies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -33,6 +34,8 @@ class Intake:
     writer: PgOrderWriter | None
     """The raw asyncpg insert on PostgreSQL; None on SQLite (the engine inserts)."""
     metrics: OrderMetrics
+    committed: Callable[[], None] | None
+    """Wakes the relay running in this process (``relay.wakeup``), if one does."""
 
 
 def metrics_of(request: Request) -> OrderMetrics:
@@ -51,7 +54,9 @@ async def _metrics(request: Request) -> OrderMetrics:
 
 async def _intake(request: Request) -> Intake:
     state = request.app.state
-    return Intake(state.order_model, state.engine, state.writer, state.metrics)
+    relay = state.relay
+    committed = relay.wakeup.notify if relay is not None and relay.settings.relay_wakeups else None
+    return Intake(state.order_model, state.engine, state.writer, state.metrics, committed)
 
 
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]

@@ -18,17 +18,20 @@ import asyncpg
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from trackrelay.config.tls import postgres_tls
-from trackrelay.db.engine import CONNECT_TIMEOUT
+from trackrelay.db.engine import CONNECT_TIMEOUT, asyncpg_dsn
+from trackrelay.relay.wakeup import NOTIFY_SQL
 
 ORDER_WITH_OUTBOX = (
     "WITH o AS (INSERT INTO orders (order_id, customer_id, total, created_at, idempotency_key,"
     " request_hash) VALUES ($1, $2, $3, $4, $5, $6)),"
     " l AS (INSERT INTO order_lines (order_id, line_no, sku, qty, price)"
     " SELECT $1, * FROM unnest($7::int[], $8::varchar[], $9::int[], $10::bigint[]))"
-    " INSERT INTO outbox (event_id, payload, created_at)"
-    " SELECT * FROM unnest($11::varchar[], $12::text[], $13::float8[])"
+    ", x AS (INSERT INTO outbox (event_id, payload, created_at)"
+    " SELECT * FROM unnest($11::varchar[], $12::text[], $13::float8[]))"
+    f" {NOTIFY_SQL}"
 )
-"""The order, its lines and one outbox row per line: one statement, one round trip, atomic."""
+"""The order, its lines and one outbox row per line: one statement, one round trip, atomic;
+its commit wakes every relay listening (``relay.wakeup``)."""
 
 STORE_ERRORS = (
     asyncpg.PostgresError,
@@ -40,11 +43,6 @@ STORE_ERRORS = (
 """What the insert raises when the store is down or restarting: each is the store's
 (a 503), none the order's. ``InternalClientError`` comes from a connection PostgreSQL
 dropped mid-statement (seen in the chaos run: a 500 while the database pod restarted)."""
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    """A SQLAlchemy ``postgresql+asyncpg://`` URL as the DSN asyncpg takes."""
-    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 class PgOrderWriter:

@@ -97,6 +97,8 @@ async def create_order(request: Request, intake: IntakeDep) -> Response:
         raise KeyConflict from None
     if result.created:
         intake.metrics.orders_accepted.inc()
+        if intake.committed is not None:
+            intake.committed()
     return Response(
         result.order.model_dump_json(),
         status_code=201 if result.created else 200,

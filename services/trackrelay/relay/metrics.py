@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
+"""Seconds: fine up to the 50 ms a relay at pace takes, coarse through an outage."""
 
 
 class RelayMetrics:
@@ -18,6 +21,13 @@ class RelayMetrics:
         self.relay_published = Counter(
             "trackrelay_relay_published_events",
             "Events the relay moved into the stream.",
+            registry=r,
+        )
+        self.relay_delay = Histogram(
+            "trackrelay_relay_delay_seconds",
+            "Seconds from an order's moment to the relay moving its events out of the outbox"
+            " (into the stream, or shed at our ingress), per event.",
+            buckets=DELAY_BUCKETS,
             registry=r,
         )
         self.relay_errors = Counter(

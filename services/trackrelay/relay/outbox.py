@@ -34,6 +34,8 @@ class OutboxRow:
     event_id: str
     payload: str
     fold_token: str | None = None
+    created_at: float = 0.0
+    """Its order's moment (epoch seconds)."""
 
 
 async def claim_outbox(
@@ -58,11 +60,19 @@ async def claim_outbox(
         .where(outbox.c.id.in_(candidates.scalar_subquery()))
         .where(free)
         .values(lease_token=lease.token, lease_expires_at=lease.expires_at)
-        .returning(outbox.c.id, outbox.c.event_id, outbox.c.payload, outbox.c.fold_token)
+        .returning(
+            outbox.c.id,
+            outbox.c.event_id,
+            outbox.c.payload,
+            outbox.c.fold_token,
+            outbox.c.created_at,
+        )
     )
     async with engine.begin() as conn:
         rows = (await conn.execute(stmt)).all()
-    claimed = [OutboxRow(r.id, r.event_id, r.payload, r.fold_token) for r in rows]
+    claimed = [
+        OutboxRow(r.id, r.event_id, r.payload, r.fold_token, float(r.created_at)) for r in rows
+    ]
     claimed.sort(key=lambda r: r.id)
     return claimed
 

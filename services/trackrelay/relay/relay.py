@@ -35,6 +35,7 @@ from trackrelay.relay import outbox
 from trackrelay.relay.guard import OutboxGuard
 from trackrelay.relay.ingress import Counts, StreamIngress
 from trackrelay.relay.metrics import RelayMetrics
+from trackrelay.relay.wakeup import Wakeup, listen
 from trackrelay.runtime.errors import brief
 from trackrelay.runtime.retry import Backoff, pause
 
@@ -54,6 +55,9 @@ LEASE_MARGIN = 1.0
 folding): room for clocks a little apart and the time a write takes."""
 FULL_WAIT = 0.1
 """Seconds between attempts while the queue is at its quota (forwarders are making room)."""
+GATHER = 0.005
+"""Seconds a relay woken by a commit lets others gather before it claims: under load a
+round moves many orders' rows, not one's, for at most this much freshness."""
 
 
 class OutboxRelay:
@@ -66,8 +70,14 @@ class OutboxRelay:
         owner: str | None = None,
         metrics: RelayMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        database_url: str | None = None,
     ) -> None:
+        """``database_url``: on PostgreSQL, where to LISTEN for commits (``relay.wakeup``);
+        without it the relay polls every ``relay_idle_seconds``."""
         self.engine = engine
+        self.database_url = database_url
+        self.wakeup = Wakeup()
+        """Set by a commit: the order route in this process, or a PostgreSQL notification."""
         self.redis = redis
         self.settings = settings
         self.owner = owner or process_name()
@@ -124,6 +134,9 @@ class OutboxRelay:
             await outbox.release_claim(self.engine, lease.token)
         if self.metrics is not None:
             self.metrics.relay_published.inc(len(accepted))
+            self._moved(
+                [r for r, res in zip(rows, results, strict=True) if not isinstance(res, Exception)]
+            )
         if refused:
             raise refused[0]
         return len(accepted)
@@ -147,7 +160,15 @@ class OutboxRelay:
         self.full = outcome.held
         if self.metrics is not None:
             self.metrics.relay_published.inc(outcome.queued)
+            if not outcome.held:
+                self._moved(rows)
         return outcome.queued
+
+    def _moved(self, rows: list[outbox.OutboxRow]) -> None:
+        assert self.metrics is not None
+        now = self.clock()
+        for row in rows:
+            self.metrics.relay_delay.observe(now - row.created_at)
 
     def view(self) -> dict[str, Any]:
         """What this relay publishes for status lines and the controller."""
@@ -198,19 +219,25 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set; never raises for Redis or database trouble."""
-        guard = None
+        helpers = []
         if self.guard is not None:
-            guard = asyncio.create_task(self.guard_outbox(stop), name="outbox-guard")
+            helpers.append(asyncio.create_task(self.guard_outbox(stop), name="outbox-guard"))
+        url = self.database_url
+        if self.settings.relay_wakeups and url is not None and url.startswith("postgresql"):
+            listening = listen(url, self.wakeup, stop)
+            helpers.append(asyncio.create_task(listening, name="outbox-listen"))
         try:
             await self._relay_loop(stop)
         finally:
-            if guard is not None:
-                await guard
+            for helper in helpers:
+                await helper
 
     async def _relay_loop(self, stop: asyncio.Event) -> None:
         last_stats = last_flush = 0.0
         while not stop.is_set():
-            wait = self.settings.relay_idle_seconds
+            wait = self.wakeup.poll_every(self.settings.relay_idle_seconds)
+            idle = True
+            self.wakeup.clear()  # this round sees the rows of every commit before it
             try:
                 moved = await self.run_once()
                 if self.ingress is not None and self.clock() - last_flush >= FLUSH_EVERY:
@@ -218,20 +245,24 @@ class OutboxRelay:
                     await self.ingress.flush_due()
                 self.backoff.succeeded()
                 if self.full:
-                    wait = max(wait, FULL_WAIT)
+                    wait, idle = max(wait, FULL_WAIT), False
                 elif moved >= self.settings.relay_batch_size:
-                    wait = 0.0  # a full batch: more is waiting; otherwise let rows gather
+                    wait = 0.0  # a full batch: more is waiting
             except QueueError as exc:
-                wait = self._failed("redis", exc)
+                wait, idle = self._failed("redis", exc), False
             except DATABASE_ERRORS as exc:
-                wait = self._failed("database", exc)
+                wait, idle = self._failed("database", exc), False
             now = self.clock()
             if now - last_stats >= 1.0:
                 last_stats = now
                 # A store that is down was named by the round above; statistics wait for it.
                 with contextlib.suppress(QueueError, *DATABASE_ERRORS):
                     await self.refresh_stats()
-            await pause(stop, wait)
+            if not idle:
+                await pause(stop, wait)  # a commit changes nothing here: wait it out
+            elif wait > 0:
+                await self.wakeup.wait(stop, wait)
+                await pause(stop, GATHER)  # a commit woke it, or the poll: let others gather
 
     def _failed(self, component: str, exc: BaseException) -> float:
         if self.metrics is not None:
