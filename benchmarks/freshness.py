@@ -120,8 +120,8 @@ def one(
     args += ["--port", str(api_port)]
     if store == "postgresql":
         args += ["--database-url", pg.create_database()]
-    if wakeups:
-        args.append("--relay-wakeups")
+    if not wakeups:
+        args.append("--no-relay-wakeups")
     up = spawn_role(args, {}, here / "up.log")
     try:
         wait_http(sim_url + "/healthz", 30, sim)

@@ -33,7 +33,7 @@ from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.runner import redis_maxmemory
 from trackrelay.orders.app import create_app
 from trackrelay.queue.keys import AGG_WINDOWS_KEY, CONSUMER_GROUP, QUOTA_KEYS, STREAM
-from trackrelay.queue.quota import window_keys
+from trackrelay.queue.quota import PEL_COST, window_keys
 from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
 
@@ -658,3 +658,32 @@ async def test_a_window_past_its_exact_counters_keeps_every_count_within_its_bou
     assert sum(listed.values()) == pytest.approx(sum(truth.values()))
     assert sum(lines for _, _, lines in window.skus.values()) == sum(truth.values())
     await r.aclose()
+
+
+@pytest.mark.parametrize(("consumers", "each"), [(1, 20), (4, 5), (10, 2), (20, 1)])
+@pytest.mark.parametrize("ms_apart", [0, 1, 7, 70_000])
+def test_the_room_kept_for_each_pending_entry_covers_what_redis_counts(
+    consumers: int, each: int, ms_apart: int, quota_redis: EmbeddedRedis
+) -> None:
+    """Admission keeps PEL_COST bytes for each entry forwarders will read next. Reading
+    entries adds nodes to the group's and each consumer's radix trees, and how many
+    depends on how their ids share prefixes: every shape here must cost no more."""
+    r = redis.Redis.from_url(quota_redis.url)
+    r.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    start = 1_796_231_662_704
+    for i in range(400):  # three entries per millisecond, the milliseconds ms_apart apart
+        r.xadd(STREAM, {"e": "x" * 200}, id=f"{start + (i // 3) * ms_apart}-{i}")
+    for c in range(consumers):  # a forwarder's consumer exists before it reads
+        r.xgroup_createconsumer(STREAM, CONSUMER_GROUP, f"c{c}")
+    costs = []
+    for _ in range(8):
+        before = int(r.memory_usage(STREAM, samples=0) or 0)
+        read: list[Any] = []
+        for c in range(consumers):
+            reply: Any = r.xreadgroup(CONSUMER_GROUP, f"c{c}", {STREAM: ">"}, count=each)
+            read += [entry_id for entry_id, _ in reply[0][1]]
+        costs.append((int(r.memory_usage(STREAM, samples=0) or 0) - before) / len(read))
+        r.xack(STREAM, CONSUMER_GROUP, *read)
+        r.xdel(STREAM, *read)
+    assert len(costs) == 8 and min(costs) > 0
+    assert max(costs) <= PEL_COST, f"{max(costs):.0f} bytes a pending entry, {PEL_COST} kept"

@@ -1,4 +1,4 @@
-"""A commit wakes the relay (``relay_wakeups``, off by default): its rows reach the
+"""A commit wakes the relay (``relay_wakeups``, on by default): its rows reach the
 stream long before the relay would poll.
 
 Each test sets ``relay_idle_seconds`` to a minute and waits a few seconds at most, so

@@ -131,11 +131,10 @@ class RelaySettings(BaseSettings):
     relay_idle_seconds: PositiveFloat = 0.05
     """Seconds between relay rounds while the outbox holds less than a full batch, and no
     commit woke the relay (``relay_wakeups``)."""
-    relay_wakeups: bool = False
+    relay_wakeups: bool = True
     """Wake the relay as orders commit: a PostgreSQL notification (LISTEN/NOTIFY), or the
-    order route of its own process. Off (the default for now: under a tiny queue quota
-    and a loaded machine, the many small rounds it brings let the queue pass its quota
-    by a few hundred bytes): the relay finds new rows by polling alone."""
+    order route of its own process; it still polls, every 0.25 s, for rows no commit
+    announces. Off: the relay finds new rows by polling alone."""
     relay_backoff_base: PositiveFloat = 0.1
     """First wait (seconds) after a relay round fails on Redis or the database."""
     relay_backoff_max: PositiveFloat = 5.0

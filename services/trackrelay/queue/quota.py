@@ -48,9 +48,13 @@ FIELD_OVERHEAD = 80
 """Bytes a new SKU costs in a window hash beyond its name (entry, value, table slot)."""
 SHARDS = 128
 """Hashes per aggregation window: a SKU's counter lives in one, chosen by a hash of its name."""
-PEL_COST = 640
-"""What MEMORY USAGE (Redis 7.0) counts for one pending entry: its estimate of the
-consumer group's radix trees assumes 30 children per node, several times the real cost."""
+PEL_COST = 1280
+"""The most MEMORY USAGE (Redis 7.0) counts for one more pending entry: its estimate of
+the group's and the consumer's radix trees charges 30 children for every node, and one
+entry can add several nodes. Measured at 560-990 bytes, varying with how the entries' ids
+and the consumers share prefixes (tests/integration/test_quota.py sweeps the shapes); an
+average (640 bytes, before) let forwarders reading twenty entries take the queue past its
+quota by a few hundred bytes."""
 STEP = 4096 + 1024
 """A new stream node: Redis allocates ``stream-node-max-bytes`` (4096 by default) at once."""
 SLACK = 1.2
