@@ -30,16 +30,21 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import RESULTS, add_events, http, table, write_json
+from benchmarks.harness import (
+    PLOTS,
+    RESULTS,
+    add_events,
+    http,
+    pyplot,
+    save_plot,
+    table,
+    write_json,
+)
 from trackrelay.control.percentile import percentile
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.queue.keys import BUDGET_KEY, CONSUMER_GROUP, FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.runtime.ports import free_port
-
-PLOTS = Path(__file__).resolve().parent / "plots"
-"""PNG plots, kept in the repository (results/ holds JSON and is not), linked from
-docs/benchmarks.md."""
 
 BATCH = 100
 OVERHEAD = 0.001
@@ -447,12 +452,8 @@ def check_targets(name: str, fig: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def plot(name: str, runs: list[Run], c: float) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
     for run in runs:
@@ -471,12 +472,8 @@ def plot(name: str, runs: list[Run], c: float) -> Path | None:
     axes[2].set_xlabel("seconds")
     axes[0].legend(fontsize=7, loc="upper right")
     axes[0].set_title(f"{name} (C = {c:g} events/s, batches of {BATCH})")
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    path = PLOTS / f"adaptive-{name.replace(' ', '-').replace(',', '').replace('.', '')}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    slug = name.replace(" ", "-").replace(",", "").replace(".", "")
+    return save_plot(plt, fig, PLOTS / f"adaptive-{slug}.png")
 
 
 def main() -> None:

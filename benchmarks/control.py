@@ -52,7 +52,7 @@ from redis.exceptions import RedisError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import old_law
-from benchmarks.harness import RESULTS, table, write_json
+from benchmarks.harness import PLOTS, RESULTS, pyplot, save_plot, table, write_json
 from trackrelay.config.settings import ForwarderSettings
 from trackrelay.control.controller import Spec
 from trackrelay.control.percentile import percentile
@@ -63,7 +63,6 @@ from trackrelay.queue import rate_budget, streams, views
 from trackrelay.queue.client import Queue
 from trackrelay.runtime.ports import free_port
 
-PLOTS = Path(__file__).resolve().parent / "plots"
 ARRIVALS = 80.0
 """Events/s arriving, unless a scenario says otherwise."""
 LINES = 4
@@ -763,12 +762,8 @@ def row(fig: dict[str, Any], v: dict[str, bool | None]) -> list[Any]:
 
 
 def plot(s: Scenario, runs: list[Run], where: Path, prefix: str) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
     span = max((r.elapsed for r in runs), default=s.seconds)
@@ -826,12 +821,7 @@ def plot(s: Scenario, runs: list[Run], where: Path, prefix: str) -> Path | None:
     axes[2].set_ylabel("backlog (events arrived, not accepted)")
     axes[2].set_xlabel("seconds")
     axes[0].set_title(f"{s.title}; arrivals {s.arrivals:g} ev/s")
-    where.mkdir(parents=True, exist_ok=True)
-    path = where / f"{prefix}-{s.key}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_plot(plt, fig, where / f"{prefix}-{s.key}.png")
 
 
 # -- main ----------------------------------------------------------------------------

@@ -30,13 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 
-from benchmarks.harness import RESULTS, add_events, http, table, write_json
+from benchmarks.harness import (
+    PLOTS,
+    add_events,
+    http,
+    pyplot,
+    save_plot,
+    table,
+    write_json,
+)
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.queue.keys import STREAM
 from trackrelay.runtime.ports import free_port
 
-PLOTS = RESULTS.parent / "plots"
 QUIET = 15.0
 """Seconds of outage with ``up`` running before analytics returns (the idle RSS)."""
 RSS_LIMIT = 1.2
@@ -216,12 +223,8 @@ def verdict(result: dict[str, Any]) -> tuple[list[list[Any]], dict[str, Any]]:
 
 
 def plot(result: dict[str, Any]) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     names = sorted({n for s in result["samples"] for n in s["rss_kib"]})
@@ -241,12 +244,7 @@ def plot(result: dict[str, Any]) -> Path | None:
     top.set_title(
         f"Draining {result['events']:,} events at {result['capacity']:g} events/s", fontsize=9
     )
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    path = PLOTS / "drain-rss.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_plot(plt, fig, PLOTS / "drain-rss.png")
 
 
 def main() -> None:

@@ -22,6 +22,31 @@ from trackrelay.queue.keys import EVENT_FIELD, STREAM
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+PLOTS = REPO / "benchmarks" / "plots"
+"""PNG plots, kept in the repository (results/ holds JSON and is not), linked from
+docs/benchmarks.md."""
+
+
+def pyplot() -> Any | None:
+    """matplotlib's pyplot drawing to files (Agg); None when matplotlib is not installed
+    (the plots are extra: every figure is in the printed table and the JSON)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_plot(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (a PNG) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def require(tool: str, package: str) -> str:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redis.asyncio import Redis
 
-from benchmarks.harness import http, table, write_json
+from benchmarks.harness import PLOTS, http, pyplot, save_plot, table, write_json
 from trackrelay.config.settings import derived_outbox_quota, resolve_database_url
 from trackrelay.control.shedding import parse_size
 from trackrelay.db import engine as database
@@ -62,7 +62,6 @@ from trackrelay.queue.quota import exact_usage
 from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
 
-PLOTS = Path(__file__).resolve().parent / "plots"
 POLICIES: dict[str, dict[str, str]] = {
     "none": {"TRACKRELAY_SHEDDING": "none"},
     "sample": {"TRACKRELAY_SHEDDING": "sample"},
@@ -319,12 +318,8 @@ async def run_policy(
 
 
 def plot(series: dict[str, list[dict[str, Any]]], name: str, title: str) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(10, 5))
     for policy, samples in series.items():
@@ -335,12 +330,7 @@ def plot(series: dict[str, list[dict[str, Any]]], name: str, title: str) -> Path
     ax.set_ylim(0, 1.1)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Queue memory against the quota: {title}", fontsize=9)
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    path = PLOTS / f"{name}-memory.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_plot(plt, fig, PLOTS / f"{name}-memory.png")
 
 
 TARGETS = {

@@ -22,6 +22,12 @@ metadata = MetaData()
 
 MIGRATION_LOCK_KEY = 0x7472_6163_6B72  # "trackr": the advisory lock held while migrating
 
+OUTBOX_CHANNEL = "trackrelay_outbox"
+"""The PostgreSQL notification channel writers of outbox rows signal at commit: relays
+LISTEN on it (``relay.wakeup``)."""
+NOTIFY_OUTBOX = f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
+"""A statement's tail that announces its outbox rows (one notification per transaction)."""
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
 _BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from trackrelay.config.tls import postgres_tls
 from trackrelay.db.engine import CONNECT_TIMEOUT, asyncpg_dsn
-from trackrelay.relay.wakeup import NOTIFY_SQL
+from trackrelay.db.schema import NOTIFY_OUTBOX
 
 ORDER_WITH_OUTBOX = (
     "WITH o AS (INSERT INTO orders (order_id, customer_id, total, created_at, idempotency_key,"
@@ -28,7 +28,7 @@ ORDER_WITH_OUTBOX = (
     " SELECT $1, * FROM unnest($7::int[], $8::varchar[], $9::int[], $10::bigint[]))"
     ", x AS (INSERT INTO outbox (event_id, payload, created_at)"
     " SELECT * FROM unnest($11::varchar[], $12::text[], $13::float8[]))"
-    f" {NOTIFY_SQL}"
+    f" {NOTIFY_OUTBOX}"
 )
 """The order, its lines and one outbox row per line: one statement, one round trip, atomic;
 its commit wakes every relay listening (``relay.wakeup``)."""

@@ -1,6 +1,6 @@
 """Wake the relay when orders commit, rather than find their rows by polling.
 
-On PostgreSQL the order statement ends in ``pg_notify(CHANNEL, '')``: PostgreSQL
+On PostgreSQL the order statement ends in ``pg_notify(OUTBOX_CHANNEL, '')``: PostgreSQL
 delivers it at commit (never for a transaction that rolled back), once per
 transaction, to every session that LISTENs on the channel. Each relay holds one
 such session (``listen``). In one process (SQLite, or the order service's own
@@ -23,15 +23,12 @@ import asyncpg
 
 from trackrelay.config.tls import postgres_tls
 from trackrelay.db.engine import CONNECT_TIMEOUT, asyncpg_dsn
+from trackrelay.db.schema import OUTBOX_CHANNEL
 from trackrelay.runtime.errors import brief
-from trackrelay.runtime.retry import Backoff, pause
+from trackrelay.runtime.retry import Backoff, first_set, pause
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "trackrelay_outbox"
-"""The PostgreSQL notification channel the order statement signals at commit."""
-NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
-"""The statement's tail: one notification per committed order (folded per transaction)."""
 LISTENING_POLL = 0.25
 """Seconds between polls while notifications arrive: only for rows none announces."""
 CHECK_EVERY = 5.0
@@ -60,25 +57,17 @@ class Wakeup:
 
     async def wait(self, stop: asyncio.Event, seconds: float) -> None:
         """Until notified (since the last ``clear``), ``stop`` is set or ``seconds`` pass."""
-        if self._set.is_set() or stop.is_set():
-            return
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        woken = asyncio.ensure_future(self._set.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait((woken, stopped), timeout=seconds, return_when="FIRST_COMPLETED")
-        finally:
-            woken.cancel()
-            stopped.cancel()
+        await first_set(self._set, stop, timeout=seconds)
 
 
 LISTEN_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def listen(database_url: str, wakeup: Wakeup, stop: asyncio.Event) -> None:
-    """Hold a LISTEN session on ``CHANNEL`` until ``stop``, notifying ``wakeup`` on each
+    """Hold a LISTEN session on ``OUTBOX_CHANNEL`` until ``stop``, notifying ``wakeup`` on each
     notification. A session that fails is re-opened with backoff; meanwhile the relay
     polls at its own pace, so a database that is down costs freshness, never rows."""
     dsn, tls = postgres_tls(asyncpg_dsn(database_url))
@@ -112,22 +101,12 @@ async def _listen_on(con: asyncpg.Connection, wakeup: Wakeup, stop: asyncio.Even
         wakeup.notify()
 
     con.add_termination_listener(lambda _con: lost.set())
-    await con.add_listener(CHANNEL, notified)
+    await con.add_listener(OUTBOX_CHANNEL, notified)
     wakeup.listening = True
     wakeup.notify()  # rows committed while no session listened
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_either(stop, lost), timeout=CHECK_EVERY)
+        await first_set(stop, lost, timeout=CHECK_EVERY)
         if lost.is_set():
             raise ConnectionError("the database closed the listen session")
         if not stop.is_set():
             await asyncio.wait_for(con.execute("SELECT 1"), timeout=CONNECT_TIMEOUT)
-
-
-async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
-    tasks = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
-    try:
-        await asyncio.wait(tasks, return_when="FIRST_COMPLETED")
-    finally:
-        for task in tasks:
-            task.cancel()

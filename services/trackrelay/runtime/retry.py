@@ -49,6 +49,18 @@ async def pause(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
+async def first_set(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Until any of ``events`` is set, or ``timeout`` seconds pass (None: no limit)."""
+    if any(event.is_set() for event in events):
+        return
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 async def until_up(attempt: Callable[[], Awaitable[None]], what: str, wait: float) -> None:
     """Run ``attempt`` until it does not raise ``StartupError``, for ``wait`` seconds at most.
 
