@@ -27,6 +27,10 @@ def main() -> None:
     from trackrelay.orders import store
     from trackrelay.orders.app import create_app
 
+    if kind == "bare":
+        from benchmarks.bare_service import prepare
+
+        prepare(database_url)
     if kind == "bare" and workers > 1:
         os.environ["BENCH_DATABASE_URL"] = database_url
         os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
