@@ -41,15 +41,20 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._set = asyncio.Event()
+        self._commits = 0
         self.listening = False
         """A listen session is open: commits elsewhere will wake this relay."""
 
     def notify(self) -> None:
+        self._commits += 1
         self._set.set()
 
-    def clear(self) -> None:
-        """Forget earlier notifications (called as a round starts: it sees their rows)."""
+    def clear(self) -> int:
+        """Forget earlier notifications (called as a round starts: it sees their rows);
+        how many there were (commits announced, plus the listen session's own)."""
         self._set.clear()
+        commits, self._commits = self._commits, 0
+        return commits
 
     def poll_every(self, idle: float) -> float:
         """Seconds an idle relay waits before it looks anyway."""
