@@ -1,7 +1,9 @@
 """Forwarder throughput: events/s through one and two forwarder processes.
 
-Against the analytics simulator at unlimited capacity, next to the raw Redis
-limit measured in the same run (XREADGROUP + XACK/XDEL in a loop, no HTTP).
+Against the analytics simulator at unlimited capacity, and against a sink that only
+counts the events it is sent (``null_sink.py``: what the simulator's own CPU costs on
+the shared cores), next to the raw Redis limit measured in the same run (XREADGROUP +
+XACK/XDEL in a loop, no HTTP).
 
     .venv/bin/python benchmarks/forwarder.py [--events 200000] [--batch-size 500]
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,11 +27,14 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import add_events, table, write_json
+from benchmarks.harness import REPO, add_events, table, write_json
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.queue.keys import CONSUMER_GROUP, STREAM
 from trackrelay.runtime.ports import free_port
+
+SIMULATOR = "forwarder -> simulator (unlimited)"
+NULL_SINK = "forwarder -> sink that only counts"
 
 
 def preload(r: redis.Redis, count: int, tag: str) -> None:
@@ -63,10 +69,8 @@ def accepted(sim_url: str) -> int:
 def through_forwarders(
     r: redis.Redis, sim_url: str, redis_url: str, processes: int, count: int, batch: int, work: Path
 ) -> float:
-    urllib.request.urlopen(
-        urllib.request.Request(f"{sim_url}/admin/reset", data=b""), timeout=5
-    ).close()
-    preload(r, count, f"p{processes}-")
+    base = accepted(sim_url)  # counted before this run (a sink serves several)
+    preload(r, count, f"p{processes}-{base}-")
     env = {
         "TRACKRELAY_REDIS_URL": redis_url,
         "TRACKRELAY_ANALYTICS_URL": sim_url,
@@ -82,7 +86,7 @@ def through_forwarders(
         deadline = time.monotonic() + 600
         t0 = t1 = 0.0
         while time.monotonic() < deadline:
-            n = accepted(sim_url)
+            n = accepted(sim_url) - base
             now = time.perf_counter()
             if not t0 and n >= lo:
                 t0, n0 = now, n
@@ -107,9 +111,15 @@ def main() -> None:
     sim_port = free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     sim = spawn_role(["analytics-sim", "--port", str(sim_port)], {}, work / "sim.log")
+    null_port = free_port()
+    null_url = f"http://127.0.0.1:{null_port}"
+    null = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "null_sink.py"), str(null_port)]
+    )
     rows: list[dict[str, Any]] = []
     try:
         wait_http(f"{sim_url}/healthz", 30, sim)
+        wait_http(f"{null_url}/admin/state", 30, null)
         r = redis.Redis.from_url(server.url)
         raw = raw_redis_limit(r, args.events, args.batch_size)
         rows.append(
@@ -120,22 +130,23 @@ def main() -> None:
             }
         )
         print(f"  raw redis: {raw:,.0f} events/s", flush=True)
-        for processes in (1, 2):
-            rate = through_forwarders(
-                r, sim_url, server.url, processes, args.events, args.batch_size, work
-            )
-            rows.append(
-                {
-                    "path": "forwarder -> simulator (unlimited)",
-                    "processes": processes,
-                    "events_per_s": round(rate),
-                }
-            )
-            print(f"  {processes} forwarder(s): {rate:,.0f} events/s", flush=True)
+        for way, url in ((SIMULATOR, sim_url), (NULL_SINK, null_url)):
+            for processes in (1, 2):
+                rate = through_forwarders(
+                    r, url, server.url, processes, args.events, args.batch_size, work
+                )
+                rows.append({"path": way, "processes": processes, "events_per_s": round(rate)})
+                print(f"  {way}, {processes} process(es): {rate:,.0f} events/s", flush=True)
     finally:
-        stop_all([sim])
+        stop_all([sim, null])
         server.stop()
-    one = next(r["events_per_s"] for r in rows if r["processes"] == 1 and "forwarder" in r["path"])
+
+    def single(path: str) -> int:
+        return next(
+            int(r["events_per_s"]) for r in rows if r["processes"] == 1 and r["path"] == path
+        )
+
+    one, alone = single(SIMULATOR), single(NULL_SINK)
     print()
     print(
         table(
@@ -150,6 +161,10 @@ def main() -> None:
         f"{ratio:.2f} of the raw Redis consumer loop ({raw:,.0f} events/s); the ownership "
         "guarantees are in place (deadline-guarded pushes, checked refreshes on retries)"
     )
+    print(
+        f"to a sink that only counts: {alone:,} events/s, {alone / raw:.2f} of raw "
+        "(the simulator's own CPU shares the two cores)"
+    )
     path = write_json(
         "forwarder",
         {
@@ -159,6 +174,7 @@ def main() -> None:
                 "one_forwarder_events_per_s": one,
                 "target_min": 50_000,
                 "over_raw_redis": round(ratio, 3),
+                "null_sink_over_raw_redis": round(alone / raw, 3),
             },
         },
     )
