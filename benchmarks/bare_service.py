@@ -22,6 +22,7 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from trackrelay.db.engine import asyncpg_dsn
 from trackrelay.events import Event, event_id_for, rfc3339
 from trackrelay.orders.models import OrderRequest
 
@@ -46,12 +47,8 @@ INSERT = (
 )
 
 
-def _dsn(database_url: str) -> str:
-    return database_url.replace("postgresql+asyncpg://", "postgresql://")
-
-
 async def _create_tables(database_url: str) -> None:
-    con = await asyncpg.connect(_dsn(database_url))
+    con = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         await con.execute(SCHEMA)
     finally:
@@ -68,7 +65,7 @@ def create_bare_app(database_url: str) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        dsn = _dsn(database_url)
+        dsn = asyncpg_dsn(database_url)
         state["pool"] = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
         yield
         await state["pool"].close()
