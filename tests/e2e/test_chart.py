@@ -22,6 +22,7 @@ import yaml
 from tests.e2e.bundle import Release, installed, merged
 from tests.support.certs import server_tls
 from tests.support.kind import KindCluster, wait_for
+from trackrelay.control.controller import Spec
 
 RELEASE = "shop"
 FULLNAME = "shop-trackrelay"
@@ -439,6 +440,26 @@ def test_orders_reach_analytics_exactly_once_though_a_forwarder_dies_mid_batch(
     assert wait_for("a replacement forwarder", lambda: release.ready_pods("forwarder"))
 
 
+OVERLOAD_CUT = re.compile(
+    r"budget (\d+) -> (\d+) ev/s: analytics overloaded .*; (\d+) ev/s delivered"
+)
+
+
+def budget_events(release: Release) -> list[dict[str, Any]]:
+    """The pipeline's BudgetChanged Events."""
+    selector = f"involvedObject.kind=AnalyticsPipeline,involvedObject.name={FULLNAME}"
+    got = release.cluster.get(
+        "events", "-n", release.ns, "--field-selector", selector + ",reason=BudgetChanged"
+    )
+    items: list[dict[str, Any]] = got["items"]
+    return items
+
+
+def told(event: dict[str, Any]) -> tuple[str, int]:
+    """One telling of an Event: its uid and how many times it has been said."""
+    return event["metadata"]["uid"], int(event.get("count") or 1)
+
+
 def test_overloaded_analytics_lowers_the_budget_and_the_pipeline_says_why(
     release: Release,
 ) -> None:
@@ -454,37 +475,43 @@ def test_overloaded_analytics_lowers_the_budget_and_the_pipeline_says_why(
         lambda: (b := float(release.live()["budget"])) >= 30 and b,
         timeout=60,
     )
+    # a new Event, or a bump of one (past ten messages they share one: correlation.py)
+    earlier = {told(e) for e in budget_events(release)}
     release.client("post", url=release.sim_url + "/admin/fault", body={"mode": "down"})
     sender = release.send_orders(count=300, lines=2, skus=40, tag="overload", every=0.1)
     try:
+        # The law (control/budget.py): one cut per overload episode, to ``decrease`` of
+        # the rate analytics delivered in the tick that showed it (or of the budget, if
+        # nothing was), never above the budget then; held while the breakers the 503s
+        # opened pace the pushes. What was delivered in that tick is the operator's to
+        # measure, and its Event names it.
+        def cut() -> tuple[float, float, float] | None:
+            for e in budget_events(release):
+                said = OVERLOAD_CUT.search(e["message"])
+                if told(e) not in earlier and said:
+                    before, after, delivered = (float(x) for x in said.groups())
+                    return before, after, delivered
+            return None
+
         try:
-            lowered = wait_for(
-                "the operator to lower the budget in the ConfigMap",
-                lambda: (b := float(release.live()["budget"])) < start / 2 and b,
-                timeout=120,
+            before, after, delivered = wait_for(
+                "a BudgetChanged Event cutting the budget for overload", cut, timeout=120
             )
         except AssertionError as exc:
             st = release.pipeline().get("status", {})
             seen = {k: st.get(k) for k in ("budget", "health", "healthReason", "reasons")}
             raise AssertionError(f"{exc}; from {start}; status {seen}") from None
-        assert lowered < start / 2
+        # (a tick with nothing delivered cuts the budget itself); rounded to 1 ev/s
+        assert after < before and after <= Spec().decrease * (delivered or before) + 1
+        lowered = wait_for(
+            "the cut budget in the ConfigMap",
+            lambda: (b := float(release.live()["budget"])) <= after + 1 and b,
+            timeout=30,
+        )
+        assert lowered < start
         status = release.pipeline()["status"]
         healthy = {c["type"]: c for c in status["conditions"]}["AnalyticsHealthy"]
         assert healthy["status"] == "False" and healthy["message"] == status["healthReason"]
-
-        def said_why() -> list[str]:  # the ConfigMap first, then the status, then the Events
-            events = release.cluster.get(
-                "events",
-                "-n",
-                release.ns,
-                "--field-selector",
-                f"involvedObject.kind=AnalyticsPipeline,involvedObject.name={FULLNAME},"
-                "reason=BudgetChanged",
-            )["items"]
-            said = [e["message"] for e in events]
-            return said if any("analytics overloaded" in m for m in said) else []
-
-        wait_for("a BudgetChanged Event saying analytics is overloaded", said_why, timeout=30)
         described = release.cluster.kubectl(
             "describe", "analyticspipeline", FULLNAME, "-n", release.ns
         ).stdout
