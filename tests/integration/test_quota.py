@@ -687,3 +687,29 @@ def test_the_room_kept_for_each_pending_entry_covers_what_redis_counts(
         r.xdel(STREAM, *read)
     assert len(costs) == 8 and min(costs) > 0
     assert max(costs) <= PEL_COST, f"{max(costs):.0f} bytes a pending entry, {PEL_COST} kept"
+
+
+async def test_a_relay_that_listed_the_windows_before_another_opened_one_counts_it(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """Each script is given every key it touches, the windows' too, as its relay last listed
+    them; a window another relay opened since is refused before anything is written, listed
+    again and counted: the two relays' gauges agree."""
+    from redis.asyncio import Redis
+
+    from trackrelay.queue.quota import QueueQuota
+
+    r = Redis.from_url(redis_server.url)
+    one, other = QueueQuota(r, 10 * 2**20), QueueQuota(r, 10 * 2**20)
+    before = await other.used(fresh=True)
+    assert await other.windows() == []
+    totals = {f"sku-{n}": (1.0, 1) for n in range(300)}
+    assert (await one.fold("batch-1", totals, 60, 60))[0] == 1
+    [(window, _)] = await one.windows()
+    held = sum([int(await r.memory_usage(k, samples=0) or 0) for k in window_keys(window)])
+    assert held > 300 * 6
+    after = await other.used(fresh=True)
+    assert len(other._listed) == 1  # listed again on the way
+    assert abs(after - await one.used(fresh=True)) <= 64  # the gauge's own hash grows
+    assert after - before >= held  # the window counted (and the fold's token)
+    await r.aclose()

@@ -32,6 +32,7 @@ from trackrelay.db.schema import outbox as outbox_table
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all
 from trackrelay.orders.app import create_app
+from trackrelay.queue.keys import STREAM
 from trackrelay.relay import outbox
 from trackrelay.relay.relay import OutboxRelay
 
@@ -165,7 +166,7 @@ def _xlen(url: str) -> int:
     import redis
 
     with redis.Redis.from_url(url) as r:
-        return int(r.xlen("trackrelay:events"))
+        return int(r.xlen(STREAM))
 
 
 def test_orders_keep_coming_while_redis_is_down_then_everything_is_relayed(
@@ -199,10 +200,10 @@ def test_orders_keep_coming_while_redis_refuses_writes(
         assert _post_orders(client, 50) == [201] * 50
         time.sleep(1.0)
         assert _outbox_depth(client) == 50
-        assert admin.xlen("trackrelay:events") == 0
+        assert admin.xlen(STREAM) == 0
         admin.config_set("maxmemory", "0")
         wait_for(lambda: _outbox_depth(client) == 0, 15, "an empty outbox")
-    assert admin.xlen("trackrelay:events") == 50
+    assert admin.xlen(STREAM) == 50
     admin.close()
 
 

@@ -20,7 +20,7 @@ from trackrelay.db import engine as database
 from trackrelay.local.live import Shoppers
 from trackrelay.local.stack import LocalStack, StackOptions, read_status
 from trackrelay.orders import audit
-from trackrelay.queue.keys import FORWARDER_STATS_PREFIX
+from trackrelay.queue.keys import FORWARDER_STATS_PREFIX, STREAM
 from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
 
@@ -93,7 +93,7 @@ async def accounted(stack: LocalStack, lines: int, timeout: float) -> dict[str, 
                 except httpx.TransportError:  # the restarted simulator is not listening yet
                     state = {"accepted": "(not answering)"}
                 left = await outbox.count_outbox(engine)
-                stream = await stack.redis.xlen("trackrelay:events")
+                stream = await stack.redis.xlen(STREAM)
                 done = isinstance(state["accepted"], int) and state["accepted"] >= lines
                 if done and left == 0 and stream == 0:
                     return dict(state)

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from trackrelay.config.tls import check_redis_url
+from trackrelay.queue import legacy
 from trackrelay.runtime.errors import StartupError, describe
 from trackrelay.runtime.redact import redact_url
 
@@ -120,7 +121,8 @@ def version_refusal(version: str) -> str | None:
 
 async def check_queue_redis(redis: Redis) -> RedisDurability:
     """Refuse a Redis older than ``MIN_REDIS``; read the eviction and AOF settings and
-    refuse anything but ``noeviction``."""
+    refuse anything but ``noeviction``; move what it holds under the names before the
+    hash tags (``legacy``)."""
     refusal = version_refusal(_text((await redis.info("server")).get("redis_version", "")))
     if refusal is not None:
         raise QueueRedisRefused(refusal)
@@ -130,6 +132,7 @@ async def check_queue_redis(redis: Redis) -> RedisDurability:
     except ResponseError:  # managed Redis often renames or disables CONFIG
         found = RedisDurability(None, None, None)
         log.warning("queue redis: %s", found.describe())
+        await legacy.migrate(redis)
         return found
     values = {_text(k): _text(v) for k, v in raw.items()}
     found = RedisDurability(
@@ -139,6 +142,7 @@ async def check_queue_redis(redis: Redis) -> RedisDurability:
     if refusal is not None:
         raise QueueRedisRefused(refusal)
     log.info("queue redis: %s", found.describe())
+    await legacy.migrate(redis)
     return found
 
 

@@ -26,11 +26,14 @@ overhead), which only errs high while forwarders delete. Admission stops at
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
 
 from trackrelay.queue.keys import (
     AGG_FOLDS_KEY,
@@ -78,11 +81,27 @@ SKETCH_COUNTER = int((2 * 128 + 200) * SLACK)
 """Bytes one sketch counter may cost (a 128-character SKU in both keys, and their entries)."""
 SKETCH_MIN = 16
 """Fewest counters a sketch has, however small the quota."""
+STALE_RETRIES = 8
+"""Times a script is given the windows afresh before the caller is told to try later."""
+STALE_WINDOWS = "STALE the aggregation windows changed since they were listed"
+"""What a script answers when the windows it was given are not those listed any more."""
 FLUSH_RESERVE = int(FLUSH_MIN * (AGGREGATE_ENTRY + ENTRY_OVERHEAD + PEL_COST) * SLACK)
 """Bytes a fold leaves free, so the smallest flush always fits (with the entries
 forwarders will hold): no input can fill the quota with windows that cannot drain."""
 
 _GAUGE = """
+-- Every key the script may touch is declared: the fixed keys, then each listed window's
+-- keys (WINDOW_KEYS each, in the order the windows' sorted set lists them), then FRESH
+-- more windows' (a window a fold may open). A list that no longer matches (another relay
+-- opened or flushed a window meanwhile) is refused before anything is written.
+local declared = {}
+for j = 1, (#KEYS - FIXED_KEYS) / WINDOW_KEYS - FRESH do
+  declared[j] = KEYS[FIXED_KEYS + (j - 1) * WINDOW_KEYS + 1]
+end
+local listed = redis.call('ZRANGE', KEYS[3], 0, -1)
+local same = #listed == #declared
+for j = 1, #listed do if listed[j] ~= declared[j] then same = false end end
+if not same then return redis.error_reply(STALE_WINDOWS) end
 local function usage(key, samples)
   return redis.call('MEMORY', 'USAGE', key, 'SAMPLES', samples) or 0
 end
@@ -98,8 +117,8 @@ local added, per = tonumber(g[3]) or 0, tonumber(g[4]) or 0
 local function measure(samples)
   local stream = usage(KEYS[1], samples)
   local total = stream
-  for i = 2, #KEYS do total = total + usage(KEYS[i], samples) end
-  for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  for i = 2, FIXED_KEYS do total = total + usage(KEYS[i], samples) end
+  for _, w in ipairs(declared) do
     total = total + usage(w, samples)
     for i = 0, SHARDS - 1 do total = total + usage(w .. ':' .. i, samples) end
     total = total + usage(w .. SKETCH_SCORES, samples) + usage(w .. SKETCH_VALUES, samples)
@@ -175,12 +194,16 @@ _CONSTANTS = {
     "FLUSH_RESERVE": str(FLUSH_RESERVE),
     "SKETCH_SCORES": repr(SKETCH_SCORES),
     "SKETCH_VALUES": repr(SKETCH_VALUES),
+    "FIXED_KEYS": str(len(QUOTA_KEYS)),
+    "WINDOW_KEYS": str(SHARDS + 3),
+    "STALE_WINDOWS": repr(STALE_WINDOWS),
 }
 
 
-def _script(body: str) -> str:
-    """A script: the gauge, then ``body``, with the constants above written in."""
-    text = _GAUGE + body
+def _script(body: str, fresh: int = 0) -> str:
+    """A script: the gauge, then ``body``, with the constants above written in; ``fresh``:
+    how many windows it may open beyond those listed (their keys declared last)."""
+    text = _GAUGE.replace("FRESH", str(fresh)) + body
     for name, value in _CONSTANTS.items():
         text = text.replace(name, value)
     return text
@@ -260,9 +283,9 @@ return {status, evicted, used()}
 _FOLD = _script(
     """
 local overhead, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
-local token, ttl_ms, prefix = ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local deadline, cap, counter = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local FIRST = 12
+local token, ttl_ms = ARGV[6], tonumber(ARGV[7])
+local deadline, cap, counter = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local FIRST = 11
 if redis.call('HEXISTS', KEYS[5], token) == 1 then save(); return {2, used()} end
 -- Fenced: past its lease the relay's rows may be another relay's (which may have folded
 -- them and forgotten the token): a late fold must not count them again.
@@ -276,8 +299,9 @@ if cur[1] and redis.call('HEXISTS', cur[1], SEAL) == 0 then
   key = cur[1]
 end
 if not key then
+  -- a window opened here is the one declared last (its name chosen by the caller)
   start = now_ms
-  key = prefix .. now_ms
+  key = KEYS[#KEYS - WINDOW_KEYS + 1]
 end
 -- A window is SHARDS small hashes (base:0 .. base:N-1): each stays a compact listpack
 -- up to 128 SKUs, where one big hash table would cost three to four times as much.
@@ -367,7 +391,8 @@ redis.call('HSET', KEYS[5], token, now_ms + ttl_ms)
 added = added + grow + worst
 save()
 return {5, used()}
-"""
+""",
+    fresh=1,
 )
 
 _FLUSH = _script(
@@ -435,6 +460,11 @@ return {1, moved, used()}
 )
 
 
+class QuotaBusy(RedisError):
+    """Other relays kept opening and flushing windows: try again on the next round (a
+    queue error like any other to the relay, which retries)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """Per payload: 1 added, 0 held back (left in the outbox), -1 refused (dropped)."""
@@ -482,6 +512,8 @@ class QueueQuota:
         self.read_ahead = read_ahead
         self.sketch_counters = max(SKETCH_MIN, int(quota * SKETCH_SHARE) // SKETCH_COUNTER)
         """Counters of a window's sketch, where SKUs go once exact counters no longer fit."""
+        self._listed: list[str] = []
+        """The windows as last listed: whose keys the scripts are given."""
         self._measure = redis.register_script(_MEASURE)
         self._admit = redis.register_script(_ADMIT)
         self._fold = redis.register_script(_FOLD)
@@ -490,9 +522,27 @@ class QueueQuota:
     def _args(self, *rest: Any) -> list[Any]:
         return [self.limit, self.interval_ms, self.read_ahead, *rest]
 
+    async def _run(self, script: AsyncScript, args: list[Any], fresh: str | None = None) -> Any:
+        """Run a quota script given every key it may touch: the fixed keys, every window
+        listed (as last listed here: no read on the common path), and ``fresh``'s, a
+        window it may open. A list another relay changed meanwhile is read again."""
+        for _ in range(STALE_RETRIES):
+            keys = list(QUOTA_KEYS)
+            for window in self._listed:
+                keys += window_keys(window)
+            if fresh is not None:
+                keys += window_keys(fresh)
+            try:
+                return await script(keys=keys, args=args)
+            except ResponseError as exc:
+                if not str(exc).startswith(STALE_WINDOWS.split()[0]):
+                    raise
+            await self.windows()
+        raise QuotaBusy(f"the aggregation windows changed {STALE_RETRIES} times in a row")
+
     async def used(self, fresh: bool = False) -> int:
         """The gauge's estimate of bytes used (``fresh``: sample now)."""
-        return int(await self._measure(keys=QUOTA_KEYS, args=self._args("1" if fresh else "0")))
+        return int(await self._run(self._measure, self._args("1" if fresh else "0")))
 
     async def admit(self, payloads: Sequence[str], mode: str) -> Admitted:
         """XADD what fits; ``mode`` is ``hold``, ``evict`` or ``drop`` for what does not."""
@@ -500,9 +550,9 @@ class QueueQuota:
             raise ValueError(f"unknown admit mode {mode!r}")
         if not payloads:
             return Admitted([], 0, await self.used())
-        status, evicted, used = await self._admit(
-            keys=QUOTA_KEYS,
-            args=self._args(mode, ENTRY_OVERHEAD, CONSUMER_GROUP, EVENT_FIELD, *payloads),
+        status, evicted, used = await self._run(
+            self._admit,
+            self._args(mode, ENTRY_OVERHEAD, CONSUMER_GROUP, EVENT_FIELD, *payloads),
         )
         return Admitted([int(s) for s in status], int(evicted), int(used))
 
@@ -527,14 +577,14 @@ class QueueQuota:
             int(window_s * 1000),
             token,
             int(ttl_s * 1000),
-            AGG_WINDOW_PREFIX,
             0 if deadline is None else int(deadline * 1000),
             self.sketch_counters,
             SKETCH_COUNTER,
         ]
         for sku, (total, lines) in totals.items():
             args += [sku, repr(float(total)), lines]
-        code, used = await self._fold(keys=QUOTA_KEYS, args=self._args(*args))
+        fresh = AGG_WINDOW_PREFIX + secrets.token_hex(8)
+        code, used = await self._run(self._fold, self._args(*args), fresh)
         return int(code), int(used)
 
     async def forget_fold(self, token: str) -> None:
@@ -544,7 +594,9 @@ class QueueQuota:
     async def windows(self) -> list[tuple[str, int]]:
         """Windows not yet flushed, oldest first: (hash key, start ms)."""
         rows: Any = await self.redis.zrange(AGG_WINDOWS_KEY, 0, -1, withscores=True)
-        return [(_text(key), int(score)) for key, score in rows]
+        listed = [(_text(key), int(score)) for key, score in rows]
+        self._listed = [key for key, _ in listed]
+        return listed
 
     async def read_window(self, key: str, start_ms: int, limit: int) -> Window:
         """Up to about ``limit`` SKUs of a window: its sketch's first, then whole shards in
@@ -596,7 +648,7 @@ class QueueQuota:
         ]
         for sku, value, payload in items:
             args += [sku, value, payload]
-        code, moved, used = await self._flush(keys=QUOTA_KEYS, args=self._args(*args))
+        code, moved, used = await self._run(self._flush, self._args(*args))
         return int(code), int(moved), int(used)
 
 
