@@ -28,6 +28,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from tests.integration.conftest import wait_for
+from tests.support.redis_cluster import LocalRedisCluster, SyncQueue, sync_client
 from trackrelay.config.settings import OrderSettings
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.runner import redis_maxmemory
@@ -42,7 +43,7 @@ ORDERS = 1200
 SKUS = [f"sku-{n:02d}" for n in range(30)]
 
 
-def queue_bytes(r: redis.Redis) -> int:
+def queue_bytes(r: SyncQueue) -> int:
     """MEMORY USAGE of every key the quota covers, counted exactly (independent of the gauge)."""
     windows: Any = r.zrange(AGG_WINDOWS_KEY, 0, -1)
     keys = list(QUOTA_KEYS)
@@ -87,7 +88,7 @@ class SlowAnalytics(threading.Thread):
 
     def __init__(self, url: str, paced: bool) -> None:
         super().__init__(daemon=True)
-        self.redis = redis.Redis.from_url(url)
+        self.redis = sync_client(url)
         self.paced = paced
         self.credit = 0.0
         self.lock = threading.Lock()
@@ -202,7 +203,7 @@ def wait_accounted(client: TestClient, analytics: SlowAnalytics, lines: int) -> 
     )
 
 
-def wait_drained(client: TestClient, admin: redis.Redis) -> None:
+def wait_drained(client: TestClient, admin: SyncQueue) -> None:
     """Wait until the outbox, the stream and every aggregation window are empty."""
     wait_for(
         lambda: (
@@ -236,9 +237,32 @@ def quota_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
         yield server
 
 
-@pytest.mark.parametrize("policy", ["auto", "none", "sample", "aggregate", "evict", "drop_new"])
+@pytest.fixture
+def quota_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The Redis trackrelay ships (``standalone``), or a Redis Cluster of three primaries
+    (``cluster``): noeviction, maxmemory above the quota on every node."""
+    maxmemory = redis_maxmemory(QUOTA)
+    server: Any
+    if request.param == "cluster":
+        server = LocalRedisCluster(tmp_path / "cluster", maxmemory=maxmemory)
+    else:
+        server = EmbeddedRedis(tmp_path / "redis", maxmemory=maxmemory)
+    with server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("policy", "quota_queue"),
+    [
+        *((policy, "standalone") for policy in ("auto", "none", "sample", "aggregate")),
+        *((policy, "standalone") for policy in ("evict", "drop_new")),
+        # every script the quota runs, on a Redis Cluster: admit, evict, fold and flush
+        *((policy, "cluster") for policy in ("none", "aggregate", "evict")),
+    ],
+    indirect=["quota_queue"],
+)
 def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
-    policy: str, quota_redis: EmbeddedRedis, tmp_path: Path
+    policy: str, quota_queue: EmbeddedRedis | LocalRedisCluster, tmp_path: Path
 ) -> None:
     settings = OrderSettings(
         data_dir=tmp_path,
@@ -249,10 +273,10 @@ def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
         queue_read_ahead=SlowAnalytics.READ,
         outbox_quota=100_000,  # the queue's bound is under test (none: rows wait there)
     )
-    admin = redis.Redis.from_url(quota_redis.url)
-    analytics = SlowAnalytics(quota_redis.url, paced=True)
+    admin = sync_client(quota_queue.url)
+    analytics = SlowAnalytics(quota_queue.url, paced=True)
     with (
-        TestClient(create_app(settings, redis_url=quota_redis.url)) as client,
+        TestClient(create_app(settings, redis_url=quota_queue.url)) as client,
         Peak(lambda: queue_bytes(admin)) as memory,
     ):
         analytics.start()

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tests.support.certs import server_tls
 from trackrelay.config.settings import ForwarderSettings, StoreSettings
-from trackrelay.config.tls import check_redis_url, postgres_tls
+from trackrelay.config.tls import check_redis_url, cluster_url, postgres_tls
 from trackrelay.runtime.redact import redact_url
 
 
@@ -82,6 +82,17 @@ def test_redis_urls_are_checked_and_the_url_is_still_redacted(tls: Path) -> None
         check_redis_url("rediss://h/0?ssl_cert_reqs=all")
     with pytest.raises(ValueError, match="ssl_certfile/ssl_keyfile: cannot read"):
         check_redis_url(f"rediss://h/0?ssl_certfile={tls}/client.crt&ssl_keyfile={tls}/tls.key")
+
+
+def test_a_cluster_url_is_read_as_the_scheme_it_stands_for(tls: Path) -> None:
+    assert cluster_url("redis+cluster://10.0.0.1:7000") == "redis://10.0.0.1:7000"
+    assert cluster_url("REDISS+CLUSTER://h:7000?x=1") == "rediss://h:7000?x=1"
+    assert cluster_url("redis://h:6379/0") is None and cluster_url("h:6379") is None
+    check_redis_url(f"rediss+cluster://relay:pw@redis:6379?ssl_ca_certs={tls}/ca.crt")
+    with pytest.raises(ValueError, match="ssl_ca_certs given on a redis:// URL"):
+        check_redis_url(f"redis+cluster://h:7000?ssl_ca_certs={tls}/ca.crt")
+    with pytest.raises(ValueError, match="ssl_ca_certs: cannot read"):
+        check_redis_url("rediss+cluster://h:7000?ssl_ca_certs=/nowhere")
 
 
 def test_the_settings_refuse_a_bad_tls_url_naming_the_setting(tls: Path) -> None:

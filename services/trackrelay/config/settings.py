@@ -47,8 +47,9 @@ class StoreSettings(BaseSettings):
 
     redis_url: RedisUrl | None = None
     """Queue Redis URL; ``rediss://...?ssl_ca_certs=/path/ca.crt`` is TLS (the server's
-    name checked; ``ssl_certfile``, ``ssl_keyfile``: a client certificate). None:
-    trackrelay starts an embedded Redis of its own."""
+    name checked; ``ssl_certfile``, ``ssl_keyfile``: a client certificate);
+    ``redis+cluster://host:port`` (``rediss+cluster://``) a Redis Cluster, named by any
+    of its nodes. None: trackrelay starts an embedded Redis of its own."""
     database_url: str | None = None
     """Order store: ``postgresql://...`` or ``sqlite:///path``. On PostgreSQL,
     ``?sslmode=verify-full&sslrootcert=/path/ca.crt`` is TLS with the server's name
@@ -273,8 +274,9 @@ class ForwarderSettings(BaseSettings):
     """Seconds the forwarder waits at start for the queue's Redis to answer, trying again
     with a line of progress each time, before it exits saying why (0: one try)."""
     redis_url: RedisUrl | None = None
-    """Queue Redis URL: the stream the forwarder reads (``rediss://`` for TLS, as the
-    order service's). None: refused at start."""
+    """Queue Redis URL: the stream the forwarder reads (``rediss://`` for TLS,
+    ``redis+cluster://`` for a Redis Cluster, as the order service's). None: refused at
+    start."""
     analytics_url: str | None = None
     """Analytics base URL the forwarder pushes to, at ``/v1/track``. None: refused at start."""
     batch_size: PositiveInt = FORWARDER_BATCH_SIZE

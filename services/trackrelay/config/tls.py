@@ -98,10 +98,23 @@ def postgres_tls(url: str) -> tuple[str, SslArgument | None]:
     return bare, context
 
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that name a Redis Cluster (any of its nodes), and the scheme each stands for."""
+
+
+def cluster_url(url: str) -> str | None:
+    """``url`` as redis-py's cluster client reads it, when it names a Redis Cluster."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    return None if plain is None else f"{plain}://{rest}"
+
+
 def check_redis_url(url: str) -> None:
     """``ValueError`` naming the parameter when a Redis URL's TLS parameters cannot work:
     ``ssl_*`` on a plain ``redis://`` URL (redis-py would ignore them), an unknown
-    ``ssl_cert_reqs``, or a certificate file that cannot be read."""
+    ``ssl_cert_reqs``, or a certificate file that cannot be read. A cluster's URL
+    (``rediss+cluster://``) is read as the scheme it stands for."""
+    url = cluster_url(url) or url
     query = dict(_query(url))
     ssl_params = sorted(name for name in query if name.startswith("ssl_"))
     scheme = urlsplit(url).scheme

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -64,6 +65,7 @@ class EmbeddedRedis:
         appendonly: bool = True,
         binary: str | None = None,
         appendfsync: str = "always",
+        extra: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -71,6 +73,8 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         """``always`` (trackrelay's promise); benchmarks compare ``everysec``."""
+        self.extra = list(extra)
+        """More ``--name value`` options (a cluster node's, for tests and benchmarks)."""
         self.binary = binary or find_redis_server()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -104,7 +108,7 @@ class EmbeddedRedis:
         ]
         if self.maxmemory:
             cmd += ["--maxmemory", self.maxmemory]
-        return cmd
+        return cmd + self.extra
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)

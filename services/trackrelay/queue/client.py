@@ -9,21 +9,23 @@ eviction policy could delete the stream.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from trackrelay.config.tls import check_redis_url
+from trackrelay.config.tls import check_redis_url, cluster_url
 from trackrelay.queue import legacy
+from trackrelay.queue.handle import Queue as Queue
+from trackrelay.queue.keys import STREAM
 from trackrelay.runtime.errors import StartupError, describe
 from trackrelay.runtime.redact import redact_url
 
 log = logging.getLogger(__name__)
 
-Queue = Redis
-"""The queue connection every ``trackrelay.queue`` function takes. Outside this package
-it is a handle to pass back in: the commands themselves are issued here."""
 
 QueueError = RedisError
 """Any failure of the queue's Redis: connection lost or refused, a timeout, an error reply."""
@@ -45,7 +47,7 @@ return 1
 """
 
 
-async def set_small(redis: Redis, key: str, value: str, ttl: float | None = None) -> None:
+async def set_small(redis: Queue, key: str, value: str, ttl: float | None = None) -> None:
     """SET for the few small keys that steer the queue (the budget, the shedding policy,
     each process's view), in a script flagged ``allow-oom``: they are still written when
     the queue's Redis is at its ``maxmemory``, which is when they matter most. Events are
@@ -54,9 +56,13 @@ async def set_small(redis: Redis, key: str, value: str, ttl: float | None = None
     await redis.eval(_SET_SMALL, 1, key, value, px)
 
 
-async def redis_full(redis: Redis) -> bool:
-    """Whether the queue's Redis is at its ``maxmemory`` (``INFO memory``, served when full)."""
-    info = await redis.info("memory")
+async def redis_full(redis: Queue) -> bool:
+    """Whether the queue's Redis is at its ``maxmemory`` (``INFO memory``, served when full):
+    on a cluster, the node that holds the stream."""
+    if isinstance(redis, RedisCluster):
+        info = await redis.info("memory", target_nodes=redis.get_node_from_key(STREAM))
+    else:
+        info = await redis.info("memory")
     limit = int(info.get("maxmemory", 0))
     return limit > 0 and int(info.get("used_memory", 0)) >= limit
 
@@ -65,19 +71,24 @@ class QueueRedisRefused(RuntimeError):
     """The queue Redis is configured so that it could lose queued events."""
 
 
-def connect(url: str, timeout: float = 5.0) -> Redis:
+def connect(url: str, timeout: float = 5.0) -> Queue:
     """A client whose every command fails within ``timeout`` seconds on a dead peer.
 
-    TLS is the URL's (``rediss://...?ssl_ca_certs=...``, which ``from_url`` reads); its
-    files are checked here, so a wrong one is a ``ValueError`` naming the parameter."""
+    ``redis+cluster://host:port`` (``rediss+cluster://`` with TLS) names a Redis Cluster
+    by any of its nodes: the client learns the others and follows slots that move. TLS is
+    the URL's (``rediss://...?ssl_ca_certs=...``, which ``from_url`` reads); its files are
+    checked here, so a wrong one is a ``ValueError`` naming the parameter."""
+    cluster = cluster_url(url)
     check_redis_url(url)
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=min(timeout, 2.0),
-        socket_keepalive=True,
-        health_check_interval=15,
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": min(timeout, 2.0),
+        "socket_keepalive": True,
+        "health_check_interval": 15,
+    }
+    if cluster is not None:
+        return RedisCluster.from_url(cluster, **options)
+    return Redis.from_url(url, **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,20 +130,39 @@ def version_refusal(version: str) -> str | None:
     return f"the queue Redis is {version}; trackrelay needs Redis {need} or later"
 
 
-async def check_queue_redis(redis: Redis) -> RedisDurability:
+async def check_queue_redis(redis: Queue) -> RedisDurability:
     """Refuse a Redis older than ``MIN_REDIS``; read the eviction and AOF settings and
     refuse anything but ``noeviction``; move what it holds under the names before the
-    hash tags (``legacy``)."""
-    refusal = version_refusal(_text((await redis.info("server")).get("redis_version", "")))
+    hash tags (``legacy``). On a Redis Cluster every node is checked, replicas too (a
+    replica becomes a primary when its primary fails)."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()  # learns the nodes (once)
+        found = RedisDurability(None, None, None)
+        for node in redis.get_nodes():
+            found = await _check_node(
+                partial(redis.info, target_nodes=node),
+                partial(redis.config_get, target_nodes=node),
+                f" node {node.name}",
+            )
+        return found
+    found = await _check_node(redis.info, redis.config_get, "")
+    await legacy.migrate(redis)
+    return found
+
+
+async def _check_node(
+    info: Callable[[str], Awaitable[Any]], config_get: Callable[[str], Awaitable[Any]], node: str
+) -> RedisDurability:
+    version = _text((await info("server")).get("redis_version", ""))
+    refusal = version_refusal(version)
     if refusal is not None:
-        raise QueueRedisRefused(refusal)
+        raise QueueRedisRefused(refusal + node)
     try:
-        raw = await redis.config_get("maxmemory-policy")
-        raw.update(await redis.config_get("append*"))
+        raw = dict(await config_get("maxmemory-policy"))
+        raw.update(await config_get("append*"))
     except ResponseError:  # managed Redis often renames or disables CONFIG
         found = RedisDurability(None, None, None)
-        log.warning("queue redis: %s", found.describe())
-        await legacy.migrate(redis)
+        log.warning("queue redis%s: %s", node, found.describe())
         return found
     values = {_text(k): _text(v) for k, v in raw.items()}
     found = RedisDurability(
@@ -140,9 +170,8 @@ async def check_queue_redis(redis: Redis) -> RedisDurability:
     )
     refusal = found.refusal()
     if refusal is not None:
-        raise QueueRedisRefused(refusal)
-    log.info("queue redis: %s", found.describe())
-    await legacy.migrate(redis)
+        raise QueueRedisRefused(refusal.replace("the queue Redis", "the queue Redis" + node, 1))
+    log.info("queue redis%s: %s", node, found.describe())
     return found
 
 

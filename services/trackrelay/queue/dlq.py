@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
+from trackrelay.queue.handle import Queue
 from trackrelay.queue.keys import (
     DLQ_DELIVERIES_FIELD,
     DLQ_REASON_FIELD,
@@ -39,7 +38,7 @@ def _text(fields: dict[bytes, bytes], name: str) -> str:
     return fields.get(name.encode(), b"").decode("utf-8", "replace")
 
 
-async def list_entries(redis: Redis, count: int = 100) -> list[DeadLetter]:
+async def list_entries(redis: Queue, count: int = 100) -> list[DeadLetter]:
     rows: Any = await redis.xrange(DLQ_STREAM, count=count)
     out = []
     for entry_id, fields in rows:
@@ -56,7 +55,7 @@ async def list_entries(redis: Redis, count: int = 100) -> list[DeadLetter]:
     return out
 
 
-async def replay(redis: Redis, count: int | None = None) -> int:
+async def replay(redis: Queue, count: int | None = None) -> int:
     """Move dead letters back onto the main stream (after analytics was fixed)."""
     moved = 0
     while count is None or moved < count:
@@ -72,7 +71,7 @@ async def replay(redis: Redis, count: int | None = None) -> int:
     return moved
 
 
-async def purge(redis: Redis) -> int:
+async def purge(redis: Queue) -> int:
     size = int(await redis.xlen(DLQ_STREAM))
     await redis.delete(DLQ_STREAM)
     return size

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
-
+from trackrelay.queue.handle import Queue
 from trackrelay.queue.keys import AGG_WINDOW_PREFIX, LEGACY_KEYS, LEGACY_WINDOW_PREFIX
 from trackrelay.queue.quota import SHARDS
 
@@ -86,7 +85,7 @@ touches keys it cannot declare before it reads them, which only a standalone Red
 and only a standalone Redis holds the old names."""
 
 
-async def migrate(redis: Redis, batch: int = BATCH) -> int:
+async def migrate(redis: Queue, batch: int = BATCH) -> int:
     """Move everything under the old names; returns how many entries and keys it moved."""
     script = _MOVE.replace("SHARDS", str(SHARDS))
     pairs = [name for old, new in LEGACY_KEYS.items() for name in (old, new)]

@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
+from trackrelay.queue.handle import Queue
 from trackrelay.queue.keys import (
     AGG_FOLDS_KEY,
     AGG_WINDOW_PREFIX,
@@ -496,7 +496,7 @@ class QueueQuota:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Queue,
         quota: int,
         *,
         headroom: float = 0.02,
@@ -658,7 +658,7 @@ def window_keys(window: str) -> list[str]:
     return [window, *shards, window + SKETCH_SCORES, window + SKETCH_VALUES]
 
 
-async def exact_usage(redis: Redis) -> int:
+async def exact_usage(redis: Queue) -> int:
     """MEMORY USAGE of every key the quota covers, counted exactly (SAMPLES 0): for checks."""
     keys = list(QUOTA_KEYS)
     for window in await redis.zrange(AGG_WINDOWS_KEY, 0, -1):
@@ -669,7 +669,7 @@ async def exact_usage(redis: Redis) -> int:
     return sum(int(n or 0) for n in await pipe.execute())
 
 
-async def pressure_usage(redis: Redis) -> int:
+async def pressure_usage(redis: Queue) -> int:
     """Bytes as admission counts them: every covered key counted exactly, plus the room
     the relays' scripts last kept for what comes next (a stream node, the entries
     forwarders will hold). What the controller, the relay and the status line share as
@@ -684,6 +684,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def window_count(redis: Redis) -> int:
+async def window_count(redis: Queue) -> int:
     """Aggregation windows not yet flushed into the stream."""
     return int(await redis.zcard(AGG_WINDOWS_KEY))

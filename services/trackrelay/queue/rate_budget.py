@@ -35,10 +35,9 @@ pushes must stay within the budget. The one key it writes is a few dozen bytes.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from trackrelay.control.controller import BUDGET_BOUND
 from trackrelay.queue.client import set_small
+from trackrelay.queue.handle import Queue
 from trackrelay.queue.keys import BUDGET_CLOCK_KEY, BUDGET_KEY
 
 _RESERVE = """#!lua flags=allow-oom
@@ -62,7 +61,7 @@ return {string.format('%.6f', free_at - now), tostring(rate)}
 
 
 async def reserve(
-    redis: Redis, events: int, rate: float | None = None
+    redis: Queue, events: int, rate: float | None = None
 ) -> tuple[float, float | None]:
     """Reserve ``events`` of the shared budget: (seconds to wait, the budget) or (0, None).
 
@@ -94,7 +93,7 @@ def parse_budget(text: str) -> float:
     return value
 
 
-async def set_budget(redis: Redis, events_per_second: float | None) -> None:
+async def set_budget(redis: Queue, events_per_second: float | None) -> None:
     """Set the shared budget (None removes it: no limit)."""
     if events_per_second is None:
         await redis.delete(BUDGET_KEY)
@@ -102,6 +101,6 @@ async def set_budget(redis: Redis, events_per_second: float | None) -> None:
         await set_small(redis, BUDGET_KEY, f"{events_per_second:g}")
 
 
-async def get_budget(redis: Redis) -> float | None:
+async def get_budget(redis: Queue) -> float | None:
     raw = await redis.get(BUDGET_KEY)
     return None if raw is None else float(raw)

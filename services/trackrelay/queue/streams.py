@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError, ResponseError
 
+from trackrelay.queue.handle import Queue
 from trackrelay.queue.keys import (
     CONSUMER_GROUP,
     DLQ_DELIVERIES_FIELD,
@@ -51,7 +51,7 @@ def _entries(raw: Any) -> list[Entry]:
     return out
 
 
-async def publish(redis: Redis, payloads: Sequence[str]) -> list[Any]:
+async def publish(redis: Queue, payloads: Sequence[str]) -> list[Any]:
     """XADD each payload in one pipeline; per payload, the new id or the exception."""
     pipe = redis.pipeline(transaction=False)
     for payload in payloads:
@@ -59,7 +59,7 @@ async def publish(redis: Redis, payloads: Sequence[str]) -> list[Any]:
     return list(await pipe.execute(raise_on_error=False))
 
 
-async def ensure_group(redis: Redis) -> None:
+async def ensure_group(redis: Queue) -> None:
     """Create the consumer group (and the stream) if missing; reading starts at the beginning."""
     try:
         await redis.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
@@ -73,7 +73,7 @@ async def ensure_group(redis: Redis) -> None:
             raise
 
 
-async def _group_exists(redis: Redis) -> bool:
+async def _group_exists(redis: Queue) -> bool:
     try:
         groups = await redis.xinfo_groups(STREAM)
     except ResponseError:  # no stream
@@ -82,7 +82,7 @@ async def _group_exists(redis: Redis) -> bool:
 
 
 async def read(
-    redis: Redis, consumer: str, cursor: str, count: int, block_ms: int | None
+    redis: Queue, consumer: str, cursor: str, count: int, block_ms: int | None
 ) -> list[Entry]:
     """XREADGROUP: ``cursor`` "0" re-reads this consumer's pending entries, ">" new ones."""
     reply: Any = await redis.xreadgroup(
@@ -94,7 +94,7 @@ async def read(
 
 
 async def autoclaim(
-    redis: Redis, consumer: str, min_idle_s: float, count: int, start: str = "0-0"
+    redis: Queue, consumer: str, min_idle_s: float, count: int, start: str = "0-0"
 ) -> tuple[str, list[Entry]]:
     """Take over entries idle longer than ``min_idle_s`` (their consumer is presumed dead).
 
@@ -134,14 +134,14 @@ time reset; with ARGV[3], the delivery count set to it). Only XPENDING and XCLAI
 runs in a full Redis too."""
 
 
-async def _owned(redis: Redis, consumer: str, ids: Sequence[str], count: str) -> set[str]:
+async def _owned(redis: Queue, consumer: str, ids: Sequence[str], count: str) -> set[str]:
     if not ids:
         return set()
     owned = await redis.eval(_OWNED, 1, STREAM, CONSUMER_GROUP, consumer, count, *ids)
     return {_text(i) for i in owned or []}
 
 
-async def refresh_owned(redis: Redis, consumer: str, ids: Sequence[str]) -> set[str]:
+async def refresh_owned(redis: Queue, consumer: str, ids: Sequence[str]) -> set[str]:
     """Of ``ids``, the entries ``consumer`` still owns, with their idle time reset to zero.
 
     One atomic script: for each id, XPENDING names its owner; only entries this
@@ -152,7 +152,7 @@ async def refresh_owned(redis: Redis, consumer: str, ids: Sequence[str]) -> set[
     return await _owned(redis, consumer, ids, "")
 
 
-async def survived(redis: Redis, consumer: str, ids: Sequence[str]) -> int:
+async def survived(redis: Queue, consumer: str, ids: Sequence[str]) -> int:
     """Set the delivery count of the entries ``consumer`` still owns back to 1.
 
     A push of them was answered (refused, failed, timed out) and the forwarder lived:
@@ -164,7 +164,7 @@ async def survived(redis: Redis, consumer: str, ids: Sequence[str]) -> int:
     return len(await _owned(redis, consumer, ids, "1"))
 
 
-async def deliveries(redis: Redis, consumer: str, ids: Sequence[str]) -> dict[str, int]:
+async def deliveries(redis: Queue, consumer: str, ids: Sequence[str]) -> dict[str, int]:
     """How many times each pending entry was delivered (XPENDING per id, one pipeline).
 
     Exact for every id, however many other entries this consumer holds between them.
@@ -197,14 +197,14 @@ any command in a transaction, while these two only free memory (``allow-oom``). 
 is an argument, not a key: Redis checks a user's key patterns against every key passed."""
 
 
-async def ack_delete(redis: Redis, ids: Sequence[str]) -> None:
+async def ack_delete(redis: Queue, ids: Sequence[str]) -> None:
     """Acknowledge and delete entries analytics accepted (or that moved to the DLQ)."""
     if not ids:
         return
     await redis.eval(_ACK_DELETE, 1, STREAM, CONSUMER_GROUP, *ids)
 
 
-async def dead_letter(redis: Redis, entries: Sequence[DeadLetterEntry]) -> None:
+async def dead_letter(redis: Queue, entries: Sequence[DeadLetterEntry]) -> None:
     """Move entries to the DLQ with their reason, then ack and delete them on the main stream."""
     if not entries:
         return
@@ -232,7 +232,7 @@ class QueueStats:
     dlq: int
 
 
-async def queue_stats(redis: Redis) -> QueueStats:
+async def queue_stats(redis: Queue) -> QueueStats:
     pipe = redis.pipeline(transaction=False)
     pipe.xlen(STREAM)
     pipe.xlen(DLQ_STREAM)
@@ -245,12 +245,12 @@ async def queue_stats(redis: Redis) -> QueueStats:
     return QueueStats(int(length), pending, int(dlq))
 
 
-async def unread(redis: Redis) -> int:
+async def unread(redis: Queue) -> int:
     """Stream entries no forwarder has read yet (length minus pending)."""
     stats = await queue_stats(redis)
     return max(0, stats.length - stats.pending)
 
 
-async def length(redis: Redis) -> int:
+async def length(redis: Queue) -> int:
     """Entries in the stream, read or not."""
     return int(await redis.xlen(STREAM))

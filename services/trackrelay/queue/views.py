@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redis.asyncio import Redis
-
 from trackrelay.queue.client import set_small
+from trackrelay.queue.handle import Queue
 from trackrelay.queue.keys import FORWARDER_STATS_PREFIX
 
 
 async def publish_stats(
-    redis: Redis,
+    redis: Queue,
     consumer: str,
     stats: dict[str, Any],
     ttl: float,
@@ -31,7 +30,7 @@ async def publish_stats(
 
 
 async def read_stats(
-    redis: Redis, prefix: str = FORWARDER_STATS_PREFIX
+    redis: Queue, prefix: str = FORWARDER_STATS_PREFIX
 ) -> dict[str, dict[str, Any]]:
     """Every live process's published view under ``prefix``, by name."""
     keys = [k async for k in redis.scan_iter(match=prefix + "*", count=200)]

@@ -1,0 +1,138 @@
+"""A real Redis Cluster on this machine: ``redis-server --cluster-enabled`` processes, the
+slots spread over the primaries, each with its replicas (what the cluster tests and
+``benchmarks/shards.py`` run on)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from trackrelay.config.tls import cluster_url
+from trackrelay.local.embedded_redis import EmbeddedRedis
+from trackrelay.runtime.ports import free_port
+
+SyncQueue = redis.Redis | redis.RedisCluster
+"""A blocking client of either kind, for tests' own reads and writes."""
+
+
+def sync_client(url: str) -> SyncQueue:
+    """A blocking client for a queue URL, a cluster's (``redis+cluster://``) or one Redis's."""
+    cluster = cluster_url(url)
+    if cluster is not None:
+        return redis.RedisCluster.from_url(cluster, socket_timeout=5)
+    return redis.Redis.from_url(url, socket_timeout=5)
+
+
+SLOTS = 16384
+NODE_TIMEOUT_MS = 1000
+"""How long a primary may be silent before its replica takes over."""
+
+
+class LocalRedisCluster:
+    """``primaries`` nodes owning the slots in equal ranges, ``replicas`` replicas each."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        primaries: int = 3,
+        replicas: int = 0,
+        appendonly: bool = False,
+        maxmemory: str | None = None,
+    ) -> None:
+        options = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(NODE_TIMEOUT_MS),
+        ]
+        # Each node's bus port is chosen too: the default (its port + 10000) may not exist.
+        count = primaries * (1 + replicas)
+        self.bus_ports = [free_port() for _ in range(count)]
+        self.nodes = [
+            EmbeddedRedis(
+                data_dir / f"node-{n}",
+                appendonly=appendonly,
+                maxmemory=maxmemory,
+                extra=[*options, "--cluster-port", str(self.bus_ports[n])],
+            )
+            for n in range(count)
+        ]
+        self.primaries = primaries
+
+    @property
+    def url(self) -> str:
+        """The cluster's URL as trackrelay reads it: any one node names the cluster."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def client(self, n: int) -> redis.Redis:
+        return redis.Redis(port=self.nodes[n].port, socket_timeout=5)
+
+    def command(self, n: int, *args: str | int) -> Any:
+        """One command to node ``n`` alone (CLUSTER ...), its reply as redis-py parses it."""
+        with self.client(n) as r:
+            return r.execute_command(*args)
+
+    def start(self, timeout: float = 30.0) -> LocalRedisCluster:
+        for node in self.nodes:
+            node.start()
+        for n in range(1, len(self.nodes)):
+            self.command(0, "CLUSTER MEET", "127.0.0.1", self.nodes[n].port, self.bus_ports[n])
+        share = SLOTS // self.primaries
+        for p in range(self.primaries):
+            last = SLOTS - 1 if p == self.primaries - 1 else (p + 1) * share - 1
+            self.command(p, "CLUSTER ADDSLOTSRANGE", p * share, last)
+        ids = [self.command(p, "CLUSTER MYID").decode() for p in range(self.primaries)]
+        everyone = range(len(self.nodes))
+        self._wait(lambda: all(self._knows(n, len(self.nodes)) for n in everyone), timeout)
+        for n in range(self.primaries, len(self.nodes)):
+            self.command(n, "CLUSTER REPLICATE", ids[n % self.primaries])
+        self._wait(lambda: all(self._ok(n) for n in everyone), timeout)
+        return self
+
+    def _knows(self, n: int, count: int) -> bool:
+        known: dict[str, object] = self.command(n, "CLUSTER NODES")
+        return len(known) == count
+
+    def _ok(self, n: int) -> bool:
+        info: dict[str, object] = self.command(n, "CLUSTER INFO")
+        return info.get("cluster_state") == "ok"
+
+    @staticmethod
+    def _wait(done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the Redis Cluster did not form in {timeout}s")
+
+    def node_of(self, key: str) -> EmbeddedRedis:
+        """The primary that serves ``key``'s slot now."""
+        slot = int(self.command(0, "CLUSTER KEYSLOT", key))
+        for first, last, primary, *_ in self.command(0, "CLUSTER SLOTS"):
+            if first <= slot <= last:
+                port = int(primary[1])
+                return next(node for node in self.nodes if node.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> LocalRedisCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
