@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.redis_cluster import LocalRedisCluster, QueueServer, sync_client
 from trackrelay.events import Event
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
@@ -131,6 +131,19 @@ class Sim:
         self.call("/admin/fault", fault)
 
 
+@pytest.fixture(params=["standalone"])
+def queue_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueServer]:
+    """The queue's Redis: one (``standalone``, as ``redis_server``), or a Redis Cluster of
+    three primaries (``cluster``); a test asks for both with ``indirect`` parameters."""
+    server: QueueServer
+    if request.param == "cluster":
+        server = LocalRedisCluster(tmp_path / "cluster")
+    else:
+        server = EmbeddedRedis(tmp_path / "redis", appendonly=False)
+    with server:
+        yield server
+
+
 @pytest.fixture
 def start_sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
     procs: list[subprocess.Popen[bytes]] = []
@@ -149,7 +162,7 @@ def start_sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
 
 def add_events(url: str, count: int, poison_at: int | None = None, prefix: str = "o") -> set[str]:
     ids = set()
-    with redis.Redis.from_url(url) as r:
+    with sync_client(url) as r:
         pipe = r.pipeline(transaction=False)
         for n in range(count):
             ev = Event(
@@ -166,19 +179,19 @@ def add_events(url: str, count: int, poison_at: int | None = None, prefix: str =
     return ids
 
 
-def fwd_env(server: EmbeddedRedis, sim: Sim, **extra: str) -> dict[str, str]:
+def fwd_env(server: QueueServer, sim: Sim, **extra: str) -> dict[str, str]:
     return {"TRACKRELAY_REDIS_URL": server.url, "TRACKRELAY_ANALYTICS_URL": sim.url, **extra}
 
 
-def queue_empty(server: EmbeddedRedis) -> bool:
-    with redis.Redis.from_url(server.url) as r:
+def queue_empty(server: QueueServer) -> bool:
+    with sync_client(server.url) as r:
         pending = r.xpending(STREAM, "forwarders")["pending"]
         return int(r.xlen(STREAM)) == 0 and int(pending) == 0
 
 
 def stream_event_ids_sync(url: str) -> list[str]:
     """Every event id in the stream (blocking client), in stream order."""
-    with redis.Redis.from_url(url) as r:
+    with sync_client(url) as r:
         rows: Any = r.xrange(STREAM)
     return [Event.from_json(fields[EVENT_FIELD.encode()]).event_id for _, fields in rows]
 

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from tests.integration.conftest import Sim, add_events, fwd_env, queue_empty, wait_for
+from tests.support.redis_cluster import QueueServer, sync_client
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.queue.keys import CONSUMER_GROUP, STREAM
@@ -28,8 +30,8 @@ from trackrelay.runtime.ports import free_port
 CLAIM_IDLE = 3.0
 
 
-def held_by(server: EmbeddedRedis, consumer: str) -> int:
-    with redis.Redis.from_url(server.url) as r:
+def held_by(server: QueueServer, consumer: str) -> int:
+    with sync_client(server.url) as r:
         try:
             rows: Any = r.xinfo_consumers(STREAM, CONSUMER_GROUP)
         except redis.ResponseError:
@@ -37,7 +39,7 @@ def held_by(server: EmbeddedRedis, consumer: str) -> int:
     return sum(int(row["pending"]) for row in rows if row["name"] in (consumer, consumer.encode()))
 
 
-def holds_at_least(server: EmbeddedRedis, count: int) -> bool:
+def holds_at_least(server: QueueServer, count: int) -> bool:
     return held_by(server, "frozen") >= count
 
 
@@ -52,9 +54,11 @@ def metric(port: int, name: str) -> float:
     return float(found[0]) if found else 0.0
 
 
+@pytest.mark.parametrize("queue_store", ["standalone", "cluster"], indirect=True)
 def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
-    redis_server: EmbeddedRedis, start_sim: Callable[..., Sim], tmp_path: Path
+    queue_store: QueueServer, start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
+    redis_server = queue_store
     sim = start_sim()
     sim.fault(mode="down")
     env = fwd_env(

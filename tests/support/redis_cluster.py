@@ -136,3 +136,7 @@ class LocalRedisCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+QueueServer = EmbeddedRedis | LocalRedisCluster
+"""Where a test's queue lives: one Redis, or a cluster of them (both have a ``url``)."""
