@@ -72,6 +72,7 @@ bench: venv
 	$(BIN)/python benchmarks/adaptive.py
 	$(BIN)/python benchmarks/shedding.py
 	$(BIN)/python benchmarks/control.py
+	$(BIN)/python benchmarks/shards.py
 
 clean:
 	rm -rf $(VENV) .trackrelay demo-report .pytest_cache .mypy_cache .ruff_cache
