@@ -16,10 +16,12 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from tests.integration.conftest import Sim, run_cli, wait_for
+from tests.integration.conftest import Sim, add_events, run_cli, wait_for
 from tests.support.redis_cluster import LocalRedisCluster, SyncQueue, sync_client
 from trackrelay.config.settings import OrderSettings
+from trackrelay.control.controller import Observation
 from trackrelay.local.processes import spawn_role, stop_all
+from trackrelay.loop.observe import observe
 from trackrelay.orders.app import create_app
 from trackrelay.queue import client
 from trackrelay.queue.keys import BUDGET_KEY, CONSUMER_GROUP, DLQ_STREAM, STREAM
@@ -110,3 +112,40 @@ def test_a_cluster_node_that_may_evict_is_refused_by_name(cluster: LocalRedisClu
 
     refused = asyncio.run(check())
     assert f"127.0.0.1:{last.port}" in refused and "allkeys-lru" in refused, refused
+
+
+def test_the_controller_observes_a_queue_on_a_cluster(
+    cluster: LocalRedisCluster, start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    """Backlog, queue memory and every forwarder's published view, read across the nodes
+    (the views' keys hash to any slot; the queue's to one)."""
+    sim = start_sim()
+    sim.fault(mode="down")  # the backlog stays
+    env = {"TRACKRELAY_REDIS_URL": cluster.url, "TRACKRELAY_ANALYTICS_URL": sim.url}
+    procs = [
+        spawn_role(["forwarder", "--consumer-name", f"f{n}"], env, tmp_path / f"f{n}.log")
+        for n in range(3)
+    ]
+    add_events(cluster.url, 300)
+
+    async def look() -> Observation:
+        redis = client.connect(cluster.url)
+        try:
+            return await observe(redis, 2**20)
+        finally:
+            await redis.aclose()
+
+    looks: list[Observation] = []
+
+    def all_three() -> bool:
+        looks.append(asyncio.run(look()))
+        return len(looks[-1].forwarders) == 3
+
+    try:
+        wait_for(all_three, 30, "three forwarders' views", lambda: str(looks[-1:]))
+    finally:
+        stop_all(procs)
+    seen = looks[-1]
+    assert seen.lag + seen.pending == 300
+    assert {f.name for f in seen.forwarders} == {"f0", "f1", "f2"}
+    assert seen.queue_bytes is not None and seen.queue_bytes > 300 * 50

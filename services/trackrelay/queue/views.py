@@ -36,8 +36,13 @@ async def read_stats(
     keys = [k async for k in redis.scan_iter(match=prefix + "*", count=200)]
     if not keys:
         return {}
+    # One GET a key in a pipeline, not MGET: on a Redis Cluster the views' keys hash to
+    # any slot, and a multi-key command must stay within one.
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
     out: dict[str, dict[str, Any]] = {}
-    for key, raw in zip(keys, await redis.mget(keys), strict=True):
+    for key, raw in zip(keys, await pipe.execute(), strict=True):
         if raw is None:
             continue
         name = key.decode() if isinstance(key, bytes) else str(key)
