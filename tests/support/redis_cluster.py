@@ -4,6 +4,7 @@ slots spread over the primaries, each with its replicas (what the cluster tests 
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,3 +141,77 @@ class LocalRedisCluster:
 
 QueueServer = EmbeddedRedis | LocalRedisCluster
 """Where a test's queue lives: one Redis, or a cluster of them (both have a ``url``)."""
+
+
+class LocalSentinelPair:
+    """A primary, its replica and one Sentinel watching them (quorum 1), as
+    ``redis+sentinel://`` names them: the Sentinel makes the replica the primary once
+    the primary has been silent ``down_after_ms``."""
+
+    SERVICE = "trackrelay"
+
+    def __init__(self, data_dir: Path, down_after_ms: int = 1000) -> None:
+        self.primary = EmbeddedRedis(data_dir / "primary", appendonly=False)
+        self.replica = EmbeddedRedis(
+            data_dir / "replica",
+            appendonly=False,
+            extra=["--replicaof", "127.0.0.1", str(self.primary.port)],
+        )
+        self.sentinel_port = free_port()
+        self.conf = data_dir / "sentinel.conf"
+        self.down_after_ms = down_after_ms
+        self.sentinel: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{self.SERVICE}"
+
+    def start(self, timeout: float = 30.0) -> LocalSentinelPair:
+        self.primary.start()
+        self.replica.start()
+        self.conf.write_text(
+            f"port {self.sentinel_port}\nbind 127.0.0.1\n"
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.SERVICE} 5000\n"
+        )
+        self.sentinel = subprocess.Popen(
+            [self.primary.binary, str(self.conf), "--sentinel", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        LocalRedisCluster._wait(lambda: self.primary_port() == self.primary.port, timeout)
+        LocalRedisCluster._wait(self._replica_linked, timeout)
+        return self
+
+    def _replica_linked(self) -> bool:
+        with redis.Redis(port=self.replica.port, socket_timeout=5) as r:
+            return bool(r.info("replication").get("master_link_status") == "up")
+
+    def primary_port(self) -> int | None:
+        """The port the Sentinel names as the primary now (None: it cannot say yet)."""
+        try:
+            with redis.Redis(port=self.sentinel_port, socket_timeout=2) as s:
+                got: Any = s.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+        except redis.RedisError:
+            return None
+        return int(got[1]) if got else None
+
+    def stop(self) -> None:
+        if self.sentinel is not None and self.sentinel.poll() is None:
+            self.sentinel.terminate()
+            self.sentinel.wait(10)
+        self.replica.stop()
+        self.primary.stop()
+
+    def __enter__(self) -> LocalSentinelPair:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -10,7 +10,13 @@ from pydantic import ValidationError
 
 from tests.support.certs import server_tls
 from trackrelay.config.settings import ForwarderSettings, StoreSettings
-from trackrelay.config.tls import check_redis_url, cluster_url, postgres_tls
+from trackrelay.config.tls import (
+    SentinelTarget,
+    check_redis_url,
+    cluster_url,
+    postgres_tls,
+    sentinel_target,
+)
 from trackrelay.runtime.redact import redact_url
 
 
@@ -93,6 +99,23 @@ def test_a_cluster_url_is_read_as_the_scheme_it_stands_for(tls: Path) -> None:
         check_redis_url(f"redis+cluster://h:7000?ssl_ca_certs={tls}/ca.crt")
     with pytest.raises(ValueError, match="ssl_ca_certs: cannot read"):
         check_redis_url("rediss+cluster://h:7000?ssl_ca_certs=/nowhere")
+
+
+def test_a_sentinel_url_names_its_sentinels_service_and_the_primary_s_credentials() -> None:
+    got = sentinel_target("redis+sentinel://relay:p%40ss@s1:26379,s2:26380/shop/2")
+    assert got == SentinelTarget([("s1", 26379), ("s2", 26380)], "shop", 2, "relay", "p@ss")
+    assert sentinel_target("redis+sentinel://s1:26379/shop") == SentinelTarget(
+        [("s1", 26379)], "shop"
+    )
+    assert sentinel_target("redis://h:6379/0") is None
+    with pytest.raises(ValueError, match="names its service"):
+        sentinel_target("redis+sentinel://s1:26379")
+    with pytest.raises(ValueError, match="'s1' is not host:port"):
+        sentinel_target("redis+sentinel://s1/shop")
+    with pytest.raises(ValueError, match="not supported"):
+        sentinel_target("rediss+sentinel://s1:26379/shop")
+    with pytest.raises(ValueError, match="plain text"):
+        check_redis_url("redis+sentinel://s1:26379/shop?ssl_ca_certs=/x")
 
 
 def test_the_settings_refuse_a_bad_tls_url_naming_the_setting(tls: Path) -> None:

@@ -13,7 +13,8 @@ wrong path or mode is one line naming the parameter, not a failure deep in a dri
 from __future__ import annotations
 
 import ssl
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 PG_SSL_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 """The libpq parameters ``postgres_tls`` reads; any other query parameter stays in the URL."""
@@ -109,11 +110,65 @@ def cluster_url(url: str) -> str | None:
     return None if plain is None else f"{plain}://{rest}"
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+"""The URL scheme that names a primary/replica pair by its Sentinels."""
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """A primary found through Sentinel: ``redis+sentinel://[user:pw@]host:port[,host:port
+    ...]/service[/db]``. The credentials are the primary's; the Sentinels take none."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def sentinel_target(url: str) -> SentinelTarget | None:
+    """The Sentinels and service a ``redis+sentinel://`` URL names (None: another scheme);
+    ``ValueError`` saying what is wrong with one that cannot work."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in (SENTINEL_SCHEME, "rediss+sentinel"):
+        return None
+    if scheme.lower() != SENTINEL_SCHEME:
+        raise ValueError("rediss+sentinel:// is not supported: Sentinel runs in plain text here")
+    netloc, _, path = rest.partition("/")
+    path = path.partition("?")[0]
+    auth, at, hosts = netloc.rpartition("@")
+    if not at:
+        auth, hosts = "", netloc
+    sentinels = []
+    for host in hosts.split(","):
+        name, colon, port = host.rpartition(":")
+        if not colon or not name or not port.isdigit():
+            raise ValueError(f"Sentinel address {host!r} is not host:port")
+        sentinels.append((name, int(port)))
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError(
+            "a Sentinel URL names its service: redis+sentinel://host:port/service[/db]"
+        )
+    user, _, password = auth.partition(":")
+    return SentinelTarget(
+        sentinels,
+        parts[0],
+        int(parts[1]) if len(parts) == 2 else 0,
+        unquote(user) or None,
+        unquote(password) or None,
+    )
+
+
 def check_redis_url(url: str) -> None:
     """``ValueError`` naming the parameter when a Redis URL's TLS parameters cannot work:
     ``ssl_*`` on a plain ``redis://`` URL (redis-py would ignore them), an unknown
     ``ssl_cert_reqs``, or a certificate file that cannot be read. A cluster's URL
     (``rediss+cluster://``) is read as the scheme it stands for."""
+    if sentinel_target(url) is not None:
+        if any(name.startswith("ssl_") for name, _ in _query(url)):
+            raise ValueError("ssl_* given on a redis+sentinel:// URL, which is plain text")
+        return
     url = cluster_url(url) or url
     query = dict(_query(url))
     ssl_params = sorted(name for name in query if name.startswith("ssl_"))

@@ -15,9 +15,10 @@ from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from trackrelay.config.tls import check_redis_url, cluster_url
+from trackrelay.config.tls import check_redis_url, cluster_url, sentinel_target
 from trackrelay.queue import legacy
 from trackrelay.queue.handle import Queue as Queue
 from trackrelay.queue.keys import STREAM
@@ -75,7 +76,9 @@ def connect(url: str, timeout: float = 5.0) -> Queue:
     """A client whose every command fails within ``timeout`` seconds on a dead peer.
 
     ``redis+cluster://host:port`` (``rediss+cluster://`` with TLS) names a Redis Cluster
-    by any of its nodes: the client learns the others and follows slots that move. TLS is
+    by any of its nodes: the client learns the others and follows slots that move.
+    ``redis+sentinel://host:port[,host:port]/service`` names a primary/replica pair by its
+    Sentinels: the client asks them for the primary, again after a failover. TLS is
     the URL's (``rediss://...?ssl_ca_certs=...``, which ``from_url`` reads); its files are
     checked here, so a wrong one is a ``ValueError`` naming the parameter."""
     cluster = cluster_url(url)
@@ -88,6 +91,19 @@ def connect(url: str, timeout: float = 5.0) -> Queue:
     }
     if cluster is not None:
         return RedisCluster.from_url(cluster, **options)
+    target = sentinel_target(url)
+    if target is not None:
+        sentinels = Sentinel(target.sentinels, socket_timeout=min(timeout, 2.0))  # type: ignore[no-untyped-call]
+        # Whichever node the Sentinels name the primary: asked again on each reconnect,
+        # so a failover is followed (a read-only or vanished node drops the connection).
+        primary: Redis = sentinels.master_for(
+            target.service,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            **options,
+        )
+        return primary
     return Redis.from_url(url, **options)
 
 
