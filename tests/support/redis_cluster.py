@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import redis
 
@@ -34,7 +34,28 @@ NODE_TIMEOUT_MS = 1000
 """How long a primary may be silent before its replica takes over."""
 
 
-class LocalRedisCluster:
+class _Started:
+    """``with``: started on entry, stopped on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalRedisCluster(_Started):
     """``primaries`` nodes owning the slots in equal ranges, ``replicas`` replicas each."""
 
     def __init__(
@@ -127,23 +148,12 @@ class LocalRedisCluster:
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> LocalRedisCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 QueueServer = EmbeddedRedis | LocalRedisCluster
 """Where a test's queue lives: one Redis, or a cluster of them (both have a ``url``)."""
 
 
-class LocalSentinelPair:
+class LocalSentinelPair(_Started):
     """A primary, its replica and one Sentinel watching them (quorum 1), as
     ``redis+sentinel://`` names them: the Sentinel makes the replica the primary once
     the primary has been silent ``down_after_ms``."""
@@ -204,14 +214,3 @@ class LocalSentinelPair:
             self.sentinel.wait(10)
         self.replica.stop()
         self.primary.stop()
-
-    def __enter__(self) -> LocalSentinelPair:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
