@@ -49,8 +49,8 @@ class StoreSettings(BaseSettings):
     """Queue Redis URL; ``rediss://...?ssl_ca_certs=/path/ca.crt`` is TLS (the server's
     name checked; ``ssl_certfile``, ``ssl_keyfile``: a client certificate);
     ``redis+cluster://host:port`` (``rediss+cluster://``) a Redis Cluster, named by any
-    of its nodes; ``redis+sentinel://host:port/service`` a primary found by Sentinel.
-    None: trackrelay starts an embedded Redis of its own."""
+    of its nodes; ``redis+sentinel://host:port/service`` a primary found by Sentinel. None:
+    trackrelay starts an embedded Redis of its own."""
     database_url: str | None = None
     """Order store: ``postgresql://...`` or ``sqlite:///path``. On PostgreSQL,
     ``?sslmode=verify-full&sslrootcert=/path/ca.crt`` is TLS with the server's name
