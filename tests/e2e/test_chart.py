@@ -28,6 +28,7 @@ RELEASE = "shop"
 FULLNAME = "shop-trackrelay"
 QUOTA_MIB = 1
 INITIAL_BUDGET = 400
+BUDGET_MIN = 10
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def release(
         # small batches: the quota's room for pending entries stays well under 1 MiB
         "forwarder": {"pushLatencyLimit": 0.5, "batchSize": 50, "concurrency": 2},
         "pipeline": {
-            "budget": {"min": 10, "max": 5000, "initial": INITIAL_BUDGET},
+            "budget": {"min": BUDGET_MIN, "max": 5000, "initial": INITIAL_BUDGET},
             "replicas": {"min": 1, "max": 2},
             "reconcileIntervalSeconds": 1,
             "latencyTargetSeconds": 0.5,
@@ -502,7 +503,9 @@ def test_overloaded_analytics_lowers_the_budget_and_the_pipeline_says_why(
             seen = {k: st.get(k) for k in ("budget", "health", "healthReason", "reasons")}
             raise AssertionError(f"{exc}; from {start}; status {seen}") from None
         # (a tick with nothing delivered cuts the budget itself); rounded to 1 ev/s
-        assert after < before and after <= Spec().decrease * (delivered or before) + 1
+        # and never below the pipeline's floor
+        cut_to = max(BUDGET_MIN, Spec().decrease * (delivered or before))
+        assert after < before and after <= cut_to + 1
         lowered = wait_for(
             "the cut budget in the ConfigMap",
             lambda: (b := float(release.live()["budget"])) <= after + 1 and b,

@@ -25,6 +25,8 @@ from trackrelay.loop.observe import observe
 from trackrelay.orders.app import create_app
 from trackrelay.queue import client
 from trackrelay.queue.keys import BUDGET_KEY, CONSUMER_GROUP, DLQ_STREAM, STREAM
+from trackrelay.runtime.errors import StartupError
+from trackrelay.runtime.ports import free_port
 
 ORDERS = 240
 
@@ -149,3 +151,13 @@ def test_the_controller_observes_a_queue_on_a_cluster(
     assert seen.lag + seen.pending == 300
     assert {f.name for f in seen.forwarders} == {"f0", "f1", "f2"}
     assert seen.queue_bytes is not None and seen.queue_bytes > 300 * 50
+
+
+def test_an_unreachable_cluster_is_a_queue_error_like_any_other() -> None:
+    """redis-py's cluster client says it reached no node with an error that is no
+    RedisError: the order service still starts (orders never wait for the queue), and a
+    forwarder is told why and waits for it like for one Redis."""
+    url = f"redis+cluster://127.0.0.1:{free_port()}"
+    asyncio.run(client.check_queue(url, required=False))  # a warning, not a crash
+    with pytest.raises(StartupError, match="cannot reach the queue redis"):
+        asyncio.run(client.check_queue(url, required=True))

@@ -107,6 +107,8 @@ def test_a_sentinel_url_names_its_sentinels_service_and_the_primary_s_credential
     assert sentinel_target("redis+sentinel://s1:26379/shop") == SentinelTarget(
         [("s1", 26379)], "shop"
     )
+    raw = sentinel_target("redis+sentinel://u:a/b@c@s1:26379/shop")  # a raw password
+    assert raw is not None and raw.password == "a/b@c" and raw.sentinels == [("s1", 26379)]
     assert sentinel_target("redis://h:6379/0") is None
     with pytest.raises(ValueError, match="names its service"):
         sentinel_target("redis+sentinel://s1:26379")

@@ -134,11 +134,12 @@ def sentinel_target(url: str) -> SentinelTarget | None:
         return None
     if scheme.lower() != SENTINEL_SCHEME:
         raise ValueError("rediss+sentinel:// is not supported: Sentinel runs in plain text here")
-    netloc, _, path = rest.partition("/")
-    path = path.partition("?")[0]
-    auth, at, hosts = netloc.rpartition("@")
+    # The credentials end at the last "@" (a raw password may hold "/" or "@"); the
+    # Sentinels' addresses, then the path, follow.
+    auth, at, after = rest.partition("?")[0].rpartition("@")
     if not at:
-        auth, hosts = "", netloc
+        auth, after = "", rest.partition("?")[0]
+    hosts, _, path = after.partition("/")
     sentinels = []
     for host in hosts.split(","):
         name, colon, port = host.rpartition(":")

@@ -287,7 +287,7 @@ class Forwarder:
                 # The stream or group vanished (Redis restarted empty, key deleted).
                 log.warning("forwarder %s: consumer group missing; creating it", self.consumer)
                 await streams.ensure_group(self.redis)
-            except (QueueError, OSError) as exc:
+            except (*QueueError, OSError) as exc:
                 self.redis_ok = False
                 await self._back_off(stop, backoff, name, "redis", exc)
 
@@ -382,7 +382,7 @@ class Forwarder:
         try:
             async with self.pacer.taken_over(len(entries)):
                 await self.handle(entries, stop, checked_at=checked, redelivered=True)
-        except (QueueError, OSError) as exc:
+        except (*QueueError, OSError) as exc:
             # The entries stay pending under this consumer and are claimed again later.
             log.warning("forwarder %s: taken-over batch set aside: %s", self.consumer, exc)
 

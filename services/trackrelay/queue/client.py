@@ -16,7 +16,12 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import (
+    OutOfMemoryError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from trackrelay.config.tls import check_redis_url, cluster_url, sentinel_target
 from trackrelay.queue import legacy
@@ -28,8 +33,11 @@ from trackrelay.runtime.redact import redact_url
 log = logging.getLogger(__name__)
 
 
-QueueError = RedisError
-"""Any failure of the queue's Redis: connection lost or refused, a timeout, an error reply."""
+QueueError = (RedisError, RedisClusterException)
+"""Any failure of the queue's Redis: connection lost or refused, a timeout, an error reply
+(for ``except``). redis-py's cluster client says it could reach no node, or that the
+cluster does not cover every slot, with a ``RedisClusterException``, which is no
+``RedisError``."""
 
 QueueReplyError = ResponseError
 """Redis answered with an error (a missing consumer group, a script refusing)."""
@@ -203,7 +211,7 @@ async def check_queue(redis_url: str, required: bool) -> None:
     redis = connect(redis_url, timeout=5.0)
     try:
         await check_queue_redis(redis)
-    except (RedisError, OSError) as exc:
+    except (*QueueError, OSError) as exc:
         message = f"cannot reach the queue redis at {redact_url(redis_url)}: {describe(exc)}"
         if required:
             raise StartupError(message) from exc

@@ -199,10 +199,10 @@ class OutboxRelay:
 
     async def refresh_stats(self) -> None:
         if self.ingress is not None:
-            with contextlib.suppress(QueueError, OSError):
+            with contextlib.suppress(*QueueError, OSError):
                 await self.ingress.refresh()
         if self.ingress is not None or self.guard is not None:
-            with contextlib.suppress(QueueError, OSError):
+            with contextlib.suppress(*QueueError, OSError):
                 await views.publish_stats(
                     self.redis, self.owner, self.view(), VIEW_TTL, prefix=RELAY_STATS_PREFIX
                 )
@@ -274,7 +274,7 @@ class OutboxRelay:
             if now - last_stats >= 1.0:
                 last_stats = now
                 # A store that is down was named by the round above; statistics wait for it.
-                with contextlib.suppress(QueueError, *DATABASE_ERRORS):
+                with contextlib.suppress(*QueueError, *DATABASE_ERRORS):
                     await self.refresh_stats()
             if not idle:
                 await pause(stop, wait)  # a commit changes nothing here: wait it out
