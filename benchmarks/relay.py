@@ -68,6 +68,14 @@ async def fill(url: str, events: int, lines: int = LINES) -> None:
     await engine.dispose()
 
 
+def filled_database(pg: PostgresCluster, work: Path, events: int, lines: int = LINES) -> str:
+    """A fresh database on ``pg``, migrated, its outbox holding ``events`` lines' events."""
+    url = resolve_database_url(pg.create_database(), work)
+    migrate.upgrade(url)
+    asyncio.run(fill(url, events, lines))
+    return url
+
+
 async def watch(dsn: str, procs: list[subprocess.Popen[bytes]], events: int) -> float:
     """Seconds from the first row gone to the last, read on one connection every 50 ms
     (a connection a look would cost PostgreSQL a backend each, beside the relays)."""
@@ -148,10 +156,8 @@ def run(events: int, batch: int, work: Path) -> list[dict[str, Any]]:
     rows = []
     try:
         for way in ("raw", "relay x1", "relay x2"):
-            url = resolve_database_url(pg.create_database(), work)
+            url = filled_database(pg, work, events)
             dsn = asyncpg_dsn(url)
-            migrate.upgrade(url)
-            asyncio.run(fill(url, events))
             with EmbeddedRedis(
                 work / f"redis-{way.replace(' ', '')}", appendfsync="always"
             ) as server:

@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.postgres import PostgresCluster
 
 from benchmarks.harness import drained, table, write_json
-from benchmarks.relay import fill
-from trackrelay.config.settings import OrderSettings, resolve_database_url
+from benchmarks.relay import filled_database
+from trackrelay.config.settings import OrderSettings
 from trackrelay.db import engine as database
-from trackrelay.db import migrate
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.queue.client import connect
 from trackrelay.relay import outbox
@@ -61,9 +60,7 @@ def run(orders: int, batch: int, work: Path) -> list[dict[str, Any]]:
     rows = []
     try:
         for policy in POLICIES:
-            url = resolve_database_url(pg.create_database(), work)
-            migrate.upgrade(url)
-            asyncio.run(fill(url, orders, lines=1))
+            url = filled_database(pg, work, orders, lines=1)
             with EmbeddedRedis(work / f"redis-{policy}", appendfsync=policy) as server:
                 seconds = asyncio.run(drain(url, server.url, batch))
             rows.append(drained(orders, seconds, appendfsync=policy))

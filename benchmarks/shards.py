@@ -23,7 +23,6 @@ overhead at one shard <= 5 %. More shards (1, 2, 4) are not built yet.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 import statistics
 import subprocess
@@ -41,9 +40,7 @@ from tests.support.redis_cluster import LocalRedisCluster, QueueServer, sync_cli
 
 from benchmarks.forwarder import through_forwarders
 from benchmarks.harness import REPO, table, write_json
-from benchmarks.relay import fill, relays_drain
-from trackrelay.config.settings import resolve_database_url
-from trackrelay.db import migrate
+from benchmarks.relay import filled_database, relays_drain
 from trackrelay.db.engine import asyncpg_dsn
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import stop_all, wait_http
@@ -87,9 +84,7 @@ def relay_round(events: int, batch: int, work: Path) -> list[dict[str, Any]]:
     rows = []
     try:
         for kind in STORES:
-            url = resolve_database_url(pg.create_database(), work)
-            migrate.upgrade(url)
-            asyncio.run(fill(url, events))
+            url = filled_database(pg, work, events)
 
             def drain(server: QueueServer, url: str = url, kind: str = kind) -> float:
                 seconds = relays_drain(url, server.url, batch, 1, events, asyncpg_dsn(url))

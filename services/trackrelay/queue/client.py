@@ -121,12 +121,13 @@ class RedisDurability:
     appendonly: str | None
     appendfsync: str | None
 
-    def refusal(self) -> str | None:
-        """Why the queue must not run on this Redis, or None (an unreadable config passes)."""
+    def refusal(self, node: str = "") -> str | None:
+        """Why the queue must not run on this Redis (``node``: which, on a cluster), or None
+        (an unreadable config passes)."""
         if self.policy is None or self.policy == "noeviction":
             return None
         return (
-            f"the queue Redis has maxmemory-policy {self.policy}: an eviction policy can "
+            f"the queue Redis{node} has maxmemory-policy {self.policy}: an eviction policy can "
             "delete the event stream; set maxmemory-policy noeviction (trackrelay sheds "
             "analytics data itself before the memory limit)"
         )
@@ -192,9 +193,9 @@ async def _check_node(
     found = RedisDurability(
         values.get("maxmemory-policy"), values.get("appendonly"), values.get("appendfsync")
     )
-    refusal = found.refusal()
+    refusal = found.refusal(node)
     if refusal is not None:
-        raise QueueRedisRefused(refusal.replace("the queue Redis", "the queue Redis" + node, 1))
+        raise QueueRedisRefused(refusal)
     log.info("queue redis%s: %s", node, found.describe())
     return found
 

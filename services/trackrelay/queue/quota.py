@@ -514,6 +514,8 @@ class QueueQuota:
         """Counters of a window's sketch, where SKUs go once exact counters no longer fit."""
         self._listed: list[str] = []
         """The windows as last listed: whose keys the scripts are given."""
+        self._declared: list[str] = list(QUOTA_KEYS)
+        """The fixed keys and every listed window's: built once a listing, not a call."""
         self._measure = redis.register_script(_MEASURE)
         self._admit = redis.register_script(_ADMIT)
         self._fold = redis.register_script(_FOLD)
@@ -527,11 +529,7 @@ class QueueQuota:
         listed (as last listed here: no read on the common path), and ``fresh``'s, a
         window it may open. A list another relay changed meanwhile is read again."""
         for _ in range(STALE_RETRIES):
-            keys = list(QUOTA_KEYS)
-            for window in self._listed:
-                keys += window_keys(window)
-            if fresh is not None:
-                keys += window_keys(fresh)
+            keys = self._declared if fresh is None else [*self._declared, *window_keys(fresh)]
             try:
                 return await script(keys=keys, args=args)
             except ResponseError as exc:
@@ -596,6 +594,7 @@ class QueueQuota:
         rows: Any = await self.redis.zrange(AGG_WINDOWS_KEY, 0, -1, withscores=True)
         listed = [(_text(key), int(score)) for key, score in rows]
         self._listed = [key for key, _ in listed]
+        self._declared = list(QUOTA_KEYS) + [k for w in self._listed for k in window_keys(w)]
         return listed
 
     async def read_window(self, key: str, start_ms: int, limit: int) -> Window:
