@@ -59,7 +59,7 @@ from trackrelay.control.percentile import percentile
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.loop.observe import observe
 from trackrelay.queue import client as queue_client
-from trackrelay.queue import rate_budget, streams, views
+from trackrelay.queue import rate_budget, shards, streams, views
 from trackrelay.queue.client import Queue
 from trackrelay.runtime.ports import free_port
 
@@ -414,7 +414,7 @@ async def sample(run: Run, stack: Stack, load: Load, client: httpx.AsyncClient) 
     assert stack.redis is not None
     r = stack.redis
     state = (await client.get(stack.sim + "/admin/state")).json()
-    stats = await streams.queue_stats(r)
+    stats = await streams.queue_stats(r, await shards.current(r))
     published = await views.read_stats(r)
     status = read_status(stack.data)
     decision = status.get("decision") or {}

@@ -30,17 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import REPO, add_events, table, write_json
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
-from trackrelay.queue.keys import CONSUMER_GROUP, STREAM
+from trackrelay.queue.keys import CONSUMER_GROUP, SHARDS_KEY, STREAM, first_shards
 from trackrelay.runtime.ports import free_port
 
 SIMULATOR = "forwarder -> simulator (unlimited)"
 NULL_SINK = "forwarder -> sink that only counts"
 
 
-def preload(r: redis.Redis, count: int, tag: str) -> None:
-    r.delete(STREAM)
-    r.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
-    add_events(r, count, tag)
+def preload(r: redis.Redis, count: int, tag: str, shards: int = 1) -> None:
+    """``count`` events in a queue of ``shards`` (recorded, as a relay would)."""
+    r.set(SHARDS_KEY, shards)
+    for shard in first_shards(shards):
+        r.delete(shard.stream)
+        r.xgroup_create(shard.stream, CONSUMER_GROUP, id="0", mkstream=True)
+    add_events(r, count, tag, shards=shards)
 
 
 def raw_redis_limit(r: redis.Redis, count: int, batch: int) -> float:
@@ -67,10 +70,17 @@ def accepted(sim_url: str) -> int:
 
 
 def through_forwarders(
-    r: redis.Redis, sim_url: str, redis_url: str, processes: int, count: int, batch: int, work: Path
+    r: redis.Redis,
+    sim_url: str,
+    redis_url: str,
+    processes: int,
+    count: int,
+    batch: int,
+    work: Path,
+    shards: int = 1,
 ) -> float:
     base = accepted(sim_url)  # counted before this run (a sink serves several)
-    preload(r, count, f"p{processes}-{base}-")
+    preload(r, count, f"p{processes}-{base}-", shards)
     env = {
         "TRACKRELAY_REDIS_URL": redis_url,
         "TRACKRELAY_ANALYTICS_URL": sim_url,

@@ -17,8 +17,8 @@ from typing import Any
 
 import redis
 
-from trackrelay.events import Event
-from trackrelay.queue.keys import EVENT_FIELD, STREAM
+from trackrelay.events import Event, shard_of
+from trackrelay.queue.keys import EVENT_FIELD, Shard
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -171,14 +171,16 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def add_events(r: redis.Redis, count: int, tag: str, skus: int = 100) -> None:
-    """XADD ``count`` one-unit events (ids ``{tag}{n}:0``) over ``skus`` SKUs, pipelined."""
+def add_events(r: redis.Redis, count: int, tag: str, skus: int = 100, shards: int = 1) -> None:
+    """XADD ``count`` one-unit events (ids ``{tag}{n}:0``) over ``skus`` SKUs, pipelined,
+    each in its order's shard of a queue of ``shards``."""
     pipe = r.pipeline(transaction=False)
     for n in range(count):
         ev = Event(
             f"{tag}{n}:0", f"{tag}{n}", f"sku-{n % skus}", 1, 1.0, "2026-01-01T00:00:00.000Z"
         )
-        pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
+        stream = Shard(shard_of(ev.event_id, shards)).stream
+        pipe.xadd(stream, {EVENT_FIELD: ev.to_json()})
         if n % 5000 == 4999:
             pipe.execute()
     pipe.execute()

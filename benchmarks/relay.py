@@ -45,7 +45,7 @@ from trackrelay.orders import store
 from trackrelay.orders.models import OrderRequest
 from trackrelay.queue import streams
 from trackrelay.queue.client import connect
-from trackrelay.queue.keys import STREAM
+from trackrelay.queue.keys import SHARD0, STREAM
 
 LINES = 5
 """Lines an order (each an event): filling goes five times faster than one a line."""
@@ -113,7 +113,7 @@ async def raw_drain(dsn: str, redis_url: str, batch: int) -> None:
                 if not rows:
                     return
                 rows.sort(key=lambda r: r["id"])
-                results = await streams.publish(redis, [r["payload"] for r in rows])
+                results = await streams.publish(redis, SHARD0, [r["payload"] for r in rows])
                 failed = [r for r in results if isinstance(r, Exception)]
                 if failed:
                     raise failed[0]  # the transaction rolls back: the rows stay
@@ -122,10 +122,13 @@ async def raw_drain(dsn: str, redis_url: str, batch: int) -> None:
         await conn.close()
 
 
-def relays_drain(url: str, redis_url: str, batch: int, n: int, events: int, dsn: str) -> float:
-    """Seconds ``n`` relay processes take to empty the outbox (from their first row)."""
+def relays_drain(
+    url: str, redis_url: str, batch: int, n: int, events: int, dsn: str, shards: int = 1
+) -> float:
+    """Seconds ``n`` relay processes take to empty the outbox (from their first row) into a
+    queue of ``shards``."""
     argv = [TRACKRELAY, "relay", "--database-url", url, "--redis-url", redis_url, "--no-migrate"]
-    argv += ["--relay-batch-size", str(batch)]
+    argv += ["--relay-batch-size", str(batch), "--queue-shards", str(shards)]
     env = {**os.environ, "TRACKRELAY_LOG_LEVEL": "WARNING"}
     procs = [
         subprocess.Popen([*argv, "--owner", f"bench-{i}"], env=env, stderr=subprocess.PIPE)

@@ -1,23 +1,26 @@
-"""The queue on one Redis and on a Redis Cluster, side by side in one run: what the cluster
-costs the relay and the forwarders, in events/s and in CPU per event.
+"""The queue on one Redis and on a Redis Cluster with 1, 2 and 4 shards, side by side in
+one run: what the cluster and the shards cost the relay and the forwarders, in events/s
+and in CPU per event.
 
-One shard (today's single stream, ``trackrelay:{events:0}``): the cluster has three
-primaries (``redis-server --cluster-enabled``), and every key a script touches lives on
-the one that serves the tag's slot. Two paths, each on both stores, interleaved rounds:
+The cluster has three primaries (``redis-server --cluster-enabled``); each shard's keys
+(``trackrelay:{events:<n>}``) live on the one that serves its tag's slot. The baseline is
+one stream on one Redis. Two paths, each on every store, interleaved rounds:
 
 - **relay**: a pre-filled outbox on durable PostgreSQL drained by one ``trackrelay
   relay`` process into the queue (AOF, ``appendfsync always``, every node);
-- **forwarder**: a pre-filled stream read by one ``trackrelay forwarder`` process that
+- **forwarder**: pre-filled streams read by one ``trackrelay forwarder`` process that
   pushes to a sink that only counts (``null_sink.py``), so that no simulator's CPU
   shares the two cores.
 
 CPU per event: the user and system time of every process the path ran (Redis nodes,
-the relay or forwarder; not this driver), over the events it moved.
+the relay or forwarder; not this driver), over the events it moved. Its inverse is the
+throughput per core: on two cores, events/s cannot grow with shards, but the cost per
+event should stay flat.
 
     .venv/bin/python benchmarks/shards.py [--events 50000] [--rounds 2]
 
-Prints a table and writes benchmarks/results/shards.json. Target: the cluster's
-overhead at one shard <= 5 %. More shards (1, 2, 4) are not built yet.
+Prints a table and writes benchmarks/results/shards.json. Targets: the cluster's
+overhead at one shard <= 5 %; throughput per core flat from 1 to 4 shards.
 """
 
 from __future__ import annotations
@@ -44,10 +47,15 @@ from benchmarks.relay import filled_database, relays_drain
 from trackrelay.db.engine import asyncpg_dsn
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import stop_all, wait_http
-from trackrelay.queue.keys import STREAM
+from trackrelay.queue.keys import first_shards
 from trackrelay.runtime.ports import free_port
 
-STORES = ("standalone", "cluster")
+STORES = (("standalone", 1), ("cluster", 1), ("cluster", 2), ("cluster", 4))
+"""(store, shards): the baseline first."""
+
+
+def label(kind: str, shards: int) -> str:
+    return f"{kind} x{shards}"
 
 
 def children_cpu() -> float:
@@ -68,7 +76,12 @@ def store(kind: str, work: Path, appendonly: bool) -> Iterator[QueueServer]:
 
 
 def measured(
-    events: int, run: Callable[[QueueServer], float], kind: str, work: Path, appendonly: bool
+    events: int,
+    run: Callable[[QueueServer], float],
+    kind: str,
+    shards: int,
+    work: Path,
+    appendonly: bool,
 ) -> dict[str, Any]:
     """Events/s of ``run`` on a fresh store of ``kind``, and the CPU per event of every
     process it started (the store's nodes included: counted once they are stopped)."""
@@ -76,25 +89,32 @@ def measured(
     with store(kind, work, appendonly) as server:
         rate = run(server)
     cpu = children_cpu() - before
-    return {"store": kind, "events_per_s": round(rate), "cpu_us_per_event": cpu / events * 1e6}
+    return {
+        "store": label(kind, shards),
+        "shards": shards,
+        "events_per_s": round(rate),
+        "cpu_us_per_event": cpu / events * 1e6,
+    }
 
 
 def relay_round(events: int, batch: int, work: Path) -> list[dict[str, Any]]:
     pg = PostgresCluster(work / "pg", durable=True).start()
     rows = []
     try:
-        for kind in STORES:
+        for kind, shards in STORES:
             url = filled_database(pg, work, events)
 
-            def drain(server: QueueServer, url: str = url, kind: str = kind) -> float:
-                seconds = relays_drain(url, server.url, batch, 1, events, asyncpg_dsn(url))
+            def drain(server: QueueServer, url: str = url, shards: int = shards) -> float:
+                dsn = asyncpg_dsn(url)
+                seconds = relays_drain(url, server.url, batch, 1, events, dsn, shards)
                 with sync_client(server.url) as r:
-                    moved = int(r.xlen(STREAM))
-                if moved != events:
-                    raise SystemExit(f"relay on {kind}: {moved} entries for {events} events")
+                    moved = [int(r.xlen(s.stream)) for s in first_shards(shards)]
+                if sum(moved) != events or 0 in moved:
+                    raise SystemExit(f"relay: {moved} entries in the shards for {events} events")
                 return events / seconds
 
-            rows.append({"path": "relay"} | measured(events, drain, kind, work / kind, True))
+            where = work / f"{kind}{shards}"
+            rows.append({"path": "relay"} | measured(events, drain, kind, shards, where, True))
     finally:
         pg.stop()
     return rows
@@ -102,13 +122,14 @@ def relay_round(events: int, batch: int, work: Path) -> list[dict[str, Any]]:
 
 def forwarder_round(events: int, batch: int, work: Path, sink: str) -> list[dict[str, Any]]:
     rows = []
-    for kind in STORES:
+    for kind, shards in STORES:
 
-        def forward(server: QueueServer) -> float:
+        def forward(server: QueueServer, shards: int = shards) -> float:
             with sync_client(server.url) as r:
-                return through_forwarders(r, sink, server.url, 1, events, batch, work)
+                return through_forwarders(r, sink, server.url, 1, events, batch, work, shards)
 
-        rows.append({"path": "forwarder"} | measured(events, forward, kind, work / kind, False))
+        where = work / f"{kind}{shards}"
+        rows.append({"path": "forwarder"} | measured(events, forward, kind, shards, where, False))
     return rows
 
 
@@ -140,38 +161,71 @@ def main() -> None:
     finally:
         stop_all([sink])
 
-    def median(path: str, kind: str, field: str) -> float:
-        picked = [r[field] for r in rows if r["path"] == path and r["store"] == kind]
+    def median(path: str, store: str, field: str) -> float:
+        picked = [r[field] for r in rows if r["path"] == path and r["store"] == store]
         return float(statistics.median(picked))
 
     summary = []
+    base_label = label(*STORES[0])
     for path in ("relay", "forwarder"):
-        base = median(path, "standalone", "events_per_s")
-        for kind in STORES:
-            rate = median(path, kind, "events_per_s")
-            cpu = median(path, kind, "cpu_us_per_event")
-            summary.append([path, kind, round(rate), f"{rate / base:.2f}", f"{cpu:.1f}"])
+        base = median(path, base_label, "events_per_s")
+        base_cpu = median(path, base_label, "cpu_us_per_event")
+        for kind, shards in STORES:
+            rate = median(path, label(kind, shards), "events_per_s")
+            cpu = median(path, label(kind, shards), "cpu_us_per_event")
+            summary.append(
+                [
+                    path,
+                    kind,
+                    shards,
+                    round(rate),
+                    f"{rate / base:.2f}",
+                    f"{cpu:.1f}",
+                    f"{1e6 / cpu:,.0f}",
+                    f"{base_cpu / cpu:.2f}",
+                ]
+            )
     print()
     print(
         table(
-            f"one shard, standalone Redis vs a Redis Cluster of 3 primaries ({args.events:,}"
-            f" relay events, {2 * args.events:,} forwarder events, batch {args.batch_size},"
-            f" median of {args.rounds} rounds)",
-            ["path", "store", "events/s", "of standalone", "CPU us/event"],
+            f"standalone Redis vs a Redis Cluster of 3 primaries with 1, 2, 4 shards"
+            f" ({args.events:,} relay events, {2 * args.events:,} forwarder events, batch"
+            f" {args.batch_size}, median of {args.rounds} rounds)",
+            [
+                "path",
+                "store",
+                "shards",
+                "events/s",
+                "of standalone",
+                "CPU us/event",
+                "events/s per core",
+                "per core, of standalone",
+            ],
             summary,
         )
     )
     overhead = {
         path: 1
-        - median(path, "cluster", "events_per_s") / median(path, "standalone", "events_per_s")
+        - median(path, label("cluster", 1), "events_per_s")
+        / median(path, base_label, "events_per_s")
+        for path in ("relay", "forwarder")
+    }
+    per_core = {
+        path: median(path, label("cluster", 1), "cpu_us_per_event")
+        / median(path, label("cluster", 4), "cpu_us_per_event")
         for path in ("relay", "forwarder")
     }
     print(
         "cluster overhead at one shard: "
         + ", ".join(f"{p} {o:+.1%}" for p, o in overhead.items())
-        + " (target <= 5 %)"
+        + " (target <= 5 %); per core at 4 shards, of 1: "
+        + ", ".join(f"{p} {o:.2f}" for p, o in per_core.items())
+        + " (target flat: 1.00)"
     )
-    written = write_json("shards", {"args": vars(args), "rows": rows, "overhead": overhead})
+    written = write_json(
+        "shards",
+        {"args": vars(args), "rows": rows, "overhead": overhead, "per_core_4_of_1": per_core},
+    )
     print(f"wrote {written}")
 
 

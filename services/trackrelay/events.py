@@ -7,6 +7,7 @@ and the line number, so a re-sent event is recognisable downstream.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,20 @@ def event_id_for(order_id: str, line_no: int) -> str:
     if line_no < 0:
         raise ValueError("line_no must be >= 0")
     return f"{order_id}:{line_no}"
+
+
+MAX_SHARDS = 64
+"""The most shards a queue may have."""
+
+
+def shard_of(event_id: str, count: int) -> int:
+    """The queue shard (0 to ``count`` - 1) of an event, by its order (the id before the
+    last ':'), with a stable hash (CRC-32): every event of an order lands in one shard,
+    whichever relay moves it."""
+    if count == 1:
+        return 0
+    order, sep, _ = event_id.rpartition(":")
+    return zlib.crc32((order if sep else event_id).encode()) % count
 
 
 def rfc3339(moment: datetime) -> str:

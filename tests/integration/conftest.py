@@ -18,12 +18,12 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.redis_cluster import LocalRedisCluster, QueueServer, sync_client
-from trackrelay.events import Event
+from trackrelay.events import Event, shard_of
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
 from trackrelay.orders import store
 from trackrelay.orders.models import OrderRequest
-from trackrelay.queue.keys import EVENT_FIELD, STREAM
+from trackrelay.queue.keys import EVENT_FIELD, SHARDS_KEY, STREAM, Shard, first_shards
 from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
 
@@ -160,9 +160,15 @@ def start_sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
     stop_all(procs)
 
 
-def add_events(url: str, count: int, poison_at: int | None = None, prefix: str = "o") -> set[str]:
+def add_events(
+    url: str, count: int, poison_at: int | None = None, prefix: str = "o", shards: int = 1
+) -> set[str]:
+    """``count`` one-line orders' events, each in its order's shard of a queue of ``shards``
+    (recorded, as a relay would)."""
     ids = set()
     with sync_client(url) as r:
+        if shards > 1:
+            r.set(SHARDS_KEY, shards)
         pipe = r.pipeline(transaction=False)
         for n in range(count):
             ev = Event(
@@ -173,7 +179,8 @@ def add_events(url: str, count: int, poison_at: int | None = None, prefix: str =
                 1.0,
                 "2026-01-01T00:00:00.000Z",
             )
-            pipe.xadd(STREAM, {EVENT_FIELD: ev.to_json()})
+            stream = Shard(shard_of(ev.event_id, shards)).stream
+            pipe.xadd(stream, {EVENT_FIELD: ev.to_json()})
             ids.add(ev.event_id)
         pipe.execute()
     return ids
@@ -183,10 +190,13 @@ def fwd_env(server: QueueServer, sim: Sim, **extra: str) -> dict[str, str]:
     return {"TRACKRELAY_REDIS_URL": server.url, "TRACKRELAY_ANALYTICS_URL": sim.url, **extra}
 
 
-def queue_empty(server: QueueServer) -> bool:
+def queue_empty(server: QueueServer, shards: int = 1) -> bool:
     with sync_client(server.url) as r:
-        pending = r.xpending(STREAM, "forwarders")["pending"]
-        return int(r.xlen(STREAM)) == 0 and int(pending) == 0
+        for shard in first_shards(shards):
+            pending = r.xpending(shard.stream, "forwarders")["pending"]
+            if int(r.xlen(shard.stream)) or int(pending):
+                return False
+    return True
 
 
 def stream_event_ids_sync(url: str) -> list[str]:

@@ -24,23 +24,29 @@ from tests.integration.conftest import Sim, add_events, fwd_env, queue_empty, wa
 from tests.support.redis_cluster import QueueServer, sync_client
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.processes import spawn_role, stop_all, wait_http
-from trackrelay.queue.keys import CONSUMER_GROUP, STREAM
+from trackrelay.queue.keys import CONSUMER_GROUP, STREAM, first_shards
 from trackrelay.runtime.ports import free_port
 
 CLAIM_IDLE = 3.0
 
 
-def held_by(server: QueueServer, consumer: str) -> int:
+def held_by(server: QueueServer, consumer: str, shards: int = 1) -> int:
+    """Entries ``consumer`` holds, over every shard."""
+    held = 0
     with sync_client(server.url) as r:
-        try:
-            rows: Any = r.xinfo_consumers(STREAM, CONSUMER_GROUP)
-        except redis.ResponseError:
-            return 0
-    return sum(int(row["pending"]) for row in rows if row["name"] in (consumer, consumer.encode()))
+        for shard in first_shards(shards):
+            try:
+                rows: Any = r.xinfo_consumers(shard.stream, CONSUMER_GROUP)
+            except redis.ResponseError:
+                continue
+            held += sum(
+                int(row["pending"]) for row in rows if row["name"] in (consumer, consumer.encode())
+            )
+    return held
 
 
-def holds_at_least(server: QueueServer, count: int) -> bool:
-    return held_by(server, "frozen") >= count
+def holds_at_least(server: QueueServer, count: int, shards: int = 1) -> bool:
+    return held_by(server, "frozen", shards) >= count
 
 
 def delivered(sim: Sim, count: int) -> bool:
@@ -54,10 +60,15 @@ def metric(port: int, name: str) -> float:
     return float(found[0]) if found else 0.0
 
 
-@pytest.mark.parametrize("queue_store", ["standalone", "cluster"], indirect=True)
+@pytest.mark.parametrize(
+    ("queue_store", "shards"),
+    [("standalone", 1), ("cluster", 1), ("cluster", 4)],
+    indirect=["queue_store"],
+)
 def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
-    queue_store: QueueServer, start_sim: Callable[..., Sim], tmp_path: Path
+    queue_store: QueueServer, shards: int, start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
+    """With 4 shards, on three primaries: the guarantee holds in every shard at once."""
     redis_server = queue_store
     sim = start_sim()
     sim.fault(mode="down")
@@ -73,7 +84,9 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
         TRACKRELAY_BACKOFF_BASE="0.1",
         TRACKRELAY_BACKOFF_MAX="0.3",
     )
-    total = len(add_events(redis_server.url, 150, prefix="c0-"))  # full batches from the start
+    total = len(
+        add_events(redis_server.url, 150, prefix="c0-", shards=shards)
+    )  # full batches from the start
     port = free_port()
     frozen = spawn_role(
         ["forwarder", "--consumer-name", "frozen", "--metrics-port", str(port)],
@@ -86,11 +99,13 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
         for cycle in range(3):
             sim.fault(mode="down")
             if cycle:
-                total += len(add_events(redis_server.url, 150, prefix=f"c{cycle}-"))
+                total += len(add_events(redis_server.url, 150, prefix=f"c{cycle}-", shards=shards))
             # First alone, the victim takes what its window holds (it starts at half
             # a batch, and analytics is down); later the two forwarders share.
             want = 20 if cycle == 0 else 1
-            wait_for(functools.partial(holds_at_least, redis_server, want), 20, "a held batch")
+            wait_for(
+                functools.partial(holds_at_least, redis_server, want, shards), 20, "a held batch"
+            )
             if cycle == 0:  # the taker starts once the victim holds the first batches
                 procs.append(
                     spawn_role(
@@ -98,9 +113,9 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
                     )
                 )
             frozen.send_signal(signal.SIGSTOP)
-            held = held_by(redis_server, "frozen")
+            held = held_by(redis_server, "frozen", shards)
             wait_for(
-                lambda: held_by(redis_server, "frozen") == 0,
+                lambda: held_by(redis_server, "frozen", shards) == 0,
                 CLAIM_IDLE * 5,
                 "the frozen forwarder's entries taken over",
             )
@@ -108,7 +123,7 @@ def test_a_frozen_forwarder_never_pushes_what_was_taken_over(
             frozen.send_signal(signal.SIGCONT)
             wait_for(functools.partial(delivered, sim, total), 60, "every event delivered")
             assert held >= want
-        wait_for(lambda: queue_empty(redis_server), 20, "an empty stream")
+        wait_for(lambda: queue_empty(redis_server, shards), 20, "an empty stream")
         lost = metric(port, "trackrelay_events_lost_ownership_total")
     finally:
         for p in procs:
@@ -195,9 +210,9 @@ async def test_a_stall_inside_the_ownership_check_gives_no_fresh_deadline(
 
     real_refresh = streams.refresh_owned
 
-    async def stalled_refresh(redis: Any, consumer: str, ids: Any) -> set[str]:
+    async def stalled_refresh(redis: Any, shard: Any, consumer: str, ids: Any) -> set[str]:
         sent_at.append(clock())
-        owned = await real_refresh(redis, consumer, ids)
+        owned = await real_refresh(redis, shard, consumer, ids)
         stall["seconds"] += 2.0  # the process stopped for 2 s while the answer came back
         return owned
 

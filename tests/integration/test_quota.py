@@ -33,7 +33,7 @@ from trackrelay.config.settings import OrderSettings
 from trackrelay.local.embedded_redis import EmbeddedRedis
 from trackrelay.local.runner import redis_maxmemory
 from trackrelay.orders.app import create_app
-from trackrelay.queue.keys import AGG_WINDOWS_KEY, CONSUMER_GROUP, QUOTA_KEYS, STREAM
+from trackrelay.queue.keys import CONSUMER_GROUP, STREAM, first_shards
 from trackrelay.queue.quota import PEL_COST, window_keys
 from trackrelay.relay import outbox
 from trackrelay.runtime.ports import free_port
@@ -43,12 +43,15 @@ ORDERS = 1200
 SKUS = [f"sku-{n:02d}" for n in range(30)]
 
 
-def queue_bytes(r: SyncQueue) -> int:
-    """MEMORY USAGE of every key the quota covers, counted exactly (independent of the gauge)."""
-    windows: Any = r.zrange(AGG_WINDOWS_KEY, 0, -1)
-    keys = list(QUOTA_KEYS)
-    for w in windows:
-        keys += window_keys(w.decode())
+def queue_bytes(r: SyncQueue, shards: int = 1) -> int:
+    """MEMORY USAGE of every key the quota covers, counted exactly (independent of the
+    gauge), over every shard."""
+    keys: list[str] = []
+    for shard in first_shards(shards):
+        windows: Any = r.zrange(shard.windows, 0, -1)
+        keys += shard.quota_keys
+        for w in windows:
+            keys += window_keys(w.decode())
     return sum(int(r.memory_usage(k, samples=0) or 0) for k in keys)
 
 
@@ -86,17 +89,22 @@ class SlowAnalytics(threading.Thread):
     READ = 20
     """Entries one read takes (so at most this many are pending at once)."""
 
-    def __init__(self, url: str, paced: bool) -> None:
+    def __init__(self, url: str, paced: bool, shards: int = 1) -> None:
+        """``shards``: it reads each in turn, ``READ / shards`` entries a read (as many
+        pending at once in all as with one)."""
         super().__init__(daemon=True)
         self.redis = sync_client(url)
+        self.streams = [shard.stream for shard in first_shards(shards)]
+        self.read = max(1, self.READ // shards)
         self.paced = paced
         self.credit = 0.0
         self.lock = threading.Lock()
         self.events: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
         self.done = threading.Event()
-        with contextlib.suppress(redis.ResponseError):  # the group is there already
-            self.redis.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+        for stream in self.streams:
+            with contextlib.suppress(redis.ResponseError):  # the group is there already
+                self.redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
 
     def grant(self, entries: float) -> None:
         """Let a paced analytics read ``entries`` more stream entries."""
@@ -104,16 +112,20 @@ class SlowAnalytics(threading.Thread):
             self.credit += entries
 
     def run(self) -> None:
+        turn = 0
         while not self.done.is_set():
-            count = self.READ
+            stream = self.streams[turn % len(self.streams)]
+            turn += 1
+            count = self.read
             if self.paced:
                 with self.lock:
-                    count = min(self.READ, int(self.credit))
+                    count = min(self.read, int(self.credit))
                 if count == 0:
                     time.sleep(0.005)
                     continue
+            block = 50 if len(self.streams) == 1 else 5
             reply: Any = self.redis.xreadgroup(
-                CONSUMER_GROUP, "test-analytics", {STREAM: ">"}, count=count, block=50
+                CONSUMER_GROUP, "test-analytics", {stream: ">"}, count=count, block=block
             )
             entries = reply[0][1] if reply else []
             if self.paced:
@@ -126,8 +138,8 @@ class SlowAnalytics(threading.Thread):
                 self.events[ev["event_id"]] = ev
             if entries:
                 ids = [i for i, _ in entries]
-                self.redis.xack(STREAM, CONSUMER_GROUP, *ids)
-                self.redis.xdel(STREAM, *ids)
+                self.redis.xack(stream, CONSUMER_GROUP, *ids)
+                self.redis.xdel(stream, *ids)
 
     def lines(self) -> int:
         return sum(int(ev.get("lines", 1)) for ev in self.events.values())
@@ -203,19 +215,23 @@ def wait_accounted(client: TestClient, analytics: SlowAnalytics, lines: int) -> 
     )
 
 
-def wait_drained(client: TestClient, admin: SyncQueue) -> None:
-    """Wait until the outbox, the stream and every aggregation window are empty."""
+def wait_drained(client: TestClient, admin: SyncQueue, shards: int = 1) -> None:
+    """Wait until the outbox, every shard's stream and aggregation window are empty."""
+    every = first_shards(shards)
+
+    def left() -> tuple[int, int]:
+        return (
+            sum(int(admin.xlen(s.stream)) for s in every),
+            sum(int(admin.zcard(s.windows)) for s in every),
+        )
+
     wait_for(
-        lambda: (
-            outbox_rows(client) == 0
-            and admin.xlen(STREAM) == 0
-            and admin.zcard(AGG_WINDOWS_KEY) == 0
-        ),
+        lambda: outbox_rows(client) == 0 and left() == (0, 0),
         60,
         "outbox, stream and aggregation windows drained",
         lambda: (
-            f"outbox {outbox_rows(client)}, stream {admin.xlen(STREAM)}, "
-            f"windows {admin.zcard(AGG_WINDOWS_KEY)}, queue {queue_bytes(admin)} of {QUOTA}"
+            f"outbox {outbox_rows(client)}, stream and windows {left()}, "
+            f"queue {queue_bytes(admin, shards)} of {QUOTA}"
         ),
     )
 
@@ -241,32 +257,36 @@ def quota_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 def quota_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The Redis trackrelay ships (``standalone``), or a Redis Cluster of three primaries
     (``cluster``): noeviction, maxmemory above the quota on every node."""
-    maxmemory = redis_maxmemory(QUOTA)
     server: Any
-    if request.param == "cluster":
-        server = LocalRedisCluster(tmp_path / "cluster", maxmemory=maxmemory)
+    if request.param == "cluster":  # a node may hold every shard of a four-shard queue
+        server = LocalRedisCluster(tmp_path / "cluster", maxmemory=redis_maxmemory(4 * QUOTA))
     else:
-        server = EmbeddedRedis(tmp_path / "redis", maxmemory=maxmemory)
+        server = EmbeddedRedis(tmp_path / "redis", maxmemory=redis_maxmemory(QUOTA))
     with server:
         yield server
 
 
 @pytest.mark.parametrize(
-    ("policy", "quota_queue"),
+    ("policy", "quota_queue", "shards"),
     [
-        *((policy, "standalone") for policy in ("auto", "none", "sample", "aggregate")),
-        *((policy, "standalone") for policy in ("evict", "drop_new")),
+        *((policy, "standalone", 1) for policy in ("auto", "none", "sample", "aggregate")),
+        *((policy, "standalone", 1) for policy in ("evict", "drop_new")),
         # every script the quota runs, on a Redis Cluster: admit, evict, fold and flush
-        *((policy, "cluster") for policy in ("none", "aggregate", "evict")),
+        *((policy, "cluster", 1) for policy in ("none", "aggregate", "evict")),
+        # four shards over three primaries: the quota is the sum of their shares
+        *((policy, "cluster", 4) for policy in ("none", "aggregate", "evict")),
     ],
     indirect=["quota_queue"],
 )
 def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
-    policy: str, quota_queue: EmbeddedRedis | LocalRedisCluster, tmp_path: Path
+    policy: str, quota_queue: EmbeddedRedis | LocalRedisCluster, shards: int, tmp_path: Path
 ) -> None:
+    quota = QUOTA * shards  # each shard's share as tiny as the one stream's quota
+    orders = ORDERS * (2 if shards > 1 else 1)  # as much pressing on each share
     settings = OrderSettings(
         data_dir=tmp_path,
-        queue_quota=QUOTA,
+        queue_shards=shards,
+        queue_quota=quota,
         shedding=policy,
         aggregate_window=0.5,
         relay_batch_size=100,
@@ -274,14 +294,14 @@ def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
         outbox_quota=100_000,  # the queue's bound is under test (none: rows wait there)
     )
     admin = sync_client(quota_queue.url)
-    analytics = SlowAnalytics(quota_queue.url, paced=True)
+    analytics = SlowAnalytics(quota_queue.url, paced=True, shards=shards)
     with (
         TestClient(create_app(settings, redis_url=quota_queue.url)) as client,
-        Peak(lambda: queue_bytes(admin)) as memory,
+        Peak(lambda: queue_bytes(admin, shards)) as memory,
     ):
         analytics.start()
         # analytics reads one entry for every two orders (four lines) posted
-        ids, truth = post_orders(client, ORDERS, posted=lambda: analytics.grant(0.5))
+        ids, truth = post_orders(client, orders, posted=lambda: analytics.grant(0.5))
         if policy == "auto":
             # The automatic mode starts aggregating at 40 % of the quota as admission
             # counts it (memory plus the room kept for pending entries): it must get
@@ -290,19 +310,19 @@ def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
                 lambda: bool({key[1] for key in shed_counts(client)} - {"none"}),
                 30,
                 "the automatic mode shedding under the load",
-                lambda: f"peak {memory.peak} of {QUOTA}, shed {shed_counts(client)}",
+                lambda: f"peak {memory.peak} of {quota}, shed {shed_counts(client)}",
             )
         elif policy not in ("sample", "aggregate"):  # those two thin the load itself
             wait_for(
-                lambda: memory.peak > 0.5 * QUOTA,
+                lambda: memory.peak > 0.5 * quota,
                 30,
                 "the load pressing on the quota",
-                lambda: f"peak {memory.peak} of {QUOTA}, outbox {outbox_rows(client)}",
+                lambda: f"peak {memory.peak} of {quota}, outbox {outbox_rows(client)}",
             )
         analytics.paced = False  # analytics recovers: everything still queued drains
-        wait_drained(client, admin)
+        wait_drained(client, admin, shards)
         read_back(client, ids)
-        lines = 2 * ORDERS
+        lines = 2 * orders
         wait_accounted(client, analytics, lines)
         counts = shed_counts(client)
         errors = re.findall(
@@ -310,7 +330,7 @@ def test_the_queue_stays_under_a_tiny_quota_and_every_line_is_accounted_for(
         )
     analytics.done.set()
     analytics.join()
-    assert memory.peak <= QUOTA, f"queue used {memory.peak} bytes of a {QUOTA}-byte quota"
+    assert memory.peak <= quota, f"queue used {memory.peak} bytes of a {quota}-byte quota"
     assert not errors or float(errors[0]) == 0, "a write met Redis OOM (or Redis failed)"
     assert analytics.duplicates == 0
     delivered = analytics.popularity()

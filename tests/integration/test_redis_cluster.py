@@ -6,6 +6,7 @@ runs on the one node that serves that slot; the quota's own tests run on a clust
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,11 +21,12 @@ from tests.integration.conftest import Sim, add_events, run_cli, wait_for
 from tests.support.redis_cluster import LocalRedisCluster, SyncQueue, sync_client
 from trackrelay.config.settings import OrderSettings
 from trackrelay.control.controller import Observation
+from trackrelay.events import shard_of
 from trackrelay.local.processes import spawn_role, stop_all
 from trackrelay.loop.observe import observe
 from trackrelay.orders.app import create_app
 from trackrelay.queue import client
-from trackrelay.queue.keys import BUDGET_KEY, CONSUMER_GROUP, DLQ_STREAM, STREAM
+from trackrelay.queue.keys import BUDGET_KEY, CONSUMER_GROUP, SHARDS_KEY, first_shards
 from trackrelay.runtime.errors import StartupError
 from trackrelay.runtime.ports import free_port
 
@@ -37,9 +39,13 @@ def cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
         yield c
 
 
+@pytest.mark.parametrize("shards", [1, 4])
 def test_orders_reach_analytics_exactly_once_through_a_cluster_though_a_forwarder_dies(
-    cluster: LocalRedisCluster, start_sim: Callable[..., Sim], tmp_path: Path
+    cluster: LocalRedisCluster, shards: int, start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
+    """With 4 shards too: forwarders started before the order service raised the shard
+    count follow it, and a forwarder killed holding batches of several shards loses
+    nothing; every order's events go to one shard, and the shards to several nodes."""
     sim = start_sim()
     env = {
         "TRACKRELAY_REDIS_URL": cluster.url,
@@ -58,8 +64,12 @@ def test_orders_reach_analytics_exactly_once_through_a_cluster_though_a_forwarde
         spawn_role(["forwarder", "--consumer-name", name], env, tmp_path / f"{name}.log")
         for name in ("victim", "survivor")
     ]
+    for name in ("victim", "survivor"):  # both reading the one shard the queue has yet
+        log = tmp_path / f"{name}.log"
+        wait_for(functools.partial(says, log, "lanes"), 30, f"{name} reading the queue")
     admin = sync_client(cluster.url)
-    settings = OrderSettings(data_dir=tmp_path, queue_quota=4 * 2**20)
+    settings = OrderSettings(data_dir=tmp_path, queue_quota=4 * 2**20, queue_shards=shards)
+    every = first_shards(shards)
     try:
         with TestClient(create_app(settings, redis_url=cluster.url)) as orders:
             for n in range(ORDERS):
@@ -67,34 +77,62 @@ def test_orders_reach_analytics_exactly_once_through_a_cluster_though_a_forwarde
                 r = orders.post("/v1/orders", json={"customer_id": f"c{n}", "items": items})
                 assert r.status_code == 201, r.text
                 if n == ORDERS // 2:
-                    wait_for(lambda: held_by(admin, "victim") > 0, 20, "the victim holding a batch")
+                    wait_for(
+                        lambda: held_by(admin, "victim", shards) > 0,
+                        20,
+                        "the victim holding a batch",
+                    )
                     procs[0].send_signal(signal.SIGKILL)
             sim.fault(mode="healthy")
             wait_for(
                 lambda: sim.state()["lines"] >= 2 * ORDERS,
                 90,
                 "analytics to count every line",
-                lambda: f"state {sim.state()}, stream {admin.xlen(STREAM)}",
+                lambda: f"state {sim.state()}, streams {[admin.xlen(s.stream) for s in every]}",
             )
-            wait_for(lambda: admin.xlen(STREAM) == 0, 20, "an empty stream")
+            wait_for(lambda: all(admin.xlen(s.stream) == 0 for s in every), 20, "empty streams")
     finally:
         stop_all(procs)
     state = sim.state()
     assert state["lines"] == 2 * ORDERS  # none lost; a line counted twice would show here
     assert state["overlaps"] == 0, f"{state['overlaps']} events were in two pushes at once"
-    assert admin.xlen(DLQ_STREAM) == 0
+    assert all(admin.xlen(s.dlq) == 0 for s in every)
     assert float(admin.get(BUDGET_KEY) or 0) == 400.0
-    # the queue's keys live together on one primary, the budget's wherever its tag hashes
-    assert cluster.node_of(STREAM) is cluster.node_of(DLQ_STREAM)
+    # a shard's keys live together on one primary, the budget's wherever its tag hashes
+    assert all(cluster.node_of(s.stream) is cluster.node_of(s.dlq) for s in every)
+    if shards > 1:
+        assert int(admin.get(SHARDS_KEY) or 0) == shards
+        counts = [added(admin, s.stream) for s in every]
+        assert sum(counts) == 2 * ORDERS  # each event added once, to one shard: its order's
+        assert all(n > 0 for n in counts), counts
+        assert len({cluster.node_of(s.stream).port for s in every}) > 1  # over the nodes
+        assert f"the queue has {shards} shards now" in (tmp_path / "survivor.log").read_text()
     admin.close()
 
 
-def held_by(admin: SyncQueue, consumer: str) -> int:
+def says(log: Path, text: str) -> bool:
+    return text in log.read_text()
+
+
+def added(admin: SyncQueue, stream: str) -> int:
+    """Entries ever added to ``stream`` (deleted ones too)."""
     try:
-        rows: Any = admin.xinfo_consumers(STREAM, CONSUMER_GROUP)
-    except redis.ResponseError:  # no group yet
+        info: Any = admin.xinfo_stream(stream)
+    except redis.ResponseError:  # never created
         return 0
-    return sum(int(r["pending"]) for r in rows if r["name"] in (consumer, consumer.encode()))
+    return int(info["entries-added"])
+
+
+def held_by(admin: SyncQueue, consumer: str, shards: int = 1) -> int:
+    """Entries ``consumer`` holds, over every shard."""
+    held = 0
+    for shard in first_shards(shards):
+        try:
+            rows: Any = admin.xinfo_consumers(shard.stream, CONSUMER_GROUP)
+        except redis.ResponseError:  # no group yet
+            continue
+        held += sum(int(r["pending"]) for r in rows if r["name"] in (consumer, consumer.encode()))
+    return held
 
 
 def test_a_cluster_node_that_may_evict_is_refused_by_name(cluster: LocalRedisCluster) -> None:
@@ -116,11 +154,14 @@ def test_a_cluster_node_that_may_evict_is_refused_by_name(cluster: LocalRedisClu
     assert f"127.0.0.1:{last.port}" in refused and "allkeys-lru" in refused, refused
 
 
+@pytest.mark.parametrize("shards", [1, 4])
 def test_the_controller_observes_a_queue_on_a_cluster(
-    cluster: LocalRedisCluster, start_sim: Callable[..., Sim], tmp_path: Path
+    cluster: LocalRedisCluster, shards: int, start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
     """Backlog, queue memory and every forwarder's published view, read across the nodes
-    (the views' keys hash to any slot; the queue's to one)."""
+    (the views' keys hash to any slot; a shard's to one). With 4 shards, the backlog is
+    the lag summed over them: a split backlog is as deep as its total (the deepest
+    shard alone would under-scale)."""
     sim = start_sim()
     sim.fault(mode="down")  # the backlog stays
     env = {"TRACKRELAY_REDIS_URL": cluster.url, "TRACKRELAY_ANALYTICS_URL": sim.url}
@@ -128,7 +169,7 @@ def test_the_controller_observes_a_queue_on_a_cluster(
         spawn_role(["forwarder", "--consumer-name", f"f{n}"], env, tmp_path / f"f{n}.log")
         for n in range(3)
     ]
-    add_events(cluster.url, 300)
+    ids = add_events(cluster.url, 300, shards=shards)
 
     async def look() -> Observation:
         redis = client.connect(cluster.url)
@@ -149,6 +190,8 @@ def test_the_controller_observes_a_queue_on_a_cluster(
         stop_all(procs)
     seen = looks[-1]
     assert seen.lag + seen.pending == 300
+    per_shard = [sum(1 for i in ids if shard_of(i, shards) == n) for n in range(shards)]
+    assert max(per_shard) == 300 if shards == 1 else max(per_shard) < 300
     assert {f.name for f in seen.forwarders} == {"f0", "f1", "f2"}
     assert seen.queue_bytes is not None and seen.queue_bytes > 300 * 50
 

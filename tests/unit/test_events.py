@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from trackrelay.config.settings import ForwarderSettings
-from trackrelay.events import Event, ForwarderStats, PushSpan, event_id_for, rfc3339
+from trackrelay.events import Event, ForwarderStats, PushSpan, event_id_for, rfc3339, shard_of
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.forwarder.pacer import Pacer
 from trackrelay.loop.observe import forwarder_views
@@ -140,3 +140,14 @@ def test_the_previous_wire_names_still_read() -> None:
     back = ForwarderStats.from_json(wire)
     assert back.recent.span_seconds == 5.0 and back.recent.rate_seconds == 5.0
     assert back.overall.span_seconds == 30.0
+
+
+def test_an_orders_events_share_a_shard_and_orders_spread_over_the_shards() -> None:
+    assert {shard_of(f"o1:{n}", 4) for n in range(10)} == {shard_of("o1:0", 4)}
+    assert shard_of("o1:0", 4) == 1  # stable (CRC-32, no seed): the same in every process
+    assert {shard_of(f"o{n}:0", 1) for n in range(100)} == {0}
+    per_shard = [0] * 4
+    for n in range(4000):
+        per_shard[shard_of(f"order-{n}:0", 4)] += 1
+    assert min(per_shard) > 900, per_shard  # about 1,000 each
+    assert shard_of("no-line-number", 4) in range(4)

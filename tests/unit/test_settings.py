@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from trackrelay.config.settings import (
+    MIN_SHARD_QUOTA,
     OrderSettings,
+    RelaySettings,
     derived_outbox_quota,
     resolve_database_url,
     sqlite_file,
@@ -71,3 +73,16 @@ def test_a_queue_quota_alone_bounds_the_outbox_too() -> None:
     assert given.outbox_quota == 50 and not given.outbox_quota_derived
     assert OrderSettings().outbox_quota is None  # no quota at all: no limit
     assert derived_outbox_quota(1024) == 1000  # a tiny quota still leaves room to wait
+
+
+def test_each_shard_gets_a_share_of_the_quota_a_fold_and_its_flush_fit_in() -> None:
+    from trackrelay.queue import quota
+
+    # What a fold leaves free, with a fresh stream node: under the smallest share's limit.
+    kept = quota.FLUSH_RESERVE + 2 * quota.SKETCH_MIN * quota.SKETCH_COUNTER + quota.STEP
+    assert kept < MIN_SHARD_QUOTA * (1 - 0.02)  # QueueQuota's default headroom
+    assert RelaySettings(queue_quota=4 * MIN_SHARD_QUOTA, queue_shards=4).queue_shards == 4
+    with pytest.raises(ValueError, match="each of the 4 shards at least 65536 bytes"):
+        RelaySettings(queue_quota=4 * MIN_SHARD_QUOTA - 1, queue_shards=4)
+    with pytest.raises(ValueError, match="less than or equal to 64"):
+        RelaySettings(queue_shards=65)

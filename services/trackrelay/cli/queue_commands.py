@@ -46,16 +46,18 @@ def on_queue(args: argparse.Namespace, command: str, body: QueueWork) -> int:
 def cmd_dlq(args: argparse.Namespace) -> int:
     import json
 
-    from trackrelay.queue import dlq
+    from trackrelay.queue import dlq, shards
 
     async def body(redis: Queue) -> None:
+        every = await shards.current(redis)
         if args.action == "list":
-            for dead in await dlq.list_entries(redis, args.count or 100):
+            for dead in await dlq.list_entries(redis, every, args.count or 100):
                 print(json.dumps(dead.as_dict()))
         elif args.action == "replay":
-            print(f"replayed {await dlq.replay(redis, args.count)} events onto the stream")
+            moved = await dlq.replay(redis, every, args.count)
+            print(f"replayed {moved} events onto the stream")
         else:
-            print(f"purged {await dlq.purge(redis)} events from the DLQ")
+            print(f"purged {await dlq.purge(redis, every)} events from the DLQ")
 
     return on_queue(args, "dlq", body)
 

@@ -20,6 +20,7 @@ from trackrelay.config.tls import check_redis_url, postgres_tls
 from trackrelay.control.analytics_health import HealthQuery, PrometheusSpec
 from trackrelay.control.controller import Spec
 from trackrelay.control.shedding import MODES, Thresholds, parse_size
+from trackrelay.events import MAX_SHARDS
 
 
 def _checked_redis_url(value: str) -> str:
@@ -38,6 +39,11 @@ START_WAIT = 60.0
 """Seconds a service waits at start for the stores it needs (``start_wait``)."""
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+QueueShards = Annotated[int, Field(ge=1, le=MAX_SHARDS)]
+MIN_SHARD_QUOTA = 64 * 1024
+"""The smallest share of the queue quota one shard may have: room for a stream node, two
+windows' sketches and the flush that drains them, which every fold leaves free
+(``queue.quota``; below it, a fold could never fit, and folded rows would wait for good)."""
 
 
 class StoreSettings(BaseSettings):
@@ -141,8 +147,13 @@ class RelaySettings(BaseSettings):
     """First wait (seconds) after a relay round fails on Redis or the database."""
     relay_backoff_max: PositiveFloat = 5.0
     """Longest wait (seconds) between relay rounds while Redis or the database fails."""
+    queue_shards: QueueShards = 1
+    """Shards of the queue: one stream each, spread over a Redis Cluster's nodes, every
+    event in its order's shard. The queue keeps the highest count a relay or forwarder
+    started with, and every process follows it: it is never lowered."""
     queue_quota: PositiveInt | None = None
-    """Bytes the queue may use in Redis: ``64MiB``, ``512KiB`` or a plain number. None: no
+    """Bytes the queue may use in Redis (over all its shards, an equal share each):
+    ``64MiB``, ``512KiB`` or a plain number. None: no
     quota, no shedding at the stream."""
     live_configmap: str | None = None
     """ConfigMap (``namespace/name``) the operator writes the shedding policy to. It is
@@ -200,6 +211,12 @@ class RelaySettings(BaseSettings):
     @model_validator(mode="after")
     def _levels(self) -> RelaySettings:
         self.thresholds()  # the same checks, one message
+        if self.queue_quota is not None and self.queue_quota < MIN_SHARD_QUOTA * self.queue_shards:
+            raise ValueError(
+                f"queue_quota ({self.queue_quota} bytes) must give each of the "
+                f"{self.queue_shards} shards at least {MIN_SHARD_QUOTA} bytes "
+                f"({MIN_SHARD_QUOTA * self.queue_shards} in all)"
+            )
         if self.outbox_quota is None and self.queue_quota is not None:
             self.outbox_quota = derived_outbox_quota(self.queue_quota)
             self._outbox_derived = True
@@ -280,6 +297,10 @@ class ForwarderSettings(BaseSettings):
     start."""
     analytics_url: str | None = None
     """Analytics base URL the forwarder pushes to, at ``/v1/track``. None: refused at start."""
+    queue_shards: QueueShards = 1
+    """Shards of the queue, read by every forwarder (each reads them all, the consumer
+    groups share the entries out). The queue keeps the highest count a relay or forwarder
+    started with, and every process follows it: it is never lowered."""
     batch_size: PositiveInt = FORWARDER_BATCH_SIZE
     """Most events in one push."""
     concurrency: PositiveInt = FORWARDER_CONCURRENCY

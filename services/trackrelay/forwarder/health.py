@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from trackrelay.forwarder.worker import Forwarder
+from trackrelay.forwarder.fleet import ForwarderFleet
 
 
-def create_health_app(forwarder: Forwarder) -> Starlette:
+def create_health_app(forwarder: ForwarderFleet) -> Starlette:
     async def healthz(_request: Request) -> JSONResponse:
         running, expected = forwarder.tasks_running, forwarder.tasks_expected
         body = {"consumer": forwarder.consumer, "tasks": running, "expected": expected}

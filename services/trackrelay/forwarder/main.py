@@ -7,10 +7,10 @@ import contextlib
 import logging
 
 from trackrelay.config.settings import ForwarderSettings
+from trackrelay.forwarder.fleet import ForwarderFleet
 from trackrelay.forwarder.health import create_health_app
 from trackrelay.forwarder.metrics import ForwarderMetrics
 from trackrelay.forwarder.sink import HttpSink
-from trackrelay.forwarder.worker import Forwarder
 from trackrelay.queue import client
 from trackrelay.runtime.redact import redact_url
 from trackrelay.runtime.retry import until_up
@@ -33,7 +33,7 @@ async def run_forwarder(settings: ForwarderSettings) -> int:
     )
     redis = client.connect(settings.redis_url, settings.redis_timeout)
     sink = HttpSink(settings.analytics_url, settings.push_timeout)
-    forwarder = Forwarder(redis, sink, settings, metrics=ForwarderMetrics())
+    forwarder = ForwarderFleet(redis, sink, settings, metrics=ForwarderMetrics())
     log.info(
         "forwarder %s: %s -> %s",
         forwarder.consumer,

@@ -133,6 +133,7 @@ class Pacer:
         self._pushing = 0
         self._started = 0
         self._last_ok = True
+        self._lone_retry_at = -math.inf
         self._budget_checked = -math.inf
         self._tickets = 0
         self._serving = 0
@@ -276,9 +277,17 @@ class Pacer:
         if not self.adaptive or self._last_ok:
             return True
         ok, self.retries = self.retries.try_retry()
-        if not ok:
-            self.metrics.retries_denied.inc()
-        return ok
+        if ok:
+            return True
+        now = self.clock()
+        if self._pushing == 0 and now >= self._lone_retry_at:
+            # Nothing in flight and no token left: held batches filling the window would
+            # wait for ever for the first attempts that earn tokens, which cannot start.
+            # One retry goes, at most one every ``breaker_open_base``, like a probe.
+            self._lone_retry_at = now + self.breaker_config.base_open
+            return True
+        self.metrics.retries_denied.inc()
+        return False
 
     def first_attempt(self) -> None:
         self.retries = self.retries.first_attempt()

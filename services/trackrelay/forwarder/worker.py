@@ -83,6 +83,7 @@ from trackrelay.forwarder.pacer import Gate, Pacer
 from trackrelay.identity import process_name
 from trackrelay.queue import streams, views
 from trackrelay.queue.client import Queue, QueueError, QueueFullError, QueueReplyError, redis_full
+from trackrelay.queue.keys import SHARD0, Shard
 from trackrelay.queue.streams import DeadLetterEntry, Entry
 from trackrelay.runtime.errors import brief
 from trackrelay.runtime.retry import Backoff, pause
@@ -90,6 +91,9 @@ from trackrelay.runtime.retry import Backoff, pause
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+SHARD_IDLE = 0.02
+"""Seconds a reader of one of several shards waits after finding its shard empty."""
 
 
 class Sink(Protocol):
@@ -194,6 +198,26 @@ SLOT_RECHECK = 1.0
 takes effect within this time, however long the slot given at the old one was."""
 
 
+@dataclass(slots=True)
+class Learned:
+    """What a forwarder process learns of analytics, whichever shard's push taught it."""
+
+    last_accepted_at: float | None = None
+    """When analytics last accepted a push from this process (evidence against poison)."""
+    push_byte_cap: int | None = None
+    """The most bytes one push may carry (lowered by a 413)."""
+    last_failure: str | None = None
+    """Why the last push analytics did not accept failed (published in the view)."""
+
+
+def make_pacer(
+    settings: ForwarderSettings, redis: Queue, metrics: ForwarderMetrics, clock: Clock
+) -> Pacer:
+    """A process's pacer, following the operator's ConfigMap when one is named."""
+    live = ConfigMapLive(settings.live_configmap).start() if settings.live_configmap else None
+    return Pacer(settings, redis, metrics, clock, live=live)
+
+
 class Forwarder:
     def __init__(
         self,
@@ -204,32 +228,66 @@ class Forwarder:
         consumer: str | None = None,
         metrics: ForwarderMetrics | None = None,
         clock: Clock = time.monotonic,
+        shard: Shard = SHARD0,
+        pacer: Pacer | None = None,
+        learned: Learned | None = None,
+        lanes: int | None = None,
+        publishes: bool = True,
     ) -> None:
+        """``shard``: the shard of the queue this one reads; in a sharded queue a process
+        runs one per shard (``forwarder.fleet``), sharing ``pacer`` (the window, the
+        breaker, the budget) and what they ``learned`` of analytics, with ``lanes``
+        each, and one of them ``publishes`` the process's view and the queue's figures
+        summed over ``all_shards``."""
         self.redis = redis
+        self.shard = shard
+        self.all_shards: list[Shard] = [shard]
+        """The shards the queue's figures are summed over (kept current by the fleet)."""
+        self.lanes = lanes or settings.concurrency
+        self.publishes = publishes
         self.sink = sink
         self.settings = settings
         self.consumer = consumer or settings.consumer_name or process_name()
         self.metrics = metrics or ForwarderMetrics()
         self.clock = clock
-        live = ConfigMapLive(settings.live_configmap).start() if settings.live_configmap else None
-        self.pacer = Pacer(settings, redis, self.metrics, clock, live=live)
-        self.last_accepted_at: float | None = None
-        """When analytics last accepted a push from this process (evidence against poison)."""
-        self.push_byte_cap: int | None = settings.max_batch_bytes
+        self.pacer = pacer or make_pacer(settings, redis, self.metrics, clock)
+        self.learned = learned or Learned(push_byte_cap=settings.max_batch_bytes)
         self.redis_ok = False
         self.redis_full = False
         """The queue's Redis is at its ``maxmemory`` (seen by housekeeping or a refusal)."""
-        self.last_failure: str | None = None
-        """Why the last push analytics did not accept failed (published in the view)."""
         self.tasks_running = 0
         self._claim_cursor = "0-0"
         self._group: asyncio.TaskGroup | None = None
         self._claims: set[asyncio.Task[None]] = set()
 
     @property
+    def last_accepted_at(self) -> float | None:
+        return self.learned.last_accepted_at
+
+    @last_accepted_at.setter
+    def last_accepted_at(self, value: float | None) -> None:
+        self.learned.last_accepted_at = value
+
+    @property
+    def push_byte_cap(self) -> int | None:
+        return self.learned.push_byte_cap
+
+    @push_byte_cap.setter
+    def push_byte_cap(self, value: int | None) -> None:
+        self.learned.push_byte_cap = value
+
+    @property
+    def last_failure(self) -> str | None:
+        return self.learned.last_failure
+
+    @last_failure.setter
+    def last_failure(self, value: str | None) -> None:
+        self.learned.last_failure = value
+
+    @property
     def tasks_expected(self) -> int:
         """Lanes, housekeeping and statistics: what ``/healthz`` expects to be running."""
-        return self.settings.concurrency + 2
+        return self.lanes + (2 if self.publishes else 1)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set; Redis outages are waited out, never fatal.
@@ -241,16 +299,18 @@ class Forwarder:
         """
         await self._resilient(stop, "start", self._start_step)
         log.info(
-            "forwarder %s: %d lanes, batches of %d",
+            "forwarder %s: %s: %d lanes, batches of %d",
             self.consumer,
-            self.settings.concurrency,
+            self.shard.stream,
+            self.lanes,
             self.settings.batch_size,
         )
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self._tracked(stop, "housekeeping", self._housekeeping_step))
-            group.create_task(self._tracked(stop, "statistics", self._stats_step))
-            for n in range(self.settings.concurrency):
+            if self.publishes:
+                group.create_task(self._tracked(stop, "statistics", self._stats_step))
+            for n in range(self.lanes):
                 group.create_task(self._tracked(stop, f"lane {n}", self._lane_step))
 
     async def _tracked(
@@ -286,7 +346,7 @@ class Forwarder:
                     raise
                 # The stream or group vanished (Redis restarted empty, key deleted).
                 log.warning("forwarder %s: consumer group missing; creating it", self.consumer)
-                await streams.ensure_group(self.redis)
+                await streams.ensure_group(self.redis, self.shard)
             except (*QueueError, OSError) as exc:
                 self.redis_ok = False
                 await self._back_off(stop, backoff, name, "redis", exc)
@@ -310,26 +370,35 @@ class Forwarder:
 
     async def _start_step(self, stop: asyncio.Event) -> bool:
         """Create the group, then drain this consumer's own pending entries; False when done."""
-        await streams.ensure_group(self.redis)
+        await streams.ensure_group(self.redis, self.shard)
         checked = self.clock()
-        entries = await streams.read(self.redis, self.consumer, "0", self.settings.batch_size, None)
+        entries = await streams.read(
+            self.redis, self.shard, self.consumer, "0", self.settings.batch_size, None
+        )
         if not entries:
             return False
         await self.handle(entries, stop, checked_at=checked, redelivered=True)
         return not stop.is_set()
 
     async def _lane_step(self, stop: asyncio.Event) -> bool:
-        """Take a share of the window, read at most that many new entries, deliver them."""
+        """Take a share of the window, read at most that many new entries, deliver them.
+
+        One of several shards' readers does not block in Redis holding its share: an
+        empty shard would keep the window from the shards that have entries. It reads
+        without blocking, and waits ``SHARD_IDLE`` with its share given back."""
+        block = self.settings.block_ms if len(self.all_shards) == 1 else None
         async with self.pacer.window(stop) as permit:
             if not permit:
                 return False
             checked = self.clock()
             entries = await streams.read(
-                self.redis, self.consumer, ">", permit.events, self.settings.block_ms
+                self.redis, self.shard, self.consumer, ">", permit.events, block
             )
             await self.pacer.shrink(permit, len(entries))
             if entries:
                 await self.handle(entries, stop, checked_at=checked, redelivered=False)
+        if not entries and block is None:
+            await pause(stop, min(SHARD_IDLE, self.settings.block_ms / 1000))
         return True
 
     async def _stats_step(self, stop: asyncio.Event) -> bool:
@@ -357,11 +426,12 @@ class Forwarder:
         at once), so one batch waiting for analytics does not stop the takeover of
         the rest.
         """
-        if len(self._claims) >= self.settings.concurrency:
+        if len(self._claims) >= self.lanes:
             return False
         checked = self.clock()
         cursor, entries = await streams.autoclaim(
             self.redis,
+            self.shard,
             self.consumer,
             self.settings.claim_idle,
             self.settings.batch_size,
@@ -399,7 +469,7 @@ class Forwarder:
         sent (the first ownership check); None re-checks before the first push.
         """
         counts = (
-            await streams.deliveries(self.redis, self.consumer, [e.id for e in entries])
+            await streams.deliveries(self.redis, self.shard, self.consumer, [e.id for e in entries])
             if redelivered
             else {}
         )
@@ -474,20 +544,27 @@ class Forwarder:
             return RetryDenied()
         if not held.attempts:
             self.pacer.first_attempt()
-        slot = await self.pacer.reserve(len(held.entries))
-        slot_rate = self.pacer.budget  # the budget this slot was reserved at
-        if slot > 0:
-            # Our slot in the shared budget is later: wait, then check ownership again,
-            # counted from when the check is sent: a stall before its answer is read
-            # must not extend the push past the ownership the check renewed.
-            if not await self._hold(queue, stop, slot, slot_rate):
-                return Released(gated=True)
-            checked_at = self.clock()
-            if not await self._keep_owned(queue):
-                return Released(gated=True)
-            if queue[0] is not held:
-                return HeadTakenOver(checked_at)
-        return await self._push(held, checked_at)
+        try:
+            slot = await self.pacer.reserve(len(held.entries))
+            slot_rate = self.pacer.budget  # the budget this slot was reserved at
+            if slot > 0:
+                # Our slot in the shared budget is later: wait, then check ownership
+                # again, counted from when the check is sent: a stall before its answer
+                # is read must not extend the push past the ownership the check renewed.
+                if not await self._hold(queue, stop, slot, slot_rate):
+                    return Released(gated=True)
+                checked_at = self.clock()
+                if not await self._keep_owned(queue):
+                    return Released(gated=True)
+                if queue[0] is not held:
+                    return HeadTakenOver(checked_at)
+            return await self._push(held, checked_at)
+        except BaseException:
+            # A Redis error before the push (the budget, the ownership check): a probe
+            # taken here was never sent; another may go (a no-op once it was answered).
+            if gate is Gate.PROBE:
+                self.pacer.abandon_probe()
+            raise
 
     async def _push(self, held: Held, checked_at: float) -> AfterPush:
         """Push ``held`` within its ownership window; learn from the answer; classify it."""
@@ -516,7 +593,7 @@ class Forwarder:
         return step
 
     async def _acknowledge(self, held: Held) -> None:
-        await streams.ack_delete(self.redis, [e.id for e in held.entries])
+        await streams.ack_delete(self.redis, self.shard, [e.id for e in held.entries])
         self.last_accepted_at = self.clock()
         self.metrics.forwarded.inc(len(held.entries))
         self.metrics.batch_size.observe(len(held.entries))
@@ -529,7 +606,9 @@ class Forwarder:
         self.last_failure = f"{step.result.outcome.value}: {step.result.detail}"[:300]
         # Analytics answered (or timed out) and this forwarder lives: these deliveries
         # were no crash, so they do not count towards max_deliveries.
-        await streams.survived(self.redis, self.consumer, [e.id for e in queue[0].entries])
+        await streams.survived(
+            self.redis, self.shard, self.consumer, [e.id for e in queue[0].entries]
+        )
         queue.rotate(-1)  # let the other sub-batches show whether analytics is up
         # An open breaker paces the probes itself; otherwise back off with jitter.
         jitter = 0.0 if self.pacer.breaker_open() else backoff.failed()
@@ -597,7 +676,7 @@ class Forwarder:
     async def _keep_owned(self, queue: deque[Held]) -> bool:
         """Drop entries another forwarder took over; renew the rest. False when none is left."""
         ids = [e.id for h in queue for e in h.entries]
-        owned = await streams.refresh_owned(self.redis, self.consumer, ids)
+        owned = await streams.refresh_owned(self.redis, self.shard, self.consumer, ids)
         lost = len(ids) - len(owned)
         if lost:
             self.metrics.lost_ownership.inc(lost)
@@ -645,7 +724,7 @@ class Forwarder:
     async def _dead_letter(self, dead: list[DeadLetterEntry]) -> None:
         if not dead:
             return
-        await streams.dead_letter(self.redis, dead)
+        await streams.dead_letter(self.redis, self.shard, dead)
         self.metrics.dead_lettered.inc(len(dead))
         for entry, reason, _ in dead:
             log.error("forwarder %s: entry %s to the DLQ: %s", self.consumer, entry.id, reason)
@@ -663,8 +742,10 @@ class Forwarder:
         self.metrics.redis_full.set(1 if full else 0)
 
     async def _refresh_stats(self) -> None:
-        self._set_full(await redis_full(self.redis))
-        stats = await streams.queue_stats(self.redis)
+        self._set_full(await redis_full(self.redis, self.shard.stream))
+        if not self.publishes:
+            return
+        stats = await streams.queue_stats(self.redis, self.all_shards)
         self.metrics.pending.set(stats.pending)
         self.metrics.stream_length.set(stats.length)
         self.metrics.dlq_size.set(stats.dlq)

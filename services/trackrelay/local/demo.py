@@ -33,7 +33,7 @@ from trackrelay.local.stack import LocalStack, StackOptions
 from trackrelay.local.view import View
 from trackrelay.loop.shell import reason_log
 from trackrelay.orders import audit
-from trackrelay.queue import quota, streams, views
+from trackrelay.queue import quota, shards, streams, views
 from trackrelay.queue.keys import RELAY_STATS_PREFIX
 from trackrelay.relay import outbox
 from trackrelay.runtime.signals import stop_on_signals
@@ -297,10 +297,11 @@ async def _left(stack: LocalStack, engine: Any) -> dict[str, int]:
     """What has not reached analytics yet: outbox rows, stream entries, open aggregate windows."""
     assert stack.redis is not None
     with contextlib.suppress(Exception):
+        shard_list = await shards.current(stack.redis)
         return {
             "outbox": await outbox.count_outbox(engine),
-            "stream": await streams.length(stack.redis),
-            "windows": await quota.window_count(stack.redis),
+            "stream": (await streams.queue_stats(stack.redis, shard_list)).length,
+            "windows": await quota.window_count(stack.redis, shard_list),
         }
     return {"outbox": -1, "stream": -1, "windows": -1}
 

@@ -19,7 +19,7 @@ import httpx
 
 from trackrelay.control.percentile import percentile
 from trackrelay.queue import client as queue_client
-from trackrelay.queue import streams, views
+from trackrelay.queue import shards, streams, views
 from trackrelay.queue.client import Queue
 from trackrelay.queue.keys import RELAY_STATS_PREFIX
 
@@ -145,7 +145,7 @@ def shedding_parts(relays: dict[str, dict[str, Any]]) -> list[str]:
 async def status_line(
     redis: Queue, shoppers: Shoppers | None, analytics_url: str | None, client: httpx.AsyncClient
 ) -> str:
-    stats = await streams.queue_stats(redis)
+    stats = await streams.queue_stats(redis, await shards.current(redis))
     parts = []
     if shoppers is not None:
         parts.append(f"orders accepted {shoppers.accepted} (refused {shoppers.refused})")

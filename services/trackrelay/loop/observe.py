@@ -21,7 +21,7 @@ from trackrelay.control.controller import ForwarderView, Observation
 from trackrelay.control.push_outcome import Outcome
 from trackrelay.events import ForwarderStats
 from trackrelay.loop import prometheus as metrics
-from trackrelay.queue import streams, views
+from trackrelay.queue import shards, streams, views
 from trackrelay.queue.client import Queue
 from trackrelay.queue.keys import RELAY_STATS_PREFIX
 from trackrelay.queue.quota import pressure_usage
@@ -100,13 +100,14 @@ async def observe(
 
     With ``prometheus``, ``Observation.analytics`` is its queries' verdict (unknown,
     never an exception, when Prometheus cannot answer), read alongside the probe."""
-    stats = await streams.queue_stats(redis)
+    shard_list = await shards.current(redis)
+    stats = await streams.queue_stats(redis, shard_list)
     published = await views.read_stats(redis)
     relays = await views.read_stats(redis, RELAY_STATS_PREFIX)
     # Every relay counts the one outbox table: the latest count and the quota they hold it to.
     counted = [v for v in relays.values() if isinstance(v.get("outbox_rows"), int)]
     newest = max(counted, key=lambda v: float(v.get("at", 0.0)), default=None)
-    used = await pressure_usage(redis) if queue_quota else None
+    used = await pressure_usage(redis, shard_list) if queue_quota else None
     probe_ok, analytics = await asyncio.gather(
         _probe(client, health_url), _verdict(client, prometheus)
     )

@@ -65,11 +65,11 @@ async def set_small(redis: Queue, key: str, value: str, ttl: float | None = None
     await redis.eval(_SET_SMALL, 1, key, value, px)
 
 
-async def redis_full(redis: Queue) -> bool:
+async def redis_full(redis: Queue, stream: str = STREAM) -> bool:
     """Whether the queue's Redis is at its ``maxmemory`` (``INFO memory``, served when full):
-    on a cluster, the node that holds the stream."""
+    on a cluster, the node that holds ``stream``."""
     if isinstance(redis, RedisCluster):
-        info = await redis.info("memory", target_nodes=redis.get_node_from_key(STREAM))
+        info = await redis.info("memory", target_nodes=redis.get_node_from_key(stream))
     else:
         info = await redis.info("memory")
     limit = int(info.get("maxmemory", 0))

@@ -1,7 +1,8 @@
-"""Manage the dead-letter stream: list what is there and why, replay it, purge it."""
+"""Manage the dead-letter streams (one a shard): list what is there and why, replay it, purge it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +11,8 @@ from trackrelay.queue.keys import (
     DLQ_DELIVERIES_FIELD,
     DLQ_REASON_FIELD,
     DLQ_SOURCE_ID_FIELD,
-    DLQ_STREAM,
     EVENT_FIELD,
-    STREAM,
+    Shard,
 )
 
 
@@ -23,10 +23,12 @@ class DeadLetter:
     reason: str
     deliveries: int
     source_id: str
+    shard: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "shard": self.shard,
             "reason": self.reason,
             "deliveries": self.deliveries,
             "source_id": self.source_id,
@@ -38,8 +40,8 @@ def _text(fields: dict[bytes, bytes], name: str) -> str:
     return fields.get(name.encode(), b"").decode("utf-8", "replace")
 
 
-async def list_entries(redis: Queue, count: int = 100) -> list[DeadLetter]:
-    rows: Any = await redis.xrange(DLQ_STREAM, count=count)
+async def _list(redis: Queue, shard: Shard, count: int) -> list[DeadLetter]:
+    rows: Any = await redis.xrange(shard.dlq, count=count)
     out = []
     for entry_id, fields in rows:
         deliveries = _text(fields, DLQ_DELIVERIES_FIELD)
@@ -50,28 +52,42 @@ async def list_entries(redis: Queue, count: int = 100) -> list[DeadLetter]:
                 reason=_text(fields, DLQ_REASON_FIELD),
                 deliveries=int(deliveries) if deliveries.isdigit() else 0,
                 source_id=_text(fields, DLQ_SOURCE_ID_FIELD),
+                shard=shard.number,
             )
         )
     return out
 
 
-async def replay(redis: Queue, count: int | None = None) -> int:
-    """Move dead letters back onto the main stream (after analytics was fixed)."""
-    moved = 0
-    while count is None or moved < count:
-        batch = await list_entries(redis, min(500, (count - moved) if count else 500))
-        if not batch:
+async def list_entries(redis: Queue, shards: Sequence[Shard], count: int = 100) -> list[DeadLetter]:
+    """Up to ``count`` dead letters, shard by shard, oldest first in each."""
+    out: list[DeadLetter] = []
+    for shard in shards:
+        if len(out) >= count:
             break
-        pipe = redis.pipeline(transaction=True)
-        for dead in batch:
-            pipe.xadd(STREAM, {EVENT_FIELD: dead.event})
-        pipe.xdel(DLQ_STREAM, *[d.id for d in batch])
-        await pipe.execute()
-        moved += len(batch)
+        out += await _list(redis, shard, count - len(out))
+    return out
+
+
+async def replay(redis: Queue, shards: Sequence[Shard], count: int | None = None) -> int:
+    """Move dead letters back onto their shard's stream (after analytics was fixed)."""
+    moved = 0
+    for shard in shards:
+        while count is None or moved < count:
+            batch = await _list(redis, shard, min(500, (count - moved) if count else 500))
+            if not batch:
+                break
+            pipe = redis.pipeline(transaction=True)
+            for dead in batch:
+                pipe.xadd(shard.stream, {EVENT_FIELD: dead.event})
+            pipe.xdel(shard.dlq, *[d.id for d in batch])
+            await pipe.execute()
+            moved += len(batch)
     return moved
 
 
-async def purge(redis: Queue) -> int:
-    size = int(await redis.xlen(DLQ_STREAM))
-    await redis.delete(DLQ_STREAM)
+async def purge(redis: Queue, shards: Sequence[Shard]) -> int:
+    size = 0
+    for shard in shards:
+        size += int(await redis.xlen(shard.dlq))
+        await redis.delete(shard.dlq)
     return size

@@ -5,20 +5,87 @@ producers and consumers can never disagree.
 
 Every key that one script touches together carries the same hash tag (the part in
 braces), so that on a Redis Cluster the keys of a script share a slot and a node:
-the queue's keys ``{events:0}``, the rate budget's ``{budget}``. Keys that are only
+a shard's keys ``{events:<n>}`` (``Shard``), the rate budget's ``{budget}``. Keys that are only
 ever touched alone (the live policy, each process's view) need none.
 """
 
+from dataclasses import dataclass
 from typing import Final
 
-QUEUE_TAG: Final = "trackrelay:{events:0}"
-"""What every key of the queue starts with: its hash tag (a shard's number inside)."""
+from trackrelay.events import MAX_SHARDS
 
-STREAM: Final = QUEUE_TAG
-"""The Redis Stream that carries analytics events from the relay to forwarders."""
 
-DLQ_STREAM: Final = QUEUE_TAG + ":dlq"
-"""Events that analytics rejected, or that failed too often, with the reason."""
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One shard of the queue: its stream, DLQ, aggregation windows and bookkeeping.
+
+    Every key of a shard carries the shard's hash tag ``{events:<n>}``, so a shard's
+    scripts run on one node of a Redis Cluster, and different shards hash to different
+    slots (spread over the nodes). Shard 0's names are the single-stream queue's."""
+
+    number: int
+
+    @property
+    def tag(self) -> str:
+        """What every key of the shard starts with: its hash tag."""
+        return f"trackrelay:{{events:{self.number}}}"
+
+    @property
+    def stream(self) -> str:
+        """The Redis Stream that carries analytics events from the relay to forwarders."""
+        return self.tag
+
+    @property
+    def dlq(self) -> str:
+        """Events that analytics rejected, or that failed too often, with the reason."""
+        return self.tag + ":dlq"
+
+    @property
+    def windows(self) -> str:
+        """Aggregation windows not yet flushed: a sorted set of their hash keys, scored by
+        start (ms)."""
+        return self.tag + ":agg:windows"
+
+    @property
+    def window_prefix(self) -> str:
+        """One hash per aggregation window (prefix + an id): SKU -> "qty*weight sum, lines"."""
+        return self.tag + ":agg:w:"
+
+    @property
+    def folds(self) -> str:
+        """Outbox batches already folded (token -> expiry ms), so a retried fold never
+        counts twice."""
+        return self.tag + ":agg:folds"
+
+    @property
+    def gauge(self) -> str:
+        """The queue-memory gauge: the last sampled bytes, when, and bytes added since."""
+        return self.tag + ":quota:gauge"
+
+    @property
+    def quota_keys(self) -> tuple[str, str, str, str, str]:
+        """The fixed keys the quota covers (plus every window hash listed in ``windows``),
+        in the order the quota's scripts read them."""
+        return (self.stream, self.dlq, self.windows, self.gauge, self.folds)
+
+
+def first_shards(count: int) -> list[Shard]:
+    """The first ``count`` shards."""
+    if not 1 <= count <= MAX_SHARDS:
+        raise ValueError(f"a queue has 1 to {MAX_SHARDS} shards, not {count}")
+    return [Shard(n) for n in range(count)]
+
+
+SHARD0: Final = Shard(0)
+"""The first shard: the whole queue when it has one."""
+
+SHARDS_KEY: Final = "trackrelay:shards"
+"""How many shards the queue has: raised by the first process started with more, never
+lowered (a shard once written to is read until it is empty). Absent: one."""
+
+QUEUE_TAG: Final = SHARD0.tag
+STREAM: Final = SHARD0.stream
+DLQ_STREAM: Final = SHARD0.dlq
 
 CONSUMER_GROUP: Final = "forwarders"
 """The consumer group every forwarder reads ``STREAM`` through."""
@@ -39,24 +106,15 @@ BUDGET_CLOCK_KEY: Final = BUDGET_KEY + ":tat"
 FORWARDER_STATS_PREFIX: Final = "trackrelay:forwarder:"
 """Each forwarder publishes what it sees under this prefix plus its consumer name, with a TTL."""
 
-AGG_WINDOWS_KEY: Final = QUEUE_TAG + ":agg:windows"
-"""Aggregation windows not yet flushed: a sorted set of their hash keys, scored by start (ms)."""
-
-AGG_WINDOW_PREFIX: Final = QUEUE_TAG + ":agg:w:"
-"""One hash per aggregation window (prefix + an id; its start is its score in
-``AGG_WINDOWS_KEY``): SKU -> "qty*weight sum, lines"."""
-
-AGG_FOLDS_KEY: Final = QUEUE_TAG + ":agg:folds"
-"""Outbox batches already folded (token -> expiry ms), so a retried fold never counts twice."""
-
-QUOTA_GAUGE_KEY: Final = QUEUE_TAG + ":quota:gauge"
-"""The queue-memory gauge: the last sampled bytes, when, and bytes added since."""
+AGG_WINDOWS_KEY: Final = SHARD0.windows
+AGG_WINDOW_PREFIX: Final = SHARD0.window_prefix
+AGG_FOLDS_KEY: Final = SHARD0.folds
+QUOTA_GAUGE_KEY: Final = SHARD0.gauge
 
 RELAY_STATS_PREFIX: Final = "trackrelay:relay:"
 """Each relay publishes its shedding view under this prefix plus its name, with a TTL."""
 
-QUOTA_KEYS: Final = (STREAM, DLQ_STREAM, AGG_WINDOWS_KEY, QUOTA_GAUGE_KEY, AGG_FOLDS_KEY)
-"""The fixed keys the queue quota covers (plus every window hash in ``AGG_WINDOWS_KEY``)."""
+QUOTA_KEYS: Final = SHARD0.quota_keys
 
 SHEDDING_KEY: Final = "trackrelay:shedding"
 """Live configuration: the shedding policy the controller decided, JSON ``{"policy", "p"}``.

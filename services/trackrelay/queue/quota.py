@@ -15,7 +15,8 @@ atomic, so the quota holds however many relays run at once:
   with a stable id, HDEL-ing each SKU as its event is added: exactly once.
 
 What the quota covers: MEMORY USAGE summed over the stream, the DLQ, the window
-hashes and the bookkeeping keys (``keys.QUOTA_KEYS``). MEMORY USAGE samples
+hashes and the bookkeeping keys (``Shard.quota_keys``), one shard at a time: a
+sharded queue gives each shard its share of the quota. MEMORY USAGE samples
 five stream nodes (cheap at any size); it is taken at most every
 ``sample_interval``, and on every call once the estimate is near the cap, where
 it counts every node (SAMPLES 0, exact, about a microsecond per node); between
@@ -35,15 +36,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from trackrelay.queue.handle import Queue
-from trackrelay.queue.keys import (
-    AGG_FOLDS_KEY,
-    AGG_WINDOW_PREFIX,
-    AGG_WINDOWS_KEY,
-    CONSUMER_GROUP,
-    EVENT_FIELD,
-    QUOTA_GAUGE_KEY,
-    QUOTA_KEYS,
-)
+from trackrelay.queue.keys import CONSUMER_GROUP, EVENT_FIELD, SHARD0, Shard
 
 ENTRY_OVERHEAD = 48
 """Bytes a stream entry costs beyond its payload (listpack entry, id delta, node share)."""
@@ -194,7 +187,7 @@ _CONSTANTS = {
     "FLUSH_RESERVE": str(FLUSH_RESERVE),
     "SKETCH_SCORES": repr(SKETCH_SCORES),
     "SKETCH_VALUES": repr(SKETCH_VALUES),
-    "FIXED_KEYS": str(len(QUOTA_KEYS)),
+    "FIXED_KEYS": str(len(SHARD0.quota_keys)),
     "WINDOW_KEYS": str(SHARDS + 3),
     "STALE_WINDOWS": repr(STALE_WINDOWS),
 }
@@ -492,13 +485,14 @@ class Window:
 
 
 class QueueQuota:
-    """The quota's scripts, bound to one Redis client."""
+    """The quota's scripts, bound to one Redis client and one shard of the queue."""
 
     def __init__(
         self,
         redis: Queue,
         quota: int,
         *,
+        shard: Shard = SHARD0,
         headroom: float = 0.02,
         sample_interval: float = 0.1,
         read_ahead: int = 0,
@@ -506,6 +500,7 @@ class QueueQuota:
         if quota <= 0:
             raise ValueError("quota must be > 0 bytes")
         self.redis = redis
+        self.shard = shard
         self.quota = quota
         self.limit = int(quota * (1 - headroom))
         self.interval_ms = max(1, int(sample_interval * 1000))
@@ -514,7 +509,7 @@ class QueueQuota:
         """Counters of a window's sketch, where SKUs go once exact counters no longer fit."""
         self._listed: list[str] = []
         """The windows as last listed: whose keys the scripts are given."""
-        self._declared: list[str] = list(QUOTA_KEYS)
+        self._declared: list[str] = list(shard.quota_keys)
         """The fixed keys and every listed window's: built once a listing, not a call."""
         self._measure = redis.register_script(_MEASURE)
         self._admit = redis.register_script(_ADMIT)
@@ -581,20 +576,22 @@ class QueueQuota:
         ]
         for sku, (total, lines) in totals.items():
             args += [sku, repr(float(total)), lines]
-        fresh = AGG_WINDOW_PREFIX + secrets.token_hex(8)
+        fresh = self.shard.window_prefix + secrets.token_hex(8)
         code, used = await self._run(self._fold, self._args(*args), fresh)
         return int(code), int(used)
 
     async def forget_fold(self, token: str) -> None:
         """The folded rows are gone from the outbox: the token need not be remembered."""
-        await self.redis.hdel(AGG_FOLDS_KEY, token)
+        await self.redis.hdel(self.shard.folds, token)
 
     async def windows(self) -> list[tuple[str, int]]:
         """Windows not yet flushed, oldest first: (hash key, start ms)."""
-        rows: Any = await self.redis.zrange(AGG_WINDOWS_KEY, 0, -1, withscores=True)
+        rows: Any = await self.redis.zrange(self.shard.windows, 0, -1, withscores=True)
         listed = [(_text(key), int(score)) for key, score in rows]
         self._listed = [key for key, _ in listed]
-        self._declared = list(QUOTA_KEYS) + [k for w in self._listed for k in window_keys(w)]
+        self._declared = list(self.shard.quota_keys) + [
+            k for w in self._listed for k in window_keys(w)
+        ]
         return listed
 
     async def read_window(self, key: str, start_ms: int, limit: int) -> Window:
@@ -657,10 +654,10 @@ def window_keys(window: str) -> list[str]:
     return [window, *shards, window + SKETCH_SCORES, window + SKETCH_VALUES]
 
 
-async def exact_usage(redis: Queue) -> int:
-    """MEMORY USAGE of every key the quota covers, counted exactly (SAMPLES 0): for checks."""
-    keys = list(QUOTA_KEYS)
-    for window in await redis.zrange(AGG_WINDOWS_KEY, 0, -1):
+async def exact_usage(redis: Queue, shard: Shard = SHARD0) -> int:
+    """MEMORY USAGE of every key the quota covers in ``shard``, counted exactly (SAMPLES 0)."""
+    keys = list(shard.quota_keys)
+    for window in await redis.zrange(shard.windows, 0, -1):
         keys += window_keys(_text(window))
     pipe = redis.pipeline(transaction=False)
     for key in keys:
@@ -668,21 +665,24 @@ async def exact_usage(redis: Queue) -> int:
     return sum(int(n or 0) for n in await pipe.execute())
 
 
-async def pressure_usage(redis: Queue) -> int:
-    """Bytes as admission counts them: every covered key counted exactly, plus the room
-    the relays' scripts last kept for what comes next (a stream node, the entries
-    forwarders will hold). What the controller, the relay and the status line share as
-    "queue at N % of quota"; the raw bytes alone read low, and shedding would start only
-    after the relay had begun to hold events back."""
-    used = await exact_usage(redis)
-    reserve: Any = await redis.hget(QUOTA_GAUGE_KEY, "reserve")
-    return used + (int(float(reserve)) if reserve is not None else STEP)
+async def pressure_usage(redis: Queue, shards: Sequence[Shard] = (SHARD0,)) -> int:
+    """Bytes as admission counts them, summed over ``shards``: every covered key counted
+    exactly, plus the room the relays' scripts last kept for what comes next (a stream
+    node, the entries forwarders will hold). What the controller, the relay and the status
+    line share as "queue at N % of quota"; the raw bytes alone read low, and shedding
+    would start only after the relay had begun to hold events back."""
+    total = 0
+    for shard in shards:
+        total += await exact_usage(redis, shard)
+        reserve: Any = await redis.hget(shard.gauge, "reserve")
+        total += int(float(reserve)) if reserve is not None else STEP
+    return total
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def window_count(redis: Queue) -> int:
-    """Aggregation windows not yet flushed into the stream."""
-    return int(await redis.zcard(AGG_WINDOWS_KEY))
+async def window_count(redis: Queue, shards: Sequence[Shard] = (SHARD0,)) -> int:
+    """Aggregation windows not yet flushed into the stream, over ``shards``."""
+    return sum([int(await redis.zcard(shard.windows)) for shard in shards])

@@ -1,12 +1,13 @@
 """The Redis Stream adapter: every XADD, XREADGROUP, XACK, XAUTOCLAIM trackrelay issues.
 
-Thin I/O over redis-py; names come from ``keys``. Entries are removed only
-after they are acknowledged (XACK + XDEL in one transaction), never by trimming
-that could drop entries still pending.
+Thin I/O over redis-py; names come from ``keys``, each call on one shard of the
+queue. Entries are removed only after they are acknowledged (XACK + XDEL in one
+transaction), never by trimming that could drop entries still pending.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +20,8 @@ from trackrelay.queue.keys import (
     DLQ_DELIVERIES_FIELD,
     DLQ_REASON_FIELD,
     DLQ_SOURCE_ID_FIELD,
-    DLQ_STREAM,
     EVENT_FIELD,
-    STREAM,
+    Shard,
 )
 
 _EVENT_KEY = EVENT_FIELD.encode()
@@ -60,7 +60,7 @@ return ids
 Without ``allow-oom``: at ``maxmemory`` Redis refuses it before it adds anything."""
 
 
-async def publish(redis: Queue, payloads: Sequence[str]) -> list[Any]:
+async def publish(redis: Queue, shard: Shard, payloads: Sequence[str]) -> list[Any]:
     """XADD each payload; per payload, the new id or the exception.
 
     One script a batch rather than a pipeline of XADDs: a cluster client spends about as
@@ -71,40 +71,40 @@ async def publish(redis: Queue, payloads: Sequence[str]) -> list[Any]:
     if not payloads:
         return []
     try:
-        ids: Any = await redis.eval(_PUBLISH, 1, STREAM, *payloads)
+        ids: Any = await redis.eval(_PUBLISH, 1, shard.stream, *payloads)
     except ResponseError as exc:
         return [exc] * len(payloads)
     return list(ids)
 
 
-async def ensure_group(redis: Queue) -> None:
+async def ensure_group(redis: Queue, shard: Shard) -> None:
     """Create the consumer group (and the stream) if missing; reading starts at the beginning."""
     try:
-        await redis.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+        await redis.xgroup_create(shard.stream, CONSUMER_GROUP, id="0", mkstream=True)
     except OutOfMemoryError:
         # At maxmemory Redis refuses XGROUP CREATE before it looks: a group that is
         # there already is all the forwarders need to drain the stream.
-        if not await _group_exists(redis):
+        if not await _group_exists(redis, shard):
             raise
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
 
 
-async def _group_exists(redis: Queue) -> bool:
+async def _group_exists(redis: Queue, shard: Shard) -> bool:
     try:
-        groups = await redis.xinfo_groups(STREAM)
+        groups = await redis.xinfo_groups(shard.stream)
     except ResponseError:  # no stream
         return False
     return any(_text(g["name"]) == CONSUMER_GROUP for g in groups)
 
 
 async def read(
-    redis: Queue, consumer: str, cursor: str, count: int, block_ms: int | None
+    redis: Queue, shard: Shard, consumer: str, cursor: str, count: int, block_ms: int | None
 ) -> list[Entry]:
     """XREADGROUP: ``cursor`` "0" re-reads this consumer's pending entries, ">" new ones."""
     reply: Any = await redis.xreadgroup(
-        CONSUMER_GROUP, consumer, {STREAM: cursor}, count=count, block=block_ms
+        CONSUMER_GROUP, consumer, {shard.stream: cursor}, count=count, block=block_ms
     )
     if not reply:
         return []
@@ -112,7 +112,7 @@ async def read(
 
 
 async def autoclaim(
-    redis: Queue, consumer: str, min_idle_s: float, count: int, start: str = "0-0"
+    redis: Queue, shard: Shard, consumer: str, min_idle_s: float, count: int, start: str = "0-0"
 ) -> tuple[str, list[Entry]]:
     """Take over entries idle longer than ``min_idle_s`` (their consumer is presumed dead).
 
@@ -120,7 +120,7 @@ async def autoclaim(
     scans at most ``count`` x 10 pending entries per call), "0-0" when a scan is done.
     """
     reply = await redis.xautoclaim(
-        STREAM, CONSUMER_GROUP, consumer, int(min_idle_s * 1000), start_id=start, count=count
+        shard.stream, CONSUMER_GROUP, consumer, int(min_idle_s * 1000), start_id=start, count=count
     )
     return _text(reply[0]), _entries(reply[1])
 
@@ -152,14 +152,16 @@ time reset; with ARGV[3], the delivery count set to it). Only XPENDING and XCLAI
 runs in a full Redis too."""
 
 
-async def _owned(redis: Queue, consumer: str, ids: Sequence[str], count: str) -> set[str]:
+async def _owned(
+    redis: Queue, shard: Shard, consumer: str, ids: Sequence[str], count: str
+) -> set[str]:
     if not ids:
         return set()
-    owned = await redis.eval(_OWNED, 1, STREAM, CONSUMER_GROUP, consumer, count, *ids)
+    owned = await redis.eval(_OWNED, 1, shard.stream, CONSUMER_GROUP, consumer, count, *ids)
     return {_text(i) for i in owned or []}
 
 
-async def refresh_owned(redis: Queue, consumer: str, ids: Sequence[str]) -> set[str]:
+async def refresh_owned(redis: Queue, shard: Shard, consumer: str, ids: Sequence[str]) -> set[str]:
     """Of ``ids``, the entries ``consumer`` still owns, with their idle time reset to zero.
 
     One atomic script: for each id, XPENDING names its owner; only entries this
@@ -167,10 +169,10 @@ async def refresh_owned(redis: Queue, consumer: str, ids: Sequence[str]) -> set[
     An entry another consumer took over stays theirs and is left out of the answer.
     (A bare ``XCLAIM ... 0`` would skip that check and steal the entry back.)
     """
-    return await _owned(redis, consumer, ids, "")
+    return await _owned(redis, shard, consumer, ids, "")
 
 
-async def survived(redis: Queue, consumer: str, ids: Sequence[str]) -> int:
+async def survived(redis: Queue, shard: Shard, consumer: str, ids: Sequence[str]) -> int:
     """Set the delivery count of the entries ``consumer`` still owns back to 1.
 
     A push of them was answered (refused, failed, timed out) and the forwarder lived:
@@ -179,10 +181,12 @@ async def survived(redis: Queue, consumer: str, ids: Sequence[str]) -> int:
     moving from forwarder to forwarder through an outage does not dead-letter healthy
     events. Entries another consumer took over are left alone (the same check as
     ``refresh_owned``). Returns how many were reset."""
-    return len(await _owned(redis, consumer, ids, "1"))
+    return len(await _owned(redis, shard, consumer, ids, "1"))
 
 
-async def deliveries(redis: Queue, consumer: str, ids: Sequence[str]) -> dict[str, int]:
+async def deliveries(
+    redis: Queue, shard: Shard, consumer: str, ids: Sequence[str]
+) -> dict[str, int]:
     """How many times each pending entry was delivered (XPENDING per id, one pipeline).
 
     Exact for every id, however many other entries this consumer holds between them.
@@ -192,7 +196,7 @@ async def deliveries(redis: Queue, consumer: str, ids: Sequence[str]) -> dict[st
     pipe = redis.pipeline(transaction=False)
     for ident in ids:
         pipe.xpending_range(
-            STREAM, CONSUMER_GROUP, min=ident, max=ident, count=1, consumername=consumer
+            shard.stream, CONSUMER_GROUP, min=ident, max=ident, count=1, consumername=consumer
         )
     out = {}
     for ident, rows in zip(ids, await pipe.execute(), strict=True):
@@ -215,21 +219,21 @@ any command in a transaction, while these two only free memory (``allow-oom``). 
 is an argument, not a key: Redis checks a user's key patterns against every key passed."""
 
 
-async def ack_delete(redis: Queue, ids: Sequence[str]) -> None:
+async def ack_delete(redis: Queue, shard: Shard, ids: Sequence[str]) -> None:
     """Acknowledge and delete entries analytics accepted (or that moved to the DLQ)."""
     if not ids:
         return
-    await redis.eval(_ACK_DELETE, 1, STREAM, CONSUMER_GROUP, *ids)
+    await redis.eval(_ACK_DELETE, 1, shard.stream, CONSUMER_GROUP, *ids)
 
 
-async def dead_letter(redis: Queue, entries: Sequence[DeadLetterEntry]) -> None:
+async def dead_letter(redis: Queue, shard: Shard, entries: Sequence[DeadLetterEntry]) -> None:
     """Move entries to the DLQ with their reason, then ack and delete them on the main stream."""
     if not entries:
         return
     pipe = redis.pipeline(transaction=True)
     for entry, reason, delivered in entries:
         pipe.xadd(
-            DLQ_STREAM,
+            shard.dlq,
             {
                 EVENT_FIELD: entry.raw or b"",
                 DLQ_REASON_FIELD: reason,
@@ -238,8 +242,8 @@ async def dead_letter(redis: Queue, entries: Sequence[DeadLetterEntry]) -> None:
             },
         )
     ids = [e.id for e, _, _ in entries]
-    pipe.xack(STREAM, CONSUMER_GROUP, *ids)
-    pipe.xdel(STREAM, *ids)
+    pipe.xack(shard.stream, CONSUMER_GROUP, *ids)
+    pipe.xdel(shard.stream, *ids)
     await pipe.execute()
 
 
@@ -249,26 +253,41 @@ class QueueStats:
     pending: int
     dlq: int
 
+    def __add__(self, other: QueueStats) -> QueueStats:
+        return QueueStats(
+            self.length + other.length, self.pending + other.pending, self.dlq + other.dlq
+        )
 
-async def queue_stats(redis: Queue) -> QueueStats:
+
+async def shard_stats(redis: Queue, shard: Shard) -> QueueStats:
+    """One shard's stream length, pending entries and DLQ length."""
     pipe = redis.pipeline(transaction=False)
-    pipe.xlen(STREAM)
-    pipe.xlen(DLQ_STREAM)
+    pipe.xlen(shard.stream)
+    pipe.xlen(shard.dlq)
     length, dlq = await pipe.execute()
     try:
-        summary = await redis.xpending(STREAM, CONSUMER_GROUP)
+        summary = await redis.xpending(shard.stream, CONSUMER_GROUP)
         pending = int(summary["pending"])
     except ResponseError:  # no group yet
         pending = 0
     return QueueStats(int(length), pending, int(dlq))
 
 
-async def unread(redis: Queue) -> int:
+async def queue_stats(redis: Queue, shards: Sequence[Shard]) -> QueueStats:
+    """The queue's figures summed over ``shards`` (backlog is summed lag: a split backlog
+    is as deep as its total)."""
+    total = QueueStats(0, 0, 0)
+    for one in await asyncio.gather(*(shard_stats(redis, s) for s in shards)):
+        total += one
+    return total
+
+
+async def unread(redis: Queue, shards: Sequence[Shard]) -> int:
     """Stream entries no forwarder has read yet (length minus pending)."""
-    stats = await queue_stats(redis)
+    stats = await queue_stats(redis, shards)
     return max(0, stats.length - stats.pending)
 
 
-async def length(redis: Queue) -> int:
-    """Entries in the stream, read or not."""
-    return int(await redis.xlen(STREAM))
+async def length(redis: Queue, shard: Shard) -> int:
+    """Entries in a shard's stream, read or not."""
+    return int(await redis.xlen(shard.stream))

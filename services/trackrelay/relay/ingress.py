@@ -30,7 +30,7 @@ from trackrelay.control.shedding import (
     pressure,
 )
 from trackrelay.control.shedding import choose as shedding_in_force
-from trackrelay.events import Event, countable, rfc3339_ms
+from trackrelay.events import Event, countable, rfc3339_ms, shard_of
 from trackrelay.queue import streams
 from trackrelay.queue.keys import SHEDDING_KEY
 from trackrelay.queue.quota import FLUSH_MIN, QueueQuota
@@ -88,8 +88,13 @@ class StreamIngress:
         settings: RelaySettings,
         counts: Counts,
         live: ConfigMapLive | None = None,
+        *,
+        flush_lag: int | None = None,
     ) -> None:
+        """``flush_lag``: unread events in this shard below which closed windows are
+        flushed (default ``aggregate_flush_lag``; a sharded queue gives each its share)."""
         self.engine = engine
+        self.flush_lag = settings.aggregate_flush_lag if flush_lag is None else flush_lag
         self.configmap = live
         """The policy's source in a cluster (the operator's ConfigMap); None: Redis."""
         self.quota = quota
@@ -234,7 +239,7 @@ class StreamIngress:
         windows = await self.quota.windows()
         if not windows:
             return 0
-        room = self.settings.aggregate_flush_lag - await streams.unread(self.quota.redis)
+        room = self.flush_lag - await streams.unread(self.quota.redis, [self.quota.shard])
         moved = 0
         for key, start in windows:
             if room <= 0:
@@ -280,3 +285,55 @@ class StreamIngress:
                 if i >= len(items):
                     break
         return moved
+
+
+class ShardedIngress:
+    """One ``StreamIngress`` per shard, each within its share of the quota: a batch is
+    split by shard (``events.shard_of``), and every shard's part is admitted exactly
+    against that shard's share by its own scripts. Routing by a hash of the order spreads
+    the load evenly, so equal shares follow it; the sum is the quota."""
+
+    def __init__(self, parts: Sequence[StreamIngress]) -> None:
+        if not parts:
+            raise ValueError("a sharded ingress needs at least one shard")
+        self.parts = list(parts)
+
+    @property
+    def used(self) -> int:
+        return sum(p.used for p in self.parts)
+
+    @property
+    def quota(self) -> int:
+        return sum(p.quota.quota for p in self.parts)
+
+    @property
+    def fullest(self) -> StreamIngress:
+        """The shard nearest its share: the policy it sheds by is the one reported."""
+        return max(self.parts, key=lambda p: p.share)
+
+    @property
+    def shedding(self) -> Shedding:
+        return self.fullest.shedding
+
+    async def refresh(self) -> None:
+        for part in self.parts:
+            await part.refresh()
+
+    async def relay(
+        self, rows: Sequence[OutboxRow], token: str, deadline: float | None = None
+    ) -> Outcome:
+        if len(self.parts) == 1:
+            return await self.parts[0].relay(rows, token, deadline)
+        split: list[list[OutboxRow]] = [[] for _ in self.parts]
+        for row in rows:
+            split[shard_of(row.event_id, len(self.parts))].append(row)
+        out = Outcome()
+        for part, mine in zip(self.parts, split, strict=True):
+            if mine:
+                one = await part.relay(mine, token, deadline)
+                out.queued += one.queued
+                out.held = out.held or one.held
+        return out
+
+    async def flush_due(self) -> int:
+        return sum([await part.flush_due() for part in self.parts])

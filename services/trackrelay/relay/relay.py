@@ -24,16 +24,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackrelay.config.live import ConfigMapLive
-from trackrelay.config.settings import RelaySettings
+from trackrelay.config.settings import MIN_SHARD_QUOTA, RelaySettings
 from trackrelay.control.lease import grant, still_held
+from trackrelay.events import shard_of
 from trackrelay.identity import process_name
-from trackrelay.queue import streams, views
+from trackrelay.queue import shards, streams, views
 from trackrelay.queue.client import Queue, QueueError
-from trackrelay.queue.keys import RELAY_STATS_PREFIX
+from trackrelay.queue.keys import RELAY_STATS_PREFIX, Shard, first_shards
 from trackrelay.queue.quota import QueueQuota
 from trackrelay.relay import outbox
 from trackrelay.relay.guard import OutboxGuard
-from trackrelay.relay.ingress import Counts, StreamIngress
+from trackrelay.relay.ingress import Counts, ShardedIngress, StreamIngress
 from trackrelay.relay.metrics import RelayMetrics
 from trackrelay.relay.wakeup import Wakeup, listen
 from trackrelay.runtime.errors import brief
@@ -101,24 +102,82 @@ class OutboxRelay:
         self._reported = Counts()
         self.full = False
         """The last batch left rows in the outbox: the queue is at its quota."""
-        self.ingress: StreamIngress | None = None
-        if settings.queue_quota is not None:
-            quota = QueueQuota(
-                redis,
-                settings.queue_quota,
-                sample_interval=settings.quota_sample_interval,
-                read_ahead=settings.queue_read_ahead,
-            )
-            live = (
-                ConfigMapLive(settings.live_configmap).start() if settings.live_configmap else None
-            )
-            self.ingress = StreamIngress(engine, quota, settings, self.counts, live)
+        self.shards: list[Shard] | None = None
+        """The queue's shards, as the queue records them (learnt at the first round)."""
+        self.ingress: ShardedIngress | None = None
+        self._live = (
+            ConfigMapLive(settings.live_configmap).start()
+            if settings.live_configmap and settings.queue_quota is not None
+            else None
+        )
         self.guard: OutboxGuard | None = None
         if settings.outbox_quota is not None:
             self.guard = OutboxGuard(engine, settings, self.counts)
 
+    async def learn_shards(self) -> list[Shard]:
+        """Raise the queue's shard count to ours, read the count in force; on a change,
+        route to the new shards (with a quota, each shard gets its share of it)."""
+        count = await shards.record(self.redis, self.settings.queue_shards)
+        if self.shards is not None and len(self.shards) == count:
+            return self.shards
+        if self.shards is not None:
+            log.warning("relay: the queue has %d shards now (was %d)", count, len(self.shards))
+        self.shards = first_shards(count)
+        quota = self.settings.queue_quota
+        if quota is not None:
+            share = quota // count
+            if share < MIN_SHARD_QUOTA:
+                log.error(
+                    "relay: a queue quota of %d bytes over %d shards leaves each less than "
+                    "%d; each gets that much (%d bytes in all)",
+                    quota,
+                    count,
+                    MIN_SHARD_QUOTA,
+                    MIN_SHARD_QUOTA * count,
+                )
+                share = MIN_SHARD_QUOTA
+            parts = [
+                StreamIngress(
+                    self.engine,
+                    QueueQuota(
+                        self.redis,
+                        share,
+                        shard=shard,
+                        sample_interval=self.settings.quota_sample_interval,
+                        read_ahead=self.settings.queue_read_ahead // count,
+                    ),
+                    self.settings,
+                    self.counts,
+                    self._live,
+                    flush_lag=max(1, self.settings.aggregate_flush_lag // count),
+                )
+                for shard in self.shards
+            ]
+            self.ingress = ShardedIngress(parts)
+        return self.shards
+
+    async def _publish(self, shard_list: list[Shard], rows: list[outbox.OutboxRow]) -> list[Any]:
+        """XADD each row's payload to its shard's stream; per row, the id or the exception."""
+        if len(shard_list) == 1:
+            return await streams.publish(self.redis, shard_list[0], [r.payload for r in rows])
+        split: list[list[int]] = [[] for _ in shard_list]
+        for i, row in enumerate(rows):
+            split[shard_of(row.event_id, len(shard_list))].append(i)
+        replies = await asyncio.gather(
+            *(
+                streams.publish(self.redis, shard, [rows[i].payload for i in mine])
+                for shard, mine in zip(shard_list, split, strict=True)
+            )
+        )
+        results: list[Any] = [None] * len(rows)
+        for mine, reply in zip(split, replies, strict=True):
+            for i, res in zip(mine, reply, strict=True):
+                results[i] = res
+        return results
+
     async def run_once(self) -> int:
         """One claim-publish-delete round; returns how many events reached the stream."""
+        shard_list = self.shards or await self.learn_shards()
         lease = grant(self.owner, self.clock(), self.settings.relay_lease_seconds)
         rows = await outbox.claim_outbox(
             self.engine, lease, self.settings.relay_batch_size, self.clock()
@@ -134,7 +193,7 @@ class OutboxRelay:
             deadline = lease.expires_at - LEASE_MARGIN
             return await self._through_ingress(self.ingress, rows, lease.token, deadline)
         try:
-            results = await streams.publish(self.redis, [row.payload for row in rows])
+            results = await self._publish(shard_list, rows)
         except QueueError:
             await outbox.release_claim(self.engine, lease.token)
             raise
@@ -155,7 +214,7 @@ class OutboxRelay:
         return len(accepted)
 
     async def _through_ingress(
-        self, ingress: StreamIngress, rows: list[outbox.OutboxRow], token: str, deadline: float
+        self, ingress: ShardedIngress, rows: list[outbox.OutboxRow], token: str, deadline: float
     ) -> int:
         try:
             outcome = await ingress.relay(rows, token, deadline)
@@ -168,7 +227,7 @@ class OutboxRelay:
             log.warning(
                 "relay: the queue is at its quota (%d of %d bytes); events wait in the outbox",
                 ingress.used,
-                ingress.quota.quota,
+                ingress.quota,
             )
         self.full = outcome.held
         if self.metrics is not None:
@@ -191,13 +250,15 @@ class OutboxRelay:
                 "policy": self.ingress.shedding.policy.value,
                 "p": self.ingress.shedding.p,
                 "queue_bytes": self.ingress.used,
-                "queue_quota": self.ingress.quota.quota,
+                "queue_quota": self.ingress.quota,
             }
         if self.guard is not None:
             out |= self.guard.view()
         return out
 
     async def refresh_stats(self) -> None:
+        with contextlib.suppress(*QueueError, OSError):
+            await self.learn_shards()
         if self.ingress is not None:
             with contextlib.suppress(*QueueError, OSError):
                 await self.ingress.refresh()
@@ -214,7 +275,7 @@ class OutboxRelay:
                 self._reported[key] = n
         if self.ingress is not None:
             self.metrics.queue_bytes.set(self.ingress.used)
-            self.metrics.queue_quota.set(self.ingress.quota.quota)
+            self.metrics.queue_quota.set(self.ingress.quota)
             self.metrics.keep_probability.set(self.ingress.shedding.p)
         stats = await outbox.outbox_stats(self.engine)
         self.metrics.outbox_depth.set(stats.depth)
