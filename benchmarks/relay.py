@@ -1,7 +1,7 @@
 """Relay throughput: committed outbox rows to stream entries, per process, beside the raw loop.
 
 A pre-filled outbox on durable PostgreSQL (fsync on, synchronous commit) drains into
-the queue's Redis (AOF, `appendfsync always`, as the chart runs it), three ways in one
+the queue's Redis (AOF, `appendfsync always`, as the chart runs it), four ways in one
 run, each on a fresh outbox of the same events and a fresh Redis:
 
 - **raw**: the least a safe move can do, in this process: one transaction a batch that
@@ -10,7 +10,10 @@ run, each on a fresh outbox of the same events and a fresh Redis:
 - **relay x1**: one ``trackrelay relay`` process (claim under a lease, XADD, delete:
   two transactions and a pipeline a batch, so that a stalled relay never deletes rows
   another took over);
-- **relay x2**: two ``trackrelay relay`` processes sharing the outbox.
+- **relay x2**: two ``trackrelay relay`` processes sharing the outbox;
+- **relay x1, WAIT 1**: one relay whose every batch waits for a replica of the queue's
+  Redis (``--queue-replicas 1``: a marker write and ``WAIT``) before its rows are
+  deleted: what a failover that loses nothing costs.
 
     .venv/bin/python benchmarks/relay.py [--events 100000] [--batch-size 500] [--rounds 3]
 
@@ -123,12 +126,20 @@ async def raw_drain(dsn: str, redis_url: str, batch: int) -> None:
 
 
 def relays_drain(
-    url: str, redis_url: str, batch: int, n: int, events: int, dsn: str, shards: int = 1
+    url: str,
+    redis_url: str,
+    batch: int,
+    n: int,
+    events: int,
+    dsn: str,
+    shards: int = 1,
+    replicas: int = 0,
 ) -> float:
     """Seconds ``n`` relay processes take to empty the outbox (from their first row) into a
-    queue of ``shards``."""
+    queue of ``shards``, each batch waiting for ``replicas``."""
     argv = [TRACKRELAY, "relay", "--database-url", url, "--redis-url", redis_url, "--no-migrate"]
     argv += ["--relay-batch-size", str(batch), "--queue-shards", str(shards)]
+    argv += ["--queue-replicas", str(replicas)]
     env = {**os.environ, "TRACKRELAY_LOG_LEVEL": "WARNING"}
     procs = [
         subprocess.Popen([*argv, "--owner", f"bench-{i}"], env=env, stderr=subprocess.PIPE)
@@ -154,24 +165,40 @@ def stream_length(redis_url: str) -> int:
     return asyncio.run(length())
 
 
+WITH_REPLICA = "relay x1, WAIT 1"
+"""One relay whose batches each wait for a replica (``--queue-replicas 1``)."""
+WAYS = ("raw", "relay x1", "relay x2", WITH_REPLICA)
+
+
 def run(events: int, batch: int, work: Path) -> list[dict[str, Any]]:
     pg = PostgresCluster(work / "pg", durable=True).start()
     rows = []
     try:
-        for way in ("raw", "relay x1", "relay x2"):
+        for way in WAYS:
             url = filled_database(pg, work, events)
             dsn = asyncpg_dsn(url)
-            with EmbeddedRedis(
-                work / f"redis-{way.replace(' ', '')}", appendfsync="always"
-            ) as server:
-                if way == "raw":
-                    started = time.perf_counter()
-                    asyncio.run(raw_drain(dsn, server.url, batch))
-                    seconds = time.perf_counter() - started
-                else:
-                    n = int(way[-1])
-                    seconds = relays_drain(url, server.url, batch, n, events, dsn)
-                moved = stream_length(server.url)
+            name = way.replace(" ", "").replace(",", "")
+            with EmbeddedRedis(work / f"redis-{name}", appendfsync="always") as server:
+                replica = None
+                if way == WITH_REPLICA:  # the same primary, and a replica to wait for
+                    replica = EmbeddedRedis(
+                        work / f"replica-{name}",
+                        appendfsync="always",
+                        extra=["--replicaof", "127.0.0.1", str(server.port)],
+                    ).start()
+                try:
+                    if way == "raw":
+                        started = time.perf_counter()
+                        asyncio.run(raw_drain(dsn, server.url, batch))
+                        seconds = time.perf_counter() - started
+                    else:
+                        n = 2 if way == "relay x2" else 1
+                        waits = 1 if replica is not None else 0
+                        seconds = relays_drain(url, server.url, batch, n, events, dsn, 1, waits)
+                    moved = stream_length(server.url)
+                finally:
+                    if replica is not None:
+                        replica.stop()
             if moved != events:
                 raise SystemExit(f"{way}: {moved} stream entries for {events} events")
             rows.append(drained(events, seconds, way=way))
@@ -207,9 +234,11 @@ def main() -> None:
         )
     )
     scaling = by["relay x2"] / by["relay x1"]
+    waiting = by[WITH_REPLICA] / by["relay x1"]
     print(
         f"two relays / one: {scaling:.2f} (target 1.6);"
-        f" one relay: {round(by['relay x1'])} ev/s (target 20000)"
+        f" one relay: {round(by['relay x1'])} ev/s (target 20000);"
+        f" waiting for a replica: {waiting:.2f} of one relay"
     )
     path = write_json(
         "relay",
@@ -218,6 +247,7 @@ def main() -> None:
             "rows": rows,
             "median_events_per_s": by,
             "two_over_one": round(scaling, 3),
+            "replica_wait_over_one": round(waiting, 3),
         },
     )
     print(f"wrote {path}")

@@ -151,6 +151,17 @@ class RelaySettings(BaseSettings):
     """Shards of the queue: one stream each, spread over a Redis Cluster's nodes, every
     event in its order's shard. The queue keeps the highest count a relay or forwarder
     started with, and every process follows it: it is never lowered."""
+    queue_replicas: int = Field(default=0, ge=0, le=16)
+    """Replicas of the queue's Redis every batch must reach (Redis WAIT) before its outbox
+    rows are deleted: a failover then loses no event the relay took from the outbox. One
+    Redis or a Sentinel pair. Off (0): rows go once the primary has the batch."""
+    queue_replica_timeout: PositiveFloat = 1.0
+    """Seconds of one WAIT for the replicas; an unconfirmed batch is waited for again, its
+    rows kept in the outbox meanwhile."""
+    queue_replica_wait_max: PositiveFloat = 30.0
+    """Seconds a batch waits for its replicas in all; past them its rows are deleted
+    unconfirmed (counted in the relay's view, logged): a replica down must not stop
+    delivery."""
     queue_quota: PositiveInt | None = None
     """Bytes the queue may use in Redis (over all its shards, an equal share each):
     ``64MiB``, ``512KiB`` or a plain number. None: no

@@ -9,7 +9,9 @@ of one stream (one owner per entry, takeover of a dead consumer's entries) holds
 shard. Every process reads every shard: the consumer groups share each shard's entries
 out among the processes, so N forwarders and M shards balance without leases, and a
 forwarder that dies leaves only its pending entries, taken over after ``claim_idle``.
-The lanes are spread over the shards (``concurrency`` in all, at least one a shard).
+The lanes are spread over the shards (``concurrency`` in all, at least one a shard, as
+the count was when each shard's reader started: a grown count adds readers, the window
+still bounds what is in flight).
 
 The queue's shard count is read from Redis (``queue.shards``) at start and every
 ``claim_interval`` after: a relay that raises it is followed without a restart.

@@ -154,6 +154,7 @@ class LocalStack:
         self._forwarder_env = {
             "TRACKRELAY_REDIS_URL": self.redis_url,
             "TRACKRELAY_ANALYTICS_URL": self.analytics_url,
+            "TRACKRELAY_QUEUE_SHARDS": str(ready.queue_shards),  # every shard from the start
             **opts.forwarder_env,
         }
         for n in range(opts.forwarders):

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from trackrelay.queue.handle import Queue
 from trackrelay.queue.keys import CONSUMER_GROUP, EVENT_FIELD, SHARD0, Shard
+from trackrelay.queue.replicas import Replication
 
 ENTRY_OVERHEAD = 48
 """Bytes a stream entry costs beyond its payload (listpack entry, id delta, node share)."""
@@ -493,6 +494,7 @@ class QueueQuota:
         quota: int,
         *,
         shard: Shard = SHARD0,
+        replication: Replication | None = None,
         headroom: float = 0.02,
         sample_interval: float = 0.1,
         read_ahead: int = 0,
@@ -501,6 +503,8 @@ class QueueQuota:
             raise ValueError("quota must be > 0 bytes")
         self.redis = redis
         self.shard = shard
+        self.replication = replication
+        """Waited for after every script that adds to the queue (``queue.replicas``)."""
         self.quota = quota
         self.limit = int(quota * (1 - headroom))
         self.interval_ms = max(1, int(sample_interval * 1000))
@@ -519,23 +523,29 @@ class QueueQuota:
     def _args(self, *rest: Any) -> list[Any]:
         return [self.limit, self.interval_ms, self.read_ahead, *rest]
 
-    async def _run(self, script: AsyncScript, args: list[Any], fresh: str | None = None) -> Any:
+    async def _run(
+        self, script: AsyncScript, args: list[Any], fresh: str | None = None, adds: bool = True
+    ) -> Any:
         """Run a quota script given every key it may touch: the fixed keys, every window
         listed (as last listed here: no read on the common path), and ``fresh``'s, a
         window it may open. A list another relay changed meanwhile is read again."""
         for _ in range(STALE_RETRIES):
             keys = self._declared if fresh is None else [*self._declared, *window_keys(fresh)]
             try:
-                return await script(keys=keys, args=args)
+                reply = await script(keys=keys, args=args)
             except ResponseError as exc:
                 if not str(exc).startswith(STALE_WINDOWS.split()[0]):
                     raise
+            else:
+                if adds and self.replication is not None:
+                    await self.replication.wait(self.redis)
+                return reply
             await self.windows()
         raise QuotaBusy(f"the aggregation windows changed {STALE_RETRIES} times in a row")
 
     async def used(self, fresh: bool = False) -> int:
         """The gauge's estimate of bytes used (``fresh``: sample now)."""
-        return int(await self._run(self._measure, self._args("1" if fresh else "0")))
+        return int(await self._run(self._measure, self._args("1" if fresh else "0"), adds=False))
 
     async def admit(self, payloads: Sequence[str], mode: str) -> Admitted:
         """XADD what fits; ``mode`` is ``hold``, ``evict`` or ``drop`` for what does not."""

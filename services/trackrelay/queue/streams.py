@@ -23,6 +23,7 @@ from trackrelay.queue.keys import (
     EVENT_FIELD,
     Shard,
 )
+from trackrelay.queue.replicas import Replication
 
 _EVENT_KEY = EVENT_FIELD.encode()
 
@@ -60,20 +61,25 @@ return ids
 Without ``allow-oom``: at ``maxmemory`` Redis refuses it before it adds anything."""
 
 
-async def publish(redis: Queue, shard: Shard, payloads: Sequence[str]) -> list[Any]:
+async def publish(
+    redis: Queue, shard: Shard, payloads: Sequence[str], replication: Replication | None = None
+) -> list[Any]:
     """XADD each payload; per payload, the new id or the exception.
 
     One script a batch rather than a pipeline of XADDs: a cluster client spends about as
     much Python on each command of a pipeline as the relay spends on an event, and one
     script has a single key to route. The batch is added whole or refused whole (at
     ``maxmemory``, or any error reply: every payload then carries it, and its rows stay
-    in the outbox for the next round)."""
+    in the outbox for the next round). With ``replication``, it returns once the replicas
+    have the batch (``queue.replicas``)."""
     if not payloads:
         return []
     try:
         ids: Any = await redis.eval(_PUBLISH, 1, shard.stream, *payloads)
     except ResponseError as exc:
         return [exc] * len(payloads)
+    if replication is not None:
+        await replication.wait(redis)
     return list(ids)
 
 

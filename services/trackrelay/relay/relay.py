@@ -32,6 +32,7 @@ from trackrelay.queue import shards, streams, views
 from trackrelay.queue.client import Queue, QueueError
 from trackrelay.queue.keys import RELAY_STATS_PREFIX, Shard, first_shards
 from trackrelay.queue.quota import QueueQuota
+from trackrelay.queue.replicas import Replication
 from trackrelay.relay import outbox
 from trackrelay.relay.guard import OutboxGuard
 from trackrelay.relay.ingress import Counts, ShardedIngress, StreamIngress
@@ -102,6 +103,12 @@ class OutboxRelay:
         self._reported = Counts()
         self.full = False
         """The last batch left rows in the outbox: the queue is at its quota."""
+        self.replication = Replication(
+            settings.queue_replicas,
+            settings.queue_replica_timeout,
+            max(settings.queue_replica_wait_max, settings.queue_replica_timeout),
+        )
+        self.replication.check(redis)
         self.shards: list[Shard] | None = None
         """The queue's shards, as the queue records them (learnt at the first round)."""
         self.ingress: ShardedIngress | None = None
@@ -143,6 +150,7 @@ class OutboxRelay:
                         self.redis,
                         share,
                         shard=shard,
+                        replication=self.replication,
                         sample_interval=self.settings.quota_sample_interval,
                         read_ahead=self.settings.queue_read_ahead // count,
                     ),
@@ -159,13 +167,16 @@ class OutboxRelay:
     async def _publish(self, shard_list: list[Shard], rows: list[outbox.OutboxRow]) -> list[Any]:
         """XADD each row's payload to its shard's stream; per row, the id or the exception."""
         if len(shard_list) == 1:
-            return await streams.publish(self.redis, shard_list[0], [r.payload for r in rows])
+            payloads = [r.payload for r in rows]
+            return await streams.publish(self.redis, shard_list[0], payloads, self.replication)
         split: list[list[int]] = [[] for _ in shard_list]
         for i, row in enumerate(rows):
             split[shard_of(row.event_id, len(shard_list))].append(i)
         replies = await asyncio.gather(
             *(
-                streams.publish(self.redis, shard, [rows[i].payload for i in mine])
+                streams.publish(
+                    self.redis, shard, [rows[i].payload for i in mine], self.replication
+                )
                 for shard, mine in zip(shard_list, split, strict=True)
             )
         )
@@ -254,6 +265,13 @@ class OutboxRelay:
             }
         if self.guard is not None:
             out |= self.guard.view()
+        if self.replication.replicas:
+            out["replicas"] = {
+                "wanted": self.replication.replicas,
+                "confirmed": self.replication.confirmed,
+                "unconfirmed": self.replication.unconfirmed,
+                "waited_s": round(self.replication.waited, 3),
+            }
         return out
 
     async def refresh_stats(self) -> None:
