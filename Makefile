@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# setuptools' notice that an editable install of two package roots uses a finder
 	# is information, not a warning: the install prints nothing else
-	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e '.[dev,operator]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet \
+	  --constraint requirements.lock -e '.[dev,operator]'
 	touch $(STAMP)
 
 # What the suites need from the machine (Debian packages as root, the control-plane

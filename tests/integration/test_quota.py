@@ -645,14 +645,21 @@ def test_a_flood_of_unique_skus_cannot_wedge_the_queue(
     assert memory.peak <= QUOTA, f"queue used {memory.peak} bytes of a {QUOTA}-byte quota"
     assert analytics.duplicates == 0
     # Past what exact counters could hold, new SKUs went into the bounded sketch: every
-    # count analytics got brackets the truth (1 per SKU) within its error bound, and
-    # the total stands for every line folded.
+    # count analytics got brackets the truth (1 per SKU) within its error bound; the
+    # aggregates stand for every line folded, and with the lines that went as events
+    # (those the quota held in the outbox until the queue had room) for every line.
     delivered = analytics.popularity()
     assert analytics.sketched() > 0, "the sketch was never used"
     for sku in [f"{n:06d}-{i:03d}-" + "x" * 94 for n in range(60) for i in range(40)]:
         low, high = analytics.bounds(sku)
         assert low - 1e-6 <= 1 <= high + 1e-6, (sku, low, high)
-    assert sum(delivered.values()) == pytest.approx(counts[("stream", "aggregate", "folded")])
+    aggregated = sum(
+        ev["qty"] * ev["weight"]
+        for ev in analytics.events.values()
+        if str(ev["order_id"]).startswith("agg:")
+    )
+    assert aggregated == pytest.approx(counts[("stream", "aggregate", "folded")])
+    assert sum(delivered.values()) == pytest.approx(lines - lost(counts))
 
 
 async def test_a_window_past_its_exact_counters_keeps_every_count_within_its_bound(

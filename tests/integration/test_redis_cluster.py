@@ -9,6 +9,7 @@ import asyncio
 import functools
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ import redis
 from fastapi.testclient import TestClient
 
 from tests.integration.conftest import Sim, add_events, run_cli, wait_for
+from tests.integration.test_quota import outbox_rows
 from tests.support.redis_cluster import LocalRedisCluster, SyncQueue, sync_client
 from trackrelay.config.settings import OrderSettings
 from trackrelay.control.controller import Observation
-from trackrelay.events import shard_of
+from trackrelay.events import Event, event_id_for, shard_of
 from trackrelay.local.processes import spawn_role, stop_all
 from trackrelay.loop.observe import observe
 from trackrelay.orders.app import create_app
@@ -204,3 +206,84 @@ def test_an_unreachable_cluster_is_a_queue_error_like_any_other() -> None:
     asyncio.run(client.check_queue(url, required=False))  # a warning, not a crash
     with pytest.raises(StartupError, match="cannot reach the queue redis"):
         asyncio.run(client.check_queue(url, required=True))
+
+
+def cluster_event_ids(url: str, shards: int) -> list[str]:
+    """Every event id in every shard's stream, read through a fresh cluster client."""
+    admin = sync_client(url)
+    try:
+        ids = []
+        for shard in first_shards(shards):
+            rows: Any = admin.xrange(shard.stream)
+            ids += [Event.from_json(fields[b"e"]).event_id for _, fields in rows]
+        return ids
+    finally:
+        admin.close()
+
+
+def test_a_primary_killed_under_load_fails_over_and_loses_no_event(tmp_path: Path) -> None:
+    """Three primaries with a replica each, 4 shards, ``queue_replicas`` 1: the replica
+    of one shard's primary stalled (SIGSTOP) and its link cut, so it misses what that
+    primary adds next (a stall alone would not: the socket's buffer keeps it); orders
+    go on, and the rows whose events only that primary has stay in the outbox. The
+    primary killed under load, its replica woken and promoted by the cluster: every
+    line of every order is in a stream (the batches the dead primary had are sent
+    again, the same ids: counted here). With ``queue_replicas`` 0 the promoted replica
+    lacks those events: this test fails."""
+    shards = 4
+    every = first_shards(shards)
+    settings = OrderSettings(
+        data_dir=tmp_path,
+        queue_shards=shards,
+        queue_replicas=1,
+        queue_replica_timeout=0.2,
+        queue_replica_wait_max=5,  # the promoted replica alone is waited for this long
+    )
+    with (
+        LocalRedisCluster(tmp_path / "cluster", primaries=3, replicas=1) as cluster,
+        TestClient(create_app(settings, redis_url=cluster.url)) as orders,
+    ):
+        ids = post_orders(orders, 0, 20)
+        wait_for(lambda: outbox_rows(orders) == 0, 20, "the confirmed rows deleted")
+        primary = cluster.node_of(every[0].stream)
+        replica = cluster.replica_of(primary)
+        assert replica.process is not None
+        on_primary = {s.number for s in every if cluster.node_of(s.stream) is primary}
+        replica.process.send_signal(signal.SIGSTOP)  # that primary's replication stops
+        with cluster.client(cluster.nodes.index(primary)) as r:
+            assert r.execute_command("CLIENT KILL TYPE replica") == 1  # and its link goes
+        ids += post_orders(orders, 20, 30)
+        time.sleep(1.0)  # five WAITs' time: none of them confirmed
+        kept = outbox_rows(orders)
+        later = [shard_of(event_id_for(i, 0), shards) for i in ids[20:]]
+        only_there = 2 * sum(1 for n in later if n in on_primary)
+        primary.kill()  # what only it had dies with it
+        replica.process.send_signal(signal.SIGCONT)
+        ids += post_orders(orders, 50, 30)  # orders never wait for the queue
+        wait_for(lambda: cluster.node_of(every[0].stream) is replica, 30, "the failover")
+        ids += post_orders(orders, 80, 20)
+        wait_for(
+            lambda: outbox_rows(orders) == 0,
+            60,
+            "the kept rows relayed again (after wait_max, unconfirmed)",
+            lambda: f"outbox {outbox_rows(orders)}",
+        )
+        view = orders.app.state.relay.view()  # type: ignore[attr-defined]
+        seen = cluster_event_ids(cluster.url, shards)
+    assert only_there > 0 and kept >= only_there, (kept, only_there)
+    assert set(seen) == {event_id_for(i, line) for i in ids for line in (0, 1)}  # none lost
+    duplicates = len(seen) - len(set(seen))
+    assert duplicates <= kept, duplicates  # only kept rows are sent again
+    assert view["replicas"]["confirmed"] > 0
+    assert view["replicas"]["unconfirmed"] > 0  # the promoted replica alone is not waited for
+
+
+def post_orders(orders: TestClient, first: int, count: int) -> list[str]:
+    """``count`` two-line orders, every one accepted; their ids."""
+    ids = []
+    for n in range(first, first + count):
+        items = [{"sku": f"sku-{n % 7}", "qty": 1, "price": 100} for _ in (0, 1)]
+        r = orders.post("/v1/orders", json={"customer_id": f"c{n}", "items": items})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["order_id"])
+    return ids

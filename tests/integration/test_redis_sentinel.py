@@ -85,7 +85,12 @@ def test_rows_wait_for_the_replica_so_a_failover_loses_no_event(
     not have yet: the replica stalled (SIGSTOP), the primary killed, the replica
     promoted, every line reaches it (some twice: the batch the primary had and the
     replica missed is sent again, with the same ids, and counted here)."""
-    settings = OrderSettings(data_dir=tmp_path, queue_replicas=1, queue_replica_timeout=0.2)
+    settings = OrderSettings(
+        data_dir=tmp_path,
+        queue_replicas=1,
+        queue_replica_timeout=0.2,
+        queue_replica_wait_max=3,  # the promoted replica alone is waited for this long
+    )
     assert pair.replica.process is not None
     with TestClient(create_app(settings, redis_url=pair.url)) as orders:
         post(orders, 0, 20)

@@ -4,6 +4,7 @@ slots spread over the primaries, each with its replicas (what the cluster tests 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -116,7 +117,26 @@ class LocalRedisCluster(_Started):
         for n in range(self.primaries, len(self.nodes)):
             self.command(n, "CLUSTER REPLICATE", ids[n % self.primaries])
         self._wait(lambda: all(self._ok(n) for n in everyone), timeout)
+        replicas = range(self.primaries, len(self.nodes))
+        self._wait(lambda: all(self._linked(n) for n in replicas), timeout)
         return self
+
+    def replica_of(self, primary: EmbeddedRedis) -> EmbeddedRedis:
+        """The first replica linked to ``primary`` now."""
+        for node in self.nodes:
+            if node is primary or node.process is None or node.process.poll() is not None:
+                continue
+            with contextlib.suppress(redis.RedisError), self.client(self.nodes.index(node)) as r:
+                info: dict[str, Any] = r.info("replication")
+                if info.get("role") == "slave" and int(info["master_port"]) == primary.port:
+                    return node
+        raise LookupError(f"no replica of the node at port {primary.port}")
+
+    def _linked(self, n: int) -> bool:
+        """Node ``n`` is a replica that has synchronised with its primary."""
+        with self.client(n) as r:
+            info: dict[str, Any] = r.info("replication")
+        return info.get("master_link_status") == "up"
 
     def _knows(self, n: int, count: int) -> bool:
         known: dict[str, object] = self.command(n, "CLUSTER NODES")

@@ -63,6 +63,12 @@ class Shard:
         return self.tag + ":quota:gauge"
 
     @property
+    def replicated(self) -> str:
+        """Written before each ``WAIT`` (``queue/replicas.py``): the last moment (ms) a
+        batch of the shard was replicated; on the shard's node, as its tag puts it."""
+        return self.tag + ":replicated"
+
+    @property
     def quota_keys(self) -> tuple[str, str, str, str, str]:
         """The fixed keys the quota covers (plus every window hash listed in ``windows``),
         in the order the quota's scripts read them."""

@@ -538,7 +538,7 @@ class QueueQuota:
                     raise
             else:
                 if adds and self.replication is not None:
-                    await self.replication.wait(self.redis)
+                    await self.replication.wait(self.redis, self.shard)
                 return reply
             await self.windows()
         raise QuotaBusy(f"the aggregation windows changed {STALE_RETRIES} times in a row")

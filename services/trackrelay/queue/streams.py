@@ -79,7 +79,7 @@ async def publish(
     except ResponseError as exc:
         return [exc] * len(payloads)
     if replication is not None:
-        await replication.wait(redis)
+        await replication.wait(redis, shard)
     return list(ids)
 
 

@@ -108,7 +108,6 @@ class OutboxRelay:
             settings.queue_replica_timeout,
             max(settings.queue_replica_wait_max, settings.queue_replica_timeout),
         )
-        self.replication.check(redis)
         self.shards: list[Shard] | None = None
         """The queue's shards, as the queue records them (learnt at the first round)."""
         self.ingress: ShardedIngress | None = None
@@ -165,7 +164,9 @@ class OutboxRelay:
         return self.shards
 
     async def _publish(self, shard_list: list[Shard], rows: list[outbox.OutboxRow]) -> list[Any]:
-        """XADD each row's payload to its shard's stream; per row, the id or the exception."""
+        """XADD each row's payload to its shard's stream; per row, the id or the exception.
+        A shard that fails (its node down) fails its own rows alone: the other shards'
+        rows are deleted, not added again at each retry while it fails over."""
         if len(shard_list) == 1:
             payloads = [r.payload for r in rows]
             return await streams.publish(self.redis, shard_list[0], payloads, self.replication)
@@ -178,10 +179,15 @@ class OutboxRelay:
                     self.redis, shard, [rows[i].payload for i in mine], self.replication
                 )
                 for shard, mine in zip(shard_list, split, strict=True)
-            )
+            ),
+            return_exceptions=True,
         )
         results: list[Any] = [None] * len(rows)
         for mine, reply in zip(split, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if not isinstance(reply, QueueError):
+                    raise reply
+                reply = [reply] * len(mine)
             for i, res in zip(mine, reply, strict=True):
                 results[i] = res
         return results
@@ -323,6 +329,7 @@ class OutboxRelay:
         finally:
             for helper in helpers:
                 await helper
+            await self.replication.aclose()
 
     async def _relay_loop(self, stop: asyncio.Event) -> None:
         last_stats = last_flush = 0.0
